@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything Coppice needs on Debian 12, as root, from this
+# project's own files: Debian packages, then a virtualenv in .venv with the
+# Python packages pyproject.toml names. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(
+  qemu-utils qemu-system-x86 libnbd-bin python3-libnbd fio
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt
+  python3-venv python3-dev gcc busybox-static cpio xorriso openssl
+  btrfs-progs duperemove
+)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "coppice: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's python3 with system site packages: libnbd's and libvirt's Python
+# bindings come from Debian packages built for exactly that interpreter.
+if [ ! -x .venv/bin/python ]; then
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.coppice-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  touch "$stamp"
+fi
