@@ -1,0 +1,145 @@
+"""Free-space allocator for data blocks.
+
+Contract: owns the set of free PBNs: the free extents below ``next_pbn``
+plus everything at or above it (the data file is sparse and grows on
+demand). ``allocate`` prefers the lowest free extents and hands out runs as
+long as possible, so a sequential write lands contiguously and reads back
+with one ``pread``. Blocks freed by a consistency point come back through
+``release`` only after that consistency point has committed: a block the
+committed metadata still references is never handed out twice.
+
+Not thread-safe; the pool's lock covers it. Memory is one list entry per
+free extent.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+
+class Allocator:
+    def __init__(self, extents: list[tuple[int, int]], next_pbn: int):
+        # Parallel sorted lists: starts[i], counts[i] of free extents.
+        self.starts: list[int] = []
+        self.counts: list[int] = []
+        for s, c in sorted(extents):
+            if c > 0:
+                self._append_merge(s, c)
+        self.next_pbn = max(1, next_pbn)   # PBN 0 means "hole"
+        self.free_below = sum(self.counts)
+
+    def _append_merge(self, s: int, c: int) -> None:
+        if self.starts and self.starts[-1] + self.counts[-1] == s:
+            self.counts[-1] += c
+        else:
+            self.starts.append(s)
+            self.counts.append(c)
+
+    @property
+    def used(self) -> int:
+        """Blocks allocated (PBN 0 excluded)."""
+        return self.next_pbn - 1 - self.free_below
+
+    def allocate(self, n: int) -> list[tuple[int, int]]:
+        """n blocks as a list of (start, count) runs, lowest first."""
+        runs = []
+        while n and self.starts:
+            s, c = self.starts[0], self.counts[0]
+            take = min(c, n)
+            runs.append((s, take))
+            if take == c:
+                del self.starts[0]
+                del self.counts[0]
+            else:
+                self.starts[0] = s + take
+                self.counts[0] = c - take
+            self.free_below -= take
+            n -= take
+        if n:
+            runs.append((self.next_pbn, n))
+            self.next_pbn += n
+        return runs
+
+    def claim(self, pbn: int, n: int = 1) -> None:
+        """Mark [pbn, pbn+n) allocated (intent-log replay re-takes the exact
+        blocks the log names). They must be free."""
+        end = pbn + n
+        if pbn >= self.next_pbn:
+            if pbn > self.next_pbn:
+                self.release(self.next_pbn, pbn - self.next_pbn)
+            self.next_pbn = end
+            return
+        i = bisect.bisect_right(self.starts, pbn) - 1
+        if i < 0 or self.starts[i] + self.counts[i] < end:
+            # Partly above next_pbn is fine: claim the part below first.
+            if i >= 0 and self.starts[i] + self.counts[i] == self.next_pbn and end > self.next_pbn:
+                tail = end - self.next_pbn
+                self.claim(pbn, n - tail)
+                self.next_pbn = end
+                return
+            raise ValueError(f"PBNs {pbn}..{end - 1} are not free")
+        s, c = self.starts[i], self.counts[i]
+        del self.starts[i]
+        del self.counts[i]
+        pieces = []
+        if pbn > s:
+            pieces.append((s, pbn - s))
+        if end < s + c:
+            pieces.append((end, s + c - end))
+        for j, (ps, pc) in enumerate(pieces):
+            self.starts.insert(i + j, ps)
+            self.counts.insert(i + j, pc)
+        self.free_below -= n
+
+    def release(self, pbn: int, n: int = 1) -> None:
+        """Return [pbn, pbn+n) to the free set, merging neighbours."""
+        if n <= 0:
+            return
+        end = pbn + n
+        if end == self.next_pbn:
+            # Shrink the high-water mark instead of keeping a tail extent.
+            self.next_pbn = pbn
+            while self.starts and self.starts[-1] + self.counts[-1] == self.next_pbn:
+                self.next_pbn = self.starts[-1]
+                self.free_below -= self.counts[-1]
+                self.starts.pop()
+                self.counts.pop()
+            return
+        i = bisect.bisect_left(self.starts, pbn)
+        merge_prev = i > 0 and self.starts[i - 1] + self.counts[i - 1] == pbn
+        merge_next = i < len(self.starts) and self.starts[i] == end
+        if merge_prev and merge_next:
+            self.counts[i - 1] += n + self.counts[i]
+            del self.starts[i]
+            del self.counts[i]
+        elif merge_prev:
+            self.counts[i - 1] += n
+        elif merge_next:
+            self.starts[i] = pbn
+            self.counts[i] += n
+        else:
+            self.starts.insert(i, pbn)
+            self.counts.insert(i, n)
+        self.free_below += n
+
+    def release_many(self, pbns) -> None:
+        """Release single blocks, coalescing runs first."""
+        run_start = run_len = None
+        for p in sorted(pbns):
+            if run_start is not None and p == run_start + run_len:
+                run_len += 1
+                continue
+            if run_start is not None:
+                self.release(run_start, run_len)
+            run_start, run_len = p, 1
+        if run_start is not None:
+            self.release(run_start, run_len)
+
+    def is_free(self, pbn: int) -> bool:
+        if pbn >= self.next_pbn:
+            return True
+        i = bisect.bisect_right(self.starts, pbn) - 1
+        return i >= 0 and pbn < self.starts[i] + self.counts[i]
+
+    def extents(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.counts))

@@ -1,0 +1,1361 @@
+"""A pool: the copy-on-write block store in one directory.
+
+Contract (what callers may rely on):
+
+* **Volumes, snapshots, clones.** A volume holds named objects (LUN data and
+  small files). ``create_snapshot`` and ``clone_volume`` are O(objects): they
+  copy the object rows and add one reference to each root page; no block or
+  page is copied. Writes to a volume never change what its snapshots or
+  clones read: every shared page is copied on write (``blockmap``).
+* **Exact sharing.** Pages and blocks are reference counted; deleting a
+  volume, snapshot or clone frees exactly what nothing else references, and
+  ``fsck`` proves it.
+* **Durability.** ``write`` returns once the data and its intent-log record
+  are in the kernel (a ``kill -9`` loses nothing acknowledged); after
+  ``flush`` (or a write with ``fua``) they survive power loss too. Metadata
+  commits in consistency points, one SQLite transaction each. Every
+  management operation (create, snapshot, clone, delete, resize, ...) is
+  atomic and durable when it returns, and a refused one changes nothing.
+* **Integrity.** Every block's checksum is verified on read; a mismatch
+  raises ``BlockCorrupt`` naming the volume, object and offset, never returns
+  wrong bytes.
+* **Bounded memory.** Block-map pages go through a fixed-size cache.
+
+Threading: every public method takes the pool's lock, so a pool may be used
+from many threads; a process holds a pool exclusively (``pool.lock``).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid as _uuid
+from array import array
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ..errors import AlreadyExists, Busy, CoppiceError, Corruption, InvalidArgument, NoSpace, NotFound, ReadOnly
+from . import blockmap
+from .allocator import Allocator
+from .checksum import block_checksum, zero_checksum
+from .format import (DEFAULT_BLOCK_SIZE, FORMAT_VERSION, LEAF_FANOUT, LOG_WRITE, MAX_BLOCK_SIZE,
+                     MIN_BLOCK_SIZE, SCHEMA)
+from .intent_log import IntentLog
+from .page_cache import PageCache
+
+DEFAULT_CACHE_BYTES = 64 << 20
+LOG_LIMIT_BYTES = 64 << 20
+MAX_NAME_BYTES = 255
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+class PoolNotFound(NotFound):
+    """No pool at {path}: create one with `coppice pool create {path}` or point
+    --pool / COPPICE_POOL at an existing pool."""
+
+
+class PoolExists(AlreadyExists):
+    """A pool already exists at {path}; open it instead, or choose an empty
+    directory."""
+
+
+class PoolInUse(Busy):
+    """Pool {path} is in use by {holder}; stop that process or talk to it
+    (the CLI uses a running daemon's socket automatically)."""
+
+
+class VolumeNotFound(NotFound):
+    """Volume {name} not found; `coppice vol show` lists the volumes."""
+
+
+class VolumeExists(AlreadyExists):
+    """Volume {name} already exists; choose another name."""
+
+
+class SnapshotNotFound(NotFound):
+    """Snapshot {snap} not found on volume {volume}; `coppice snap list
+    {volume}` lists its snapshots."""
+
+
+class SnapshotExists(AlreadyExists):
+    """Snapshot {snap} already exists on volume {volume}; choose another name."""
+
+
+class ObjectNotFound(NotFound):
+    """{kind} {name} not found in {where}."""
+
+
+class ObjectExists(AlreadyExists):
+    """{name} already exists in volume {volume}; choose another name."""
+
+
+class SnapshotBusy(Busy):
+    """Snapshot {snap} of volume {volume} is busy: clone {clones} depends on
+    it; split or destroy the clone first."""
+
+
+class BadName(InvalidArgument):
+    """Invalid {what} name {name!r}: {why}."""
+
+
+class OutOfRange(InvalidArgument):
+    """{what}: range {offset}+{length} is outside {name} (size {size})."""
+
+
+class BlockCorrupt(Corruption):
+    """Checksum mismatch reading {where} object {object} at offset {offset}
+    (physical block {pbn}): the data on disk is corrupt. Run `coppice scrub`
+    and restore the object from a snapshot or backup."""
+
+
+class PoolFull(NoSpace):
+    """Pool {path} is full: {needed} more blocks needed, {free} free. Free
+    space by deleting snapshots or volumes, or grow the pool's capacity."""
+
+
+def validate_name(what: str, name) -> str:
+    if not isinstance(name, str) or not name:
+        raise BadName(what=what, name=name, why="it must be a non-empty string")
+    if "/" in name:
+        raise BadName(what=what, name=name, why="it must not contain '/'")
+    if "\0" in name:
+        raise BadName(what=what, name=name, why="it must not contain NUL")
+    if name in (".", ".."):
+        raise BadName(what=what, name=name, why="'.' and '..' are reserved")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise BadName(what=what, name=name[:40] + "...", why=f"it is longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+# --------------------------------------------------------------------------
+# In-memory records
+# --------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    id: int
+    kind: str              # 'volume' | 'snapshot'
+    name: str
+    volume_id: int | None  # for a snapshot: the volume it freezes
+    origin_id: int | None  # for a clone volume: the snapshot it came from
+    created: float
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class ObjRec:
+    id: int
+    dataset_id: int
+    name: str
+    kind: str
+    size: int
+    root: int
+    height: int
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SpaceInfo:
+    logical_bytes: int
+    written_blocks: int
+    unique_blocks: int
+    shared_blocks: int
+    block_size: int
+
+    @property
+    def written_bytes(self):
+        return self.written_blocks * self.block_size
+
+    @property
+    def unique_bytes(self):
+        return self.unique_blocks * self.block_size
+
+    @property
+    def shared_bytes(self):
+        return self.shared_blocks * self.block_size
+
+    def as_dict(self):
+        return {"logical_bytes": self.logical_bytes, "written_blocks": self.written_blocks,
+                "unique_blocks": self.unique_blocks, "shared_blocks": self.shared_blocks,
+                "written_bytes": self.written_bytes, "unique_bytes": self.unique_bytes,
+                "shared_bytes": self.shared_bytes, "block_size": self.block_size}
+
+
+# --------------------------------------------------------------------------
+# The pool
+# --------------------------------------------------------------------------
+class Pool:
+    # ---- lifecycle --------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, block_size: int = DEFAULT_BLOCK_SIZE, capacity: int | None = None,
+               cache_bytes: int = DEFAULT_CACHE_BYTES) -> "Pool":
+        """Create a pool in directory ``path`` (created if missing, must not
+        hold a pool). ``capacity`` in bytes caps the data it may hold;
+        None: the file system's free space is the limit."""
+        if (not isinstance(block_size, int) or block_size < MIN_BLOCK_SIZE or block_size > MAX_BLOCK_SIZE
+                or block_size & (block_size - 1)):
+            raise InvalidArgument(detail=f"block size {block_size!r} is invalid: use a power of two "
+                                         f"between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} (default 4096)")
+        if capacity is not None and (not isinstance(capacity, int) or capacity < block_size):
+            raise InvalidArgument(detail=f"capacity {capacity!r} is invalid: give a size in bytes of at "
+                                         f"least one block ({block_size})")
+        path = os.path.abspath(path)
+        if os.path.exists(os.path.join(path, "pool.db")):
+            raise PoolExists(path=path)
+        os.makedirs(os.path.join(path, "data"), exist_ok=True)
+        db = sqlite3.connect(os.path.join(path, "pool.db"), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.execute("BEGIN")
+            for k, v in {"format_version": FORMAT_VERSION, "block_size": block_size, "epoch": 1,
+                         "next_pbn": 1, "next_page_id": 1, "uuid": str(_uuid.uuid4()),
+                         "capacity": capacity if capacity is not None else 0,
+                         "created": time.time()}.items():
+                db.execute("INSERT INTO pool (key, value) VALUES (?, ?)", (k, str(v)))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        open(os.path.join(path, "data", "blocks"), "ab").close()
+        return cls.open(path, cache_bytes=cache_bytes)
+
+    @classmethod
+    def exists(cls, path: str) -> bool:
+        return os.path.exists(os.path.join(path, "pool.db"))
+
+    @classmethod
+    def open(cls, path: str, cache_bytes: int = DEFAULT_CACHE_BYTES, holder: str | None = None) -> "Pool":
+        """Open the pool at ``path`` exclusively, replaying its intent log."""
+        path = os.path.abspath(path)
+        if not cls.exists(path):
+            raise PoolNotFound(path=path)
+        return cls(path, cache_bytes, holder)
+
+    def __init__(self, path: str, cache_bytes: int, holder: str | None):
+        self.path = path
+        self._lock = threading.RLock()
+        self._lockfd = os.open(os.path.join(path, "pool.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                who = os.pread(self._lockfd, 4096, 0).decode(errors="replace").strip() or "another process"
+            finally:
+                os.close(self._lockfd)
+            raise PoolInUse(path=path, holder=who) from None
+        os.ftruncate(self._lockfd, 0)
+        os.pwrite(self._lockfd, (holder or f"process {os.getpid()}").encode(), 0)
+        self.db = sqlite3.connect(os.path.join(path, "pool.db"), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.block_size = int(self._pool_value("block_size"))
+        self.uuid = self._pool_value("uuid")
+        self.data_fd = os.open(os.path.join(path, "data", "blocks"), os.O_RDWR)
+        self.log = IntentLog(os.path.join(path, "intent.log"))
+        self._zero_csum = zero_checksum(self.block_size)
+        self._zero_block = bytes(self.block_size)
+        self._cache_bytes = cache_bytes
+        # Inline deduplication, installed by the dedup layer: an object with
+        # enabled(dataset_id) -> bool, lookup(checksum) -> PBN or 0 and
+        # learn([(checksum, PBN)]). The engine verifies every candidate byte
+        # for byte before sharing it.
+        self.inline_dedup = None
+        self._txn_depth = 0
+        self._data_unsynced = False
+        self.closed = False
+        self._reload()
+        self._replay()
+
+    def _pool_value(self, key: str) -> str:
+        row = self.db.execute("SELECT value FROM pool WHERE key=?", (key,)).fetchone()
+        return row[0]
+
+    def _reload(self) -> None:
+        """(Re)build all in-memory state from the committed metadata."""
+        db = self.db
+        self.epoch = int(self._pool_value("epoch"))
+        self.capacity = int(self._pool_value("capacity")) // self.block_size or None
+        self.alloc = Allocator(db.execute("SELECT start, count FROM free_extents").fetchall(),
+                               int(self._pool_value("next_pbn")))
+        self.cache = PageCache(db, self._cache_bytes, int(self._pool_value("next_page_id")))
+        self.datasets: dict[int, Dataset] = {}
+        for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
+            self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
+        self.objects: dict[int, ObjRec] = {}
+        for row in db.execute("SELECT id, dataset_id, name, kind, size, root, height, meta FROM objects"):
+            self.objects[row[0]] = ObjRec(*row[:7], meta=json.loads(row[7]))
+        self._dirty_objs: dict[int, ObjRec] = {}
+
+    def _replay(self) -> None:
+        """Apply the intent log's records of the committed epoch, then
+        checkpoint. A record whose block does not carry the logged checksum
+        was never flushed (the power went before the data); it is dropped."""
+        applied = 0
+        with self._lock:
+            bs = self.block_size
+            for kind, oid, lbn, count, pbns, csums in self.log.records(self.epoch):
+                o = self.objects.get(oid)
+                if o is None:
+                    continue
+                if kind == LOG_WRITE:
+                    for i in range(count):
+                        p = pbns[i]
+                        if p:
+                            got = os.pread(self.data_fd, bs, p * bs)
+                            if len(got) != bs or block_checksum(got) != csums[i]:
+                                pbns[i] = 0
+                                csums[i] = 1  # marker: leave this block's mapping alone
+                                continue
+                            if self.alloc.is_free(p):
+                                self.alloc.claim(p, 1)       # a fresh block of this epoch
+                            else:
+                                self.cache.incref_block(p)   # a deduplicated share
+                    self._map_blocks(o, lbn, pbns, csums, skip_marked=True)
+                else:
+                    blockmap.clear_range(self.cache, o, lbn, lbn + count)
+                    self._dirty_objs[o.id] = o
+                applied += 1
+            self.replayed_records = applied
+            if applied or self.log.size:
+                self._data_unsynced = True
+                self._checkpoint(force=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self._checkpoint()
+            self.closed = True
+            self.log.close()
+            os.close(self.data_fd)
+            self.db.close()
+            os.close(self._lockfd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- consistency points ------------------------------------------------
+    def _has_uncommitted(self) -> bool:
+        c = self.cache
+        return bool(c.dirty or c.freed or c.page_delta or c.block_delta or self._dirty_objs or self.log.size)
+
+    def checkpoint(self) -> None:
+        """Commit everything written so far as one consistency point."""
+        with self._lock:
+            self._checkpoint()
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self._txn_depth:
+            return   # the enclosing management transaction commits it
+        if not force and not self._has_uncommitted():
+            return
+        self._sync_data()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_cp()
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._reload()
+            raise
+        self._post_commit()
+
+    def _sync_data(self) -> None:
+        # Data before the metadata that points at it.
+        if self._data_unsynced:
+            os.fdatasync(self.data_fd)
+            self._data_unsynced = False
+
+    def _write_cp(self) -> None:
+        """Everything in memory into the open transaction."""
+        db = self.db
+        self.cache.write_out()
+        frees = self._apply_block_deltas()
+        if frees:
+            self.alloc.release_many(frees)
+        if self._dirty_objs:
+            db.executemany(
+                "UPDATE objects SET name=?, kind=?, size=?, root=?, height=?, meta=? WHERE id=?",
+                [(o.name, o.kind, o.size, o.root, o.height, json.dumps(o.meta), o.id)
+                 for o in self._dirty_objs.values()])
+        db.execute("DELETE FROM free_extents")
+        db.executemany("INSERT INTO free_extents (start, count) VALUES (?, ?)", self.alloc.extents())
+        for k, v in (("next_pbn", self.alloc.next_pbn), ("next_page_id", self.cache.next_page_id),
+                     ("epoch", self.epoch + 1)):
+            db.execute("UPDATE pool SET value=? WHERE key=?", (str(v), k))
+
+    def _apply_block_deltas(self) -> list[int]:
+        """Fold pending block refcount changes into block_refs; return the
+        PBNs whose count reached 0."""
+        deltas = {p: d for p, d in self.cache.block_delta.items() if d}
+        if not deltas:
+            return []
+        db = self.db
+        stored: dict[int, int] = {}
+        keys = list(deltas)
+        for i in range(0, len(keys), 900):
+            chunk = keys[i:i + 900]
+            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN (%s)" % ",".join("?" * len(chunk))
+            stored.update(db.execute(q, chunk).fetchall())
+        frees, deletes, upserts = [], [], []
+        for p, d in deltas.items():
+            old = stored.get(p, 1)
+            new = old + d
+            if new < 0:
+                raise Corruption(detail=f"reference count of physical block {p} would drop below zero; "
+                                        f"run `coppice fsck`")
+            if new == 0:
+                frees.append(p)
+            if new <= 1:
+                if p in stored:
+                    deletes.append((p,))
+            else:
+                upserts.append((p, new))
+        if deletes:
+            db.executemany("DELETE FROM block_refs WHERE pbn=?", deletes)
+        if upserts:
+            db.executemany("INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)", upserts)
+        return frees
+
+    def _post_commit(self) -> None:
+        self.cache.committed()
+        self._dirty_objs.clear()
+        self.epoch += 1
+        self.log.reset()
+
+    def _maybe_checkpoint(self) -> None:
+        if self.cache.over_dirty_limit() or self.log.size > LOG_LIMIT_BYTES:
+            self._checkpoint()
+
+    @contextmanager
+    def transaction(self):
+        """Group management operations into one atomic, durable commit.
+        An exception inside rolls all of them back."""
+        with self._lock:
+            self._check_open()
+            if self._txn_depth == 0:
+                self._checkpoint()
+                self.db.execute("BEGIN IMMEDIATE")
+            self._txn_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._txn_depth -= 1
+                if self._txn_depth == 0:
+                    self.db.execute("ROLLBACK")
+                    self._reload()
+                raise
+            self._txn_depth -= 1
+            if self._txn_depth == 0:
+                try:
+                    self._sync_data()
+                    self._write_cp()
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    self._reload()
+                    raise
+                self._post_commit()
+
+    def _check_open(self):
+        if self.closed:
+            raise CoppiceError(detail=f"pool {self.path} is closed")
+
+    # ---- lookups -------------------------------------------------------------
+    def _volume(self, name: str) -> Dataset:
+        for d in self.datasets.values():
+            if d.kind == "volume" and d.name == name:
+                return d
+        raise VolumeNotFound(name=name)
+
+    def _snapshot(self, vol: Dataset, snap: str) -> Dataset:
+        for d in self.datasets.values():
+            if d.kind == "snapshot" and d.volume_id == vol.id and d.name == snap:
+                return d
+        raise SnapshotNotFound(volume=vol.name, snap=snap)
+
+    def _dataset(self, volume: str, snapshot: str | None = None) -> Dataset:
+        v = self._volume(volume)
+        return self._snapshot(v, snapshot) if snapshot is not None else v
+
+    def _objects_of(self, ds: Dataset) -> list[ObjRec]:
+        return sorted((o for o in self.objects.values() if o.dataset_id == ds.id), key=lambda o: o.name)
+
+    def _object(self, ds: Dataset, name: str) -> ObjRec:
+        for o in self.objects.values():
+            if o.dataset_id == ds.id and o.name == name:
+                return o
+        raise ObjectNotFound(kind="Object", name=name, where=self._ds_label(ds))
+
+    def _ds_label(self, ds: Dataset) -> str:
+        if ds.kind == "snapshot":
+            return f"snapshot {ds.name} of volume {self.datasets[ds.volume_id].name}"
+        return f"volume {ds.name}"
+
+    def _snapshots_of(self, vol: Dataset) -> list[Dataset]:
+        return sorted((d for d in self.datasets.values() if d.kind == "snapshot" and d.volume_id == vol.id),
+                      key=lambda d: (d.created, d.id))
+
+    def _clones_of(self, snap: Dataset) -> list[Dataset]:
+        return sorted((d for d in self.datasets.values() if d.kind == "volume" and d.origin_id == snap.id),
+                      key=lambda d: d.name)
+
+    # ---- volumes ---------------------------------------------------------------
+    def create_volume(self, name: str, meta: dict | None = None) -> Dataset:
+        validate_name("volume", name)
+        with self.transaction():
+            if any(d.kind == "volume" and d.name == name for d in self.datasets.values()):
+                raise VolumeExists(name=name)
+            return self._insert_dataset("volume", name, None, None, meta or {})
+
+    def _insert_dataset(self, kind, name, volume_id, origin_id, meta) -> Dataset:
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO datasets (kind, name, volume_id, origin_id, created, meta) VALUES (?,?,?,?,?,?)",
+            (kind, name, volume_id, origin_id, now, json.dumps(meta)))
+        d = Dataset(cur.lastrowid, kind, name, volume_id, origin_id, now, dict(meta))
+        self.datasets[d.id] = d
+        return d
+
+    def list_volumes(self) -> list[Dataset]:
+        with self._lock:
+            return sorted((d for d in self.datasets.values() if d.kind == "volume"), key=lambda d: d.name)
+
+    def volume(self, name: str) -> Dataset:
+        with self._lock:
+            return self._volume(name)
+
+    def has_volume(self, name: str) -> bool:
+        with self._lock:
+            return any(d.kind == "volume" and d.name == name for d in self.datasets.values())
+
+    def origin_of(self, volume: str) -> tuple[str, str] | None:
+        """(parent volume, snapshot) a clone depends on, or None."""
+        with self._lock:
+            v = self._volume(volume)
+            if v.origin_id is None:
+                return None
+            s = self.datasets[v.origin_id]
+            return self.datasets[s.volume_id].name, s.name
+
+    def set_volume_meta(self, name: str, meta: dict) -> None:
+        with self.transaction():
+            v = self._volume(name)
+            self.db.execute("UPDATE datasets SET meta=? WHERE id=?", (json.dumps(meta), v.id))
+            v.meta = dict(meta)
+
+    def rename_volume(self, old: str, new: str) -> None:
+        validate_name("volume", new)
+        with self.transaction():
+            v = self._volume(old)
+            if old == new:
+                return
+            if any(d.kind == "volume" and d.name == new for d in self.datasets.values()):
+                raise VolumeExists(name=new)
+            self.db.execute("UPDATE datasets SET name=? WHERE id=?", (new, v.id))
+            v.name = new
+
+    def delete_volume(self, name: str) -> None:
+        """Destroy a volume with its snapshots. Refused while a clone depends
+        on one of its snapshots."""
+        with self.transaction():
+            v = self._volume(name)
+            for s in self._snapshots_of(v):
+                clones = self._clones_of(s)
+                if clones:
+                    raise SnapshotBusy(volume=name, snap=s.name, clones=", ".join(c.name for c in clones))
+            for s in self._snapshots_of(v):
+                self._drop_dataset(s)
+            self._drop_dataset(v)
+
+    def _drop_dataset(self, ds: Dataset) -> None:
+        for o in self._objects_of(ds):
+            self._drop_object(o)
+        self.db.execute("DELETE FROM datasets WHERE id=?", (ds.id,))
+        del self.datasets[ds.id]
+
+    def _drop_object(self, o: ObjRec) -> None:
+        if o.root:
+            self.cache.decref_page(o.root)
+        self.db.execute("DELETE FROM objects WHERE id=?", (o.id,))
+        del self.objects[o.id]
+        self._dirty_objs.pop(o.id, None)
+
+    # ---- snapshots -------------------------------------------------------------
+    def create_snapshot(self, volume: str, snap: str, meta: dict | None = None) -> Dataset:
+        """O(objects): freeze every object of the volume at this instant."""
+        validate_name("snapshot", snap)
+        with self.transaction():
+            v = self._volume(volume)
+            if any(d.kind == "snapshot" and d.volume_id == v.id and d.name == snap for d in self.datasets.values()):
+                raise SnapshotExists(volume=volume, snap=snap)
+            s = self._insert_dataset("snapshot", snap, v.id, None, meta or {})
+            for o in self._objects_of(v):
+                self._copy_object(o, s.id, o.name)
+            return s
+
+    def _copy_object(self, o: ObjRec, dataset_id: int, name: str, meta: dict | None = None) -> ObjRec:
+        m = dict(o.meta) if meta is None else meta
+        cur = self.db.execute(
+            "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
+            (dataset_id, name, o.kind, o.size, o.root, o.height, json.dumps(m)))
+        n = ObjRec(cur.lastrowid, dataset_id, name, o.kind, o.size, o.root, o.height, m)
+        self.objects[n.id] = n
+        if o.root:
+            self.cache.incref_page(o.root)
+        return n
+
+    def list_snapshots(self, volume: str) -> list[Dataset]:
+        with self._lock:
+            return self._snapshots_of(self._volume(volume))
+
+    def snapshot(self, volume: str, snap: str) -> Dataset:
+        with self._lock:
+            return self._snapshot(self._volume(volume), snap)
+
+    def clones_of(self, volume: str, snap: str) -> list[str]:
+        with self._lock:
+            return [c.name for c in self._clones_of(self._snapshot(self._volume(volume), snap))]
+
+    def delete_snapshot(self, volume: str, snap: str) -> None:
+        with self.transaction():
+            s = self._snapshot(self._volume(volume), snap)
+            clones = self._clones_of(s)
+            if clones:
+                raise SnapshotBusy(volume=volume, snap=snap, clones=", ".join(c.name for c in clones))
+            self._drop_dataset(s)
+
+    def rename_snapshot(self, volume: str, old: str, new: str) -> None:
+        validate_name("snapshot", new)
+        with self.transaction():
+            v = self._volume(volume)
+            s = self._snapshot(v, old)
+            if old == new:
+                return
+            if any(d.kind == "snapshot" and d.volume_id == v.id and d.name == new for d in self.datasets.values()):
+                raise SnapshotExists(volume=volume, snap=new)
+            self.db.execute("UPDATE datasets SET name=? WHERE id=?", (new, s.id))
+            s.name = new
+
+    def set_snapshot_meta(self, volume: str, snap: str, meta: dict) -> None:
+        with self.transaction():
+            s = self._snapshot(self._volume(volume), snap)
+            self.db.execute("UPDATE datasets SET meta=? WHERE id=?", (json.dumps(meta), s.id))
+            s.meta = dict(meta)
+
+    def restore_snapshot(self, volume: str, snap: str) -> None:
+        """SnapRestore: the volume's objects become the snapshot's again.
+        Objects present in both keep their identity (open handles stay
+        valid); objects created since are deleted; deleted ones return."""
+        with self.transaction():
+            v = self._volume(volume)
+            s = self._snapshot(v, snap)
+            current = {o.name: o for o in self._objects_of(v)}
+            frozen = {o.name: o for o in self._objects_of(s)}
+            for name, o in current.items():
+                if name not in frozen:
+                    self._drop_object(o)
+            for name, f in frozen.items():
+                o = current.get(name)
+                if o is None:
+                    self._copy_object(f, v.id, name)
+                    continue
+                if f.root:
+                    self.cache.incref_page(f.root)
+                if o.root:
+                    self.cache.decref_page(o.root)
+                o.root, o.height, o.size, o.kind, o.meta = f.root, f.height, f.size, f.kind, dict(f.meta)
+                self._dirty_objs[o.id] = o
+
+    # ---- clones ----------------------------------------------------------------
+    def clone_volume(self, new: str, volume: str, snap: str, meta: dict | None = None,
+                     object_meta=None) -> Dataset:
+        """O(objects): a writable volume whose content is the snapshot's.
+        ``object_meta(name, meta) -> meta`` may rewrite each object's
+        metadata in the same transaction (the filer takes clone LUNs
+        offline that way)."""
+        validate_name("volume", new)
+        with self.transaction():
+            s = self._snapshot(self._volume(volume), snap)
+            if any(d.kind == "volume" and d.name == new for d in self.datasets.values()):
+                raise VolumeExists(name=new)
+            c = self._insert_dataset("volume", new, None, s.id, meta or {})
+            for o in self._objects_of(s):
+                m = object_meta(o.name, dict(o.meta)) if object_meta else None
+                self._copy_object(o, c.id, o.name, m)
+            return c
+
+    def _origin_shared_slots(self, base: int, leaf, p: ObjRec | None) -> list[int]:
+        """Slots of the clone leaf at ``base`` whose block is still the one
+        the origin snapshot's object ``p`` maps at the same place."""
+        if p is None or base >= self._nblocks(p):
+            return []
+        pleaf = blockmap.lookup_leaf(self.cache, p.root, p.height, base // LEAF_FANOUT)
+        if pleaf is None:
+            return []
+        e, pe = leaf.ents, pleaf.ents
+        if leaf is pleaf:
+            return [i for i in range(LEAF_FANOUT) if e[i]]
+        return [i for i in range(LEAF_FANOUT) if e[i] and e[i] == pe[i]]
+
+    def _split_pairs(self, volume):
+        v = self._volume(volume)
+        if v.origin_id is None:
+            return []
+        s = self.datasets[v.origin_id]
+        frozen = {o.name: o for o in self._objects_of(s)}
+        return [(o, frozen.get(o.name)) for o in self._objects_of(v)]
+
+    def split_estimate(self, volume: str) -> int:
+        """Bytes a clone split would write: blocks still shared with the origin."""
+        with self._lock:
+            total = 0
+            for o, p in self._split_pairs(volume):
+                for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o)):
+                    total += len(self._origin_shared_slots(base, leaf, p))
+            return total * self.block_size
+
+    def split_clone_steps(self, volume: str):
+        """Clone split as a generator: copies every block the clone still
+        shares with its origin snapshot, one leaf (<= 2 MiB) per step under
+        the lock, so client I/O runs between steps; yields (done, total)
+        leaf counts. When it finishes the clone no longer depends on the
+        snapshot. Stopping early leaves a valid, partly split clone."""
+        with self._lock:
+            v = self._volume(volume)
+            if v.origin_id is None:
+                raise InvalidArgument(detail=f"volume {volume} is not a clone; nothing to split")
+            work = [(o.id, p.id if p else None) for o, p in self._split_pairs(volume)]
+            total = sum(1 for o, _ in self._split_pairs(volume)
+                        for _ in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o)))
+        done = 0
+        yield done, total
+        for oid, pid in work:
+            base = 0
+            while True:
+                with self._lock:
+                    o = self.objects.get(oid)
+                    p = self.objects.get(pid) if pid else None
+                    if o is None:
+                        break
+                    nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, self._nblocks(o)), None)
+                    if nxt is None:
+                        break
+                    b, leaf, _ = nxt
+                    slots = self._origin_shared_slots(b, leaf, p)
+                    k = 0
+                    while k < len(slots):
+                        j = k + 1
+                        while j < len(slots) and slots[j] == slots[k] + (j - k):
+                            j += 1
+                        lbn, cnt = b + slots[k], j - k
+                        self._write_blocks(o, lbn, memoryview(self._read_blocks(o, lbn, cnt)))
+                        k = j
+                    self._maybe_checkpoint()
+                base = b + LEAF_FANOUT
+                done += 1
+                yield min(done, total), total
+        with self.transaction():
+            v = self._volume(volume)
+            self.db.execute("UPDATE datasets SET origin_id=NULL WHERE id=?", (v.id,))
+            v.origin_id = None
+        yield total, total
+
+    def split_clone(self, volume: str, progress=None) -> None:
+        for done, total in self.split_clone_steps(volume):
+            if progress:
+                progress(done, total)
+
+    # ---- objects ---------------------------------------------------------------
+    def _nblocks(self, o: ObjRec) -> int:
+        return -(-o.size // self.block_size)
+
+    def create_object(self, volume: str, name: str, size: int, kind: str = "lun",
+                      meta: dict | None = None) -> ObjRec:
+        """A thin object: metadata only, whatever its size."""
+        validate_name("object", name)
+        self._check_size(size, name)
+        with self.transaction():
+            v = self._volume(volume)
+            if any(o.dataset_id == v.id and o.name == name for o in self.objects.values()):
+                raise ObjectExists(name=name, volume=volume)
+            h = blockmap.height_for(-(-size // self.block_size))
+            m = meta or {}
+            cur = self.db.execute(
+                "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
+                (v.id, name, kind, size, 0, h, json.dumps(m)))
+            o = ObjRec(cur.lastrowid, v.id, name, kind, size, 0, h, dict(m))
+            self.objects[o.id] = o
+            return o
+
+    def _check_size(self, size, name):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidArgument(detail=f"size {size!r} for {name} is invalid: give a whole number of bytes >= 0")
+        if size > (1 << 60):
+            raise InvalidArgument(detail=f"size {size} for {name} is too large (limit 1 EiB)")
+
+    def clone_object(self, volume: str, new: str, src: str, snapshot: str | None = None,
+                     meta: dict | None = None) -> ObjRec:
+        """O(1) copy of object ``src`` (of a snapshot of the same volume, or
+        of the volume itself) under a new name in ``volume``."""
+        validate_name("object", new)
+        with self.transaction():
+            v = self._volume(volume)
+            ds = self._snapshot(v, snapshot) if snapshot is not None else v
+            o = self._object(ds, src)
+            if any(x.dataset_id == v.id and x.name == new for x in self.objects.values()):
+                raise ObjectExists(name=new, volume=volume)
+            return self._copy_object(o, v.id, new, meta)
+
+    def delete_object(self, volume: str, name: str) -> None:
+        with self.transaction():
+            self._drop_object(self._object(self._volume(volume), name))
+
+    def rename_object(self, volume: str, old: str, new: str) -> None:
+        validate_name("object", new)
+        with self.transaction():
+            v = self._volume(volume)
+            o = self._object(v, old)
+            if old == new:
+                return
+            if any(x.dataset_id == v.id and x.name == new for x in self.objects.values()):
+                raise ObjectExists(name=new, volume=volume)
+            o.name = new
+            self._dirty_objs[o.id] = o
+
+    def set_object_meta(self, volume: str, name: str, meta: dict) -> None:
+        with self.transaction():
+            o = self._object(self._volume(volume), name)
+            o.meta = dict(meta)
+            self._dirty_objs[o.id] = o
+
+    def resize_object(self, volume: str, name: str, size: int) -> None:
+        """Grow (thin: metadata only) or shrink (blocks past the new end are
+        released) an object."""
+        with self.transaction():
+            o = self._object(self._volume(volume), name)
+            self._check_size(size, name)
+            old_nb, new_nb = self._nblocks(o), -(-size // self.block_size)
+            if new_nb < old_nb:
+                blockmap.clear_range(self.cache, o, new_nb, old_nb)
+            elif new_nb > old_nb:
+                blockmap.grow(self.cache, o, blockmap.height_for(new_nb))
+            if size % self.block_size and size < o.size:
+                # Zero the tail of a now-partial last block so a later grow
+                # reads zeros there, not old bytes.
+                last = size // self.block_size
+                buf = bytearray(self._read_blocks(o, last, 1))
+                buf[size % self.block_size:] = bytes(self.block_size - size % self.block_size)
+                o.size = max(o.size, (last + 1) * self.block_size)
+                self._write_blocks(o, last, memoryview(buf))
+            o.size = size
+            self._dirty_objs[o.id] = o
+
+    def list_objects(self, volume: str, snapshot: str | None = None) -> list[ObjRec]:
+        with self._lock:
+            return self._objects_of(self._dataset(volume, snapshot))
+
+    def object_info(self, volume: str, name: str, snapshot: str | None = None) -> ObjRec:
+        with self._lock:
+            return self._object(self._dataset(volume, snapshot), name)
+
+    def has_object(self, volume: str, name: str, snapshot: str | None = None) -> bool:
+        with self._lock:
+            try:
+                self._object(self._dataset(volume, snapshot), name)
+                return True
+            except NotFound:
+                return False
+
+    def write_file(self, volume: str, name: str, data: bytes, meta: dict | None = None) -> ObjRec:
+        """Create or replace small file ``name`` with ``data``, atomically."""
+        validate_name("object", name)
+        with self.transaction():
+            v = self._volume(volume)
+            o = next((x for x in self.objects.values() if x.dataset_id == v.id and x.name == name), None)
+            if o is not None:
+                self._drop_object(o)
+            o = self.create_object(volume, name, len(data), kind="file", meta=meta)
+            if data:
+                self._write(o, 0, memoryview(data))
+            return o
+
+    def read_file(self, volume: str, name: str, snapshot: str | None = None) -> bytes:
+        with self._lock:
+            o = self._object(self._dataset(volume, snapshot), name)
+            return bytes(self._read(o, 0, o.size))
+
+    def open_object(self, volume: str, name: str, snapshot: str | None = None) -> "ObjectHandle":
+        with self._lock:
+            ds = self._dataset(volume, snapshot)
+            return ObjectHandle(self, self._object(ds, name), read_only=ds.kind == "snapshot")
+
+    # ---- data path -------------------------------------------------------------
+    def _read(self, o: ObjRec, offset: int, length: int):
+        if offset < 0 or length < 0 or offset + length > o.size:
+            raise OutOfRange(what="read", offset=offset, length=length, name=o.name, size=o.size)
+        if length == 0:
+            return b""
+        bs = self.block_size
+        first = offset // bs
+        last = (offset + length - 1) // bs
+        out = self._read_blocks(o, first, last - first + 1)
+        skip = offset - first * bs
+        if skip or len(out) != length:
+            return memoryview(out)[skip:skip + length]
+        return out
+
+    def _read_blocks(self, o: ObjRec, lbn: int, n: int) -> bytearray:
+        bs = self.block_size
+        out = bytearray(n * bs)
+        omv = memoryview(out)
+        end = lbn + n
+        fd = self.data_fd
+        for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, end):
+            ents = leaf.ents
+            s = max(lbn, base) - base
+            e = min(end, base + LEAF_FANOUT) - base
+            i = s
+            while i < e:
+                p = ents[i]
+                if not p:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < e and ents[j] == p + (j - i):
+                    j += 1
+                dst = (base + i - lbn) * bs
+                cnt = j - i
+                got = os.preadv(fd, [omv[dst:dst + cnt * bs]], p * bs)
+                if got < cnt * bs:
+                    omv[dst + got:dst + cnt * bs] = bytes(cnt * bs - got)
+                for k in range(cnt):
+                    if block_checksum(omv[dst + k * bs:dst + (k + 1) * bs]) != ents[LEAF_FANOUT + i + k]:
+                        ds = self.datasets.get(o.dataset_id)
+                        raise BlockCorrupt(where=self._ds_label(ds) if ds else "?", object=o.name,
+                                           offset=(base + i + k) * bs, pbn=p + k)
+                i = j
+        return out
+
+    def _write(self, o: ObjRec, offset: int, data: memoryview) -> None:
+        length = len(data)
+        if offset < 0 or offset + length > o.size:
+            raise OutOfRange(what="write", offset=offset, length=length, name=o.name, size=o.size)
+        if length == 0:
+            return
+        bs = self.block_size
+        first = offset // bs
+        end = offset + length
+        last = (end - 1) // bs
+        if offset % bs or end % bs:
+            # Unaligned head or tail: read-modify-write those blocks.
+            buf = bytearray((last - first + 1) * bs)
+            if offset % bs or (end % bs and last == first):
+                buf[0:bs] = self._read_blocks(o, first, 1)
+            if end % bs and last != first:
+                buf[-bs:] = self._read_blocks(o, last, 1)
+            skip = offset - first * bs
+            buf[skip:skip + length] = data
+            data = memoryview(buf)
+        self._write_blocks(o, first, data)
+
+    def _write_blocks(self, o: ObjRec, lbn: int, mv: memoryview) -> None:
+        """Redirect-on-write of whole blocks: new PBNs, one pwrite per
+        contiguous run, one intent-log record, then the map update."""
+        bs = self.block_size
+        n = len(mv) // bs
+        csums = array("Q", [block_checksum(mv[i * bs:(i + 1) * bs]) for i in range(n)])
+        zc = self._zero_csum
+        zeros = [i for i in range(n) if csums[i] == zc and mv[i * bs:(i + 1) * bs] == self._zero_block]
+        pbns = array("Q", bytes(8 * n))
+        hook = self.inline_dedup
+        if hook is not None and hook.enabled(o.dataset_id):
+            # Inline dedup: blocks equal (byte for byte) to one already
+            # stored are mapped to it and never written; they join the
+            # "zeros" list so the allocator skips them too.
+            zset = set(zeros)
+            for i in range(n):
+                if i in zset:
+                    continue
+                cand = hook.lookup(csums[i])
+                if cand and not self.alloc.is_free(cand) and \
+                        os.pread(self.data_fd, bs, cand * bs) == mv[i * bs:(i + 1) * bs]:
+                    pbns[i] = cand
+                    self.cache.incref_block(cand)
+                    zeros.append(i)
+            zeros.sort()
+        m = n - len(zeros)
+        if m:
+            if self.capacity is not None and self.alloc.used + m > self.capacity:
+                raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
+            runs = self.alloc.allocate(m)
+            if not zeros and len(runs) == 1:
+                pbns = array("Q", range(runs[0][0], runs[0][0] + n))
+            else:
+                zset = set(zeros)
+                nz = [i for i in range(n) if i not in zset]
+                k = 0
+                for start, cnt in runs:
+                    for j in range(cnt):
+                        pbns[nz[k + j]] = start + j
+                    k += cnt
+            try:
+                i = 0
+                while i < n:
+                    p = pbns[i]
+                    if not p:
+                        i += 1
+                        continue
+                    j = i + 1
+                    while j < n and pbns[j] == p + (j - i):
+                        j += 1
+                    self._pwrite_all(mv[i * bs:j * bs], p * bs)
+                    i = j
+            except OSError as e:
+                for start, cnt in runs:
+                    self.alloc.release(start, cnt)
+                if e.errno in (_errno.ENOSPC, _errno.EDQUOT):
+                    raise PoolFull(path=self.path, needed=m, free=0) from None
+                raise
+            self._data_unsynced = True
+        for i in zeros:
+            if not pbns[i]:
+                csums[i] = 0
+        if hook is not None and m:
+            hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
+        self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+        self._map_blocks(o, lbn, pbns, csums)
+
+    def _pwrite_all(self, mv: memoryview, off: int) -> None:
+        while len(mv):
+            w = os.pwrite(self.data_fd, mv, off)
+            mv = mv[w:]
+            off += w
+
+    def _map_blocks(self, o: ObjRec, lbn: int, pbns, csums, skip_marked: bool = False) -> None:
+        cache = self.cache
+        bd = cache.block_delta
+        n = len(pbns)
+        i = 0
+        while i < n:
+            cur = lbn + i
+            leaf_no = cur // LEAF_FANOUT
+            slot = cur % LEAF_FANOUT
+            cnt = min(n - i, LEAF_FANOUT - slot)
+            leaf = blockmap.mutable_leaf(cache, o, leaf_no)
+            ents = leaf.ents
+            for k in range(cnt):
+                p = pbns[i + k]
+                c = csums[i + k]
+                if skip_marked and not p and c == 1:
+                    continue
+                old = ents[slot + k]
+                if old:
+                    bd[old] -= 1
+                ents[slot + k] = p
+                ents[LEAF_FANOUT + slot + k] = c
+            i += cnt
+        self._dirty_objs[o.id] = o
+
+    def _clear(self, o: ObjRec, offset: int, length: int) -> None:
+        """Trim / write-zeroes: whole blocks become holes, partial edges are
+        zero-filled."""
+        if offset < 0 or length < 0 or offset + length > o.size:
+            raise OutOfRange(what="trim", offset=offset, length=length, name=o.name, size=o.size)
+        if length == 0:
+            return
+        bs = self.block_size
+        end = offset + length
+        a = -(-offset // bs)
+        b = end // bs
+        if a >= b:
+            self._write(o, offset, memoryview(bytes(length)))
+            return
+        if offset < a * bs:
+            self._write(o, offset, memoryview(bytes(a * bs - offset)))
+        if end > b * bs:
+            self._write(o, b * bs, memoryview(bytes(end - b * bs)))
+        self.log.append_clear(self.epoch, o.id, a, b - a)
+        blockmap.clear_range(self.cache, o, a, b)
+        self._dirty_objs[o.id] = o
+
+    def _extents(self, o: ObjRec, offset: int, length: int) -> list[tuple[int, int, bool]]:
+        """(offset, length, allocated) runs, merged, covering the range."""
+        if offset < 0 or length < 0 or offset + length > o.size:
+            raise OutOfRange(what="extents", offset=offset, length=length, name=o.name, size=o.size)
+        bs = self.block_size
+        end = offset + length
+        lo, hi = offset // bs, -(-end // bs)
+        runs: list[list] = []
+
+        def add(start_b, end_b, alloc):
+            s, e = max(start_b * bs, offset), min(end_b * bs, end)
+            if e <= s:
+                return
+            if runs and runs[-1][2] == alloc and runs[-1][0] + runs[-1][1] == s:
+                runs[-1][1] += e - s
+            else:
+                runs.append([s, e - s, alloc])
+
+        pos = lo
+        for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lo, hi):
+            s = max(lo, base)
+            if s > pos:
+                add(pos, s, False)
+            e = min(hi, base + LEAF_FANOUT)
+            ents = leaf.ents
+            i = s - base
+            while i < e - base:
+                a = bool(ents[i])
+                j = i + 1
+                while j < e - base and bool(ents[j]) == a:
+                    j += 1
+                add(base + i, base + j, a)
+                i = j
+            pos = e
+        if pos < hi:
+            add(pos, hi, False)
+        return [tuple(r) for r in runs]
+
+    def flush(self) -> None:
+        """Everything acknowledged so far survives power loss on return."""
+        with self._lock:
+            self._sync_data()
+            self.log.sync()
+
+    # ---- deduplication primitives ------------------------------------------------
+    def iter_blocks(self, volume: str, name: str, snapshot: str | None = None, start_lbn: int = 0):
+        """Yield (lbn, pbn, checksum) of every mapped block from ``start_lbn``
+        on, a leaf at a time under the lock (writers run in between)."""
+        base = start_lbn
+        while True:
+            with self._lock:
+                o = self._object(self._dataset(volume, snapshot), name)
+                nb = self._nblocks(o)
+                nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, nb), None)
+                if nxt is None:
+                    return
+                b, leaf, _ = nxt
+                ents = leaf.ents
+                batch = [(b + i, ents[i], ents[LEAF_FANOUT + i]) for i in range(max(0, base - b), LEAF_FANOUT)
+                         if ents[i] and b + i < nb]
+            yield from batch
+            base = b + LEAF_FANOUT
+
+    def read_pbn(self, pbn: int, checksum: int | None = None) -> bytes:
+        """The bytes of physical block ``pbn`` (verified when ``checksum``)."""
+        with self._lock:
+            bs = self.block_size
+            data = os.pread(self.data_fd, bs, pbn * bs)
+            data = data + bytes(bs - len(data))
+            if checksum is not None and block_checksum(data) != checksum:
+                raise BlockCorrupt(where="the pool", object="-", offset="-", pbn=pbn)
+            return data
+
+    def share_block(self, volume: str, name: str, lbn: int, expected_pbn: int, target_pbn: int,
+                    snapshot: str | None = None) -> bool:
+        """Point block ``lbn`` at ``target_pbn`` instead of ``expected_pbn``
+        (deduplication). Done only if the block still maps to
+        ``expected_pbn`` (a block rewritten since the scan read it is left
+        alone) and the two blocks are equal byte for byte, so content never
+        changes — which is why snapshots may be deduplicated too. Returns
+        whether it shared."""
+        with self._lock:
+            o = self._object(self._dataset(volume, snapshot), name)
+            if expected_pbn == target_pbn or not expected_pbn or not target_pbn:
+                return False
+            leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
+            slot = lbn % LEAF_FANOUT
+            if leaf is None or leaf.ents[slot] != expected_pbn:
+                return False
+            csum = leaf.ents[LEAF_FANOUT + slot]
+            bs = self.block_size
+            a = os.pread(self.data_fd, bs, expected_pbn * bs)
+            b = os.pread(self.data_fd, bs, target_pbn * bs)
+            if a != b or len(a) != bs or block_checksum(b) != csum or self.alloc.is_free(target_pbn):
+                return False
+            self.cache.incref_block(target_pbn)
+            pbns, csums = array("Q", [target_pbn]), array("Q", [csum])
+            self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+            # _map_blocks drops the reference to expected_pbn.
+            self._map_blocks(o, lbn, pbns, csums)
+            self._maybe_checkpoint()
+            return True
+
+    # ---- accounting --------------------------------------------------------------
+    def _block_refs(self, pbns) -> dict[int, int]:
+        stored: dict[int, int] = {}
+        keys = list(pbns)
+        for i in range(0, len(keys), 900):
+            chunk = keys[i:i + 900]
+            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN (%s)" % ",".join("?" * len(chunk))
+            stored.update(self.db.execute(q, chunk).fetchall())
+        bd = self.cache.block_delta
+        return {p: stored.get(p, 1) + bd.get(p, 0) for p in keys}
+
+    def space(self, volume: str, snapshot: str | None = None) -> SpaceInfo:
+        """Logical size, written blocks, and how many of them are unique to
+        this volume or snapshot (freed if it alone were deleted) versus
+        shared with snapshots, clones or dedup partners."""
+        with self._lock:
+            ds = self._dataset(volume, snapshot)
+            logical = written = unique = 0
+            for o in self._objects_of(ds):
+                logical += o.size
+                root_shared = False
+                for base, leaf, shared in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o)):
+                    ps = [p for p in leaf.ents[:LEAF_FANOUT] if p]
+                    written += len(ps)
+                    if shared or root_shared:
+                        continue
+                    refs = self._block_refs(set(ps))
+                    unique += sum(1 for p in ps if refs[p] == 1)
+            return SpaceInfo(logical, written, unique, written - unique, self.block_size)
+
+    def pool_space(self) -> dict:
+        with self._lock:
+            self._checkpoint()
+            bs = self.block_size
+            used = self.alloc.used
+            st = os.statvfs(self.path)
+            fs_free = st.f_bavail * st.f_frsize
+            reusable = self.alloc.free_below * bs
+            if self.capacity is not None:
+                total = self.capacity * bs
+                free = max(0, total - used * bs)
+            else:
+                free = fs_free + reusable
+                total = used * bs + free
+            meta = sum(os.path.getsize(os.path.join(self.path, f)) for f in ("pool.db", "pool.db-wal")
+                       if os.path.exists(os.path.join(self.path, f)))
+            return {"block_size": bs, "used_blocks": used, "used_bytes": used * bs, "free_bytes": free,
+                    "total_bytes": total, "metadata_bytes": meta, "capacity_bytes": (self.capacity or 0) * bs}
+
+    # ---- pool-level records for upper layers -------------------------------------
+    def kv_get(self, scope: str, key: str, default=None):
+        with self._lock:
+            row = self.db.execute("SELECT value FROM kv WHERE scope=? AND key=?", (scope, key)).fetchone()
+            return json.loads(row[0]) if row else default
+
+    def kv_put(self, scope: str, key: str, value) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)",
+                            (scope, key, json.dumps(value)))
+
+    def kv_delete(self, scope: str, key: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM kv WHERE scope=? AND key=?", (scope, key))
+
+    def kv_items(self, scope: str) -> list[tuple[str, object]]:
+        with self._lock:
+            return [(k, json.loads(v)) for k, v in
+                    self.db.execute("SELECT key, value FROM kv WHERE scope=? ORDER BY key", (scope,))]
+
+    # ---- maintenance ---------------------------------------------------------------
+    def fsck(self):
+        from .fsck import fsck
+        with self._lock:
+            self._checkpoint()
+            return fsck(self)
+
+    def scrub(self, progress=None):
+        from .scrub import scrub
+        with self._lock:
+            self._checkpoint()
+            return scrub(self, progress)
+
+    def dump(self) -> dict:
+        """Everything a user can observe of the pool's namespace (used by
+        tests to prove a refused command changed nothing)."""
+        with self._lock:
+            out = {}
+            for d in sorted(self.datasets.values(), key=lambda d: (d.kind, d.name, d.volume_id or 0)):
+                key = d.name if d.kind == "volume" else f"{self.datasets[d.volume_id].name}@{d.name}"
+                out[key] = {
+                    "kind": d.kind, "meta": d.meta,
+                    "origin": (lambda s: f"{self.datasets[s.volume_id].name}@{s.name}")(self.datasets[d.origin_id])
+                    if d.origin_id else None,
+                    "objects": {o.name: {"kind": o.kind, "size": o.size, "meta": o.meta,
+                                         "content": block_checksum(bytes(self._read(o, 0, o.size)))
+                                         if o.size <= (64 << 20) else None}
+                                for o in self._objects_of(d)},
+                }
+            out["__kv__"] = [list(r) for r in self.db.execute("SELECT scope, key, value FROM kv ORDER BY 1, 2")]
+            return out
+
+
+class ObjectHandle:
+    """An open object: the engine side of a LUN export. Implements the
+    BlockDevice calls the NBD target makes (pread, pwrite, trim, zero,
+    flush, extents). Survives renames; fails with NotFound once the object
+    is deleted."""
+
+    def __init__(self, pool: Pool, o: ObjRec, read_only: bool):
+        self.pool = pool
+        self.oid = o.id
+        self.name = o.name
+        self.read_only = read_only
+        self.block_size = pool.block_size
+
+    def _obj(self) -> ObjRec:
+        o = self.pool.objects.get(self.oid)
+        if o is None:
+            raise ObjectNotFound(kind="Object", name=self.name, where="the pool (it was deleted)")
+        return o
+
+    @property
+    def size(self) -> int:
+        return self._obj().size
+
+    def _writable(self):
+        if self.read_only:
+            raise ReadOnly(detail=f"{self.name} is a snapshot object and read-only")
+
+    def pread(self, offset: int, length: int):
+        p = self.pool
+        with p._lock:
+            return p._read(self._obj(), offset, length)
+
+    def pwrite(self, offset: int, data, fua: bool = False) -> None:
+        self._writable()
+        p = self.pool
+        with p._lock:
+            p._write(self._obj(), offset, data if isinstance(data, memoryview) else memoryview(data))
+            if fua:
+                p._sync_data()
+                p.log.sync()
+            p._maybe_checkpoint()
+
+    def trim(self, offset: int, length: int, fua: bool = False) -> None:
+        self._writable()
+        p = self.pool
+        with p._lock:
+            p._clear(self._obj(), offset, length)
+            if fua:
+                p._sync_data()
+                p.log.sync()
+            p._maybe_checkpoint()
+
+    def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
+        # Thin pool: zeros are never stored, with or without may_trim.
+        self.trim(offset, length, fua)
+
+    def flush(self) -> None:
+        self.pool.flush()
+
+    def extents(self, offset: int, length: int):
+        p = self.pool
+        with p._lock:
+            return [(s, n, 0 if a else 3) for s, n, a in p._extents(self._obj(), offset, length)]
+
+    def close(self) -> None:
+        pass
