@@ -41,18 +41,22 @@ class Allocator:
         return self.next_pbn - 1 - self.free_below
 
     def allocate(self, n: int) -> list[tuple[int, int]]:
-        """n blocks as a list of (start, count) runs, lowest first."""
+        """n blocks as a list of (start, count) runs. Free extents are
+        consumed from the highest one down (O(1) list pops, where taking the
+        lowest would shift the whole list), each from its start, so a run
+        stays ascending and contiguous."""
         runs = []
-        while n and self.starts:
-            s, c = self.starts[0], self.counts[0]
+        starts, counts = self.starts, self.counts
+        while n and starts:
+            s, c = starts[-1], counts[-1]
             take = min(c, n)
             runs.append((s, take))
             if take == c:
-                del self.starts[0]
-                del self.counts[0]
+                starts.pop()
+                counts.pop()
             else:
-                self.starts[0] = s + take
-                self.counts[0] = c - take
+                starts[-1] = s + take
+                counts[-1] = c - take
             self.free_below -= take
             n -= take
         if n:

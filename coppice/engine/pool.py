@@ -42,7 +42,11 @@ from dataclasses import dataclass, field
 from ..errors import AlreadyExists, Busy, CoppiceError, Corruption, InvalidArgument, NoSpace, NotFound, ReadOnly
 from . import blockmap
 from .allocator import Allocator
+import xxhash
+
 from .checksum import block_checksum, zero_checksum
+
+_xxh3 = xxhash.xxh3_64_intdigest  # == checksum.block_checksum, inlined on the hot path
 from .format import (DEFAULT_BLOCK_SIZE, FORMAT_VERSION, LEAF_FANOUT, LOG_WRITE, MAX_BLOCK_SIZE,
                      MIN_BLOCK_SIZE, SCHEMA)
 from .intent_log import IntentLog
@@ -973,7 +977,8 @@ class Pool:
         contiguous run, one intent-log record, then the map update."""
         bs = self.block_size
         n = len(mv) // bs
-        csums = array("Q", [block_checksum(mv[i * bs:(i + 1) * bs]) for i in range(n)])
+        x = _xxh3
+        csums = array("Q", [x(mv[a:a + bs]) or 1 for a in range(0, n * bs, bs)])
         zc = self._zero_csum
         zeros = [i for i in range(n) if csums[i] == zc and mv[i * bs:(i + 1) * bs] == self._zero_block]
         pbns = array("Q", bytes(8 * n))
@@ -1053,16 +1058,23 @@ class Pool:
             cnt = min(n - i, LEAF_FANOUT - slot)
             leaf = blockmap.mutable_leaf(cache, o, leaf_no)
             ents = leaf.ents
-            for k in range(cnt):
-                p = pbns[i + k]
-                c = csums[i + k]
-                if skip_marked and not p and c == 1:
-                    continue
-                old = ents[slot + k]
-                if old:
-                    bd[old] -= 1
-                ents[slot + k] = p
-                ents[LEAF_FANOUT + slot + k] = c
+            if skip_marked:
+                for k in range(cnt):
+                    p = pbns[i + k]
+                    c = csums[i + k]
+                    if not p and c == 1:
+                        continue   # replay: a record whose block never reached the disk
+                    old = ents[slot + k]
+                    if old:
+                        bd[old] -= 1
+                    ents[slot + k] = p
+                    ents[LEAF_FANOUT + slot + k] = c
+            else:
+                for old in ents[slot:slot + cnt].tolist():
+                    if old:
+                        bd[old] -= 1
+                ents[slot:slot + cnt] = pbns[i:i + cnt]
+                ents[LEAF_FANOUT + slot:LEAF_FANOUT + slot + cnt] = csums[i:i + cnt]
             i += cnt
         self._dirty_objs[o.id] = o
 
