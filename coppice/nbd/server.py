@@ -1,0 +1,997 @@
+"""The NBD server: serves ``BlockDevice`` exports to any NBD client.
+
+Contract: ``NBDServer`` owns its listening sockets (TCP and/or a Unix
+socket) and every client connection accepted on them. It speaks the fixed
+newstyle handshake (EXPORT_NAME, ABORT, LIST, STARTTLS, INFO, GO,
+STRUCTURED_REPLY, LIST/SET_META_CONTEXT with ``base:allocation``; any other
+option gets NBD_REP_ERR_UNSUP) and the transmission commands READ, WRITE
+(+FUA), DISC, FLUSH, TRIM, WRITE_ZEROES (+NO_HOLE) and BLOCK_STATUS, as
+doc/proto.md of NetworkBlockDevice/nbd defines them.
+
+Guarantees:
+- Which exports a client sees and opens is decided only by the resolver,
+  given an ``Initiator`` (TLS client-certificate CN/SAN, peer address, or
+  the Unix socket). Export names the resolver refuses are reported exactly
+  like names that do not exist (NBD_REP_ERR_UNKNOWN).
+- With ``require_tls`` every option but STARTTLS and ABORT is refused with
+  NBD_REP_ERR_TLS_REQD until TLS is up (the spec's FORCEDTLS mode).
+- A request error (out of range, read-only export, device error) is
+  answered with the spec's errno and the connection goes on. A protocol
+  violation (bad magic, unknown client flags, a WRITE payload over 32 MiB,
+  an option over 1 MiB) closes that one connection and nothing else.
+- A reply to FLUSH or to a FUA command is sent only after the device call
+  returned, so durability is exactly the device's.
+- ``revoke(name)`` and ``shutdown()`` finish the requests a connection has
+  already read, send their replies, flush and close the device, then close
+  the socket.
+
+Threading: one thread accepts; each connection runs in its own thread on a
+blocking socket, reading requests in batches (one ``recv_into`` brings in
+every pipelined request already queued) and answering a batch with one
+``sendmsg``. Devices must tolerate calls from several connection threads
+at once (``BlockDevice``'s own contract). All public methods are safe to
+call from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import ssl
+import struct
+import threading
+from typing import Callable
+
+from coppice.errors import CoppiceError, NotFound
+from coppice.nbd import protocol as P
+from coppice.nbd.blockdev import BlockDevice, ExportResolver, Initiator
+
+log = logging.getLogger("coppice.nbd")
+
+__all__ = ["NBDServer", "NBDServerError", "ProtocolViolation"]
+
+_RECV_BUFFER = 256 << 10      # requests are read into this, many at a time
+_SEND_BATCH_BYTES = 4 << 20   # send replies once this much is queued
+_IOV_MAX = 1024               # Linux's limit on buffers per sendmsg
+
+
+class NBDServerError(CoppiceError):
+    """NBD server: {detail}"""
+
+
+class ProtocolViolation(CoppiceError):
+    """NBD client broke the protocol: {detail}; closing that connection
+    (the client must follow doc/proto.md of NetworkBlockDevice/nbd)"""
+
+
+class _Disconnect(Exception):
+    """The peer went away or asked to; end the connection quietly."""
+
+
+def _peer_initiator(sock: socket.socket, unix: bool) -> Initiator:
+    if unix:
+        return Initiator(name=None, address=None, unix=True, tls=False)
+    try:
+        address = sock.getpeername()[0]
+    except OSError:
+        address = None
+    if address and address.startswith("::ffff:") and "." in address:
+        address = address[7:]     # IPv4-mapped IPv6: igroups name the IPv4 address
+    return Initiator(name=None, address=address, unix=False, tls=False)
+
+
+def _cert_name(cert: dict | None) -> str | None:
+    """The initiator name a verified client certificate carries: its subject
+    CN, else its first subjectAltName."""
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName" and value:
+                return value
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind in ("DNS", "URI", "email", "IP Address") and value:
+            return value
+    return None
+
+
+def _error_errno(exc: BaseException) -> int:
+    if isinstance(exc, CoppiceError):
+        return P.nbd_errno(getattr(exc, "errno", None))
+    if isinstance(exc, OSError):
+        return P.nbd_errno(exc.errno)
+    return P.EIO
+
+
+class _Connection:
+    """One client: handshake, then the transmission loop, in its own thread."""
+
+    def __init__(self, server: "NBDServer", sock: socket.socket, unix: bool):
+        self.server = server
+        self.sock = sock
+        self.raw_sock = sock
+        self.unix = unix
+        self.initiator = _peer_initiator(sock, unix)
+        self.tls = False
+        self.structured = False
+        self.meta_export: str | None = None   # export the contexts were set for
+        self.meta_base_allocation = False
+        self.export_name: str | None = None
+        self.device: BlockDevice | None = None
+        self.closing = False
+        self._open_gen = 0
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ life
+
+    def run(self) -> None:
+        try:
+            self.sock.settimeout(self.server.handshake_timeout)
+            if self._handshake():
+                self.sock.settimeout(None)
+                self._transmission()
+        except _Disconnect:
+            pass
+        except ProtocolViolation as e:
+            log.warning("%s: %s", self._who(), e)
+        except (ConnectionError, socket.timeout, ssl.SSLError) as e:
+            log.info("%s: connection ended: %s", self._who(), e)
+        except OSError as e:
+            if not self.closing:
+                log.info("%s: connection ended: %s", self._who(), e)
+        except Exception:
+            log.exception("%s: internal error; closing the connection", self._who())
+        finally:
+            self._cleanup()
+
+    def cut(self) -> None:
+        """Stop reading new requests; run() then finishes what it has read."""
+        self.closing = True
+        try:
+            # Plain socket shutdown on the fd (not SSLSocket.shutdown, which
+            # would drop the TLS state the pending replies still need).
+            socket.socket.shutdown(self.raw_sock, socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def _who(self) -> str:
+        i = self.initiator
+        peer = "unix" if i.unix else (i.address or "?")
+        name = f" {i.name}" if i.name else ""
+        export = f" export={self.export_name!r}" if self.export_name is not None else ""
+        return f"nbd client {peer}{name}{export}"
+
+    def _cleanup(self) -> None:
+        dev, self.device = self.device, None
+        if dev is not None:
+            try:
+                if not dev.read_only:
+                    dev.flush()
+            except Exception as e:
+                log.warning("%s: flush on close failed: %s", self._who(), e)
+            try:
+                dev.close()
+            except Exception as e:
+                log.warning("%s: device close failed: %s", self._who(), e)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.server._forget(self)
+
+    # ------------------------------------------------------------ raw I/O
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if k == 0:
+                raise _Disconnect()
+            got += k
+        return bytes(buf)
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _sendv(self, bufs: list) -> None:
+        """Send a list of byte buffers, with one sendmsg where possible."""
+        if self.tls:
+            # SSLSocket has no sendmsg; coalesce small replies into one record.
+            small = []
+            for b in bufs:
+                if len(b) < 65536:
+                    small.append(b)
+                    continue
+                if small:
+                    self.sock.sendall(b"".join(small))
+                    small = []
+                self.sock.sendall(b)
+            if small:
+                self.sock.sendall(b"".join(small))
+            return
+        sendmsg = self.sock.sendmsg
+        while bufs:
+            n = sendmsg(bufs[:_IOV_MAX])
+            i = 0
+            nb = len(bufs)
+            while i < nb:
+                ln = len(bufs[i])
+                if n < ln:
+                    break
+                n -= ln
+                i += 1
+            if i == nb:
+                return
+            bufs = bufs[i:]
+            if n:
+                bufs[0] = memoryview(bufs[0])[n:]
+
+    # ---------------------------------------------------------- handshake
+
+    def _reply(self, opt: int, rep: int, data: bytes = b"") -> None:
+        self._send(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, rep, len(data)) + data)
+
+    def _error(self, opt: int, rep: int, message: str) -> None:
+        self._reply(opt, rep, message.encode("utf-8", "replace")[: P.MAX_STRING])
+
+    def _handshake(self) -> bool:
+        """Run option haggling; True once an export is open for transmission."""
+        self._send(P.SERVER_GREETING.pack(
+            P.NBDMAGIC, P.IHAVEOPT, P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES))
+        (cflags,) = P.CLIENT_FLAGS.unpack(self._recv_exact(4))
+        if cflags & ~P.CLIENT_FLAGS_KNOWN:
+            raise ProtocolViolation(detail=f"unknown client flags {cflags:#x}")
+        fixed = bool(cflags & P.FLAG_C_FIXED_NEWSTYLE)
+        self.no_zeroes = bool(cflags & P.FLAG_C_NO_ZEROES)
+        server = self.server
+        for _ in range(P.MAX_OPTIONS):
+            magic, opt, length = P.OPTION_HEADER.unpack(self._recv_exact(16))
+            if magic != P.IHAVEOPT:
+                raise ProtocolViolation(detail=f"bad option magic {magic:#x}")
+            if length > P.MAX_OPTION_LENGTH:
+                raise ProtocolViolation(
+                    detail=f"option {opt} carries {length} bytes (limit {P.MAX_OPTION_LENGTH})")
+            data = self._recv_exact(length) if length else b""
+            if opt == P.OPT_EXPORT_NAME:
+                return self._opt_export_name(data)
+            if not fixed:
+                raise ProtocolViolation(
+                    detail="option other than EXPORT_NAME without fixed newstyle")
+            if opt == P.OPT_ABORT:
+                try:
+                    self._reply(opt, P.REP_ACK)
+                except OSError:
+                    pass    # the client may close without waiting for the ACK
+                raise _Disconnect()
+            if server._shutting_down or self.closing:
+                self._error(opt, P.REP_ERR_SHUTDOWN, "server is shutting down")
+                continue
+            if server.require_tls and not self.tls and opt != P.OPT_STARTTLS:
+                self._error(opt, P.REP_ERR_TLS_REQD,
+                            "this server requires TLS: send NBD_OPT_STARTTLS first")
+                continue
+            if opt in (P.OPT_GO, P.OPT_INFO):
+                if self._opt_info(opt, data):
+                    return True
+            elif opt == P.OPT_LIST:
+                self._opt_list(opt, data)
+            elif opt == P.OPT_STRUCTURED_REPLY:
+                if data:
+                    self._error(opt, P.REP_ERR_INVALID, "STRUCTURED_REPLY takes no data")
+                else:
+                    self.structured = True
+                    self._reply(opt, P.REP_ACK)
+            elif opt in (P.OPT_LIST_META_CONTEXT, P.OPT_SET_META_CONTEXT):
+                self._opt_meta_context(opt, data)
+            elif opt == P.OPT_STARTTLS:
+                self._opt_starttls(opt, data)
+            else:
+                self._error(opt, P.REP_ERR_UNSUP, f"option {opt} is not supported")
+        raise ProtocolViolation(detail=f"more than {P.MAX_OPTIONS} options in one handshake")
+
+    @staticmethod
+    def _decode_name(raw: bytes) -> str | None:
+        if len(raw) > P.MAX_STRING or b"\0" in raw:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _open(self, name: str) -> BlockDevice:
+        # Remember which revocation of this name we opened after, so a
+        # revoke() racing with the open is not missed (see _register_export).
+        self._open_gen = self.server._revocations.get(name, 0)
+        return self.server.resolver.open_export(name, self.initiator)
+
+    def _transmission_flags(self, dev: BlockDevice) -> int:
+        flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH
+        if dev.read_only:
+            flags |= P.FLAG_READ_ONLY
+        else:
+            # FUA is always honoured: passed down, or emulated with a flush.
+            # WRITE_ZEROES is emulated with writes where the device cannot.
+            flags |= P.FLAG_SEND_FUA | P.FLAG_SEND_WRITE_ZEROES
+            if dev.can_trim:
+                flags |= P.FLAG_SEND_TRIM
+        if self.structured:
+            flags |= P.FLAG_SEND_DF     # every read is answered in one chunk
+        if dev.can_multi_conn:
+            flags |= P.FLAG_CAN_MULTI_CONN
+        return flags
+
+    def _opt_export_name(self, data: bytes) -> bool:
+        # This option cannot be answered with an error: on any failure the
+        # spec says to terminate the session.
+        if self.server.require_tls and not self.tls:
+            raise _Disconnect()
+        if self.server._shutting_down or self.closing:
+            raise _Disconnect()
+        name = self._decode_name(data)
+        if name is None:
+            raise ProtocolViolation(detail="export name is not a valid NBD string")
+        try:
+            dev = self._open(name)
+        except CoppiceError as e:
+            log.info("%s: EXPORT_NAME %r refused: %s", self._who(), name, e)
+            raise _Disconnect()
+        self._attach(name, dev)
+        reply = P.EXPORT_NAME_REPLY.pack(dev.size, self._transmission_flags(dev))
+        if not self.no_zeroes:
+            reply += P.EXPORT_NAME_PAD
+        self._send(reply)
+        return True
+
+    def _attach(self, name: str, dev: BlockDevice) -> None:
+        if self.meta_export != name:
+            self.meta_base_allocation = False   # contexts were set for another export
+        self.export_name = name
+        self.device = dev
+        if not self.server._register_export(self):
+            # revoked or shut down while we were opening it
+            raise _Disconnect()
+
+    def _opt_info(self, opt: int, data: bytes) -> bool:
+        if len(data) < 6:
+            self._error(opt, P.REP_ERR_INVALID, "GO/INFO data too short")
+            return False
+        (namelen,) = P.U32.unpack_from(data, 0)
+        if 4 + namelen + 2 > len(data):
+            self._error(opt, P.REP_ERR_INVALID, "GO/INFO export name overruns the option")
+            return False
+        name = self._decode_name(data[4:4 + namelen])
+        (nreq,) = P.U16.unpack_from(data, 4 + namelen)
+        if name is None or len(data) != 4 + namelen + 2 + 2 * nreq:
+            self._error(opt, P.REP_ERR_INVALID, "GO/INFO data is malformed")
+            return False
+        requests = {P.U16.unpack_from(data, 6 + namelen + 2 * i)[0] for i in range(nreq)}
+        try:
+            dev = self._open(name)
+        except NotFound:
+            self._error(opt, P.REP_ERR_UNKNOWN, f"export {name!r} not found")
+            return False
+        except CoppiceError as e:
+            self._error(opt, P.REP_ERR_POLICY, f"export {name!r} refused: {e}")
+            return False
+        except Exception:
+            log.exception("%s: opening export %r failed", self._who(), name)
+            self._error(opt, P.REP_ERR_UNKNOWN, f"export {name!r} could not be opened")
+            return False
+        try:
+            flags = self._transmission_flags(dev)
+            replies = [P.INFO_EXPORT_STRUCT.pack(P.INFO_EXPORT, dev.size, flags)]
+            if P.INFO_NAME in requests:
+                replies.append(P.INFO_TYPE.pack(P.INFO_NAME) + name.encode("utf-8"))
+            if P.INFO_DESCRIPTION in requests:
+                desc = self._description(name, dev)
+                if desc:
+                    replies.append(P.INFO_TYPE.pack(P.INFO_DESCRIPTION)
+                                   + desc.encode("utf-8", "replace")[: P.MAX_STRING])
+            # Sent unasked too: min 1 means "no alignment needed", which every
+            # client accepts, and the maximum tells it to split big requests.
+            preferred = dev.block_size
+            if preferred < 512 or preferred & (preferred - 1) or preferred > P.MAX_REQUEST_PAYLOAD:
+                preferred = 4096
+            replies.append(P.INFO_BLOCK_SIZE_STRUCT.pack(
+                P.INFO_BLOCK_SIZE, 1, preferred, P.MAX_REQUEST_PAYLOAD))
+            out = b"".join(
+                P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_INFO, len(r)) + r
+                for r in replies)
+            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
+            if opt == P.OPT_GO:
+                self._attach(name, dev)
+                dev = None
+            self._send(out)
+            return opt == P.OPT_GO
+        finally:
+            if dev is not None:
+                dev.close()
+
+    def _description(self, name: str, dev: BlockDevice) -> str | None:
+        desc = getattr(dev, "description", None)
+        if desc:
+            return str(desc)
+        try:
+            for n, d in self.server.resolver.list_exports(self.initiator):
+                if n == name:
+                    return d
+        except Exception:
+            return None
+        return None
+
+    def _opt_list(self, opt: int, data: bytes) -> None:
+        if data:
+            self._error(opt, P.REP_ERR_INVALID, "LIST takes no data")
+            return
+        out = []
+        for name, desc in self.server.resolver.list_exports(self.initiator):
+            n = name.encode("utf-8")[: P.MAX_STRING]
+            d = (desc or "").encode("utf-8", "replace")[: P.MAX_STRING]
+            payload = P.U32.pack(len(n)) + n + d
+            out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_SERVER, len(payload)))
+            out.append(payload)
+        out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0))
+        self._send(b"".join(out))
+
+    def _opt_meta_context(self, opt: int, data: bytes) -> None:
+        listing = opt == P.OPT_LIST_META_CONTEXT
+        if not listing:
+            # SET replaces the previous selection even when it fails.
+            self.meta_export = None
+            self.meta_base_allocation = False
+        if not self.structured:
+            self._error(opt, P.REP_ERR_INVALID,
+                        "negotiate NBD_OPT_STRUCTURED_REPLY before meta contexts")
+            return
+        try:
+            (namelen,) = P.U32.unpack_from(data, 0)
+            pos = 4 + namelen
+            name = self._decode_name(data[4:pos])
+            (nqueries,) = P.U32.unpack_from(data, pos)
+            pos += 4
+            queries = []
+            for _ in range(nqueries):
+                (qlen,) = P.U32.unpack_from(data, pos)
+                pos += 4
+                queries.append(self._decode_name(data[pos:pos + qlen]))
+                pos += qlen
+            if pos != len(data) or name is None or None in queries:
+                raise ValueError("truncated, trailing or non-UTF-8 data")
+        except (struct.error, ValueError):
+            self._error(opt, P.REP_ERR_INVALID, "meta context option data is malformed")
+            return
+        try:
+            self._open(name).close()
+        except CoppiceError:
+            self._error(opt, P.REP_ERR_UNKNOWN, f"export {name!r} not found")
+            return
+        selected = False
+        if listing and not queries:
+            selected = True
+        for q in queries:
+            if q == P.META_BASE_ALLOCATION or (listing and q == "base:"):
+                selected = True
+        out = b""
+        if selected:
+            ctx = P.META_BASE_ALLOCATION.encode()
+            payload = P.U32.pack(P.META_BASE_ALLOCATION_ID if not listing else 0) + ctx
+            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_META_CONTEXT,
+                                       len(payload)) + payload
+        out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
+        if not listing:
+            self.meta_export = name
+            self.meta_base_allocation = selected
+        self._send(out)
+
+    def _opt_starttls(self, opt: int, data: bytes) -> None:
+        ctx = self.server.tls_context
+        if ctx is None:
+            self._error(opt, P.REP_ERR_POLICY, "TLS is not configured on this server")
+            return
+        if self.tls:
+            self._error(opt, P.REP_ERR_INVALID, "TLS is already active")
+            return
+        if data:
+            self._error(opt, P.REP_ERR_INVALID, "STARTTLS takes no data")
+            return
+        self._reply(opt, P.REP_ACK)
+        try:
+            tls_sock = ctx.wrap_socket(self.sock, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            # Too late to go on in clear text: the ACK is sent.
+            log.warning("%s: TLS handshake failed: %s", self._who(), e)
+            raise _Disconnect()
+        self.sock = self.raw_sock = tls_sock
+        self.tls = True
+        name = _cert_name(tls_sock.getpeercert())
+        i = self.initiator
+        self.initiator = Initiator(name=name, address=i.address, unix=i.unix, tls=True)
+        # Nothing negotiated in clear text survives the upgrade.
+        self.structured = False
+        self.meta_export = None
+        self.meta_base_allocation = False
+
+    # ------------------------------------------------------- transmission
+
+    def _transmission(self) -> None:
+        dev = self.device
+        sock = self.sock
+        size = dev.size
+        read_only = dev.read_only
+        can_fua = dev.can_fua
+        structured = self.structured
+        block_status_ok = structured and self.meta_base_allocation
+        server = self.server
+
+        buf = bytearray(_RECV_BUFFER)
+        view = memoryview(buf)
+        payload_buf = None
+        payload_view = None
+        start = end = 0
+        out: list = []
+        out_bytes = 0
+        recv_into = sock.recv_into
+        unpack_from = P.REQUEST.unpack_from
+        simple_pack = P.SIMPLE_REPLY.pack
+        data_pack = P.STRUCTURED_DATA_HEADER.pack
+        SIMPLE = P.SIMPLE_REPLY_MAGIC
+        STRUCT = P.STRUCTURED_REPLY_MAGIC
+        DONE = P.REPLY_FLAG_DONE
+        OFFSET_DATA = P.REPLY_TYPE_OFFSET_DATA
+        MAXLEN = P.MAX_REQUEST_PAYLOAD
+        READ, WRITE = P.CMD_READ, P.CMD_WRITE
+        FUA = P.CMD_FLAG_FUA
+        READ_FLAGS = P.CMD_FLAG_FUA | (P.CMD_FLAG_DF if structured else 0)
+
+        def error(handle: int, err: int, msg: str, is_read: bool = False) -> None:
+            nonlocal out_bytes
+            if structured:
+                m = msg.encode("utf-8", "replace")[:512]
+                out.append(P.STRUCTURED_ERROR_HEADER.pack(
+                    STRUCT, DONE, P.REPLY_TYPE_ERROR, handle, 6 + len(m), err, len(m)) + m)
+            else:
+                out.append(simple_pack(SIMPLE, err, handle))
+            out_bytes += 32
+
+        while True:
+            while end - start >= 28:
+                magic, flags, cmd, handle, offset, length = unpack_from(buf, start)
+                if magic != P.REQUEST_MAGIC:
+                    raise ProtocolViolation(detail=f"bad request magic {magic:#x}")
+                start += 28
+
+                if cmd == READ:
+                    if flags & ~READ_FLAGS:
+                        error(handle, P.EINVAL, f"READ: unsupported flags {flags:#x}")
+                    elif length == 0 or length > MAXLEN:
+                        error(handle, P.EINVAL, f"READ: length {length} not in 1..{MAXLEN}")
+                    elif offset + length > size:
+                        error(handle, P.EINVAL, "READ past the end of the export")
+                    else:
+                        try:
+                            data = dev.pread(offset, length)
+                            if len(data) != length:
+                                raise NBDServerError(
+                                    detail=f"device returned {len(data)} bytes for a {length}-byte read")
+                        except Exception as e:
+                            self._log_device_error("READ", offset, length, e)
+                            error(handle, _error_errno(e), f"READ failed: {e}")
+                        else:
+                            if structured:
+                                out.append(data_pack(STRUCT, DONE, OFFSET_DATA, handle,
+                                                     length + 8, offset))
+                            else:
+                                out.append(simple_pack(SIMPLE, 0, handle))
+                            out.append(data)
+                            out_bytes += length
+                    if out_bytes >= _SEND_BATCH_BYTES:
+                        self._sendv(out)
+                        out = []
+                        out_bytes = 0
+                    continue
+
+                if cmd == WRITE:
+                    if length > MAXLEN:
+                        raise ProtocolViolation(
+                            detail=f"WRITE of {length} bytes exceeds the {MAXLEN}-byte maximum")
+                    have = end - start
+                    if have >= length:
+                        payload = view[start:start + length]
+                        start += length
+                    else:
+                        # The payload is still arriving: take it straight
+                        # into its own buffer rather than through ``buf``.
+                        if out:
+                            self._sendv(out)
+                            out = []
+                            out_bytes = 0
+                        if payload_buf is None or len(payload_buf) < length:
+                            payload_buf = bytearray(max(length, 1 << 20))
+                            payload_view = memoryview(payload_buf)
+                        payload_view[:have] = view[start:end]
+                        start = end = 0
+                        got = have
+                        while got < length:
+                            k = recv_into(payload_view[got:length])
+                            if k == 0:
+                                raise _Disconnect()
+                            got += k
+                        payload = payload_view[:length]
+                    if flags & ~FUA:
+                        error(handle, P.EINVAL, f"WRITE: unsupported flags {flags:#x}")
+                    elif read_only:
+                        error(handle, P.EPERM, "WRITE to a read-only export")
+                    elif length == 0:
+                        error(handle, P.EINVAL, "WRITE of length 0")
+                    elif offset + length > size:
+                        error(handle, P.ENOSPC, "WRITE past the end of the export")
+                    else:
+                        fua = bool(flags & FUA)
+                        try:
+                            dev.pwrite(offset, payload, fua and can_fua)
+                            if fua and not can_fua:
+                                dev.flush()
+                        except Exception as e:
+                            self._log_device_error("WRITE", offset, length, e)
+                            error(handle, _error_errno(e), f"WRITE failed: {e}")
+                        else:
+                            out.append(simple_pack(SIMPLE, 0, handle))
+                            out_bytes += 16
+                    del payload
+                    continue
+
+                if cmd == P.CMD_DISC:
+                    if out:
+                        self._sendv(out)
+                    raise _Disconnect()
+
+                self._other_command(dev, cmd, flags, handle, offset, length, size,
+                                    read_only, can_fua, block_status_ok, error, out)
+                out_bytes += 32
+
+            if out:
+                self._sendv(out)
+                out = []
+                out_bytes = 0
+            if self.closing or server._shutting_down:
+                return
+            if start == end:
+                start = end = 0
+            elif start:
+                n = end - start
+                buf[:n] = buf[start:end]
+                start, end = 0, n
+            k = recv_into(view[end:])
+            if k == 0:
+                if end != start:
+                    log.info("%s: closed mid-request", self._who())
+                raise _Disconnect()
+            end += k
+
+    def _log_device_error(self, what: str, offset: int, length: int, exc: Exception) -> None:
+        if isinstance(exc, (CoppiceError, OSError)):
+            log.info("%s: %s %d+%d: %s", self._who(), what, offset, length, exc)
+        else:
+            log.error("%s: %s %d+%d: unexpected device error", self._who(), what,
+                      offset, length, exc_info=exc)
+
+    def _other_command(self, dev, cmd, flags, handle, offset, length, size,
+                       read_only, can_fua, block_status_ok, error, out) -> None:
+        """FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS and unknown commands."""
+        ok = P.SIMPLE_REPLY.pack(P.SIMPLE_REPLY_MAGIC, 0, handle)
+        fua = bool(flags & P.CMD_FLAG_FUA)
+        if cmd == P.CMD_FLUSH:
+            if flags & ~P.CMD_FLAG_FUA:
+                return error(handle, P.EINVAL, f"FLUSH: unsupported flags {flags:#x}")
+            if offset or length:
+                return error(handle, P.EINVAL, "FLUSH: offset and length must be 0")
+            try:
+                dev.flush()
+            except Exception as e:
+                self._log_device_error("FLUSH", 0, 0, e)
+                return error(handle, _error_errno(e), f"FLUSH failed: {e}")
+            out.append(ok)
+            return None
+
+        if cmd in (P.CMD_TRIM, P.CMD_WRITE_ZEROES):
+            name = "TRIM" if cmd == P.CMD_TRIM else "WRITE_ZEROES"
+            allowed = P.CMD_FLAG_FUA | (P.CMD_FLAG_NO_HOLE if cmd == P.CMD_WRITE_ZEROES else 0)
+            if flags & ~allowed:
+                return error(handle, P.EINVAL, f"{name}: unsupported flags {flags:#x}")
+            if read_only:
+                return error(handle, P.EPERM, f"{name} on a read-only export")
+            if cmd == P.CMD_TRIM and not dev.can_trim:
+                return error(handle, P.EINVAL, "TRIM is not supported by this export")
+            if length == 0:
+                return error(handle, P.EINVAL, f"{name} of length 0")
+            if offset + length > size:
+                return error(handle, P.ENOSPC if cmd == P.CMD_WRITE_ZEROES else P.EINVAL,
+                             f"{name} past the end of the export")
+            try:
+                if cmd == P.CMD_TRIM:
+                    dev.trim(offset, length, fua and can_fua)
+                elif dev.can_zero:
+                    dev.zero(offset, length, not (flags & P.CMD_FLAG_NO_HOLE), fua and can_fua)
+                else:
+                    self._emulate_zero(dev, offset, length, fua and can_fua)
+                if fua and not can_fua:
+                    dev.flush()
+            except Exception as e:
+                self._log_device_error(name, offset, length, e)
+                return error(handle, _error_errno(e), f"{name} failed: {e}")
+            out.append(ok)
+            return None
+
+        if cmd == P.CMD_BLOCK_STATUS:
+            if flags & ~(P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE):
+                return error(handle, P.EINVAL, f"BLOCK_STATUS: unsupported flags {flags:#x}")
+            if not block_status_ok:
+                return error(handle, P.EINVAL,
+                             "BLOCK_STATUS without a negotiated base:allocation context")
+            if length == 0:
+                return error(handle, P.EINVAL, "BLOCK_STATUS of length 0")
+            if offset + length > size:
+                return error(handle, P.EINVAL, "BLOCK_STATUS past the end of the export")
+            try:
+                extents = dev.extents(offset, length)
+            except Exception as e:
+                self._log_device_error("BLOCK_STATUS", offset, length, e)
+                return error(handle, _error_errno(e), f"BLOCK_STATUS failed: {e}")
+            descriptors = _descriptors(extents, offset, length, bool(flags & P.CMD_FLAG_REQ_ONE))
+            out.append(P.STRUCTURED_BLOCK_STATUS_HEADER.pack(
+                P.STRUCTURED_REPLY_MAGIC, P.REPLY_FLAG_DONE, P.REPLY_TYPE_BLOCK_STATUS,
+                handle, 4 + len(descriptors), P.META_BASE_ALLOCATION_ID) + descriptors)
+            return None
+
+        return error(handle, P.EINVAL, f"unknown or unadvertised command {cmd}")
+
+    @staticmethod
+    def _emulate_zero(dev: BlockDevice, offset: int, length: int, fua: bool) -> None:
+        chunk = bytes(min(length, 1 << 20))
+        end = offset + length
+        while offset < end:
+            n = min(len(chunk), end - offset)
+            dev.pwrite(offset, memoryview(chunk)[:n], fua)
+            offset += n
+
+
+def _descriptors(extents, offset: int, length: int, req_one: bool) -> bytes:
+    """Encode device extents as base:allocation descriptors covering a prefix
+    of [offset, offset+length): clipped, adjacent equal runs merged."""
+    end = offset + length
+    pos = offset
+    lens: list[int] = []
+    flags: list[int] = []
+    for e_off, e_len, e_flags in extents:
+        e_end = e_off + e_len
+        if e_end <= pos:
+            continue
+        if e_off > pos:
+            break            # a gap: the device did not describe it; stop here
+        n = min(e_end, end) - pos
+        f = e_flags & (P.STATE_HOLE | P.STATE_ZERO)
+        if flags and flags[-1] == f:
+            lens[-1] += n
+        else:
+            if req_one and lens:
+                break
+            lens.append(n)
+            flags.append(f)
+        pos += n
+        if pos >= end:
+            break
+    if not lens:
+        return P.BLOCK_DESCRIPTOR.pack(length, 0)   # "status unknown" is always true
+    pack = P.BLOCK_DESCRIPTOR.pack
+    return b"".join(pack(n, f) for n, f in zip(lens, flags))
+
+
+class NBDServer:
+    """An NBD server over a resolver's exports; see the module docstring.
+
+    ``port=None`` serves no TCP (Unix socket only); ``port=0`` picks a free
+    port (see ``address``). ``tls_context`` is a server ``ssl.SSLContext``
+    (``coppice.nbd.tls.server_context``); it enables STARTTLS, and
+    ``require_tls`` makes it mandatory.
+    """
+
+    def __init__(self, resolver: ExportResolver, host: str = "127.0.0.1",
+                 port: int | None = 10809, unix_path: str | None = None,
+                 tls_context: ssl.SSLContext | None = None, require_tls: bool = False,
+                 handshake_timeout: float = 30.0, max_connections: int = 1024):
+        if require_tls and tls_context is None:
+            raise NBDServerError(
+                detail="require_tls needs a tls_context (build one with "
+                       "coppice.nbd.tls.server_context(tls_dir))")
+        if port is None and unix_path is None:
+            raise NBDServerError(detail="nothing to listen on: give a port or a unix_path")
+        self.resolver = resolver
+        self.host = host
+        self.port = port
+        self.unix_path = unix_path
+        self.tls_context = tls_context
+        self.require_tls = require_tls
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self._listeners: list[tuple[socket.socket, bool]] = []
+        self._lock = threading.Lock()
+        self._conns: set[_Connection] = set()
+        self._revocations: dict[str, int] = {}   # export name -> revoke() count
+        self._shutting_down = False
+        self._stopped = threading.Event()
+        self._accept_thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        on_revoke = getattr(resolver, "on_revoke", None)
+        if on_revoke is not None:
+            on_revoke(self.revoke)
+
+    # ------------------------------------------------------------ listen
+
+    def _bind(self) -> None:
+        if self._listeners:
+            return
+        try:
+            if self.port is not None:
+                family = socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
+                tcp = socket.create_server((self.host, self.port), family=family,
+                                           backlog=128, reuse_port=False)
+                self._listeners.append((tcp, False))
+            if self.unix_path is not None:
+                if os.path.exists(self.unix_path):
+                    os.unlink(self.unix_path)   # a stale socket from an earlier run
+                us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                us.bind(self.unix_path)
+                us.listen(128)
+                self._listeners.append((us, True))
+        except OSError as e:
+            for s, _ in self._listeners:
+                s.close()
+            self._listeners = []
+            raise NBDServerError(
+                detail=f"cannot listen on {self.host}:{self.port} / {self.unix_path}: {e} "
+                       "(is another server using it?)") from e
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) the TCP listener is bound to, once started."""
+        for s, unix in self._listeners:
+            if not unix:
+                return s.getsockname()[:2]
+        return None
+
+    def start(self) -> "NBDServer":
+        """Bind and serve in a background thread; returns at once."""
+        self._bind()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="nbd-accept", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Bind and serve in this thread until ``shutdown()``."""
+        self._bind()
+        self._accept_loop()
+
+    def _accept_loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        try:
+            for s, unix in self._listeners:
+                s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ, unix)
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            while not self._shutting_down:
+                for key, _ in sel.select():
+                    if key.data is None:
+                        continue
+                    try:
+                        conn, _addr = key.fileobj.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        if self._shutting_down:
+                            break
+                        log.warning("nbd: accept failed: %s", e)
+                        continue
+                    self._spawn(conn, key.data)
+        finally:
+            sel.close()
+            self._stopped.set()
+
+    def _spawn(self, sock: socket.socket, unix: bool) -> None:
+        sock.setblocking(True)
+        if not unix:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c = _Connection(self, sock, unix)
+        with self._lock:
+            if self._shutting_down or len(self._conns) >= self.max_connections:
+                log.warning("nbd: refusing a connection: %s",
+                            "shutting down" if self._shutting_down else
+                            f"{self.max_connections} connections already open")
+                sock.close()
+                return
+            self._conns.add(c)
+        c.thread = threading.Thread(target=c.run, name="nbd-conn", daemon=True)
+        c.thread.start()
+
+    def _forget(self, c: _Connection) -> None:
+        with self._lock:
+            self._conns.discard(c)
+
+    def _register_export(self, c: _Connection) -> bool:
+        # Under the lock so a revoke() racing with GO either sees this
+        # connection or is seen by it.
+        with self._lock:
+            return not (self._shutting_down or c.closing
+                        or self._revocations.get(c.export_name, 0) != c._open_gen)
+
+    # ------------------------------------------------------------ control
+
+    def connections(self) -> list[dict]:
+        """What is connected, for status pages and tests."""
+        with self._lock:
+            return [{"export": c.export_name, "initiator": c.initiator, "tls": c.tls}
+                    for c in self._conns]
+
+    def revoke(self, export_name: str) -> int:
+        """Cut every connection to ``export_name`` cleanly (their read
+        requests are answered, the device flushed and closed); returns how
+        many were cut. New opens are the resolver's to refuse."""
+        with self._lock:
+            self._revocations[export_name] = self._revocations.get(export_name, 0) + 1
+            victims = [c for c in self._conns if c.export_name == export_name]
+            for c in victims:
+                c.cut()
+        for c in victims:
+            if c.thread is not None and c.thread is not threading.current_thread():
+                c.thread.join(timeout=10)
+        if victims:
+            log.info("nbd: revoked %d connection(s) to %r", len(victims), export_name)
+        return len(victims)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let every connection finish what it has read,
+        flush and close every open device, then return."""
+        with self._lock:
+            if self._shutting_down and not self._listeners:
+                return
+            self._shutting_down = True
+            conns = list(self._conns)
+            for c in conns:
+                c.cut()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=timeout)
+        for s, unix in self._listeners:
+            try:
+                s.close()
+            except OSError:
+                pass
+        if self.unix_path and any(unix for _, unix in self._listeners):
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+        self._listeners = []
+        for c in conns:
+            if c.thread is not None:
+                c.thread.join(timeout=timeout)
+                if c.thread.is_alive():
+                    log.error("nbd: connection %s did not finish within %ss", c._who(), timeout)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "NBDServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
