@@ -1,0 +1,19 @@
+"""fio --ioengine=nbd with crc32c verification."""
+
+import shutil
+
+import pytest
+
+from tests.nbd.conftest import run
+
+pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
+
+
+@pytest.mark.parametrize("rw,bs,depth", [("randwrite", "4k", 32), ("write", "256k", 8)])
+def test_fio_verify_crc32c(serve, rw, bs, depth):
+    # Every block fio writes (pipelined, QD up to 32) reads back with a valid checksum.
+    s = serve()
+    p = run("fio", "--name=verify", "--ioengine=nbd", f"--uri={s.uri()}", f"--rw={rw}",
+            f"--bs={bs}", f"--iodepth={depth}", "--size=8M", "--verify=crc32c",
+            "--do_verify=1", "--verify_fatal=1", "--output-format=terse", timeout=120)
+    assert "verify" not in p.stderr.lower() or "bad" not in p.stderr.lower(), p.stderr
