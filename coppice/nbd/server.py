@@ -818,13 +818,15 @@ class NBDServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self._listeners: list[tuple[socket.socket, bool]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # shutdown() may run in a signal handler
         self._conns: set[_Connection] = set()
         self._revocations: dict[str, int] = {}   # export name -> revoke() count
         self._shutting_down = False
         self._stopped = threading.Event()
         self._accept_thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_fds: tuple[int, ...] = (self._wake_r, self._wake_w)
+        self._listening = False
         on_revoke = getattr(resolver, "on_revoke", None)
         if on_revoke is not None:
             on_revoke(self.revoke)
@@ -877,6 +879,7 @@ class NBDServer:
         self._accept_loop()
 
     def _accept_loop(self) -> None:
+        self._listening = True
         sel = selectors.DefaultSelector()
         try:
             for s, unix in self._listeners:
@@ -900,6 +903,8 @@ class NBDServer:
         finally:
             sel.close()
             self._stopped.set()
+            if self._shutting_down:
+                self._close_wake()
 
     def _spawn(self, sock: socket.socket, unix: bool) -> None:
         sock.setblocking(True)
@@ -984,7 +989,15 @@ class NBDServer:
                 c.thread.join(timeout=timeout)
                 if c.thread.is_alive():
                     log.error("nbd: connection %s did not finish within %ss", c._who(), timeout)
-        for fd in (self._wake_r, self._wake_w):
+        if self._stopped.is_set() or self._accept_thread is None and not self._listening:
+            self._close_wake()
+        # else: shutdown() ran inside serve_forever's thread (a signal
+        # handler); the accept loop closes the pipe when it sees the flag.
+
+    def _close_wake(self) -> None:
+        with self._lock:
+            fds, self._wake_fds = self._wake_fds, ()
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
