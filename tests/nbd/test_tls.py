@@ -117,3 +117,22 @@ def test_untrusted_client_cert_is_rejected(serve, pki, workdir):
     p = run("nbdinfo", "--list", s.uri("disk", "nbds", f"tls-certificates={os.path.join(rogue, 'c')}"),
             check=False)
     assert p.returncode != 0
+
+
+def test_revoke_cuts_a_tls_connection(serve, pki):
+    # revoke() also cleanly ends a TLS session; other TLS sessions go on.
+    d, clients = pki
+    s = serve(size=MiB, allow=allow_host_a, tls_context=tls.server_context(d))
+    hs = {}
+    for name in ("disk", "other"):
+        h = nbd.NBD()
+        h.set_tls(nbd.TLS_REQUIRE)
+        h.set_tls_certificates(clients["host-a"])
+        h.connect_uri(s.uri(name, "nbds"))
+        h.pwrite(b"t" * 512, 0)
+        hs[name] = h
+    assert s.server.revoke("disk") == 1
+    with pytest.raises(nbd.Error):
+        hs["disk"].pread(512, 0)
+    assert hs["other"].pread(512, 0) == b"t" * 512
+    hs["other"].shutdown()
