@@ -23,7 +23,6 @@ import asyncio
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile

@@ -42,7 +42,7 @@ import socket
 import ssl
 import struct
 import threading
-from typing import Callable
+import time
 
 from coppice.errors import CoppiceError, NotFound
 from coppice.nbd import protocol as P
@@ -122,14 +122,18 @@ class _Connection:
         self.device: BlockDevice | None = None
         self.closing = False
         self._open_gen = 0
+        self._deadline: float | None = None
         self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ life
 
     def run(self) -> None:
         try:
-            self.sock.settimeout(self.server.handshake_timeout)
+            # One deadline for the whole handshake, so a client trickling
+            # bytes cannot hold a thread forever.
+            self._deadline = time.monotonic() + self.server.handshake_timeout
             if self._handshake():
+                self._deadline = None
                 self.sock.settimeout(None)
                 self._transmission()
         except _Disconnect:
@@ -188,6 +192,12 @@ class _Connection:
         view = memoryview(buf)
         got = 0
         while got < n:
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise ProtocolViolation(detail="handshake not finished in "
+                                                   f"{self.server.handshake_timeout:g}s")
+                self.sock.settimeout(left)
             k = self.sock.recv_into(view[got:])
             if k == 0:
                 raise _Disconnect()
@@ -547,7 +557,7 @@ class _Connection:
         FUA = P.CMD_FLAG_FUA
         READ_FLAGS = P.CMD_FLAG_FUA | (P.CMD_FLAG_DF if structured else 0)
 
-        def error(handle: int, err: int, msg: str, is_read: bool = False) -> None:
+        def error(handle: int, err: int, msg: str) -> None:
             nonlocal out_bytes
             if structured:
                 m = msg.encode("utf-8", "replace")[:512]

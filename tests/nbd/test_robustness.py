@@ -264,3 +264,22 @@ def test_info_does_not_enter_transmission(serve):
     c.option(P.OPT_INFO, struct.pack(">I", 3) + b"bad" + struct.pack(">H", 0))
     assert c.reply()[1] == P.REP_ERR_UNKNOWN
     c.go("disk")
+
+
+def test_slow_handshake_is_cut_at_the_deadline(serve):
+    # A client trickling its handshake is dropped when the deadline passes,
+    # however often it sends a byte.
+    import time
+    s = serve(handshake_timeout=0.5)
+    c = RawClient(s.port)
+    c.greeting()
+    t0 = time.monotonic()
+    header = P.OPTION_HEADER.pack(P.IHAVEOPT, P.OPT_LIST, 0)
+    try:
+        for b in header:
+            c.sock.sendall(bytes([b]))
+            time.sleep(0.1)
+    except OSError:
+        pass
+    assert c.closed_by_server()
+    assert time.monotonic() - t0 < 3
