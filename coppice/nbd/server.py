@@ -357,13 +357,15 @@ class _Connection:
         return True
 
     def _attach(self, name: str, dev: BlockDevice) -> None:
+        """Make ``dev`` this connection's export; owns ``dev`` from here on."""
         if self.meta_export != name:
             self.meta_base_allocation = False   # contexts were set for another export
         self.export_name = name
-        self.device = dev
         if not self.server._register_export(self):
             # revoked or shut down while we were opening it
+            dev.close()
             raise _Disconnect()
+        self.device = dev
 
     def _opt_info(self, opt: int, data: bytes) -> bool:
         if len(data) < 6:
@@ -413,8 +415,8 @@ class _Connection:
                 for r in replies)
             out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
             if opt == P.OPT_GO:
-                self._attach(name, dev)
-                dev = None
+                attached, dev = dev, None
+                self._attach(name, attached)
             self._send(out)
             return opt == P.OPT_GO
         finally:
