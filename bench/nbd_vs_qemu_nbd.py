@@ -7,14 +7,17 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
   qemu-nbd raw     qemu-nbd serving a raw file
   qemu-nbd qcow2   qemu-nbd serving a qcow2 overlay on a raw base
   coppice          coppice.nbd.server.NBDServer in its own process, over a
-                   device made by --backend: ``file`` (tests/nbd/file_device,
-                   a plain file) or ``engine`` (a filer LUN; needs
-                   coppice.filer.bench_device, see _engine_device)
+                   device made by --backend: ``engine`` (default: a LUN
+                   object in a fresh pool), ``engine-clone`` (the LUN of a
+                   clone of a snapshot of it: the FlexClone case, to set
+                   against the qcow2 overlay) or ``file``
+                   (tests/nbd/file_device, a plain file: the protocol
+                   layer alone)
 
 and a table with coppice/qemu-nbd-raw ratios.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
-        [--backend file|engine] [--targets raw,qcow2,coppice] [--dir /var/tmp]
+        [--backend engine|engine-clone|file] [--targets raw,qcow2,coppice] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -134,15 +137,31 @@ def _file_device(path: str, size: int):
     return lambda: FileDevice(path, size=size)
 
 
-def _engine_device(path: str, size: int):
-    # The engine-backed LUN is the filer's to build; this is the hook it fills.
-    try:
-        from coppice.filer import bench_device  # noqa: WPS433 (lazy on purpose)
-    except ImportError as e:
-        raise SystemExit(
-            "--backend engine needs coppice.filer.bench_device(workdir, size) -> "
-            f"factory of BlockDevice (a LUN in a fresh pool); not available yet: {e}")
-    return bench_device(path, size)
+def _engine_device(path: str, size: int, clone: bool = False):
+    """A LUN object in a fresh engine pool beside ``path``, filled with the
+    same bytes as the baselines' image; with ``clone``, the LUN of a clone
+    of a snapshot of it (the FlexClone case, like qemu's qcow2 overlay)."""
+    from coppice.engine import Pool
+
+    pool = Pool.create(path + ".pool")
+    pool.create_volume("v")
+    pool.create_object("v", "lun0", size)
+    h = pool.open_object("v", "lun0")
+    with open(path, "rb") as f:
+        off = 0
+        while True:
+            chunk = f.read(8 << 20)
+            if not chunk:
+                break
+            h.pwrite(off, chunk)
+            off += len(chunk)
+    pool.checkpoint()
+    vol = "v"
+    if clone:
+        pool.create_snapshot("v", "base")
+        pool.clone_volume("c", "v", "base")
+        vol = "c"
+    return lambda: pool.open_object(vol, "lun0")
 
 
 def serve(port: int, backend: str, path: str, size_mib: int) -> None:
@@ -150,7 +169,10 @@ def serve(port: int, backend: str, path: str, size_mib: int) -> None:
     from tests.nbd.file_device import DictResolver
 
     size = size_mib << 20
-    factory = (_file_device if backend == "file" else _engine_device)(path, size)
+    if backend == "file":
+        factory = _file_device(path, size)
+    else:
+        factory = _engine_device(path, size, clone=backend == "engine-clone")
     server = NBDServer(DictResolver({"disk": (factory, "bench")}), port=port)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     server.serve_forever()
@@ -160,7 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runtime", type=int, default=10)
-    ap.add_argument("--backend", choices=("file", "engine"), default="file")
+    ap.add_argument("--backend", choices=("file", "engine", "engine-clone"), default="engine")
     ap.add_argument("--targets", default="raw,qcow2,coppice")
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -190,8 +212,7 @@ def main() -> None:
                                                  "qemu-nbd qcow2")
         if "coppice" in targets:
             img = os.path.join(work, "coppice.raw")
-            if a.backend == "file":
-                shutil.copyfile(raw, img)
+            shutil.copyfile(raw, img)
             results[f"coppice ({a.backend})"] = coppice(a.backend, img, a.size_mib, a.runtime)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1311,6 +1311,14 @@ class ObjectHandle:
     flush, extents). Survives renames; fails with NotFound once the object
     is deleted."""
 
+    # BlockDevice capabilities. Flush is pool-wide (one data file, one
+    # intent log), so a flush on any connection covers every connection's
+    # writes: multi-conn is safe.
+    can_trim = True
+    can_zero = True
+    can_fua = True
+    can_multi_conn = True
+
     def __init__(self, pool: Pool, o: ObjRec, read_only: bool):
         self.pool = pool
         self.oid = o.id
