@@ -53,6 +53,7 @@ from .index import DedupStore, group_by_content, s64, u64
 LEAF = 512                 # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
 MATCH_BATCH_ROWS = 4096    # rows fetched per query while matching
+MATCH_BATCH_GROUPS = 256   # fingerprint groups per commit while matching
 MIRROR_SECONDS = 2.0       # how often progress is mirrored to the pool's kv
 
 _running: dict[str, "Scanner"] = {}
@@ -368,7 +369,7 @@ class Scanner:
                             groups_in_batch += 1
                         group_fp, members = fp, []
                     members.append((pbn, oid, lbn))
-                if groups_in_batch >= 256:
+                if groups_in_batch >= MATCH_BATCH_GROUPS:
                     groups_in_batch = 0
                     self._save(job)
                     db.execute("COMMIT")
