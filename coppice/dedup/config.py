@@ -137,7 +137,9 @@ def parse_schedule(text: str) -> tuple[frozenset, frozenset] | None:
     t = text.strip().lower()
     if t == "-":
         return None
-    day_part, _, hour_part = t.partition("@")
+    day_part, at, hour_part = t.partition("@")
+    if at and not hour_part:
+        raise BadSchedule(text=text, why="no hour after '@'")
     days = _parse_list(day_part, DAYS, 0, 6, "day (sun..sat)", text) if day_part else set(range(7))
     hours = _parse_list(hour_part, None, 0, 23, "hour (0..23)", text) if hour_part else {0}
     return frozenset(days), frozenset(hours)

@@ -54,7 +54,7 @@ LEAF = 512                 # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
 MATCH_BATCH_ROWS = 4096    # rows fetched per query while matching
 MATCH_BATCH_GROUPS = 256   # fingerprint groups per commit while matching
-MIRROR_SECONDS = 2.0       # how often progress is mirrored to the pool's kv
+MIRROR_SECONDS = 30.0      # how often progress is mirrored to the pool kv (each is a consistency point)
 
 _running: dict[str, "Scanner"] = {}
 
