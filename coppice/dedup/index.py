@@ -44,6 +44,7 @@ from array import array
 import blake3
 
 CACHE_KIB = 4096
+SMALL_GROUP = 16   # candidates compared directly, without digests
 _S64 = 1 << 63
 _U64 = 1 << 64
 
@@ -180,7 +181,24 @@ def group_by_content(pbns, read) -> list[list[int]]:
     that block is left out). Blocks are bucketed by BLAKE3 digest and each
     member is then compared byte for byte with its class's first member, so
     a class never holds two different blocks whatever the fingerprints
-    said. Memory: one digest per class, not one block."""
+    said. Memory: up to SMALL_GROUP blocks for a small group; for a large
+    one (many colliding contents) one digest per class, not one block."""
+    pbns = list(pbns)
+    if len(pbns) <= SMALL_GROUP:
+        # The usual case (a few copies of one block): compare with each
+        # class's first member directly, its bytes held in memory.
+        reps: list[tuple[bytes, list[int]]] = []
+        for p in pbns:
+            data = read(p)
+            if data is None:
+                continue
+            for rd, cls in reps:
+                if rd == data:
+                    cls.append(p)
+                    break
+            else:
+                reps.append((data, [p]))
+        return [cls for _, cls in reps]
     classes: dict[bytes, list[list[int]]] = {}
     rep_data: dict[int, bytes] = {}
     out: list[list[int]] = []

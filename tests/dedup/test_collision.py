@@ -27,6 +27,7 @@ def test_group_by_content_checks_bytes_not_only_digest(monkeypatch):
             return b"same"
 
     monkeypatch.setattr(index.blake3, "blake3", FakeBlake)
+    monkeypatch.setattr(index, "SMALL_GROUP", 0)     # force the digest path
     blocks = {1: b"x" * BS, 2: b"y" * BS, 3: b"x" * BS}
     classes = group_by_content([1, 2, 3], blocks.__getitem__)
     assert sorted(sorted(c) for c in classes) == [[1, 3], [2]]

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Deduplication: scan throughput, RAM per unique block, inline write-path
+cost, and duperemove on btrfs with the same data, printed as one table.
+
+Data: N full copies (one LUN per volume) of S MiB of random data, so the
+pool holds N x S logical and S unique after deduplication.
+
+* **scan**: a full post-process scan (`sis start -s`) of the N copies in a
+  child process; GB/s of logical data scanned, per CPU-second (the scan is
+  single-threaded, so that is per core); physical used before and after.
+* **RAM per unique block**: the child's peak RSS over its RSS before the
+  scan, at two sizes; the slope between them is the memory that grows with
+  the number of unique blocks (the rest is a fixed cost: SQLite's capped
+  cache, Python). Inline mode's table is fixed-size: 16 bytes a slot.
+* **inline**: MB/s writing the copies with inline off (the plain write
+  path), with inline on when every block is new (pure lookup cost) and
+  when every block is a duplicate.
+* **duperemove**: the same files on a btrfs loop image (root, loop devices,
+  btrfs-progs and duperemove needed; the column says why when it cannot
+  run): `duperemove -dr`, wall and CPU time, peak RSS, used space after.
+
+    .venv/bin/python bench/dedup.py [--copies 4] [--size-mib 256] [--small-mib 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+BS = 4096
+CHUNK = 1 << 20
+
+
+def rss_kib(field="VmRSS") -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def data_of(size: int, seed: int = 7) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dict:
+    """Write the copies; returns write timing."""
+    from coppice import dedup
+    from coppice.engine import Pool
+    pool = Pool.create(path)
+    hook = dedup.attach(pool) if inline else None
+    t = time.perf_counter()
+    times = []
+    for i in range(copies):
+        v = f"v{i}"
+        pool.create_volume(v)
+        pool.create_object(v, "lun", len(data))
+        dedup.config.set_enabled(pool, v, True)
+        if inline:
+            dedup.config.set_inline(pool, v, True)
+        h = pool.open_object(v, "lun")
+        t1 = time.perf_counter()
+        for off in range(0, len(data), CHUNK):
+            h.pwrite(off, memoryview(data)[off:off + CHUNK])
+        pool.flush()
+        times.append(time.perf_counter() - t1)
+    total = time.perf_counter() - t
+    used = pool.pool_space()["used_bytes"]
+    pool.close()
+    return {"first_s": times[0], "rest_s": sum(times[1:]), "total_s": total, "used": used,
+            "hits": hook.hits if hook else 0}
+
+
+def child_scan(path: str) -> None:
+    """Runs in a child: scan, print JSON with timings and memory."""
+    from coppice import dedup
+    from coppice.engine import Pool
+    pool = Pool.open(path)
+    before = pool.pool_space()["used_bytes"]
+    rss0 = rss_kib("VmRSS")
+    phases = {}
+    last = [time.perf_counter(), "start"]
+
+    def progress(phase, done, total):
+        now = time.perf_counter()
+        if phase != last[1]:
+            phases[last[1]] = phases.get(last[1], 0) + now - last[0]
+            last[0], last[1] = now, phase
+
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    job = dedup.Scanner(pool, progress=progress).start(full=True)
+    wall = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    hwm = rss_kib("VmHWM")
+    after = pool.pool_space()["used_bytes"]
+    clean = pool.fsck().clean
+    pool.close()
+    print(json.dumps({"wall": wall, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+                      "rss0_kib": rss0, "hwm_kib": hwm, "before": before, "after": after,
+                      "fsck_clean": clean, "counters": job["counters"], "phases": phases}))
+
+
+def run_scan(path: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child-scan", path], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def duperemove(tmp: str, copies: int, data: bytes) -> dict:
+    """The same copies as files on btrfs, deduplicated by duperemove."""
+    if os.geteuid() != 0:
+        return {"skip": "needs root"}
+    for tool in ("mkfs.btrfs", "duperemove", "losetup"):
+        if not shutil.which(tool):
+            return {"skip": f"{tool} not installed"}
+    img = os.path.join(tmp, "btrfs.img")
+    mnt = os.path.join(tmp, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    size = max(copies * len(data) * 2, 512 << 20)
+    with open(img, "wb") as f:
+        f.truncate(size)
+    try:
+        subprocess.run(["mkfs.btrfs", "-q", "-f", img], check=True, capture_output=True)
+        r = subprocess.run(["mount", "-o", "loop", img, mnt], capture_output=True, text=True)
+        if r.returncode:
+            return {"skip": "cannot mount a loop device: " + (r.stderr.strip().splitlines() or ["?"])[-1]}
+    except (subprocess.CalledProcessError, OSError) as e:
+        return {"skip": f"mkfs.btrfs failed: {e}"}
+    try:
+        for i in range(copies):
+            with open(os.path.join(mnt, f"copy{i}"), "wb") as f:
+                for off in range(0, len(data), CHUNK):
+                    f.write(data[off:off + CHUNK])
+        subprocess.run(["sync"], check=True)
+
+        def used():
+            subprocess.run(["btrfs", "filesystem", "sync", mnt], capture_output=True)
+            st = os.statvfs(mnt)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+        before = used()
+        t = time.perf_counter()
+        hashfile = os.path.join(tmp, "dupe.hash")
+        errf = os.path.join(tmp, "dupe.err")
+        with open(errf, "wb") as ef:
+            proc = subprocess.Popen(["duperemove", "-dr", "-q", f"--hashfile={hashfile}", mnt],
+                                    stdout=subprocess.DEVNULL, stderr=ef)
+            # wait4: this child's own CPU time and peak RSS, not all children's.
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+            return {"skip": f"duperemove failed: {open(errf).read().strip()[-200:]}"}
+        after = used()
+        return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss,
+                "before": before, "after": after}
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+
+
+def gb(x):
+    return x / 1e9
+
+
+def mib(x):
+    return f"{x / 2**20:.0f} MiB"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--size-mib", type=int, default=256, help="size of one copy (the big run)")
+    ap.add_argument("--small-mib", type=int, default=64, help="size of one copy (the small run, for the slope)")
+    ap.add_argument("--no-duperemove", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child-scan", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child_scan:
+        child_scan(a.child_scan)
+        return 0
+
+    base = "/var/tmp" if os.path.isdir("/var/tmp") else None
+    tmp = tempfile.mkdtemp(prefix="coppice-bench-dedup-", dir=base)
+    res = {}
+    try:
+        n = a.copies
+        runs = {}
+        for label, mb in (("small", a.small_mib), ("big", a.size_mib)):
+            data = data_of(mb << 20)
+            path = os.path.join(tmp, f"pool-{label}")
+            w = build_pool(path, n, data)
+            s = run_scan(path)
+            runs[label] = {"mib": mb, "write": w, "scan": s, "unique_blocks": (mb << 20) // BS}
+            shutil.rmtree(path)
+        big, small = runs["big"], runs["small"]
+        data = data_of(big["mib"] << 20)
+        logical = n * len(data)
+        s = big["scan"]
+        slope = ((big["scan"]["hwm_kib"] - big["scan"]["rss0_kib"]) - (small["scan"]["hwm_kib"] - small["scan"]["rss0_kib"])) * 1024 / \
+            max(1, big["unique_blocks"] - small["unique_blocks"])
+        res["coppice"] = {
+            "logical_bytes": logical, "unique_bytes": len(data),
+            "scan_wall_s": s["wall"], "scan_cpu_s": s["cpu"],
+            "scan_gbps": gb(logical) / s["wall"], "scan_gbps_per_core": gb(logical) / s["cpu"],
+            "used_before": s["before"], "used_after": s["after"], "fsck_clean": s["fsck_clean"],
+            "peak_rss_delta_bytes": (s["hwm_kib"] - s["rss0_kib"]) * 1024,
+            "rss_per_unique_block_total": (s["hwm_kib"] - s["rss0_kib"]) * 1024 / big["unique_blocks"],
+            "rss_per_unique_block_marginal": slope, "phases": s["phases"], "counters": s["counters"],
+        }
+        # Inline: plain vs inline, unique data and duplicate data.
+        plain = big["write"]
+        path = os.path.join(tmp, "pool-inline")
+        inl = build_pool(path, n, data, inline=True)
+        shutil.rmtree(path)
+        res["inline"] = {
+            "plain_unique_mbps": len(data) / plain["first_s"] / 1e6,
+            "plain_dup_mbps": (n - 1) * len(data) / plain["rest_s"] / 1e6,
+            "inline_unique_mbps": len(data) / inl["first_s"] / 1e6,
+            "inline_dup_mbps": (n - 1) * len(data) / inl["rest_s"] / 1e6,
+            "inline_used": inl["used"], "inline_hits": inl["hits"],
+            "table_bytes_per_slot": 16,
+        }
+        res["duperemove"] = {"skip": "--no-duperemove"} if a.no_duperemove else duperemove(tmp, n, data)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    c, i, d = res["coppice"], res["inline"], res["duperemove"]
+    rows = [("data", f"{n} copies x {mib(c['unique_bytes'])} = {mib(c['logical_bytes'])} logical", "same files")]
+    if "skip" in d:
+        dcol = lambda *_: f"n/a ({d['skip']})"  # noqa: E731
+    else:
+        dcol = None
+    rows += [
+        ("scan wall time", f"{c['scan_wall_s']:.2f} s", dcol() if dcol else f"{d['wall']:.2f} s"),
+        ("scan GB/s (wall)", f"{c['scan_gbps']:.3f}", dcol() if dcol else f"{gb(c['logical_bytes']) / d['wall']:.3f}"),
+        ("scan GB/s per core (CPU s)", f"{c['scan_gbps_per_core']:.3f}",
+         dcol() if dcol else f"{gb(c['logical_bytes']) / max(d['cpu'], 1e-9):.3f}"),
+        ("used before -> after", f"{mib(c['used_before'])} -> {mib(c['used_after'])}",
+         dcol() if dcol else f"{mib(d['before'])} -> {mib(d['after'])}"),
+        ("peak RSS of the scan", f"+{mib(c['peak_rss_delta_bytes'])} over baseline",
+         dcol() if dcol else f"{mib(d['maxrss_kib'] * 1024)} (whole process)"),
+        ("RAM / unique block (total)", f"{c['rss_per_unique_block_total']:.1f} B",
+         dcol() if dcol else f"{d['maxrss_kib'] * 1024 / (c['unique_bytes'] // BS):.1f} B"),
+        ("RAM / unique block (marginal)", f"{c['rss_per_unique_block_marginal']:.1f} B", "-"),
+        ("fsck after scan", "clean" if c["fsck_clean"] else "NOT CLEAN", "-"),
+        ("plain write, new data", f"{i['plain_unique_mbps']:.0f} MB/s", "-"),
+        ("inline write, new data", f"{i['inline_unique_mbps']:.0f} MB/s "
+         f"({100 * (i['plain_unique_mbps'] / i['inline_unique_mbps'] - 1):+.0f}% time)", "-"),
+        ("plain write, duplicate data", f"{i['plain_dup_mbps']:.0f} MB/s", "-"),
+        ("inline write, duplicate data", f"{i['inline_dup_mbps']:.0f} MB/s "
+         f"({100 * (i['plain_dup_mbps'] / i['inline_dup_mbps'] - 1):+.0f}% time), "
+         f"used {mib(i['inline_used'])}", "-"),
+        ("inline table", "16 B/slot, fixed size", "-"),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    print(f"{'':{w0}}  {'coppice':{w1}}  duperemove on btrfs")
+    for r in rows:
+        print(f"{r[0]:{w0}}  {r[1]:{w1}}  {r[2]}")
+    ph = c["phases"]
+    print(f"\nscan phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items() if k != "start"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
