@@ -1,0 +1,109 @@
+"""A LUN as the NBD target sees it: ``coppice.nbd.blockdev.BlockDevice``
+over an engine ``ObjectHandle``.
+
+Contract: ``LunDevice`` serves one LUN of a volume (read-write, if the LUN
+is online) or of a snapshot (read-only). Every request re-checks that the
+LUN still exists and, for an active LUN, is online (``LunOffline``
+otherwise); writes and trims of a snapshot LUN raise ``ReadOnly``. Before a
+write allocates blocks, the volume's ``space.Budget`` is charged, so a
+write past the volume's size raises ``VolumeFull`` (ENOSPC) with nothing
+written. Thread-safe: the engine handle takes the pool's lock per call.
+"""
+
+from __future__ import annotations
+
+from ..errors import ReadOnly
+from .errors import LunNotFound, LunOffline
+from .names import lun_path
+
+
+class LunDevice:
+    can_fua = True
+    can_multi_conn = True  # one pool: a flush on any connection covers all writes
+
+    def __init__(self, filer, volume: str, lun: str, snapshot: str | None = None):
+        self.filer = filer
+        self.pool = filer.pool
+        self.path = lun_path(volume, lun, snapshot)
+        self.h = self.pool.open_object(volume, lun, snapshot)
+        self._vid = self.pool.volume(volume).id
+        self.read_only = snapshot is not None
+        self.can_trim = self.can_zero = not self.read_only
+        self.block_size = self.pool.block_size
+
+    def _meta(self) -> dict:
+        # the handle survives renames; its object record carries the LUN attributes
+        o = self.pool.objects.get(self.h.oid)
+        if o is None:
+            raise LunNotFound(path=self.path)
+        return o.meta
+
+    def _check(self, write: bool) -> None:
+        m = self._meta()
+        if write and self.read_only:
+            raise ReadOnly(detail=f"{self.path} is a snapshot LUN and read-only")
+        if not self.read_only and not m.get("online", True):
+            r = m.get("offline_reason")
+            raise LunOffline(path=self.path, reason=f" ({r})" if r else "")
+
+    @property
+    def size(self) -> int:
+        return self.h.size
+
+    def _holes(self, offset: int, length: int) -> int:
+        bs = self.block_size
+        a, b = offset // bs * bs, min(-(-(offset + length) // bs) * bs, self.h.size)
+        return sum(ln for _, ln, fl in self.h.extents(a, b - a) if fl) // bs if b > a else 0
+
+    def _allocated_inside(self, offset: int, length: int) -> int:
+        bs = self.block_size
+        a, b = -(-offset // bs) * bs, (offset + length) // bs * bs
+        return sum(ln for _, ln, fl in self.h.extents(a, b - a) if not fl) // bs if b > a else 0
+
+    def pread(self, offset: int, length: int):
+        self._check(False)
+        return self.h.pread(offset, length)
+
+    def pwrite(self, offset: int, data, fua: bool = False) -> None:
+        self._check(True)
+        from .space import budget
+        n = len(data)
+        b = budget(self.filer, self._vid)
+        need = self._holes(offset, n) if 0 <= offset and offset + n <= self.h.size else 0
+        b.reserve(need, self.block_size, f"a write to {self.path}")
+        try:
+            self.h.pwrite(offset, data, fua)
+        except BaseException:
+            b.release(need)
+            raise
+
+    def trim(self, offset: int, length: int, fua: bool = False) -> None:
+        self._check(True)
+        from .space import budget
+        freed = self._allocated_inside(offset, length) if 0 <= offset and offset + length <= self.h.size else 0
+        self.h.trim(offset, length, fua)
+        budget(self.filer, self._vid).release(freed)
+
+    def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
+        # the engine never stores zeros: a zeroed range is a hole either way
+        self.trim(offset, length, fua)
+
+    def flush(self) -> None:
+        self.h.flush()
+
+    def extents(self, offset: int, length: int):
+        self._check(False)
+        return self.h.extents(offset, length)
+
+    def close(self) -> None:
+        self.h.close()
+
+
+def open_lun_device(filer, path: str) -> LunDevice:
+    """Open the LUN at ``path`` (a snapshot path opens read-only); refuses an
+    offline LUN. No access check: that is the export resolver's."""
+    from .lun import resolve
+    vol, snap, name, o = resolve(filer, path, allow_snapshot=True)
+    dev = LunDevice(filer, vol, name, snap)
+    dev._check(False)
+    return dev

@@ -1,0 +1,121 @@
+"""Snapshots: create, list, delete, rename, SnapRestore, reserve.
+
+Contract: a snapshot freezes every object of a volume (LUN data and LUN
+attributes, small files) at one instant, O(objects). Refused: creating one
+on a ``nosnap`` volume; deleting or renaming one a clone depends on
+(``SnapshotBusy``: "snapshot is busy: clone X depends on it"). SnapRestore
+brings the volume's objects back to the snapshot's content; LUNs that exist
+on both sides keep their live attributes (maps, online state, serial), LUNs
+that come back from the snapshot come back offline if their maps collide.
+Every call is one pool transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from .errors import SnapshotBusy, SnapshotExists, SnapshotsDisabled
+from .names import check_snapshot, lun_path
+from .volume import _percent, opts, put_opts, require
+
+
+def create(f, vol, name, by: str = "user") -> dict:
+    check_snapshot(name)
+    require(f, vol)
+    with f.transaction():
+        if opts(f, vol)["nosnap"]:
+            raise SnapshotsDisabled(volume=vol)
+        if name in {s.name for s in f.pool.list_snapshots(vol)}:
+            raise SnapshotExists(volume=vol, snap=name)
+        f.pool.create_snapshot(vol, name, meta={"by": by})
+    return info(f, vol, name)
+
+
+def info(f, vol, name, active: set | None = None) -> dict:
+    s = require(f, vol, name)
+    sp = f.pool.space(vol, name)
+    return {"volume": vol, "name": name, "created": s.created,
+            "created_iso": _dt.datetime.fromtimestamp(s.created).isoformat(timespec="seconds"),
+            "by": s.meta.get("by", "user"), "clones": f.pool.clones_of(vol, name),
+            "busy": bool(f.pool.clones_of(vol, name)),
+            "written": sp.written_bytes, "unique": sp.unique_bytes}
+
+
+def list_(f, vol) -> list[dict]:
+    require(f, vol)
+    # 7-mode lists newest first
+    return [info(f, vol, s.name) for s in reversed(f.pool.list_snapshots(vol))]
+
+
+def _busy(f, vol, name):
+    clones = f.pool.clones_of(vol, name)
+    if clones:
+        raise SnapshotBusy(volume=vol, snap=name, clones=", ".join(clones), first=clones[0])
+
+
+def delete(f, vol, name) -> None:
+    require(f, vol, name)
+    with f.transaction():
+        _busy(f, vol, name)
+        for o in f.pool.list_objects(vol, name):
+            if o.kind == "lun":
+                f.revoke_later(lun_path(vol, o.name, name))
+        f.pool.delete_snapshot(vol, name)
+
+
+def rename(f, vol, old, new) -> None:
+    check_snapshot(new)
+    require(f, vol, old)
+    with f.transaction():
+        _busy(f, vol, old)
+        if old != new and new in {s.name for s in f.pool.list_snapshots(vol)}:
+            raise SnapshotExists(volume=vol, snap=new)
+        for o in f.pool.list_objects(vol, old):
+            if o.kind == "lun":
+                f.revoke_later(lun_path(vol, o.name, old))
+        f.pool.rename_snapshot(vol, old, new)
+
+
+def restore(f, vol, name) -> dict:
+    """SnapRestore of the whole volume; see the module docstring."""
+    from . import lun_map
+    require(f, vol, name)
+    with f.transaction():
+        before = {o.name: o for o in f.pool.list_objects(vol)}
+        f.pool.restore_snapshot(vol, name)
+        after = {o.name: o for o in f.pool.list_objects(vol)}
+        offline = []
+        for n, o in after.items():
+            path = lun_path(vol, n)
+            f.revoke_later(path)
+            if o.kind != "lun":
+                continue
+            old = before.get(n)
+            if old is not None and old.kind == "lun":
+                meta = dict(o.meta)
+                for k in ("maps", "online", "serial", "offline_reason", "comment"):
+                    if k in old.meta:
+                        meta[k] = old.meta[k]
+                    else:
+                        meta.pop(k, None)
+                f.pool.set_object_meta(vol, n, meta)
+            else:
+                coll = lun_map.collisions(f, path, online_only=False)
+                if coll:
+                    meta = dict(o.meta, online=False, offline_reason="; ".join(coll))
+                    f.pool.set_object_meta(vol, n, meta)
+                    offline.append({"path": path, "reason": meta["offline_reason"]})
+        for n, o in before.items():
+            if n not in after and o.kind == "lun":
+                f.revoke_later(lun_path(vol, n))
+    return {"volume": vol, "snapshot": name, "offline": offline}
+
+
+def reserve(f, vol, percent=None) -> int:
+    require(f, vol)
+    if percent is None:
+        return int(opts(f, vol)["snap_reserve"])
+    p = _percent(percent)
+    with f.transaction():
+        put_opts(f, vol, snap_reserve=p)
+    return p

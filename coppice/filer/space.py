@@ -1,0 +1,183 @@
+"""Space accounting the ONTAP way: `df`, snapshot reserve, and the write
+budget that makes a volume full at its size.
+
+Contract:
+
+* ``usage(f, vol)``: ``active`` = bytes of blocks the active file system
+  maps (shared ones included, as ONTAP's df counts a FlexClone's blocks);
+  ``snap_used`` = bytes held only by the volume's snapshots; the snapshot
+  reserve (``snap_reserve`` % of size) absorbs ``snap_used`` and what spills
+  over counts against the active space. ``total`` = size - reserve,
+  ``used`` = active + spill, ``available`` = total - used, capped by the
+  pool's free space. Exact at the moment of the call; O(written blocks).
+* ``Budget``: the per-volume counter the LUN block devices consult before a
+  write; a write that would allocate past ``total`` raises ``VolumeFull``
+  before any byte is written. It counts newly allocated blocks (holes being
+  filled); blocks copied on write away from a snapshot are counted when the
+  budget is next recomputed (after any management operation).
+* ``df(f, vol, savings)``: rows for `coppice df [-s]`. With savings, the
+  dedup layer's ``coppice.dedup.report.savings`` fills ``saved_dedup`` and
+  ``saved_clones`` when it is installed (a try-import: the hook); otherwise
+  clone/snapshot savings are the active file system's shared blocks.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .errors import VolumeFull
+from .sizes import format_size
+
+
+def _written_blocks(pool, vol, snapshot=None) -> int:
+    n = 0
+    for o in pool.list_objects(vol, snapshot):
+        h = pool.open_object(vol, o.name, snapshot)
+        if o.size:
+            n += sum(ln for _, ln, fl in h.extents(0, o.size) if fl == 0)
+    return -(-n // pool.block_size) if n else 0
+
+
+def _pbn_set(pool, vol, snapshot=None) -> set[int]:
+    out: set[int] = set()
+    for o in pool.list_objects(vol, snapshot):
+        out.update(p for _, p, _ in pool.iter_blocks(vol, o.name, snapshot))
+    return out
+
+
+def usage(f, vol: str, size: int | None = None) -> dict:
+    from .volume import opts
+    pool = f.pool
+    bs = pool.block_size
+    o = opts(f, vol)
+    size = size if size is not None else o["size"]
+    snaps = pool.list_snapshots(vol)
+    sp = pool.space(vol)
+    active = sp.written_blocks * bs
+    snap_used = 0
+    if snaps:
+        act = _pbn_set(pool, vol)
+        held: set[int] = set()
+        for s in snaps:
+            held |= _pbn_set(pool, vol, s.name)
+        snap_used = len(held - act) * bs
+    pool_free = pool.pool_space()["free_bytes"]
+    if size is None:  # a volume made below the filer: only the pool limits it
+        reserve = 0
+        total = active + pool_free
+    else:
+        reserve = size * int(o["snap_reserve"]) // 100
+        total = size - reserve
+    spill = max(0, snap_used - reserve)
+    used = active + spill
+    avail = max(0, min(total - used, pool_free))
+    return {"volume": vol, "size": size, "total": total, "used": used, "available": avail,
+            "active": active, "shared": sp.shared_bytes, "snap_reserve": reserve, "snap_used": snap_used,
+            "snap_available": max(0, reserve - snap_used), "spill": spill, "logical": sp.logical_bytes,
+            "block_size": bs}
+
+
+class Budget:
+    """How many more blocks volume ``vid`` may allocate; thread-safe."""
+
+    def __init__(self, used_blocks: int, limit_blocks: int | None, label: str, size: int | None):
+        self.used = used_blocks
+        self.limit = limit_blocks
+        self.label = label
+        self.size = size
+        self.lock = threading.Lock()
+
+    def reserve(self, blocks: int, bs: int, what: str) -> None:
+        if self.limit is None or blocks <= 0:
+            return
+        with self.lock:
+            if self.used + blocks > self.limit:
+                raise VolumeFull(volume=self.label, what=what, need=format_size(blocks * bs),
+                                 avail=format_size(max(0, self.limit - self.used) * bs),
+                                 size=format_size(self.size))
+            self.used += blocks
+
+    def release(self, blocks: int) -> None:
+        if self.limit is None or blocks <= 0:
+            return
+        with self.lock:
+            self.used = max(0, self.used - blocks)
+
+
+def budget(f, vid: int) -> Budget:
+    with f._lock:
+        b = f._budgets.get(vid)
+        if b is None:
+            ds = f.pool.datasets.get(vid)
+            name = ds.name
+            u = usage(f, name)
+            bs = f.pool.block_size
+            limit = None if u["size"] is None else u["total"] // bs
+            b = Budget(u["used"] // bs, limit, name, u["size"])
+            f._budgets[vid] = b
+        return b
+
+
+def df(f, volume: str | None = None, savings: bool = False) -> dict:
+    from .volume import require
+    vols = [volume] if volume is not None else [v.name for v in f.pool.list_volumes()]
+    for v in vols:
+        require(f, v)
+    rows = []
+    report = None
+    if savings:
+        try:
+            from ..dedup import report as _report  # the dedup layer's hook, when installed
+            report = _report
+        except ImportError:
+            report = None
+    for v in vols:
+        u = usage(f, v)
+        row = {"volume": v, "path": f"/vol/{v}/", "total": u["total"], "used": u["used"],
+               "available": u["available"], "capacity_pct": _pct(u["used"], u["total"]),
+               "snap_reserve": u["snap_reserve"], "snap_used": u["snap_used"],
+               "snap_available": u["snap_available"], "snap_capacity_pct": _pct(u["snap_used"], u["snap_reserve"])}
+        if savings:
+            row.update(_savings(f, v, u, report))
+        rows.append(row)
+    ps = f.pool.pool_space()
+    out = {"volumes": rows, "pool": {"used": ps["used_bytes"], "free": ps["free_bytes"], "total": ps["total_bytes"],
+                                     "block_size": ps["block_size"]}}
+    if savings and volume is None:
+        out["pool"].update(_pool_savings(f, report))
+    return out
+
+
+def _pct(a, b) -> int:
+    return round(100 * a / b) if b else 0
+
+
+def _savings(f, v, u, report) -> dict:
+    if report is not None:
+        s = report.savings(f.pool, v)
+        logical = s.get("logical_bytes", 0)
+        clones = s.get("saved_clones_bytes", 0)
+        dedup = s.get("saved_dedup_bytes", 0)
+    else:
+        logical = u["active"]
+        clones = u["shared"]
+        dedup = 0
+    saved = clones + dedup
+    return {"logical": logical, "saved": saved, "saved_clones": clones, "saved_dedup": dedup,
+            "saved_pct": _pct(saved, logical)}
+
+
+def _pool_savings(f, report) -> dict:
+    pool = f.pool
+    if report is not None:
+        s = report.savings(pool)["pool"]
+        return {"logical": s.get("logical_bytes", 0), "saved_clones": s.get("saved_clones_bytes", 0),
+                "saved_dedup": s.get("saved_dedup_bytes", 0)}
+    logical = 0
+    for v in pool.list_volumes():
+        logical += _written_blocks(pool, v.name)
+        for s in pool.list_snapshots(v.name):
+            logical += _written_blocks(pool, v.name, s.name)
+    logical *= pool.block_size
+    used = pool.pool_space()["used_bytes"]
+    return {"logical": logical, "saved_clones": max(0, logical - used), "saved_dedup": 0}
