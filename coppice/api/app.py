@@ -1,0 +1,59 @@
+"""The FastAPI application: every REST resource of a daemon over one Filer.
+
+Contract: ``create_app(filer, jobs, token=..., scheduler=..., nbd=...)``
+returns an ASGI app whose state holds what its routes use (``filer``,
+``jobs``, ``scheduler``, ``nbd``, ``token``). Routes live one resource per
+module in ``coppice.api.routes``; ``RESOURCES`` lists them, in the order
+they appear in ``/openapi.json``. Every route but ``/health`` (and the
+OpenAPI documents) requires the bearer token unless the request came over
+the Unix socket (``auth``). Errors are JSON (``errors``). The app does no
+I/O of its own at import or build time; endpoints are plain ``def``s that
+FastAPI runs in its thread pool (the Filer is thread-safe).
+
+To add a resource (templates, VMs): write ``routes/<name>.py`` with
+``OPS`` and/or ``router``, append it to ``RESOURCES``; ``RemoteFiler``
+learns its ``OPS`` without further edits.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .errors import install_handlers
+from .routes import clones, dedup, health, igroups, jobs, luns, maps, pool, schedules, snapshots, volumes
+
+RESOURCES = [health, pool, volumes, snapshots, clones, luns, igroups, maps, schedules, dedup, jobs]
+
+API_VERSION = "1"
+
+
+def create_app(filer, jobs_runner=None, token: str | None = None, token_path: str | None = None,
+               scheduler=None, nbd=None, daemon_info: dict | None = None) -> FastAPI:
+    app = FastAPI(title="Coppice", version=API_VERSION,
+                  description="Copy-on-write filer, NBD block target and VM provisioner. Every call but "
+                              "/health needs `Authorization: Bearer TOKEN` (the token is in POOL/api.token) "
+                              "unless it comes over the pool's Unix socket (POOL/coppice.sock). Errors are "
+                              "JSON: {error, message, status}. Long operations return a job: poll /jobs/{id}.")
+    st = app.state
+    st.filer = filer
+    st.jobs = jobs_runner
+    st.token = token
+    st.token_path = token_path or "POOL/api.token"
+    st.scheduler = scheduler
+    st.nbd = nbd
+    st.daemon_info = daemon_info or {}
+    st.stopping = False
+    install_handlers(app)
+    for mod in RESOURCES:
+        app.include_router(mod.router)
+    return app
+
+
+def register_jobs(runner, filer) -> None:
+    """The job kinds a daemon runs."""
+    runner.register("clone_split", clones.run_split(filer), resumable=True,
+                    description="split a clone from its parent snapshot")
+    runner.register("dedup_scan", dedup.run_scan(filer.pool), resumable=True,
+                    description="post-process deduplication scan")
+    runner.register("scrub", pool.run_scrub(filer), resumable=False,
+                    description="verify every block's checksum")

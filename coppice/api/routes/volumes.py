@@ -1,0 +1,91 @@
+"""/volumes: FlexVols — create, show, destroy, rename, size, options; small files."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal, Optional
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import Field
+
+from ..auth import require_token
+from ..ops import Model, Name, Op, Size, Text, build_router
+
+
+class VolumeCreate(Model):
+    name: Name
+    size: Size
+    guarantee: Optional[Text] = Field(None, description="none (thin, default) or volume (thick)")
+    snap_reserve: Optional[int | Text] = Field(None, description="percent of the volume kept for snapshots")
+
+
+class VolumeShow(Model):
+    name: Optional[Name] = None
+
+
+class VolumeDestroy(Model):
+    force: bool = False
+    children: bool = False
+
+
+class Rename(Model):
+    new: Name
+
+
+class Resize(Model):
+    size: Size
+
+
+class OptionValue(Model):
+    value: bool | int | Text
+
+
+OPS = [
+    Op("vol_create", "POST", "/volumes", body=VolumeCreate, status=201, summary="create a volume"),
+    Op("vol_show", "GET", "/volumes", query=VolumeShow, summary="list volumes (or one)"),
+    Op("vol_info", "GET", "/volumes/{name}", summary="one volume"),
+    Op("vol_destroy", "DELETE", "/volumes/{name}", query=VolumeDestroy, result_key="destroyed",
+       summary="destroy a volume"),
+    Op("vol_rename", "POST", "/volumes/{old}/rename", body=Rename, summary="rename a volume"),
+    Op("vol_size", "PUT", "/volumes/{name}/size", body=Resize, summary="grow or shrink a volume"),
+    Op("vol_options", "GET", "/volumes/{name}/options", summary="a volume's options"),
+    Op("vol_set_option", "PUT", "/volumes/{name}/options/{option}", body=OptionValue,
+       summary="set a volume option (nosnap, guarantee, snap_reserve, snap_sched)"),
+    Op("file_list", "GET", "/volumes/{vol}/files", summary="small files in a volume"),
+    Op("file_delete", "DELETE", "/volumes/{vol}/files/{name}", summary="delete a small file"),
+]
+
+router = build_router(OPS, "volumes")
+
+
+# Small files carry bytes: base64 in JSON, so they are hand-written routes.
+class FileWrite(Model):
+    data_base64: str = Field(max_length=64 << 20)
+
+
+class FileRead(Model):
+    snapshot: Optional[Name] = None
+
+
+files = APIRouter(tags=["volumes"], dependencies=[Depends(require_token)])
+
+
+@files.put("/volumes/{vol}/files/{name}", status_code=204, summary="write a small file")
+def file_write(request: Request, vol: str, name: str, body: FileWrite):
+    from fastapi import Response
+    from ...errors import InvalidArgument
+    try:
+        data = base64.b64decode(body.data_base64, validate=True)
+    except ValueError:
+        raise InvalidArgument(detail="data_base64 is not valid base64") from None
+    request.app.state.filer.file_write(vol, name, data)
+    return Response(status_code=204)
+
+
+@files.get("/volumes/{vol}/files/{name}", summary="read a small file (base64)")
+def file_read(request: Request, vol: str, name: str, snapshot: Optional[str] = None):
+    data = request.app.state.filer.file_read(vol, name, snapshot)
+    return {"name": name, "size": len(data), "data_base64": base64.b64encode(data).decode()}
+
+
+router.include_router(files)
