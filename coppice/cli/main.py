@@ -1,0 +1,50 @@
+"""`coppice`: the command line entry point (`coppice.cli.main:main`).
+
+Contract: global ``--pool DIR`` (default ``$COPPICE_POOL``, else
+``$XDG_DATA_HOME/coppice/pool`` or ``~/.local/share/coppice/pool``); one
+command group per module; ``sis`` is registered when the dedup layer's
+``coppice.cli.sis_cmd`` exists. Exit codes are the errors' ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
+from .common import STATE
+
+app = typer.Typer(help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
+                  no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["--help"]})
+
+
+@app.callback()
+def _global(pool: Optional[str] = typer.Option(None, "--pool", envvar="COPPICE_POOL", metavar="DIR",
+                                               help="Pool directory (default $COPPICE_POOL or a per-user data dir).")):
+    STATE.pool = pool
+
+
+app.add_typer(pool_cmd.app, name="pool")
+app.add_typer(vol_cmd.app, name="vol")
+app.add_typer(snap_cmd.app, name="snap")
+app.add_typer(lun_cmd.app, name="lun")
+app.add_typer(igroup_cmd.app, name="igroup")
+app.command("df")(df_cmd.df)
+app.command("fsck")(pool_cmd.fsck)
+app.command("scrub")(pool_cmd.scrub)
+
+try:  # the dedup layer's command group, when it is installed
+    from . import sis_cmd as _sis
+except ImportError:
+    _sis = None
+if _sis is not None:
+    app.add_typer(_sis.app, name="sis")
+
+
+def main(argv=None) -> int:
+    return app(args=argv, prog_name="coppice")
+
+
+if __name__ == "__main__":
+    main()
