@@ -44,6 +44,17 @@ def pool_path() -> str:
 
 @contextmanager
 def filer():
+    # Daemon owner's edit (coppice/client.py): when `coppice serve` serves this pool (its
+    # socket POOL/coppice.sock, or $COPPICE_URL), talk to it with RemoteFiler — the same
+    # methods, results and errors, so every command prints the same either way.
+    from ..client import connect
+    remote = connect(pool_path())
+    if remote is not None:
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
     from ..filer import Filer
     f = Filer.open(pool_path(), holder=f"coppice CLI (pid {os.getpid()})")
     try:

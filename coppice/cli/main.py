@@ -33,6 +33,8 @@ app.add_typer(igroup_cmd.app, name="igroup")
 app.command("df")(df_cmd.df)
 app.command("fsck")(pool_cmd.fsck)
 app.command("scrub")(pool_cmd.scrub)
+from . import serve_cmd  # noqa: E402  (daemon owner: `coppice serve`, see coppice/daemon.py)
+app.command("serve")(serve_cmd.serve)
 
 try:  # the dedup layer's command group, when it is installed
     from . import sis_cmd as _sis
