@@ -68,8 +68,10 @@ def split_start(volume: str, json_: bool = JSON_OPT):
             typer.echo(f"Clone volume '{volume}' will be split from its parent; "
                        f"{format_size(est['bytes'])} to copy.")
         steps = f.clone_split_steps(volume)
+        con = console()
         with Progress(TextColumn("split {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeRemainingColumn(), console=console(), transient=True, disable=json_) as bar:
+                      TimeRemainingColumn(), console=con, transient=True,
+                      disable=json_ or not con.is_terminal) as bar:
             task = bar.add_task(volume, total=None)
             for done, total in steps:
                 bar.update(task, completed=done, total=total or 1)

@@ -13,16 +13,19 @@ from typing import Optional
 import typer
 
 from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
-from .common import STATE
+from .common import STATE, pool_path
 
 app = typer.Typer(help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
                   no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["--help"]})
 
 
 @app.callback()
-def _global(pool: Optional[str] = typer.Option(None, "--pool", envvar="COPPICE_POOL", metavar="DIR",
+def _global(ctx: typer.Context,
+            pool: Optional[str] = typer.Option(None, "--pool", envvar="COPPICE_POOL", metavar="DIR",
                                                help="Pool directory (default $COPPICE_POOL or a per-user data dir).")):
     STATE.pool = pool
+    # sis_cmd (the dedup layer's group) reads the pool location from here
+    ctx.obj = {"pool": pool_path()}
 
 
 app.add_typer(pool_cmd.app, name="pool")

@@ -66,8 +66,10 @@ def fsck(json_: bool = JSON_OPT):
 def scrub(json_: bool = JSON_OPT):
     """Read every block and verify its checksum."""
     with filer() as f:
+        con = console()
         with Progress(TextColumn("scrub"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      console=console(), transient=True, disable=json_) as bar:
+                      console=con, transient=True,
+                      disable=json_ or not con.is_terminal) as bar:
             task = bar.add_task("scrub", total=None)
 
             def progress(done, total):

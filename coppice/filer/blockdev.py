@@ -4,7 +4,7 @@ over an engine ``ObjectHandle``.
 Contract: ``LunDevice`` serves one LUN of a volume (read-write, if the LUN
 is online) or of a snapshot (read-only). Every request re-checks that the
 LUN still exists and, for an active LUN, is online (``LunOffline``
-otherwise); writes and trims of a snapshot LUN raise ``ReadOnly``. Before a
+otherwise, unless opened with ``allow_offline`` by the filer's own users); writes and trims of a snapshot LUN raise ``ReadOnly``. Before a
 write allocates blocks, the volume's ``space.Budget`` is charged, so a
 write past the volume's size raises ``VolumeFull`` (ENOSPC) with nothing
 written. Thread-safe: the engine handle takes the pool's lock per call.
@@ -21,7 +21,8 @@ class LunDevice:
     can_fua = True
     can_multi_conn = True  # one pool: a flush on any connection covers all writes
 
-    def __init__(self, filer, volume: str, lun: str, snapshot: str | None = None):
+    def __init__(self, filer, volume: str, lun: str, snapshot: str | None = None, allow_offline: bool = False):
+        self.allow_offline = allow_offline
         self.filer = filer
         self.pool = filer.pool
         self.path = lun_path(volume, lun, snapshot)
@@ -42,7 +43,7 @@ class LunDevice:
         m = self._meta()
         if write and self.read_only:
             raise ReadOnly(detail=f"{self.path} is a snapshot LUN and read-only")
-        if not self.read_only and not m.get("online", True):
+        if not self.read_only and not self.allow_offline and not m.get("online", True):
             r = m.get("offline_reason")
             raise LunOffline(path=self.path, reason=f" ({r})" if r else "")
 
@@ -99,11 +100,12 @@ class LunDevice:
         self.h.close()
 
 
-def open_lun_device(filer, path: str) -> LunDevice:
+def open_lun_device(filer, path: str, allow_offline: bool = False) -> LunDevice:
     """Open the LUN at ``path`` (a snapshot path opens read-only); refuses an
-    offline LUN. No access check: that is the export resolver's."""
+    offline LUN unless ``allow_offline``. No access check: that is the export
+    resolver's."""
     from .lun import resolve
     vol, snap, name, o = resolve(filer, path, allow_snapshot=True)
-    dev = LunDevice(filer, vol, name, snap)
+    dev = LunDevice(filer, vol, name, snap, allow_offline)
     dev._check(False)
     return dev

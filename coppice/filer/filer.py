@@ -23,7 +23,8 @@ strings like "20g"; ``now`` is a datetime, default the injected clock):
 
   Filer.create(dir, block_size=4096, capacity=None) / Filer.open(dir) / close()
   transaction(); on_revoke(cb); dump(); pool_info(); fsck(); scrub(progress=None)
-  resolver() -> ExportResolver for coppice.nbd;  open_lun(path, initiator=None) -> BlockDevice
+  resolver() -> ExportResolver for coppice.nbd
+  open_lun(path, initiator=None, allow_offline=False) -> BlockDevice
   -- volumes
   vol_create(name, size, guarantee="none", snap_reserve=None) -> dict
   vol_show(name=None) -> list[dict];  vol_info(name) -> dict
@@ -165,13 +166,15 @@ class Filer:
         from .export_resolver import FilerExportResolver
         return FilerExportResolver(self)
 
-    def open_lun(self, path: str, initiator=None):
+    def open_lun(self, path: str, initiator=None, allow_offline: bool = False):
         """A BlockDevice for the LUN (read-only for a snapshot path). With an
-        ``initiator``, access is checked as the NBD target does."""
+        ``initiator``, access is checked as the NBD target does. An offline
+        LUN opens only with ``allow_offline`` (for the provisioner's own
+        work on a clone LUN before it goes online, e.g. resignaturing)."""
         if initiator is not None:
             return self.resolver().open_export(path, initiator)
         from .blockdev import open_lun_device
-        return open_lun_device(self, path)
+        return open_lun_device(self, path, allow_offline)
 
     # ---- volumes ---------------------------------------------------------------------
     def vol_create(self, name, size, guarantee: str = "none", snap_reserve: int | None = None) -> dict:

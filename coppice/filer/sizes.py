@@ -44,6 +44,8 @@ def parse_size(text, what: str = "size") -> int:
 
 
 def format_size(n: int) -> str:
+    """The largest unit not above ``n``: exact when it divides (20g), else
+    one decimal (1.5g)."""
     if n is None:
         return "-"
     n = int(n)
@@ -51,10 +53,6 @@ def format_size(n: int) -> str:
         return "0"
     for unit in "ptgmk":
         mult = UNITS[unit]
-        if n >= mult and n % mult == 0:
-            return f"{n // mult}{unit}"
-    for unit in "ptgmk":
-        mult = UNITS[unit]
-        if n >= mult:
-            return f"{n / mult:.1f}{unit}"
+        if abs(n) >= mult:
+            return f"{n // mult}{unit}" if n % mult == 0 else f"{n / mult:.1f}{unit}"
     return f"{n}b"

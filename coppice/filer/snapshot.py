@@ -81,7 +81,8 @@ def restore(f, vol, name) -> dict:
     from . import lun_map
     require(f, vol, name)
     with f.transaction():
-        before = {o.name: o for o in f.pool.list_objects(vol)}
+        # copies: the engine updates restored object records in place
+        before = {o.name: (o.kind, dict(o.meta)) for o in f.pool.list_objects(vol)}
         f.pool.restore_snapshot(vol, name)
         after = {o.name: o for o in f.pool.list_objects(vol)}
         offline = []
@@ -90,12 +91,12 @@ def restore(f, vol, name) -> dict:
             f.revoke_later(path)
             if o.kind != "lun":
                 continue
-            old = before.get(n)
-            if old is not None and old.kind == "lun":
+            old_kind, old_meta = before.get(n, (None, None))
+            if old_kind == "lun":
                 meta = dict(o.meta)
                 for k in ("maps", "online", "serial", "offline_reason", "comment"):
-                    if k in old.meta:
-                        meta[k] = old.meta[k]
+                    if k in old_meta:
+                        meta[k] = old_meta[k]
                     else:
                         meta.pop(k, None)
                 f.pool.set_object_meta(vol, n, meta)
@@ -105,8 +106,8 @@ def restore(f, vol, name) -> dict:
                     meta = dict(o.meta, online=False, offline_reason="; ".join(coll))
                     f.pool.set_object_meta(vol, n, meta)
                     offline.append({"path": path, "reason": meta["offline_reason"]})
-        for n, o in before.items():
-            if n not in after and o.kind == "lun":
+        for n, (kind, _) in before.items():
+            if n not in after and kind == "lun":
                 f.revoke_later(lun_path(vol, n))
     return {"volume": vol, "snapshot": name, "offline": offline}
 
