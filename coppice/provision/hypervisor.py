@@ -169,13 +169,17 @@ class Hypervisor:
     def define(self, xml: str, *, replace: bool = False) -> str:
         """Define (persistently) the domain xml describes; return its name.
 
-        A domain of that name already defined is refused unless replace
-        (libvirt would otherwise silently redefine one with the same UUID).
+        A domain of that name already defined is refused, unless replace:
+        then its definition is replaced and it keeps its UUID.
         """
         m = re.search(r"<name>\s*([^<]*?)\s*</name>", xml)
         name = m.group(1) if m else None
-        if name and not replace and self.exists(name):
-            raise DomainExists(name=name, uri=self.uri)
+        if name and self.exists(name):
+            if not replace:
+                raise DomainExists(name=name, uri=self.uri)
+            # libvirt redefines a name only under its existing UUID.
+            from .domain_xml import rewrite_domain_xml
+            xml = rewrite_domain_xml(xml, uuid=self.lookup(name).uuid)
         try:
             return self._conn.defineXML(xml).name()
         except libvirt.libvirtError as e:
