@@ -1,0 +1,268 @@
+"""Templates: a golden VM's disk image imported once into a datastore, with a
+generalized base snapshot that every provisioned VM is cloned from.
+
+Contract:
+
+* ``import_image(filer, name, image, ...)`` reads any image ``qemu-img``
+  reads (raw, qcow2, vmdk, vdi, vhdx, ...), makes datastore volume
+  ``tpl_<name>`` holding one VM (slot ``vm0``): LUN ``vm0.disk0`` with the
+  image's bytes (only the allocated ranges are written: the LUN stays
+  thin), the VM's record and libvirt definition, and its direct-boot files
+  when given. It takes snapshot ``imported`` (the image as it came), then
+  **generalizes** the disk — as far as the image lets Coppice know its
+  layout: for a Coppice tiny template (``guest_image``) the identity
+  region is cleared (machine-id), so no two clones share an identity — and
+  takes the base snapshot ``base``. Every step registers an undo; a failure
+  leaves nothing behind.
+* ``list_``/``show`` read the pool's template records; ``delete`` is
+  refused while VMs depend on the template (``TemplateBusy``).
+* Boot files (kernel, initrd) live in the datastore as small files, so a
+  clone carries them; ``boot_paths`` materializes them once per content
+  hash under ``state_dir/boot`` for libvirt, which needs host paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+from . import datastore as ds
+from . import registry
+from .domain_xml import DirectBoot, Disk, DomainSpec, Interface, NbdSource, random_mac, render_domain_xml
+from .provisioning_errors import BadImage, TemplateBusy, TemplateExists, TemplateNotFound
+from .revert import Revert
+
+SLOT = "vm0"
+BASE_SNAPSHOT = "base"
+IMPORTED_SNAPSHOT = "imported"
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,50}\Z")
+_CHUNK = 1 << 20
+
+
+def volume_for(name: str) -> str:
+    return f"tpl_{name}"
+
+
+def default_state_dir(filer) -> str:
+    return os.path.abspath(filer.pool.path) + ".provision"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        from ..errors import InvalidArgument
+        raise InvalidArgument(detail=f"template name {name!r} is invalid: use letters, digits and '_', "
+                                     "starting with a letter, at most 51 characters")
+    return name
+
+
+# ---- image reading ------------------------------------------------------------------------
+
+def image_info(path: str) -> dict:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise BadImage(path=path, detail="it is not a readable file")
+    r = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BadImage(path=path, detail=f"qemu-img cannot read it: {r.stderr.strip()}")
+    info = json.loads(r.stdout)
+    if info.get("backing-filename"):
+        raise BadImage(path=path, detail="it has a backing file; flatten it first "
+                                         "(`qemu-img convert -O qcow2 IMAGE FLAT`)")
+    return info
+
+
+def _data_ranges(fd: int, size: int):
+    """(offset, length) of the allocated ranges of a sparse file."""
+    off = 0
+    while off < size:
+        try:
+            start = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:
+            return
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, min(end, size) - start
+        off = end
+
+
+def copy_into_lun(filer, lun_path: str, raw_path: str, size: int) -> int:
+    """Write the non-zero parts of a raw file into the LUN; returns bytes written."""
+    dev = filer.open_lun(lun_path)
+    written = 0
+    try:
+        with open(raw_path, "rb", buffering=0) as f:
+            fd = f.fileno()
+            for start, length in _data_ranges(fd, size):
+                pos, end = start, start + length
+                while pos < end:
+                    n = min(_CHUNK, end - pos)
+                    buf = os.pread(fd, n, pos)
+                    if buf.count(0) != len(buf):  # zeros stay holes: the LUN is thin
+                        dev.pwrite(pos, buf)
+                        written += len(buf)
+                    pos += n
+        dev.flush()
+    finally:
+        dev.close()
+    return written
+
+
+# ---- generalization ------------------------------------------------------------------------
+
+def generalize(filer, lun_path: str) -> dict:
+    """Clear what makes the golden VM one machine, as far as the layout is known."""
+    from . import guest_image as gi
+    dev = filer.open_lun(lun_path)
+    try:
+        head = bytes(dev.pread(0, len(gi.TEMPLATE_MAGIC)))
+        if head == gi.TEMPLATE_MAGIC:
+            region = bytes(dev.pread(gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE)).rstrip(b"\0").decode(errors="replace")
+            keys = [ln.split("=", 1)[0] for ln in region.splitlines() if "=" in ln]
+            dev.pwrite(gi.IDENTITY_OFFSET, gi.identity_region(None))
+            dev.flush()
+            return {"method": "coppice-tiny", "cleared": keys or [], "region": [gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE]}
+    finally:
+        dev.close()
+    return {"method": "none", "cleared": [],
+            "why": "unknown disk layout: give every guest its identity through the customization spec"}
+
+
+# ---- boot files ----------------------------------------------------------------------------
+
+def boot_paths(filer, volume: str, slot: str, record: dict, state_dir: str) -> tuple[str | None, str | None]:
+    """Host paths of the VM's kernel and initrd (materialized once per content hash)."""
+    out = []
+    for kind in ("kernel", "initrd"):
+        sha = record.get(f"{kind}_sha256")
+        if not sha:
+            out.append(None)
+            continue
+        path = os.path.join(state_dir, "boot", sha, "vmlinuz" if kind == "kernel" else "initrd.img")
+        if not os.path.exists(path):
+            data = filer.file_read(volume, f"{slot}.{kind}")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + f".tmp{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        out.append(path)
+    return out[0], out[1]
+
+
+# ---- import --------------------------------------------------------------------------------
+
+def import_image(filer, name: str, image: str, *, memory_mib: int = 256, vcpus: int = 1,
+                 os_type: str = "linux", kernel: str | None = None, initrd: str | None = None,
+                 cmdline: str | None = None, state_dir: str | None = None, progress=None) -> dict:
+    """See the module docstring; returns ``show(name)``."""
+    check_name(name)
+    if registry.get(filer, registry.TEMPLATE, name) is not None:
+        raise TemplateExists(name=name)
+    volume = volume_for(name)
+    if filer.pool.has_volume(volume):
+        raise TemplateExists(name=f"{name} (volume {volume} exists)")
+    info = image_info(image)
+    vsize = int(info["virtual-size"])
+    vsize = -(-vsize // 512) * 512
+    boot = {}
+    for kind, path in (("kernel", kernel), ("initrd", initrd)):
+        if path is not None:
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise BadImage(path=path, detail=f"the {kind} is not a readable file")
+            boot[kind] = open(path, "rb").read()
+    if boot.get("initrd") is not None and "kernel" not in boot:
+        raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
+    state_dir = state_dir or default_state_dir(filer)
+    step = progress or (lambda msg: None)
+    t0 = time.monotonic()
+    with Revert() as revert:
+        step("creating datastore")
+        ds.create(filer, volume, name=f"template-{name}", size=max(1 << 30, 4 * vsize))
+        revert.add(lambda: (filer.vol_destroy(volume, force=True), ds.forget(filer, volume)))
+        lun = f"/vol/{volume}/{ds.disk_lun(SLOT)}"
+        filer.lun_create(lun, vsize, ostype="linux" if os_type == "linux" else "image",
+                         comment=f"template {name}")
+        step(f"reading {info.get('format')} image")
+        with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
+            raw = image
+            if info.get("format") != "raw":
+                raw = os.path.join(tmp, "disk.raw")
+                r = subprocess.run(["qemu-img", "convert", "-O", "raw", image, raw], capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise BadImage(path=image, detail=f"qemu-img convert failed: {r.stderr.strip()}")
+            written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
+        record = {"name": name, "uuid": None, "mac": None, "template": name, "base_snapshot": BASE_SNAPSHOT,
+                  "memory_mib": memory_mib, "vcpus": vcpus, "os_type": os_type,
+                  "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}], "seed": None,
+                  "cmdline": cmdline or ("console=ttyS0" if boot else None), "created": time.time()}
+        with filer.transaction():
+            for kind, data in boot.items():
+                filer.file_write(volume, f"{SLOT}.{kind}", data)
+                record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+        kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
+        spec = DomainSpec(name=f"template-{name}", memory_mib=memory_mib, vcpus=vcpus,
+                          boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
+                          disks=[Disk(target="vda", source=NbdSource(export=lun))],
+                          interfaces=[Interface(mac=random_mac())], metadata={"template": name})
+        record["uuid"] = spec.uuid
+        record["mac"] = spec.interfaces[0].mac
+        ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
+        ds.stamp(filer, volume)
+        step("snapshots")
+        filer.snap_create(volume, IMPORTED_SNAPSHOT)
+        gen = generalize(filer, lun)
+        filer.snap_create(volume, BASE_SNAPSHOT)
+        rec = {"name": name, "volume": volume, "slot": SLOT, "base_snapshot": BASE_SNAPSHOT,
+               "image": os.path.abspath(image), "format": info.get("format"), "virtual_size": vsize,
+               "imported_bytes": written, "generalized": gen, "memory_mib": memory_mib, "vcpus": vcpus,
+               "os_type": os_type, "boot": bool(boot), "created": time.time(),
+               "import_seconds": round(time.monotonic() - t0, 3)}
+        registry.put(filer, registry.TEMPLATE, name, rec)
+        revert.add(lambda: registry.delete(filer, registry.TEMPLATE, name))
+        revert.success()
+    return show(filer, name)
+
+
+def get(filer, name: str) -> dict:
+    rec = registry.get(filer, registry.TEMPLATE, name)
+    if rec is None or not filer.pool.has_volume(rec["volume"]):
+        raise TemplateNotFound(name=name)
+    return rec
+
+
+def dependents(filer, name: str) -> list[str]:
+    return sorted(k for k, v in registry.items(filer, registry.VM) if v.get("template") == name)
+
+
+def show(filer, name: str) -> dict:
+    rec = dict(get(filer, name))
+    rec["vms"] = dependents(filer, name)
+    rec["snapshots"] = [s["name"] for s in filer.snap_list(rec["volume"])]
+    rec["datastore"] = ds.descriptor(filer, rec["volume"])["name"]
+    return rec
+
+
+def list_(filer) -> list[dict]:
+    deps: dict[str, int] = {}
+    for _, v in registry.items(filer, registry.VM):
+        deps[v.get("template")] = deps.get(v.get("template"), 0) + 1
+    return [dict(rec, vms=deps.get(name, 0)) for name, rec in registry.items(filer, registry.TEMPLATE)]
+
+
+def delete(filer, name: str) -> None:
+    rec = registry.get(filer, registry.TEMPLATE, name)
+    if rec is None:
+        raise TemplateNotFound(name=name)
+    vms = dependents(filer, name)
+    clones = [c for c in filer.vol_info(rec["volume"])["clones"]] if filer.pool.has_volume(rec["volume"]) else []
+    if vms or clones:
+        names = vms or clones
+        raise TemplateBusy(name=name, count=len(names), vms=", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+    with filer.transaction():
+        if filer.pool.has_volume(rec["volume"]):
+            filer.vol_destroy(rec["volume"], force=True)
+        ds.forget(filer, rec["volume"])
+        registry.delete(filer, registry.TEMPLATE, name)
