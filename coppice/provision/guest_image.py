@@ -24,7 +24,7 @@ What the guest does on every boot (its /init, busybox sh):
 1. loads, with insmod, the modules in ``MODULES`` order (dependencies first,
    virtio_ring before virtio as ENVIRONMENT.md found): virtio PCI + virtio
    block for its disks, virtio-scsi + sr_mod + cdrom for a seed on a SCSI
-   cdrom, isofs to read the seed;
+   cdrom, libata + ata_piix for one on an IDE cdrom, isofs to read the seed;
 2. waits for its root disk (``coppice.root=vda`` on the command line) and
    for a block device whose ISO 9660 volume label is ``cidata`` (any
    /dev/vd* or /dev/sr*; a virtio disk, a virtio-scsi cdrom or an IDE cdrom);
@@ -94,6 +94,7 @@ MODULES = (
     "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
     "virtio_pci", "virtio_blk",
     "scsi_common", "scsi_mod", "virtio_scsi", "cdrom", "sr_mod",
+    "libata", "ata_piix",
     "isofs",
 )
 
