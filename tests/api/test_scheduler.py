@@ -61,7 +61,7 @@ def test_a_week_of_snapshot_schedule_in_a_second(pool_dir):
         tasks = [t for t in default_tasks(f, jobs=None, interval=3600) if t.name == "snap_sched"]
         sched = Scheduler(tasks, clock=clock, sleep=clock.sleep)
         t0 = time.monotonic()
-        sched.run_until(start.timestamp() + 7 * 86400)
+        sched.run_until(start.timestamp() + 7 * 86400 + 3600)
         took = time.monotonic() - t0
         names = {s["name"] for s in f.snap_list("v")}
         assert tasks[0].failures == 0, tasks[0].last_error
