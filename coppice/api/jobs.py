@@ -70,7 +70,7 @@ class JobContext:
         self.id = record["id"]
         self.params = dict(record.get("params") or {})
         self.state = record.get("state_data")
-        self.attempt = record.get("attempts", 1)
+        self.attempt = record.get("attempts", 0) + 1   # this run, counting from 1
         self._stop = threading.Event()
         self._last_persist = 0.0
         self._phase = record.get("phase")
