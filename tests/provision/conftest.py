@@ -23,10 +23,32 @@ def tiny_template():
     return build_tiny_template(GUEST_CACHE)
 
 
+# NBD TLS material for libvirt's QEMU driver (nbd_tls_x509_cert_dir is one
+# directory per daemon). Fixed and kept across runs: setting it the first
+# time restarts libvirtd, later runs find it in place and restart nothing.
+TLS_BASE = "/var/lib/coppice/test-libvirt-nbd-tls"
+
+
+def _tls_dirs():
+    from coppice.nbd import tls
+    server, client = f"{TLS_BASE}/server", f"{TLS_BASE}/client"
+    os.makedirs(server, exist_ok=True)
+    tls.init_tls_dir(server)
+    if not os.path.exists(f"{client}/client-cert.pem"):
+        tls.create_client_cert(server, "libvirt-qemu", client, force=True)
+    return server, client
+
+
 @pytest.fixture(scope="session")
-def system_libvirt():
+def nbd_tls_dirs():
+    return _tls_dirs()
+
+
+@pytest.fixture(scope="session")
+def system_libvirt(nbd_tls_dirs):
     from coppice.provision.hypervisor import Hypervisor, ensure_system_libvirtd
-    ensure_system_libvirtd()
+    # Configure TLS before opening the session's connection: a restart would drop it.
+    ensure_system_libvirtd(tls_cert_dir=nbd_tls_dirs[1])
     h = Hypervisor.open("qemu:///system")
     yield h
     h.close()

@@ -121,3 +121,21 @@ def test_boot_over_unix_socket_with_ide_seed(tiny_template, system_libvirt, qemu
     check_identity(log, "unix01", iid, tiny_template)
     nbd.stop()
     assert read_marker(root) == f"COPPICE-MARKER unix01 {iid}"
+
+
+def test_boot_over_tls(tiny_template, system_libvirt, nbd_tls_dirs, qemu_nbd, workdir, domain_names):
+    # root over NBD with TLS (tls='yes'; libvirt's nbd_tls_x509_cert_dir holds the client cert)
+    name = domain_names("tls")
+    iid = f"iid-{uuid.uuid4()}"
+    root = copy_root(tiny_template, f"{workdir}/root.raw")
+    seed = f"{workdir}/seed.iso"
+    build_seed_iso(SeedConfig(instance_id=iid, hostname="tls01"), seed)
+    nbd = qemu_nbd(root, "root", tls_dir=nbd_tls_dirs[0])
+    log = f"{workdir}/serial.log"
+    hv = system_libvirt
+    hv.define(guest(tiny_template, name, nbd.source(tls=True), Disk("vdb", FileSource(seed), readonly=True), log))
+    hv.start(name)
+    hv.wait_for_shutoff(name, BOOT_TIMEOUT)
+    check_identity(log, "tls01", iid, tiny_template)
+    nbd.stop()
+    assert read_marker(root) == f"COPPICE-MARKER tls01 {iid}"
