@@ -32,8 +32,6 @@ import time
 from contextlib import contextmanager
 from urllib.parse import quote
 
-import httpx
-
 from .api.errors import DaemonError, DaemonUnreachable, NotSupported
 from .errors import CoppiceError
 
@@ -84,6 +82,8 @@ class RemoteFiler:
                  timeout: float = 600.0, poll_interval: float = 0.2):
         if not url and not socket_path:
             raise NotSupported(what="RemoteFiler", why="give a daemon URL or a Unix socket path")
+        import httpx
+        _install()
         self.where = url or f"unix:{socket_path}"
         transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -102,6 +102,7 @@ class RemoteFiler:
 
     # ---- transport --------------------------------------------------------------------
     def request(self, verb: str, path: str, params: dict | None = None, json=None):
+        import httpx
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             r = self._http.request(verb, path, params=params or None, json=json)
@@ -252,14 +253,19 @@ def _make_method(name: str, ops):
     return call
 
 
+_installed = False
+
+
 def _install() -> None:
+    # Lazily, at the first RemoteFiler: a CLI run without a daemon never imports FastAPI.
+    global _installed
+    if _installed:
+        return
     from .api.ops import all_ops
     for name, ops in all_ops().items():
         if name not in RemoteFiler.__dict__:
             setattr(RemoteFiler, name, _make_method(name, ops))
-
-
-_install()
+    _installed = True
 
 
 def _socket_alive(path: str) -> bool:
