@@ -88,6 +88,8 @@ class Hypervisor:
 
     @classmethod
     def open(cls, uri: str = SYSTEM_URI) -> "Hypervisor":
+        if uri.startswith("qemu:///embed"):
+            _start_event_loop()  # the embedded driver runs its event loop in our process
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
@@ -250,6 +252,33 @@ class Hypervisor:
             if time.monotonic() - t0 > timeout:
                 raise DomainTimeout(name=name, uri=self.uri, timeout=timeout, state=state)
             time.sleep(poll)
+
+
+_event_loop_started = False
+_event_loop_lock = __import__("threading").Lock()
+
+
+def _start_event_loop() -> None:
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        import threading
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-event-loop", daemon=True).start()
+        _event_loop_started = True
+
+
+def connect(uri: str = SYSTEM_URI, *, start_daemon: bool = True) -> Hypervisor:
+    """Open uri; for qemu:///system first make sure the daemon runs (start_daemon)."""
+    if start_daemon and uri == SYSTEM_URI:
+        ensure_system_libvirtd()
+    return Hypervisor.open(uri)
 
 
 # -- the system daemon, started by hand --------------------------------------

@@ -59,3 +59,9 @@ def test_real_driver_refuses_virtio_cdrom(system_libvirt, domain_names):
     xml = xml.replace('device="disk"', 'device="cdrom"')
     with pytest.raises(HypervisorError):
         system_libvirt.define(xml)
+
+
+def test_connect_starts_or_finds_the_daemon(system_libvirt):
+    # connect() is the one call a command needs: daemon checked, connection open
+    with hvmod.connect() as hv:
+        assert isinstance(hv.list_domains(), list)
