@@ -39,6 +39,9 @@ app.command("scrub")(pool_cmd.scrub)
 from . import serve_cmd  # noqa: E402  (daemon owner: `coppice serve`, see coppice/daemon.py)
 app.command("serve")(serve_cmd.serve)
 
+from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
+app.command("compare")(compare_cmd.compare)
+
 try:  # the dedup layer's command group, when it is installed
     from . import sis_cmd as _sis
 except ImportError:

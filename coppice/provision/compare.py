@@ -1,0 +1,471 @@
+"""Clones or dedup? Measure both strategies on the user's own template.
+
+Contract: ``measure`` deploys N copies of a template under each strategy,
+for real, each in its own scratch pool (a subdirectory of ``scratch``, which
+is removed afterwards even on failure or Ctrl-C), through the Filer and the
+dedup layer — the same code paths as ``vm provision`` (``clone_create`` of
+the template's base snapshot) and ``sis`` (``dedup.scan``, the inline hook).
+``model`` predicts the same figures from the template's size and a few
+measured per-operation costs without writing N copies, and ``compare``
+runs ``model`` beside ``measure`` at a small N to report its error.
+
+Strategies:
+  full          full copies (what `qemu-img convert` per VM gives), no dedup
+  full+sis      full copies, post-process dedup on the chosen schedule
+  full+inline   full copies written with inline dedup on
+  clone         FlexClone-style clones of one snapshot
+  clone+sis     clones, and post-process dedup on the schedule
+
+Timeline (simulated; real operations, compressed time): at hour 0 every
+strategy deploys N VMs; every ``dedup_every_h`` hours the ``+sis``
+strategies scan; every 24 h each VM rewrites ``churn`` of the template's
+written size with random data; every ``reprovision_every_h`` the VMs are
+thrown away and deployed again (a refresh). Physical space is sampled after
+every event: pool data blocks in use plus pool metadata.
+
+Figures are JSON-able dicts; all sizes in bytes, times in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ..errors import InvalidArgument, NoSpace
+
+STRATEGIES = ("full", "full+sis", "full+inline", "clone", "clone+sis")
+COPY_CHUNK = 4 << 20
+
+
+class CompareTooBig(NoSpace):
+    """The measurement needs about {need_mib} MiB in {where} but only
+    {free_mib} MiB are free; use a smaller --count, --model, or point
+    --scratch at a larger file system."""
+
+
+@dataclass
+class Template:
+    """What is deployed: LUN images by name (bytes-like, the whole LUN)."""
+
+    luns: dict[str, bytes]
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for b in self.luns.values())
+
+    def written_bytes(self, bs: int = 4096) -> int:
+        """Bytes that occupy blocks: all-zero blocks are never stored."""
+        zero = bytes(bs)
+        n = 0
+        for data in self.luns.values():
+            mv = memoryview(data)
+            for off in range(0, len(data), bs):
+                if mv[off:off + bs] != zero[:len(mv[off:off + bs])]:
+                    n += bs
+        return n
+
+    @classmethod
+    def from_image(cls, path: str) -> "Template":
+        """Any qemu-img format, converted to raw."""
+        import subprocess
+        if not os.path.exists(path):
+            raise InvalidArgument(detail=f"image {path} does not exist; give a disk image file")
+        with tempfile.TemporaryDirectory(prefix="coppice-compare-img-") as d:
+            raw = os.path.join(d, "disk.raw")
+            p = subprocess.run(["qemu-img", "convert", "-O", "raw", path, raw], capture_output=True, text=True)
+            if p.returncode:
+                raise InvalidArgument(detail=f"cannot read image {path}: {p.stderr.strip()}")
+            with open(raw, "rb") as f:
+                return cls({"disk0": f.read()})
+
+    @classmethod
+    def from_filer(cls, filer, volume: str, snapshot: str) -> "Template":
+        """The LUNs of a template's base snapshot in the user's pool."""
+        luns = {}
+        for lun in filer.lun_show(volume=volume):
+            name = lun["path"].rsplit("/", 1)[1]
+            dev = filer.open_lun(f"/vol/{volume}/.snapshot/{snapshot}/{name}", allow_offline=True)
+            try:
+                luns[name] = bytes(dev.pread(0, dev.size))
+            finally:
+                dev.close()
+        if not luns:
+            raise InvalidArgument(detail=f"template volume {volume} has no LUN to deploy")
+        return cls(luns)
+
+
+@dataclass
+class Plan:
+    count: int
+    churn: float = 0.05                  # fraction of the template's written bytes, per VM per day
+    days: int = 1
+    reprovision_every_h: int | None = None
+    dedup_every_h: int = 24              # +sis strategies scan on this period (and right after deploy)
+    seed: int = 1
+
+    def validate(self) -> None:
+        if not isinstance(self.count, int) or self.count < 1 or self.count > 10000:
+            raise InvalidArgument(detail=f"--count {self.count} is invalid: give 1 to 10000 VMs")
+        if not 0 <= self.churn <= 1:
+            raise InvalidArgument(detail=f"--churn {self.churn:.0%} is invalid: give 0% to 100%")
+        if self.days < 0 or self.days > 365:
+            raise InvalidArgument(detail=f"--days {self.days} is invalid: give 0 to 365")
+        if self.reprovision_every_h is not None and self.reprovision_every_h < 1:
+            raise InvalidArgument(detail="--reprovision-every must be at least 1h")
+        if self.dedup_every_h < 1:
+            raise InvalidArgument(detail="--dedup-schedule period must be at least 1h")
+
+
+@dataclass
+class Result:
+    strategy: str
+    deploy_seconds: float = 0.0
+    peak_bytes: int = 0                  # highest physical space during the first deployment
+    after_deploy_bytes: int = 0
+    after_dedup_bytes: int = 0           # after the first dedup run (= after_deploy without one)
+    after_churn_bytes: int = 0           # after the first day's churn (and its dedup run)
+    final_bytes: int = 0
+    reprovision_seconds: float | None = None   # mean per cycle
+    reprovision_peak_bytes: int | None = None
+    timeline: list = field(default_factory=list)   # [hour, bytes, event]
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ---------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------
+class _Run:
+    """One strategy in its own scratch pool."""
+
+    def __init__(self, strategy: str, template: Template, plan: Plan, path: str):
+        from ..filer import Filer
+        self.s = strategy
+        self.t = template
+        self.plan = plan
+        self.filer = Filer.create(path)
+        self.pool = self.filer.pool
+        self.rnd = random.Random(plan.seed)
+        self.vms: list[str] = []
+        self.res = Result(strategy)
+        self.hour = 0.0
+        if strategy == "full+inline":
+            from .. import dedup
+            dedup.attach(self.pool)
+        self._gen = 0
+
+    def physical(self) -> int:
+        ps = self.pool.pool_space()
+        return ps["used_bytes"] + ps["metadata_bytes"]
+
+    def sample(self, event: str) -> int:
+        b = self.physical()
+        self.res.timeline.append([round(self.hour, 3), b, event])
+        return b
+
+    # -- the template as the user's pool holds it: a volume + base snapshot
+    def import_template(self) -> None:
+        f = self.filer
+        size = max(self.t.size * 2, 64 << 20)
+        f.vol_create("tmpl", size)
+        if self.s.endswith("+sis") or self.s == "full+inline":
+            # Before the data goes in, so inline dedup knows the template's blocks.
+            self._sis_on("tmpl")
+        for name, data in self.t.luns.items():
+            f.lun_create(f"/vol/tmpl/{name}", max(len(data), 4096))
+            self._copy_into(f"/vol/tmpl/{name}", data)
+        f.snap_create("tmpl", "base")
+        self.sample("template")
+
+    def _sis_on(self, vol: str) -> None:
+        from ..dedup import config
+        config.set_enabled(self.pool, vol, True)
+        if self.s == "full+inline":
+            config.set_inline(self.pool, vol, True)
+
+    def _copy_into(self, path: str, data: bytes) -> None:
+        dev = self.filer.open_lun(path, allow_offline=True)
+        try:
+            mv = memoryview(data)
+            for off in range(0, len(data), COPY_CHUNK):
+                dev.pwrite(off, mv[off:off + COPY_CHUNK])
+            dev.flush()
+        finally:
+            dev.close()
+
+    # -- deploy one VM's storage by the strategy's path
+    def deploy_one(self, name: str) -> None:
+        f = self.filer
+        if self.s.startswith("clone"):
+            f.clone_create(name, "tmpl", "base")
+        else:
+            f.vol_create(name, max(self.t.size * 2, 64 << 20))
+            if self.s.endswith("+sis") or self.s == "full+inline":
+                self._sis_on(name)
+            for lun, data in self.t.luns.items():
+                f.lun_create(f"/vol/{name}/{lun}", max(len(data), 4096))
+                self._copy_into(f"/vol/{name}/{lun}", data)
+
+    def deploy_all(self, event: str) -> tuple[float, int]:
+        self._gen += 1
+        t0 = time.perf_counter()
+        peak = self.physical()
+        self.vms = []
+        for i in range(self.plan.count):
+            name = f"vm{self._gen}_{i:04d}"
+            self.deploy_one(name)
+            self.vms.append(name)
+            peak = max(peak, self.sample(f"{event} {name}"))
+        return time.perf_counter() - t0, peak
+
+    def destroy_all(self) -> None:
+        for name in self.vms:
+            self.filer.vol_destroy(name, force=True)
+        self.vms = []
+        self.sample("destroy")
+
+    def dedup_run(self) -> None:
+        if not self.s.endswith("+sis"):
+            return
+        from .. import dedup
+        dedup.scan(self.pool)
+        self.sample("dedup run")
+
+    def churn(self) -> None:
+        """Each VM rewrites ``churn`` x the template's written bytes, in
+        random 4 KiB blocks of random data anywhere on its LUNs."""
+        bs = 4096
+        k = churn_blocks(self.t, self.plan.churn)
+        if not k:
+            return
+        for name in self.vms:
+            for lun, data in self.t.luns.items():
+                nblocks = max(1, len(data) // bs)
+                dev = self.filer.open_lun(f"/vol/{name}/{lun}", allow_offline=True)
+                try:
+                    for _ in range(k):
+                        dev.pwrite(self.rnd.randrange(nblocks) * bs, self.rnd.randbytes(bs))
+                finally:
+                    dev.close()
+        self.sample("churn")
+
+    def run(self) -> Result:
+        plan, res = self.plan, self.res
+        self.import_template()
+        res.deploy_seconds, res.peak_bytes = self.deploy_all("deploy")
+        res.after_deploy_bytes = self.physical()
+        self.dedup_run()   # post-process dedup runs once the copies are in
+        res.after_dedup_bytes = self.physical()
+        res.after_churn_bytes = res.after_dedup_bytes
+        cycles = []
+        hours = plan.days * 24
+        events = sorted(set(range(24, hours + 1, 24)) |
+                        set(range(plan.dedup_every_h, hours + 1, plan.dedup_every_h)) |
+                        (set(range(plan.reprovision_every_h, hours + 1, plan.reprovision_every_h))
+                         if plan.reprovision_every_h else set()))
+        first_churn_done = False
+        for h in events:
+            self.hour = float(h)
+            if h % 24 == 0:
+                self.churn()
+            if h % plan.dedup_every_h == 0:
+                self.dedup_run()
+            if h % 24 == 0 and not first_churn_done:
+                res.after_churn_bytes = self.physical()
+                first_churn_done = True
+            if plan.reprovision_every_h and h % plan.reprovision_every_h == 0:
+                t0 = time.perf_counter()
+                self.destroy_all()
+                _, peak = self.deploy_all("reprovision")
+                self.dedup_run()
+                cycles.append((time.perf_counter() - t0, peak))
+        if cycles:
+            res.reprovision_seconds = sum(c[0] for c in cycles) / len(cycles)
+            res.reprovision_peak_bytes = max(c[1] for c in cycles)
+        res.final_bytes = self.physical()
+        fsck = self.filer.fsck()
+        if not fsck["clean"]:
+            raise RuntimeError(f"fsck after strategy {self.s} is not clean: {fsck['problems'][:3]}")
+        return res
+
+    def close(self) -> None:
+        self.filer.close()
+
+
+def churn_blocks(template: Template, churn: float, bs: int = 4096) -> int:
+    """Blocks each VM rewrites per LUN per day."""
+    w = template.written_bytes(bs)
+    return int(round(w * churn / bs / max(1, len(template.luns))))
+
+
+def _check_room(template: Template, plan: Plan, scratch: str) -> None:
+    per_copy = template.written_bytes() + (1 << 20)
+    # The worst strategy holds the template, N copies and, while
+    # reprovisioning, the churned blocks of the old generation.
+    need = per_copy * (plan.count + 2) * 2 + (32 << 20)
+    os.makedirs(scratch, exist_ok=True)
+    st = os.statvfs(scratch)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise CompareTooBig(need_mib=need >> 20, where=scratch, free_mib=free >> 20)
+
+
+def measure(template: Template, plan: Plan, scratch: str | None = None, strategies=STRATEGIES,
+            progress=None) -> dict:
+    plan.validate()
+    base = scratch or tempfile.gettempdir()
+    _check_room(template, plan, base)
+    work = tempfile.mkdtemp(prefix="coppice-compare-", dir=base)
+    out = {}
+    try:
+        for s in strategies:
+            if progress:
+                progress(s)
+            r = _Run(s, template, plan, os.path.join(work, s.replace("+", "_")))
+            try:
+                out[s] = r.run().as_dict()
+            finally:
+                r.close()
+                shutil.rmtree(os.path.join(work, s.replace("+", "_")), ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"mode": "measure", "count": plan.count, "template_bytes": template.size,
+            "template_written_bytes": template.written_bytes(), "strategies": out}
+
+
+# ---------------------------------------------------------------------------
+# modelling
+# ---------------------------------------------------------------------------
+def calibrate(template: Template, scratch: str | None = None) -> dict:
+    """Per-operation costs measured once on this machine: one full copy, one
+    inline-dedup copy, one clone, one dedup scan of the copies, and the
+    template's own footprint. Three VMs are deployed per strategy; the time
+    is the mean of the last two (the first pays warm-up)."""
+    base = scratch or tempfile.gettempdir()
+    work = tempfile.mkdtemp(prefix="coppice-calibrate-", dir=base)
+    try:
+        plan = Plan(count=3, churn=0.0, days=0)
+        costs = {}
+        for s in ("full", "full+inline", "clone", "full+sis"):
+            r = _Run(s, template, plan, os.path.join(work, s.replace("+", "_")))
+            try:
+                r.import_template()
+                base_b = r.physical()
+                t0 = time.perf_counter()
+                r.deploy_one("c0")
+                one = r.physical()
+                t1 = time.perf_counter()
+                r.deploy_one("c1")
+                r.deploy_one("c2")
+                t2 = time.perf_counter()
+                three = r.physical()
+                costs[s] = {"seconds": (t2 - t1) / 2, "first_bytes": one - base_b, "next_bytes": (three - base_b) // 3,
+                            "base_bytes": base_b}
+                if s == "full+sis":
+                    t0 = time.perf_counter()
+                    r.dedup_run()
+                    costs[s]["scan_seconds"] = time.perf_counter() - t0
+                    costs[s]["after_scan_bytes"] = r.physical()
+            finally:
+                r.close()
+        return costs
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def model(template: Template, plan: Plan, costs: dict) -> dict:
+    """Predict every strategy's figures from the calibrated costs."""
+    plan.validate()
+    n = plan.count
+    w = template.written_bytes()
+    bs = 4096
+    base = costs["full"]["base_bytes"]
+    per_vm = {"full": costs["full"]["next_bytes"], "full+sis": costs["full+sis"]["next_bytes"],
+              "full+inline": costs["full+inline"]["next_bytes"], "clone": costs["clone"]["next_bytes"],
+              "clone+sis": costs["clone"]["next_bytes"]}
+    secs = {"full": costs["full"]["seconds"], "full+sis": costs["full"]["seconds"],
+            "full+inline": costs["full+inline"]["seconds"], "clone": costs["clone"]["seconds"],
+            "clone+sis": costs["clone"]["seconds"]}
+    # After a scan every full copy keeps only its own metadata.
+    residual = max(0, (costs["full+sis"]["after_scan_bytes"] - costs["full+sis"]["base_bytes"]) // 3)
+    # Churn: k random blocks per LUN, drawn with replacement.
+    k = churn_blocks(template, plan.churn)
+    distinct = 0.0
+    hole_frac = 0.0
+    for data in template.luns.values():
+        nb = max(1, len(data) // bs)
+        distinct += nb * (1 - (1 - 1 / nb) ** k)
+        hole_frac = 1 - w / max(1, template.size)
+    out = {}
+    for s in STRATEGIES:
+        peak = base + n * per_vm[s]
+        after_dedup = base + n * residual if s == "full+sis" else peak
+        # A churned block is new unique data, except that on a plain full
+        # copy, rewriting a written block frees the block it replaces.
+        add = distinct * (hole_frac if s == "full" else 1.0) * bs
+        out[s] = {"strategy": s, "deploy_seconds": n * secs[s], "peak_bytes": peak, "after_deploy_bytes": peak,
+                  "after_dedup_bytes": after_dedup, "after_churn_bytes": int(after_dedup + n * add)}
+    return {"mode": "model", "count": n, "template_bytes": template.size, "template_written_bytes": w,
+            "strategies": out, "costs": costs}
+
+
+def model_error(predicted: dict, measured: dict,
+                keys=("peak_bytes", "after_dedup_bytes", "after_churn_bytes", "deploy_seconds")) -> dict:
+    """Relative error of each predicted figure against the measured one."""
+    err = {}
+    for s, m in measured["strategies"].items():
+        p = predicted["strategies"][s]
+        err[s] = {k: (abs(p[k] - m[k]) / m[k] if m[k] else 0.0) for k in keys}
+    return err
+
+
+# ---------------------------------------------------------------------------
+# drawing
+# ---------------------------------------------------------------------------
+def plot(result: dict, path: str) -> str:
+    """PNG of physical space over (simulated) time per strategy, with the
+    deployment and dedup-run moments marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    markers = {"dedup run": "v", "reprovision": "^"}
+    for s, r in result["strategies"].items():
+        tl = r["timeline"]
+        # Events of one (simulated) hour happen in a burst; spread each burst
+        # over a few hours of the axis so a deployment's climb is visible.
+        per_hour: dict = {}
+        for p in tl:
+            per_hour[p[0]] = per_hour.get(p[0], 0) + 1
+        seen: dict = {}
+        xs = []
+        for p in tl:
+            j = seen.get(p[0], 0)
+            seen[p[0]] = j + 1
+            xs.append(p[0] + 4.0 * j / per_hour[p[0]])
+        ys = [p[1] / (1 << 20) for p in tl]
+        line, = ax.step(xs, ys, where="post", label=s)
+        for x, y, p in zip(xs, ys, tl):
+            kind = "dedup run" if p[2] == "dedup run" else ("reprovision" if p[2].startswith("reprovision vm") and
+                                                            p[2].endswith("0000") else None)
+            if kind:
+                ax.plot([x], [y], markers[kind], color=line.get_color(), markersize=7)
+    ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+    ax.annotate("deploy", (0, ax.get_ylim()[1] * 0.95), color="grey")
+    ax.set_xlabel("time (hours, simulated)")
+    ax.set_ylabel("physical space (MiB)")
+    ax.set_title(f"Coppice compare: {result['count']} VMs, template "
+                 f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written "
+                 "(▼ dedup run, ▲ reprovision)")
+    ax.legend(loc="center right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
