@@ -245,7 +245,7 @@ def write_seed(filer, path: str, iso: bytes, create: bool = True) -> None:
     dev = filer.open_lun(path)
     try:
         if not create:
-            dev.zero(0, dev.size())
+            dev.zero(0, dev.size)
         dev.pwrite(0, iso)
         dev.flush()
     finally:
