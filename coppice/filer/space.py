@@ -30,12 +30,12 @@ from .sizes import format_size
 
 
 def _written_blocks(pool, vol, snapshot=None) -> int:
-    n = 0
+    n, bs = 0, pool.block_size
     for o in pool.list_objects(vol, snapshot):
-        h = pool.open_object(vol, o.name, snapshot)
         if o.size:
-            n += sum(ln for _, ln, fl in h.extents(0, o.size) if fl == 0)
-    return -(-n // pool.block_size) if n else 0
+            h = pool.open_object(vol, o.name, snapshot)
+            n += -(-sum(ln for _, ln, fl in h.extents(0, o.size) if fl == 0) // bs)
+    return n
 
 
 def _pbn_set(pool, vol, snapshot=None) -> set[int]:
@@ -45,16 +45,21 @@ def _pbn_set(pool, vol, snapshot=None) -> set[int]:
     return out
 
 
-def usage(f, vol: str, size: int | None = None) -> dict:
+def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
+    """See the module docstring. ``light`` skips the shared-block count (a
+    reference-count lookup per block), which the write budget does not need."""
     from .volume import opts
     pool = f.pool
     bs = pool.block_size
     o = opts(f, vol)
     size = size if size is not None else o["size"]
     snaps = pool.list_snapshots(vol)
-    sp = pool.space(vol)
-    active = sp.written_blocks * bs
+    sp = None if light else pool.space(vol)
+    active = (_written_blocks(pool, vol) if light else sp.written_blocks) * bs
     snap_used = 0
+    reserve_guess = 0 if size is None else size * int(o["snap_reserve"]) // 100
+    if snaps and light and sum(_written_blocks(pool, vol, s.name) for s in snaps) * bs <= reserve_guess:
+        snaps = []  # the snapshots cannot spill past the reserve: skip the exact count
     if snaps:
         act = _pbn_set(pool, vol)
         held: set[int] = set()
@@ -72,8 +77,8 @@ def usage(f, vol: str, size: int | None = None) -> dict:
     used = active + spill
     avail = max(0, min(total - used, pool_free))
     return {"volume": vol, "size": size, "total": total, "used": used, "available": avail,
-            "active": active, "shared": sp.shared_bytes, "snap_reserve": reserve, "snap_used": snap_used,
-            "snap_available": max(0, reserve - snap_used), "spill": spill, "logical": sp.logical_bytes,
+            "active": active, "shared": sp.shared_bytes if sp else None, "snap_reserve": reserve, "snap_used": snap_used,
+            "snap_available": max(0, reserve - snap_used), "spill": spill, "logical": sp.logical_bytes if sp else None,
             "block_size": bs}
 
 
@@ -110,7 +115,7 @@ def budget(f, vid: int) -> Budget:
         if b is None:
             ds = f.pool.datasets.get(vid)
             name = ds.name
-            u = usage(f, name)
+            u = usage(f, name, light=True)
             bs = f.pool.block_size
             limit = None if u["size"] is None else u["total"] // bs
             b = Budget(u["used"] // bs, limit, name, u["size"])
