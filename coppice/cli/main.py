@@ -42,6 +42,12 @@ app.command("serve")(serve_cmd.serve)
 from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
 app.command("compare")(compare_cmd.compare)
 
+from . import custspec_cmd, datastore_cmd, template_cmd, vm_cmd  # noqa: E402  (provisioner's groups)
+app.add_typer(template_cmd.app, name="template")
+app.add_typer(custspec_cmd.app, name="custspec")
+app.add_typer(vm_cmd.app, name="vm")
+app.add_typer(datastore_cmd.app, name="datastore")
+
 try:  # the dedup layer's command group, when it is installed
     from . import sis_cmd as _sis
 except ImportError:

@@ -1,0 +1,135 @@
+"""`coppice vm`: provision N VMs from a template, list, show, refresh,
+recompose, destroy.
+
+    coppice vm provision --template T --count N --name 'web{n:03}' [--customize SPEC]
+                         [--connect URI] [--start] [--igroup G] [--parallel K]
+                         [--on-error stop|skip] [--nbd HOST:PORT|unix:PATH] [--tls] [--json]
+    coppice vm list | show NAME | refresh NAME | recompose NAME --snapshot S | destroy NAME [--force]
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .common import JSON_OPT, command, console, emit_json
+from .provision_common import local_filer
+
+app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
+CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
+
+
+@app.command("provision")
+@command
+def provision(template: str = typer.Option(..., "--template", "-t"), count: int = typer.Option(1, "--count", "-n"),
+              name: str = typer.Option(..., "--name", help="Name pattern, e.g. 'web{n:03}'."),
+              customize: Optional[str] = typer.Option(None, "--customize", help="Customization spec."),
+              connect: str = CONNECT, start: bool = typer.Option(False, "--start"),
+              igroup: str = typer.Option("coppice_host", "--igroup"),
+              parallel: int = typer.Option(1, "--parallel", "-j"),
+              on_error: str = typer.Option("stop", "--on-error", help="stop or skip"),
+              nbd: Optional[str] = typer.Option(None, "--nbd", envvar="COPPICE_NBD",
+                                                help="NBD target the VMs use: HOST:PORT or unix:PATH."),
+              tls: bool = typer.Option(False, "--tls", help="The target requires TLS."),
+              json_: bool = JSON_OPT):
+    """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from ..provision.provisioner import STAGES, Provisioner, Target
+    target = Target.parse(nbd, tls=tls)
+    with local_filer() as f:
+        p = Provisioner(f)
+        try:
+            if json_:
+                s = p.provision(template, count, name, customize, connect, start, igroup, parallel, on_error, target)
+            else:
+                p.plan(template, count, name, customize, connect, igroup)  # errors before the bar is drawn
+                stage_tot: dict = {}
+                with Progress(TextColumn("[bold]provision"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              TextColumn("{task.fields[stages]}"), console=console()) as bar:
+                    task = bar.add_task("vms", total=count, stages="")
+
+                    def progress(r):
+                        for k, v in r.stages.items():
+                            stage_tot[k] = stage_tot.get(k, 0.0) + v
+                        done = bar.tasks[0].completed + 1
+                        bar.update(task, advance=1, stages=" ".join(
+                            f"{k} {1000 * stage_tot[k] / done:.1f}ms" for k in STAGES if k in stage_tot))
+                    s = p.provision(template, count, name, customize, connect, start, igroup, parallel, on_error,
+                                    target, progress=progress)
+        finally:
+            p.close()
+    d = s.to_dict()
+    if json_:
+        emit_json(d)
+    else:
+        typer.echo(f"{d['created']} of {count} VMs provisioned from {template} in {d['seconds']} s"
+                   + (f" ({1000 * d['per_vm_seconds']:.1f} ms per VM)" if d["per_vm_seconds"] else "") + ".")
+        typer.echo("per VM by stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in d["stage_per_vm_ms"].items()))
+        for fl in d["failed"]:
+            typer.echo(f"FAILED {fl['vm']} at {fl['stage']}: {fl['error']} (rolled back)")
+        if d["skipped"]:
+            typer.echo(f"skipped (on-error stop): {', '.join(d['skipped'])}")
+    if d["failed"]:
+        raise typer.Exit(9)
+
+
+@app.command("list")
+@command
+def list_(json_: bool = JSON_OPT):
+    """List the VMs Coppice made, with their libvirt state."""
+    from rich.table import Table
+    from ..provision import vm
+    with local_filer() as f:
+        rows = vm.list_(f)
+    if json_:
+        return emit_json(rows)
+    t = Table("name", "state", "template", "base", "clone", "hostname", "address", "uri")
+    for r in rows:
+        t.add_row(r["name"], r["state"], str(r["template"]), str(r["base_snapshot"]), r["clone"], str(r["hostname"]),
+                  r["address"] or "-", r["uri"])
+    console().print(t)
+
+
+@app.command("show")
+@command
+def show(name: str, json_: bool = JSON_OPT):
+    """Show a VM: state, template, base snapshot, clone, space used by this VM alone."""
+    from ..provision import vm
+    with local_filer() as f:
+        r = vm.show(f, name)
+    if json_:
+        return emit_json(r)
+    for k, v in r.items():
+        typer.echo(f"{k:>14}: {v}")
+
+
+@app.command("refresh")
+@command
+def refresh(name: str, force: bool = typer.Option(False, "--force", "-f", help="Power off a running VM.")):
+    """Discard the VM's changes: a new clone of its base snapshot, same identity."""
+    from ..provision import vm
+    with local_filer() as f:
+        r = vm.refresh(f, name, force=force)
+    typer.echo(f"VM {name} refreshed from {r['template']}@{r['base_snapshot']}.")
+
+
+@app.command("recompose")
+@command
+def recompose(name: str, snapshot: str = typer.Option(..., "--snapshot", "-s"),
+              force: bool = typer.Option(False, "--force", "-f")):
+    """Move the VM to another snapshot of its template, keeping its identity."""
+    from ..provision import vm
+    with local_filer() as f:
+        r = vm.recompose(f, name, snapshot, force=force)
+    typer.echo(f"VM {name} recomposed onto {r['template']}@{r['base_snapshot']}.")
+
+
+@app.command("destroy")
+@command
+def destroy(name: str, force: bool = typer.Option(False, "--force", "-f", help="Destroy a running VM too.")):
+    """Undefine the VM, unmap its LUNs, destroy its clone."""
+    from ..provision import vm
+    with local_filer() as f:
+        vm.destroy(f, name, force=force)
+    typer.echo(f"VM {name} destroyed.")
