@@ -1,7 +1,6 @@
 """The system libvirt daemon started by hand: qemu.conf block, idempotence, real QEMU driver."""
 
 import time
-import uuid
 
 import pytest
 
