@@ -17,15 +17,26 @@ from .names import lun_path
 MAX_LUN_ID = 4095
 
 
+def active_luns(f) -> list[tuple[str, object]]:
+    """(volume name, ObjRec) of every LUN of every volume (not snapshots)."""
+    pool = f.pool
+    # One pass over the pool's object table: list_objects per volume is
+    # O(objects) each, which made a batch of maps cubic (found by the
+    # provisioner). Engine feature request: list_objects_of_kind("lun").
+    with pool._lock:
+        vols = {d.id: d.name for d in pool.datasets.values() if d.kind == "volume"}
+        return sorted(((vols[o.dataset_id], o) for o in pool.objects.values()
+                       if o.dataset_id in vols and o.kind == "lun"), key=lambda x: (x[0], x[1].name))
+
+
 def index(f, online_only: bool = False) -> dict[tuple[str, int], list[str]]:
     """(igroup, lun_id) -> paths of the active LUNs mapped so."""
     out: dict[tuple[str, int], list[str]] = {}
-    for v in f.pool.list_volumes():
-        for o in f.pool.list_objects(v.name):
-            if o.kind != "lun" or (online_only and not o.meta.get("online", True)):
-                continue
-            for m in o.meta.get("maps") or []:
-                out.setdefault((m["igroup"], int(m["lun_id"])), []).append(lun_path(v.name, o.name))
+    for vname, o in active_luns(f):
+        if online_only and not o.meta.get("online", True):
+            continue
+        for m in o.meta.get("maps") or []:
+            out.setdefault((m["igroup"], int(m["lun_id"])), []).append(lun_path(vname, o.name))
     return out
 
 
@@ -112,13 +123,10 @@ def unmap_lun(f, path: str, igroup: str) -> None:
 
 def all_maps(f) -> list[dict]:
     out = []
-    for v in f.pool.list_volumes():
-        for o in f.pool.list_objects(v.name):
-            if o.kind != "lun":
-                continue
-            for m in o.meta.get("maps") or []:
-                out.append({"path": lun_path(v.name, o.name), "igroup": m["igroup"], "lun_id": int(m["lun_id"]),
-                            "online": bool(o.meta.get("online", True))})
+    for vname, o in active_luns(f):
+        for m in o.meta.get("maps") or []:
+            out.append({"path": lun_path(vname, o.name), "igroup": m["igroup"], "lun_id": int(m["lun_id"]),
+                        "online": bool(o.meta.get("online", True))})
     return sorted(out, key=lambda r: (r["igroup"], r["lun_id"], r["path"]))
 
 
