@@ -292,8 +292,12 @@ class Pool:
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
             self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
         self.objects: dict[int, ObjRec] = {}
+        # dataset id -> {object name -> record}: listing a volume's objects
+        # costs its own objects, not the pool's.
+        self._by_ds: dict[int, dict[str, ObjRec]] = {}
         for row in db.execute("SELECT id, dataset_id, name, kind, size, root, height, meta FROM objects"):
-            self.objects[row[0]] = ObjRec(*row[:7], meta=json.loads(row[7]))
+            o = self.objects[row[0]] = ObjRec(*row[:7], meta=json.loads(row[7]))
+            self._by_ds.setdefault(o.dataset_id, {})[o.name] = o
         self._dirty_objs: dict[int, ObjRec] = {}
 
     def _replay(self) -> None:
@@ -492,13 +496,18 @@ class Pool:
         return self._snapshot(v, snapshot) if snapshot is not None else v
 
     def _objects_of(self, ds: Dataset) -> list[ObjRec]:
-        return sorted((o for o in self.objects.values() if o.dataset_id == ds.id), key=lambda o: o.name)
+        objs = self._by_ds.get(ds.id)
+        return [objs[n] for n in sorted(objs)] if objs else []
 
     def _object(self, ds: Dataset, name: str) -> ObjRec:
-        for o in self.objects.values():
-            if o.dataset_id == ds.id and o.name == name:
-                return o
-        raise ObjectNotFound(kind="Object", name=name, where=self._ds_label(ds))
+        o = self._by_ds.get(ds.id, {}).get(name)
+        if o is None:
+            raise ObjectNotFound(kind="Object", name=name, where=self._ds_label(ds))
+        return o
+
+    def _index(self, o: ObjRec) -> None:
+        self.objects[o.id] = o
+        self._by_ds.setdefault(o.dataset_id, {})[o.name] = o
 
     def _ds_label(self, ds: Dataset) -> str:
         if ds.kind == "snapshot":
@@ -592,6 +601,11 @@ class Pool:
             self.cache.decref_page(o.root)
         self.db.execute("DELETE FROM objects WHERE id=?", (o.id,))
         del self.objects[o.id]
+        objs = self._by_ds.get(o.dataset_id)
+        if objs is not None:
+            objs.pop(o.name, None)
+            if not objs:
+                del self._by_ds[o.dataset_id]
         self._dirty_objs.pop(o.id, None)
 
     # ---- snapshots -------------------------------------------------------------
@@ -613,7 +627,7 @@ class Pool:
             "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
             (dataset_id, name, o.kind, o.size, o.root, o.height, json.dumps(m)))
         n = ObjRec(cur.lastrowid, dataset_id, name, o.kind, o.size, o.root, o.height, m)
-        self.objects[n.id] = n
+        self._index(n)
         if o.root:
             self.cache.incref_page(o.root)
         return n
@@ -790,7 +804,7 @@ class Pool:
         self._check_size(size, name)
         with self.transaction():
             v = self._volume(volume)
-            if any(o.dataset_id == v.id and o.name == name for o in self.objects.values()):
+            if name in self._by_ds.get(v.id, {}):
                 raise ObjectExists(name=name, volume=volume)
             h = blockmap.height_for(-(-size // self.block_size))
             m = meta or {}
@@ -798,7 +812,7 @@ class Pool:
                 "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
                 (v.id, name, kind, size, 0, h, json.dumps(m)))
             o = ObjRec(cur.lastrowid, v.id, name, kind, size, 0, h, dict(m))
-            self.objects[o.id] = o
+            self._index(o)
             return o
 
     def _check_size(self, size, name):
@@ -816,7 +830,7 @@ class Pool:
             v = self._volume(volume)
             ds = self._snapshot(v, snapshot) if snapshot is not None else v
             o = self._object(ds, src)
-            if any(x.dataset_id == v.id and x.name == new for x in self.objects.values()):
+            if new in self._by_ds.get(v.id, {}):
                 raise ObjectExists(name=new, volume=volume)
             return self._copy_object(o, v.id, new, meta)
 
@@ -831,9 +845,12 @@ class Pool:
             o = self._object(v, old)
             if old == new:
                 return
-            if any(x.dataset_id == v.id and x.name == new for x in self.objects.values()):
+            if new in self._by_ds.get(v.id, {}):
                 raise ObjectExists(name=new, volume=volume)
+            objs = self._by_ds[v.id]
+            del objs[old]
             o.name = new
+            objs[new] = o
             self._dirty_objs[o.id] = o
 
     def set_object_meta(self, volume: str, name: str, meta: dict) -> None:
@@ -885,7 +902,7 @@ class Pool:
         validate_name("object", name)
         with self.transaction():
             v = self._volume(volume)
-            o = next((x for x in self.objects.values() if x.dataset_id == v.id and x.name == name), None)
+            o = self._by_ds.get(v.id, {}).get(name)
             if o is not None:
                 self._drop_object(o)
             o = self.create_object(volume, name, len(data), kind="file", meta=meta)
@@ -1214,6 +1231,20 @@ class Pool:
         bd = self.cache.block_delta
         return {p: stored.get(p, 1) + bd.get(p, 0) for p in keys}
 
+    def _shared_blocks(self, o: ObjRec, lo: int, hi: int) -> int:
+        """Blocks in [lo, hi) that another map also references: what a
+        rewrite of the range would copy away from snapshots or clones."""
+        n = 0
+        for base, leaf, shared in blockmap.iter_leaves(self.cache, o.root, o.height, lo, hi):
+            s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
+            ps = [p for p in leaf.ents[s:e] if p]
+            if shared:
+                n += len(ps)
+            elif ps:
+                refs = self._block_refs(set(ps))
+                n += sum(1 for p in ps if refs[p] > 1)
+        return n
+
     def space(self, volume: str, snapshot: str | None = None) -> SpaceInfo:
         """Logical size, written blocks, and how many of them are unique to
         this volume or snapshot (freed if it alone were deleted) versus
@@ -1335,6 +1366,26 @@ class ObjectHandle:
     @property
     def size(self) -> int:
         return self._obj().size
+
+    @property
+    def meta(self) -> dict:
+        """The object's metadata (a copy)."""
+        return dict(self._obj().meta)
+
+    def exists(self) -> bool:
+        return self.oid in self.pool.objects
+
+    def shared_blocks(self, offset: int, length: int) -> int:
+        """Blocks of [offset, offset+length) shared with a snapshot, clone or
+        dedup partner: a write there allocates new space even though the
+        object already holds data at that place."""
+        p = self.pool
+        bs = p.block_size
+        with p._lock:
+            o = self._obj()
+            if offset < 0 or length < 0 or offset + length > o.size:
+                raise OutOfRange(what="shared_blocks", offset=offset, length=length, name=o.name, size=o.size)
+            return p._shared_blocks(o, offset // bs, -(-(offset + length) // bs))
 
     def _writable(self):
         if self.read_only:

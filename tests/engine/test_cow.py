@@ -188,3 +188,36 @@ def test_unaligned_io(pool):
     ref[BS + 5:2 * BS + 5] = bytes(BS)
     assert bytes(h.pread(0, 10 * BS)) == bytes(ref)
     assert bytes(h.pread(3, 5000)) == bytes(ref[3:5003])
+
+
+def test_shared_blocks_counts_what_a_rewrite_would_copy(pool):
+    pool.create_volume("v")
+    pool.create_object("v", "lun", 100 * BS)
+    h = pool.open_object("v", "lun")
+    h.pwrite(0, os.urandom(60 * BS))
+    assert h.shared_blocks(0, 100 * BS) == 0
+    pool.create_snapshot("v", "s")
+    assert h.shared_blocks(0, 100 * BS) == 60
+    h.pwrite(0, os.urandom(10 * BS))
+    assert h.shared_blocks(0, 100 * BS) == 50
+    assert h.shared_blocks(5 * BS, 10 * BS) == 5
+    assert h.meta == {} and h.exists()
+    pool.delete_object("v", "lun")
+    assert not h.exists()
+
+
+def test_object_index_follows_renames_and_deletes(pool):
+    pool.create_volume("v")
+    for n in ("b", "a", "c"):
+        pool.create_object("v", n, BS)
+    pool.rename_object("v", "b", "z")
+    pool.delete_object("v", "c")
+    assert [o.name for o in pool.list_objects("v")] == ["a", "z"]
+    pool.create_snapshot("v", "s")
+    pool.close()
+    p2 = Pool.open(pool.path)
+    try:
+        assert [o.name for o in p2.list_objects("v", "s")] == ["a", "z"]
+        assert p2.has_object("v", "z") and not p2.has_object("v", "b")
+    finally:
+        p2.close()
