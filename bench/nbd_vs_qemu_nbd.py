@@ -10,14 +10,15 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
                    device made by --backend: ``engine`` (default: a LUN
                    object in a fresh pool), ``engine-clone`` (the LUN of a
                    clone of a snapshot of it: the FlexClone case, to set
-                   against the qcow2 overlay) or ``file``
+                   against the qcow2 overlay), ``lun`` (a filer LUN, what
+                   `coppice serve` exports) or ``file``
                    (tests/nbd/file_device, a plain file: the protocol
                    layer alone)
 
 and a table with coppice/qemu-nbd-raw ratios.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
-        [--backend engine|engine-clone|file] [--targets raw,qcow2,coppice] [--dir /var/tmp]
+        [--backend engine|engine-clone|lun|file] [--targets raw,qcow2,coppice] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -137,6 +138,28 @@ def _file_device(path: str, size: int):
     return lambda: FileDevice(path, size=size)
 
 
+def _lun_device(path: str, size: int):
+    """What `coppice serve` exports: a filer LUN (volume size budget, online
+    state and all) filled with the baselines' bytes."""
+    from coppice.filer import Filer
+
+    f = Filer.create(path + ".pool")
+    f.vol_create("v", size * 2)
+    f.lun_create("/vol/v/lun0", size)
+    dev = f.open_lun("/vol/v/lun0")
+    with open(path, "rb") as src:
+        off = 0
+        while True:
+            chunk = src.read(8 << 20)
+            if not chunk:
+                break
+            dev.pwrite(off, chunk)
+            off += len(chunk)
+    dev.close()
+    f.pool.checkpoint()
+    return lambda: f.open_lun("/vol/v/lun0")
+
+
 def _engine_device(path: str, size: int, clone: bool = False):
     """A LUN object in a fresh engine pool beside ``path``, filled with the
     same bytes as the baselines' image; with ``clone``, the LUN of a clone
@@ -171,6 +194,8 @@ def serve(port: int, backend: str, path: str, size_mib: int) -> None:
     size = size_mib << 20
     if backend == "file":
         factory = _file_device(path, size)
+    elif backend == "lun":
+        factory = _lun_device(path, size)
     else:
         factory = _engine_device(path, size, clone=backend == "engine-clone")
     server = NBDServer(DictResolver({"disk": (factory, "bench")}), port=port)
@@ -182,7 +207,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runtime", type=int, default=10)
-    ap.add_argument("--backend", choices=("file", "engine", "engine-clone"), default="engine")
+    ap.add_argument("--backend", choices=("file", "engine", "engine-clone", "lun"), default="engine")
     ap.add_argument("--targets", default="raw,qcow2,coppice")
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)

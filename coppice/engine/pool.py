@@ -1375,6 +1375,23 @@ class ObjectHandle:
     def exists(self) -> bool:
         return self.oid in self.pool.objects
 
+    def unallocated_blocks(self, offset: int, length: int) -> int:
+        """Blocks touched by [offset, offset+length) that are holes: what a
+        write there would newly allocate (a space budget's question, asked
+        before every write, so it is a walk of the range's leaves only)."""
+        p = self.pool
+        bs = p.block_size
+        with p._lock:
+            o = self._obj()
+            if offset < 0 or length < 0 or offset + length > o.size:
+                raise OutOfRange(what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size)
+            lo, hi = offset // bs, -(-(offset + length) // bs)
+            holes = hi - lo
+            for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
+                s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
+                holes -= e - s - leaf.ents[s:e].tolist().count(0)
+            return holes
+
     def shared_blocks(self, offset: int, length: int) -> int:
         """Blocks of [offset, offset+length) shared with a snapshot, clone or
         dedup partner: a write there allocates new space even though the

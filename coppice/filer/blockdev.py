@@ -52,9 +52,7 @@ class LunDevice:
         return self.h.size
 
     def _holes(self, offset: int, length: int) -> int:
-        bs = self.block_size
-        a, b = offset // bs * bs, min(-(-(offset + length) // bs) * bs, self.h.size)
-        return sum(ln for _, ln, fl in self.h.extents(a, b - a) if fl) // bs if b > a else 0
+        return self.h.unallocated_blocks(offset, min(length, self.h.size - offset))
 
     def _allocated_inside(self, offset: int, length: int) -> int:
         bs = self.block_size

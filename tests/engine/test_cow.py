@@ -221,3 +221,14 @@ def test_object_index_follows_renames_and_deletes(pool):
         assert p2.has_object("v", "z") and not p2.has_object("v", "b")
     finally:
         p2.close()
+
+
+def test_unallocated_blocks(pool):
+    pool.create_volume("v")
+    pool.create_object("v", "lun", 2000 * BS)
+    h = pool.open_object("v", "lun")
+    assert h.unallocated_blocks(0, 2000 * BS) == 2000
+    h.pwrite(10 * BS, os.urandom(600 * BS))     # spans two leaves
+    assert h.unallocated_blocks(0, 2000 * BS) == 1400
+    assert h.unallocated_blocks(5 * BS + 1, 10 * BS) == 5   # blocks 5..15 touched, 5..9 holes
+    assert h.unallocated_blocks(600 * BS, 20 * BS) == 10
