@@ -238,16 +238,24 @@ def free_lun_ids(filer, igroup: str) -> int:
     return MAX_LUN_ID + 1 - len(used)
 
 
-def write_seed(filer, path: str, iso: bytes, create: bool = True) -> None:
-    size = max(_SEED_ALIGN, -(-len(iso) // _SEED_ALIGN) * _SEED_ALIGN)
+def seed_size(iso_len: int) -> int:
+    return max(_SEED_ALIGN, -(-iso_len // _SEED_ALIGN) * _SEED_ALIGN)
+
+
+def write_seed(filer, path: str, iso: bytes, create: bool = True, flush: bool = True,
+               size: int | None = None) -> None:
+    size = size or seed_size(len(iso))
     if create:
         filer.lun_create(path, size, ostype="linux", comment="cloud-init NoCloud seed")
     dev = filer.open_lun(path)
     try:
-        if not create:
+        if len(iso) > dev.size:
+            filer.lun_resize(path, seed_size(len(iso)))
+        elif not create:
             dev.zero(0, dev.size)
         dev.pwrite(0, iso)
-        dev.flush()
+        if flush:
+            dev.flush()
     finally:
         dev.close()
 
@@ -409,7 +417,12 @@ class Provisioner:
         hv = self.hypervisor(connect_uri)
         base = ds.vms(self.filer, trec["volume"], trec["base_snapshot"])
         ctx = {"trec": trec, "spec": spec, "hv": hv, "uri": connect_uri, "start": start, "igroup": igroup,
-               "target": target, "base": base[0], "known": ds.attached(self.filer)}
+               "target": target, "base": base[0], "known": ds.attached(self.filer),
+               "base_xml": ds.read_domain(self.filer, trec["volume"], trec["slot"], trec["base_snapshot"]),
+               # one size for every seed of the batch (a typical seed is well under 64 KiB)
+               "seed_size": seed_size(len(build_seed_iso(cs.render(spec, plans[0].name, plans[0].n,
+                                                                     plans[0].instance_id, plans[0].mac,
+                                                                     "192.0.2.1")))) + _SEED_ALIGN}
         stop = threading.Event()
         t0 = time.monotonic()
         results: list[VMResult] = []
@@ -451,8 +464,11 @@ class Provisioner:
         with Revert() as rv:
             try:
                 begin("clone")
-                f.clone_create(p.volume, trec["volume"], trec["base_snapshot"], remap=True)
-                rv.add(lambda: destroy_volume(f, p.volume))
+                seed_path = f"/vol/{p.volume}/{ds.seed_lun(slot)}"
+                with f.transaction():  # clone and its empty seed LUN: one commit
+                    f.clone_create(p.volume, trec["volume"], trec["base_snapshot"], remap=True)
+                    rv.add(lambda: destroy_volume(f, p.volume))
+                    f.lun_create(seed_path, ctx["seed_size"], ostype="linux", comment="cloud-init NoCloud seed")
                 end()
 
                 begin("seed")
@@ -461,44 +477,45 @@ class Provisioner:
                     res.address = address
                     rv.add(lambda: cs.release_address(f, spec.name, address))
                 cfg = cs.render(spec, p.name, p.n, p.instance_id, p.mac, address)
-                seed_path = f"/vol/{p.volume}/{ds.seed_lun(slot)}"
-                write_seed(f, seed_path, build_seed_iso(cfg))
-                rv.add(lambda: f.lun_destroy(seed_path, force=True) if f.pool.has_volume(p.volume) else None)
+                # no flush: the next stage's commit syncs the data before its metadata
+                write_seed(f, seed_path, build_seed_iso(cfg), create=False, flush=False,
+                           size=ctx["seed_size"])
                 end()
 
-                begin("resignature")
-                base = ctx["base"]
-                record = dict(base, name=p.name, uuid=p.uuid, mac=p.mac, instance_id=p.instance_id,
-                              hostname=p.hostname, seed=ds.seed_lun(slot), template=trec["name"],
-                              base_snapshot=trec["base_snapshot"], custspec=spec.name if spec.created else None,
-                              custspec_data=spec.to_dict(), address=address, n=p.n, created=time.time())
-                record.pop("slot", None)
-                with f.transaction():
+                with f.transaction():  # resignature, map and the VM's index entry: one commit
+                    begin("resignature")
+                    base = ctx["base"]
+                    record = dict(base, name=p.name, uuid=p.uuid, mac=p.mac, instance_id=p.instance_id,
+                                  hostname=p.hostname, seed=ds.seed_lun(slot), template=trec["name"],
+                                  base_snapshot=trec["base_snapshot"], custspec=spec.name if spec.created else None,
+                                  custspec_data=spec.to_dict(), address=address, n=p.n, created=time.time())
+                    record.pop("slot", None)
                     ds.attach(f, p.volume, "auto", known=ctx["known"])
-                    base_xml = ds.read_domain(f, p.volume, slot)
-                    xml = domain_xml_for(f, p.volume, slot, record, ctx["target"], self.state_dir, base_xml)
+                    rv.add(lambda: (ds.forget(f, p.volume), ctx["known"].pop(p.volume, None)))
+                    xml = domain_xml_for(f, p.volume, slot, record, ctx["target"], self.state_dir, ctx["base_xml"])
                     ds.write_vm(f, p.volume, slot, record, xml)
-                rv.add(lambda: (ds.forget(f, p.volume), ctx["known"].pop(p.volume, None)))
-                end()
+                    end()
 
-                begin("map")
-                luns = [d["lun"] for d in record["disks"]] + [record["seed"]]
-                res.lun_ids = map_all(f, p.volume, ctx["igroup"], luns)
-                rv.add(lambda: unmap_all(f, list(res.lun_ids), ctx["igroup"]))
-                end()
+                    begin("map")
+                    luns = [d["lun"] for d in record["disks"]] + [record["seed"]]
+                    res.lun_ids = map_all(f, p.volume, ctx["igroup"], luns)
+                    rv.add(lambda: unmap_all(f, list(res.lun_ids), ctx["igroup"]))
+                    registry.put(f, registry.VM, p.name, {
+                        "name": p.name, "volume": p.volume, "slot": slot, "template": trec["name"],
+                        "base_snapshot": trec["base_snapshot"], "uri": ctx["uri"], "uuid": p.uuid, "mac": p.mac,
+                        "instance_id": p.instance_id, "hostname": p.hostname, "custspec": record["custspec"],
+                        "address": address, "igroup": ctx["igroup"], "luns": list(res.lun_ids),
+                        "lun_ids": res.lun_ids, "target": ctx["target"].to_dict(), "n": p.n,
+                        "serial_log": os.path.join(self.state_dir, "serial", f"{p.name}.log"),
+                        "created": time.time()})
+                    rv.add(lambda: registry.delete(f, registry.VM, p.name))
+                    end()
+                    t_map = time.perf_counter()
+                res.stages["map"] += time.perf_counter() - t_map  # the commit of the three stages above
 
                 begin("define")
                 hv.define(xml)
                 rv.add(lambda: hv.remove(p.name))
-                registry.put(f, registry.VM, p.name, {
-                    "name": p.name, "volume": p.volume, "slot": slot, "template": trec["name"],
-                    "base_snapshot": trec["base_snapshot"], "uri": ctx["uri"], "uuid": p.uuid, "mac": p.mac,
-                    "instance_id": p.instance_id, "hostname": p.hostname, "custspec": record["custspec"],
-                    "address": address, "igroup": ctx["igroup"], "luns": list(res.lun_ids),
-                    "lun_ids": res.lun_ids, "target": ctx["target"].to_dict(), "n": p.n,
-                    "serial_log": os.path.join(self.state_dir, "serial", f"{p.name}.log"),
-                    "created": time.time()})
-                rv.add(lambda: registry.delete(f, registry.VM, p.name))
                 end()
 
                 if ctx["start"]:
