@@ -27,16 +27,14 @@ Contract:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid as _uuid
 
-from ..errors import InvalidArgument
 from . import custspec as cs
 from . import datastore as ds
 from . import registry
 from . import template as tpl
-from .domain_xml import Disk, DomainSpec, Interface, NbdSource, random_mac, render_domain_xml
+from .domain_xml import Disk, DomainSpec, Interface, random_mac, render_domain_xml
 from .provisioner import (DEFAULT_IGROUP, TEST_URI, Target, check_vm_name, destroy_volume, domain_xml_for,
                           ensure_igroup, map_all, new_instance_id, unique_mac, write_seed)
 from .provisioning_errors import BadNamePattern, DatastoreIsCopy, VMExists
@@ -215,5 +213,4 @@ def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True,
     return out
 
 
-__all__ = ["clone_datastore", "register_datastore", "create_vm", "get_policy", "set_policy",
-           "dataclasses", "NbdSource", "InvalidArgument"]
+__all__ = ["clone_datastore", "register_datastore", "create_vm", "get_policy", "set_policy"]

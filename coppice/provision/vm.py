@@ -23,7 +23,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import secrets
 
 from . import custspec as cs
@@ -229,4 +228,4 @@ def seed_files(filer, name: str) -> dict:
         dev.close()
 
 
-__all__ = ["list_", "show", "destroy", "refresh", "recompose", "seed_files", "json"]
+__all__ = ["list_", "show", "destroy", "refresh", "recompose", "seed_files"]
