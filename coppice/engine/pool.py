@@ -289,8 +289,11 @@ class Pool:
                                int(self._pool_value("next_pbn")))
         self.cache = PageCache(db, self._cache_bytes, int(self._pool_value("next_page_id")))
         self.datasets: dict[int, Dataset] = {}
+        # (kind, volume id for a snapshot, name) -> dataset: O(1) lookups by name.
+        self._dsidx: dict[tuple, Dataset] = {}
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
-            self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
+            d = self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
+            self._dsidx[self._dkey(d)] = d
         self.objects: dict[int, ObjRec] = {}
         # dataset id -> {object name -> record}: listing a volume's objects
         # costs its own objects, not the pool's.
@@ -479,17 +482,26 @@ class Pool:
             raise CoppiceError(detail=f"pool {self.path} is closed")
 
     # ---- lookups -------------------------------------------------------------
+    @staticmethod
+    def _dkey(d: Dataset) -> tuple:
+        return (d.kind, d.volume_id if d.kind == "snapshot" else None, d.name)
+
     def _volume(self, name: str) -> Dataset:
-        for d in self.datasets.values():
-            if d.kind == "volume" and d.name == name:
-                return d
-        raise VolumeNotFound(name=name)
+        d = self._dsidx.get(("volume", None, name))
+        if d is None:
+            raise VolumeNotFound(name=name)
+        return d
 
     def _snapshot(self, vol: Dataset, snap: str) -> Dataset:
-        for d in self.datasets.values():
-            if d.kind == "snapshot" and d.volume_id == vol.id and d.name == snap:
-                return d
-        raise SnapshotNotFound(volume=vol.name, snap=snap)
+        d = self._dsidx.get(("snapshot", vol.id, snap))
+        if d is None:
+            raise SnapshotNotFound(volume=vol.name, snap=snap)
+        return d
+
+    def _rename_dataset(self, d: Dataset, new: str) -> None:
+        del self._dsidx[self._dkey(d)]
+        d.name = new
+        self._dsidx[self._dkey(d)] = d
 
     def _dataset(self, volume: str, snapshot: str | None = None) -> Dataset:
         v = self._volume(volume)
@@ -526,7 +538,7 @@ class Pool:
     def create_volume(self, name: str, meta: dict | None = None) -> Dataset:
         validate_name("volume", name)
         with self.transaction():
-            if any(d.kind == "volume" and d.name == name for d in self.datasets.values()):
+            if ("volume", None, name) in self._dsidx:
                 raise VolumeExists(name=name)
             return self._insert_dataset("volume", name, None, None, meta or {})
 
@@ -537,6 +549,7 @@ class Pool:
             (kind, name, volume_id, origin_id, now, json.dumps(meta)))
         d = Dataset(cur.lastrowid, kind, name, volume_id, origin_id, now, dict(meta))
         self.datasets[d.id] = d
+        self._dsidx[self._dkey(d)] = d
         return d
 
     def list_volumes(self) -> list[Dataset]:
@@ -549,7 +562,7 @@ class Pool:
 
     def has_volume(self, name: str) -> bool:
         with self._lock:
-            return any(d.kind == "volume" and d.name == name for d in self.datasets.values())
+            return ("volume", None, name) in self._dsidx
 
     def origin_of(self, volume: str) -> tuple[str, str] | None:
         """(parent volume, snapshot) a clone depends on, or None."""
@@ -572,10 +585,10 @@ class Pool:
             v = self._volume(old)
             if old == new:
                 return
-            if any(d.kind == "volume" and d.name == new for d in self.datasets.values()):
+            if ("volume", None, new) in self._dsidx:
                 raise VolumeExists(name=new)
             self.db.execute("UPDATE datasets SET name=? WHERE id=?", (new, v.id))
-            v.name = new
+            self._rename_dataset(v, new)
 
     def delete_volume(self, name: str) -> None:
         """Destroy a volume with its snapshots. Refused while a clone depends
@@ -595,6 +608,7 @@ class Pool:
             self._drop_object(o)
         self.db.execute("DELETE FROM datasets WHERE id=?", (ds.id,))
         del self.datasets[ds.id]
+        del self._dsidx[self._dkey(ds)]
 
     def _drop_object(self, o: ObjRec) -> None:
         if o.root:
@@ -614,7 +628,7 @@ class Pool:
         validate_name("snapshot", snap)
         with self.transaction():
             v = self._volume(volume)
-            if any(d.kind == "snapshot" and d.volume_id == v.id and d.name == snap for d in self.datasets.values()):
+            if ("snapshot", v.id, snap) in self._dsidx:
                 raise SnapshotExists(volume=volume, snap=snap)
             s = self._insert_dataset("snapshot", snap, v.id, None, meta or {})
             for o in self._objects_of(v):
@@ -659,10 +673,10 @@ class Pool:
             s = self._snapshot(v, old)
             if old == new:
                 return
-            if any(d.kind == "snapshot" and d.volume_id == v.id and d.name == new for d in self.datasets.values()):
+            if ("snapshot", v.id, new) in self._dsidx:
                 raise SnapshotExists(volume=volume, snap=new)
             self.db.execute("UPDATE datasets SET name=? WHERE id=?", (new, s.id))
-            s.name = new
+            self._rename_dataset(s, new)
 
     def set_snapshot_meta(self, volume: str, snap: str, meta: dict) -> None:
         with self.transaction():
@@ -704,7 +718,7 @@ class Pool:
         validate_name("volume", new)
         with self.transaction():
             s = self._snapshot(self._volume(volume), snap)
-            if any(d.kind == "volume" and d.name == new for d in self.datasets.values()):
+            if ("volume", None, new) in self._dsidx:
                 raise VolumeExists(name=new)
             c = self._insert_dataset("volume", new, None, s.id, meta or {})
             for o in self._objects_of(s):
