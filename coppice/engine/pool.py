@@ -138,6 +138,22 @@ def validate_name(what: str, name) -> str:
     return name
 
 
+def _contiguous_runs(pbns, lo: int, hi: int):
+    """(i, j, first PBN) for each run pbns[i:j] of consecutive non-zero PBNs
+    within [lo, hi): one pread or pwrite per run instead of per block."""
+    i = lo
+    while i < hi:
+        p = pbns[i]
+        if not p:
+            i += 1
+            continue
+        j = i + 1
+        while j < hi and pbns[j] == p + (j - i):
+            j += 1
+        yield i, j, p
+        i = j
+
+
 # --------------------------------------------------------------------------
 # In-memory records
 # --------------------------------------------------------------------------
@@ -411,12 +427,7 @@ class Pool:
         if not deltas:
             return []
         db = self.db
-        stored: dict[int, int] = {}
-        keys = list(deltas)
-        for i in range(0, len(keys), 900):
-            chunk = keys[i:i + 900]
-            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN (%s)" % ",".join("?" * len(chunk))
-            stored.update(db.execute(q, chunk).fetchall())
+        stored = self._stored_refs(deltas)
         frees, deletes, upserts = [], [], []
         for p, d in deltas.items():
             old = stored.get(p, 1)
@@ -959,15 +970,7 @@ class Pool:
             ents = leaf.ents
             s = max(lbn, base) - base
             e = min(end, base + LEAF_FANOUT) - base
-            i = s
-            while i < e:
-                p = ents[i]
-                if not p:
-                    i += 1
-                    continue
-                j = i + 1
-                while j < e and ents[j] == p + (j - i):
-                    j += 1
+            for i, j, p in _contiguous_runs(ents, s, e):
                 dst = (base + i - lbn) * bs
                 cnt = j - i
                 got = os.preadv(fd, [omv[dst:dst + cnt * bs]], p * bs)
@@ -978,7 +981,6 @@ class Pool:
                         ds = self.datasets.get(o.dataset_id)
                         raise BlockCorrupt(where=self._ds_label(ds) if ds else "?", object=o.name,
                                            offset=(base + i + k) * bs, pbn=p + k)
-                i = j
         return out
 
     def _write(self, o: ObjRec, offset: int, data: memoryview) -> None:
@@ -1045,17 +1047,8 @@ class Pool:
                         pbns[nz[k + j]] = start + j
                     k += cnt
             try:
-                i = 0
-                while i < n:
-                    p = pbns[i]
-                    if not p:
-                        i += 1
-                        continue
-                    j = i + 1
-                    while j < n and pbns[j] == p + (j - i):
-                        j += 1
+                for i, j, p in _contiguous_runs(pbns, 0, n):
                     self._pwrite_all(mv[i * bs:j * bs], p * bs)
-                    i = j
             except OSError as e:
                 for start, cnt in runs:
                     self.alloc.release(start, cnt)
@@ -1235,15 +1228,22 @@ class Pool:
             return True
 
     # ---- accounting --------------------------------------------------------------
-    def _block_refs(self, pbns) -> dict[int, int]:
+    def _stored_refs(self, pbns) -> dict[int, int]:
+        """Committed counts of the given blocks that are shared (block_refs
+        rows); a block not in the result has 1 if allocated."""
         stored: dict[int, int] = {}
         keys = list(pbns)
-        for i in range(0, len(keys), 900):
+        for i in range(0, len(keys), 900):   # SQLite's bound-parameter limit
             chunk = keys[i:i + 900]
             q = "SELECT pbn, refs FROM block_refs WHERE pbn IN (%s)" % ",".join("?" * len(chunk))
             stored.update(self.db.execute(q, chunk).fetchall())
+        return stored
+
+    def _block_refs(self, pbns) -> dict[int, int]:
+        """Current reference counts: committed plus pending."""
+        stored = self._stored_refs(pbns)
         bd = self.cache.block_delta
-        return {p: stored.get(p, 1) + bd.get(p, 0) for p in keys}
+        return {p: stored.get(p, 1) + bd.get(p, 0) for p in pbns}
 
     def _shared_blocks(self, o: ObjRec, lo: int, hi: int) -> int:
         """Blocks in [lo, hi) that another map also references: what a
