@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 BS = 4096
 CHUNK = 1 << 20
+ENGINE_CACHE = 4 << 20
 
 
 def rss_kib(field="VmRSS") -> int:
@@ -50,7 +51,9 @@ def rss_kib(field="VmRSS") -> int:
 
 
 def data_of(size: int, seed: int = 7) -> bytes:
-    return random.Random(seed).randbytes(size)
+    part = 16 << 20   # randbytes is limited to < 256 MiB a call
+    return b"".join(random.Random(seed * 1000 + i).randbytes(min(part, size - off))
+                    for i, off in enumerate(range(0, size, part)))
 
 
 def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dict:
@@ -85,7 +88,9 @@ def child_scan(path: str) -> None:
     """Runs in a child: scan, print JSON with timings and memory."""
     from coppice import dedup
     from coppice.engine import Pool
-    pool = Pool.open(path)
+    # A small engine page cache, so the figure is the scan's own memory and
+    # not the engine's cache filling up to its (separately bounded) size.
+    pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
     before = pool.pool_space()["used_bytes"]
     rss0 = rss_kib("VmRSS")
     phases = {}

@@ -54,6 +54,7 @@ LEAF = 512                 # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
 MATCH_BATCH_ROWS = 4096    # rows fetched per query while matching
 MATCH_BATCH_GROUPS = 256   # fingerprint groups per commit while matching
+CHECKPOINT_SHARES = 8192   # shares between consistency points: bounds the engine's pending refcounts
 MIRROR_SECONDS = 30.0      # how often progress is mirrored to the pool kv (each is a consistency point)
 
 _running: dict[str, "Scanner"] = {}
@@ -343,6 +344,7 @@ class Scanner:
     def _match(self, job) -> bool:
         db = self.store.db
         names = object_names(self.pool)
+        self._shared_at_cp = job["counters"]["shared"]
         group_fp = None
         members: list[tuple[int, int, int]] = []
         key = None if job["cursor"] is None else (job["cursor"], (1 << 63) - 1, (1 << 63) - 1, (1 << 63) - 1)
@@ -376,6 +378,11 @@ class Scanner:
                     self._learn(learned)
                     self._report("match", job["rows_done"], job["rows"])
                     self._mirror()
+                    if job["counters"]["shared"] - self._shared_at_cp >= CHECKPOINT_SHARES:
+                        # The engine keeps every share's refcount change in memory until
+                        # its next consistency point; commit one so memory stays bounded.
+                        self.pool.checkpoint()
+                        self._shared_at_cp = job["counters"]["shared"]
                     if self._stop:
                         return False
                     db.execute("BEGIN")
