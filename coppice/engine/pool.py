@@ -1205,27 +1205,49 @@ class Pool:
         alone) and the two blocks are equal byte for byte, so content never
         changes — which is why snapshots may be deduplicated too. Returns
         whether it shared."""
+        return self.share_blocks(target_pbn, [(volume, name, snapshot, lbn, expected_pbn)])[0]
+
+    def share_blocks(self, target_pbn: int, rows) -> list[bool]:
+        """``share_block`` for many blocks with one target, under one lock
+        hold: rows are (volume, object, snapshot or None, lbn, expected_pbn).
+        The target is read once; each candidate is still checked against
+        its current mapping and compared byte for byte. Returns, per row,
+        whether it was shared."""
+        out = []
         with self._lock:
-            o = self._object(self._dataset(volume, snapshot), name)
-            if expected_pbn == target_pbn or not expected_pbn or not target_pbn:
-                return False
-            leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
-            slot = lbn % LEAF_FANOUT
-            if leaf is None or leaf.ents[slot] != expected_pbn:
-                return False
-            csum = leaf.ents[LEAF_FANOUT + slot]
             bs = self.block_size
-            a = os.pread(self.data_fd, bs, expected_pbn * bs)
-            b = os.pread(self.data_fd, bs, target_pbn * bs)
-            if a != b or len(a) != bs or block_checksum(b) != csum or self.alloc.is_free(target_pbn):
-                return False
-            self.cache.incref_block(target_pbn)
-            pbns, csums = array("Q", [target_pbn]), array("Q", [csum])
-            self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
-            # _map_blocks drops the reference to expected_pbn.
-            self._map_blocks(o, lbn, pbns, csums)
+            if not target_pbn or self.alloc.is_free(target_pbn):
+                return [False] * len(rows)
+            target = os.pread(self.data_fd, bs, target_pbn * bs)
+            if len(target) != bs:
+                return [False] * len(rows)
+            tcsum = block_checksum(target)
+            objs: dict = {}
+            for volume, name, snapshot, lbn, expected_pbn in rows:
+                key = (volume, name, snapshot)
+                o = objs.get(key)
+                if o is None:
+                    try:
+                        o = objs[key] = self._object(self._dataset(volume, snapshot), name)
+                    except NotFound:
+                        o = objs[key] = False
+                if not o or expected_pbn == target_pbn or not expected_pbn:
+                    out.append(False)
+                    continue
+                leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
+                slot = lbn % LEAF_FANOUT
+                if leaf is None or leaf.ents[slot] != expected_pbn or leaf.ents[LEAF_FANOUT + slot] != tcsum \
+                        or os.pread(self.data_fd, bs, expected_pbn * bs) != target:
+                    out.append(False)
+                    continue
+                self.cache.incref_block(target_pbn)
+                pbns, csums = array("Q", [target_pbn]), array("Q", [tcsum])
+                self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+                # _map_blocks drops the reference to expected_pbn.
+                self._map_blocks(o, lbn, pbns, csums)
+                out.append(True)
             self._maybe_checkpoint()
-            return True
+        return out
 
     # ---- accounting --------------------------------------------------------------
     def _stored_refs(self, pbns) -> dict[int, int]:
