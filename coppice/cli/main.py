@@ -39,6 +39,8 @@ app.command("scrub")(pool_cmd.scrub)
 from . import serve_cmd  # noqa: E402  (daemon owner: `coppice serve`, see coppice/daemon.py)
 app.command("serve")(serve_cmd.serve)
 
+from . import tls_cmd  # noqa: E402  (`coppice tls init|client`, over coppice/nbd/tls.py)
+app.add_typer(tls_cmd.app, name="tls")
 from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
 app.command("compare")(compare_cmd.compare)
 
