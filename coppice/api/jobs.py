@@ -12,7 +12,9 @@ Contract:
 * A job kind is a function ``run(ctx) -> result`` registered with
   ``register(kind, run, resumable=...)``. It reports with
   ``ctx.progress(phase, done, total)`` (persisted at most every
-  ``persist_interval`` seconds and at each phase change) and checks
+  ``persist_interval`` seconds and at each phase change; the record's
+  ``phases`` keeps the last ``done``/``total`` of every phase in order, so a
+  client that polls slowly still sees each phase finish) and checks
   ``ctx.stopping`` between steps; it may keep resume state with
   ``ctx.save(state)`` (read back as ``ctx.state``).
 * ``recover()`` (at daemon start) looks at jobs the last daemon left
@@ -74,6 +76,7 @@ class JobContext:
         self._stop = threading.Event()
         self._last_persist = 0.0
         self._phase = record.get("phase")
+        self._phases: dict = dict(record.get("phases") or {})
 
     @property
     def stopping(self) -> bool:
@@ -94,6 +97,12 @@ class JobContext:
             changes["total"] = total
         if message is not None:
             changes["message"] = message
+        cur = phase if phase is not None else self._phase
+        if cur is not None and (done is not None or total is not None):
+            prev = self._phases.get(cur) or {}
+            self._phases = {**self._phases, cur: {"done": done if done is not None else prev.get("done"),
+                                                  "total": total if total is not None else prev.get("total")}}
+            changes["phases"] = self._phases
         now = time.monotonic()
         force = phase is not None and phase != self._phase
         self._phase = phase if phase is not None else self._phase

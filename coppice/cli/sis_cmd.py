@@ -1,7 +1,10 @@
 """`coppice sis ...`: deduplication settings, scans and status.
 
 Contract: a thin Typer app named ``app`` (main.py mounts it as ``sis``);
-each command parses, calls ``coppice.dedup``, prints. The pool comes from
+each command parses, calls ``coppice.dedup`` (``_Local``) or, when
+`coppice serve` owns the pool (``coppice.client.connect``), the daemon's
+/dedup API (``_Remote``: a scan is a daemon job followed with the same
+progress bar), and prints the same either way. The pool comes from
 ``--pool`` / ``$COPPICE_POOL``, else from ``ctx.obj`` (a Pool, a path, a
 dict with a 'pool' entry, or an object with a ``pool`` attribute or an
 ``open_pool()`` method). A CoppiceError prints one line and exits with its
@@ -48,8 +51,106 @@ def vol_name(path: str) -> str:
     return p
 
 
+class _Local:
+    """The pool opened in this process (no daemon serves it)."""
+
+    remote = False
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.block_size = pool.block_size
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        from .. import dedup
+        dedup.config.set_enabled(self.pool, name, on)
+
+    def configure(self, name: str | None, inline: bool | None, schedule: str | None) -> dict:
+        from .. import dedup
+        if inline is not None:
+            dedup.config.set_inline(self.pool, name, inline)
+        if schedule is not None:
+            dedup.config.set_schedule(self.pool, name, schedule)
+        recs = dedup.config.all_volumes(self.pool)
+        if name is not None:
+            self.pool.volume(name)
+            recs = {name: recs[name]}
+        return recs
+
+    def status(self, name: str | None):
+        from .. import dedup
+        return dedup.status(self.pool, name)
+
+    def pending(self) -> dict | None:
+        from .. import dedup
+        return dedup.Scanner(self.pool).pending()
+
+    def scan(self, vols, full: bool, progress) -> dict:
+        from .. import dedup
+        return dedup.Scanner(self.pool, progress=progress).start(vols, full=full)
+
+
+class _Remote:
+    """The daemon that owns the pool (`coppice serve`), over its /dedup API:
+    the same calls, results and errors as ``_Local``; a scan is a daemon job."""
+
+    remote = True
+
+    def __init__(self, rf):
+        self.rf = rf
+        self._bs = None
+
+    @property
+    def block_size(self) -> int:
+        if self._bs is None:
+            self._bs = self.rf.pool_info()["block_size"]
+        return self._bs
+
+    def _vol(self, name: str) -> str:
+        from ..client import _segment
+        return "/dedup/volumes/" + _segment(name, "volume")
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        self.rf.request("PUT", self._vol(name), json={"enabled": on})
+
+    def configure(self, name: str | None, inline: bool | None, schedule: str | None) -> dict:
+        if inline is not None or schedule is not None:
+            body = {k: v for k, v in (("inline", inline), ("schedule", schedule)) if v is not None}
+            self.rf.request("PUT", self._vol(name), json=body)
+        recs = self.rf.request("GET", "/dedup/volumes")
+        if name is not None:
+            self.rf.request("GET", self._vol(name))   # VolumeNotFound, as locally
+            recs = {name: recs[name]}
+        return recs
+
+    def status(self, name: str | None):
+        return self.rf.request("GET", "/dedup", params={"volume": name})
+
+    def pending(self) -> dict | None:
+        return self.rf.request("GET", "/dedup/scans/pending").get("pending")
+
+    def scan(self, vols, full: bool, progress) -> dict:
+        job = self.rf.request("POST", "/dedup/scans", json={"volumes": vols, "full": full})
+        rec = job
+        try:
+            for rec in self.rf.follow(job):
+                for phase, p in (rec.get("phases") or {}).items():   # every phase, even one we polled past
+                    if p.get("total") is not None:
+                        progress(phase, p.get("done") or 0, p["total"])
+        except KeyboardInterrupt:
+            # A local scan pauses on Ctrl-C; through the daemon, stop its job (it pauses the same way).
+            try:
+                self.rf.request("DELETE", f"/jobs/{job['id']}")
+            except CoppiceError:
+                pass
+            raise
+        if rec["state"] != "done":   # stopped by someone else or by a daemon shutdown: paused, resumable
+            raise KeyboardInterrupt
+        return rec["result"]
+
+
 @contextlib.contextmanager
 def _pool(ctx: typer.Context, path: Optional[str]):
+    """The pool to work on: the daemon serving it when one runs, else the pool itself."""
     from ..engine import Pool
     obj = ctx.obj if ctx is not None else None
     if path is None and obj is not None:
@@ -59,15 +160,23 @@ def _pool(ctx: typer.Context, path: Optional[str]):
         if hasattr(cand, "open_pool"):
             cand = cand.open_pool()
         if hasattr(cand, "iter_blocks"):
-            yield cand   # owned by whoever put it there
+            yield _Local(cand)   # owned by whoever put it there
             return
         if isinstance(cand, (str, os.PathLike)):
             path = os.fspath(cand)
     if path is None:
         raise InvalidArgument(detail="no pool given: pass --pool DIR or set COPPICE_POOL")
+    from ..client import connect
+    remote = connect(path)
+    if remote is not None:
+        try:
+            yield _Remote(remote)
+        finally:
+            remote.close()
+        return
     pool = Pool.open(path, holder=f"coppice sis (pid {os.getpid()})")
     try:
-        yield pool
+        yield _Local(pool)
     finally:
         pool.close()
 
@@ -82,11 +191,10 @@ def _ts(t) -> str:
 
 
 def _set_enabled(ctx, path, pool_path, on: bool):
-    from .. import dedup
     try:
-        with _pool(ctx, pool_path) as pool:
+        with _pool(ctx, pool_path) as be:
             name = vol_name(path)
-            dedup.config.set_enabled(pool, name, on)
+            be.set_enabled(name, on)
     except CoppiceError as e:
         _fail(e)
     console.print(f"SIS {'enabled' if on else 'disabled'} on /vol/{name}.")
@@ -113,22 +221,14 @@ def sis_config(ctx: typer.Context,
                as_json: bool = typer.Option(False, "--json"),
                pool: Optional[str] = PoolOpt):
     """Set inline mode or the scan schedule of a volume; without options, show the settings."""
-    from .. import dedup
     try:
-        with _pool(ctx, pool) as p:
+        with _pool(ctx, pool) as be:
             name = vol_name(path) if path else None
             if (inline is not None or schedule is not None) and name is None:
                 raise InvalidArgument(detail="give the volume to configure: coppice sis config -i on /vol/NAME")
-            if inline is not None:
-                if inline.lower() not in ("on", "off"):
-                    raise InvalidArgument(detail=f"-i takes on or off, not {inline!r}")
-                dedup.config.set_inline(p, name, inline.lower() == "on")
-            if schedule is not None:
-                dedup.config.set_schedule(p, name, schedule)
-            recs = dedup.config.all_volumes(p)
-            if name is not None:
-                p.volume(name)
-                recs = {name: recs[name]}
+            if inline is not None and inline.lower() not in ("on", "off"):
+                raise InvalidArgument(detail=f"-i takes on or off, not {inline!r}")
+            recs = be.configure(name, None if inline is None else inline.lower() == "on", schedule)
     except CoppiceError as e:
         _fail(e)
     rows = [{"path": f"/vol/{n}", "enabled": r["enabled"], "inline": r["inline"], "schedule": r["schedule"]}
@@ -150,9 +250,8 @@ def sis_start(ctx: typer.Context,
               as_json: bool = typer.Option(False, "--json"),
               pool: Optional[str] = PoolOpt):
     """Run a deduplication scan now (resumes an interrupted one first)."""
-    from .. import dedup
     try:
-        with _pool(ctx, pool) as p:
+        with _pool(ctx, pool) as be:
             vols = [vol_name(path)] if path else None
             labels = {"collect": "collecting fingerprints", "sort": "sorting", "match": "verifying and sharing",
                       "done": "done"}
@@ -167,23 +266,23 @@ def sis_start(ctx: typer.Context,
                         tasks[phase] = prog.add_task(labels.get(phase, phase), total=max(total, 1))
                     prog.update(tasks[phase], completed=done, total=max(total, 1))
 
-                sc = dedup.Scanner(p, progress=progress)
-                pending = sc.pending()
+                pending = be.pending()
                 if pending and pending.get("state") != "done" and not as_json:
                     err.print(f"resuming interrupted scan of {', '.join(pending['volumes']) or '-'} "
                               f"(phase {pending['phase']})")
                 try:
-                    job = sc.start(vols, full=scan_all)
+                    job = be.scan(vols, scan_all, progress)
                 except KeyboardInterrupt:
                     err.print("interrupted: the scan is paused; `coppice sis start` resumes it")
                     raise typer.Exit(130)
+            block_size = be.block_size
     except CoppiceError as e:
         _fail(e)
     c = job["counters"]
     if as_json:
         print(json.dumps({k: v for k, v in job.items() if k != "work"}, indent=2))
         return
-    bs_mib = lambda n: f"{n * p.block_size / 2**20:.1f} MiB"  # noqa: E731
+    bs_mib = lambda n: f"{n * block_size / 2**20:.1f} MiB"  # noqa: E731
     console.print(f"Scan of {', '.join('/vol/' + v for v in job['volumes']) or 'no volumes'} {job['state']}: "
                   f"{c['scanned']} blocks scanned ({c['skipped']} unchanged skipped), "
                   f"{c['shared']} shared ({bs_mib(c['shared'])} freed at most), "
@@ -197,10 +296,9 @@ def sis_status(ctx: typer.Context,
                as_json: bool = typer.Option(False, "--json"),
                pool: Optional[str] = PoolOpt):
     """State, progress, last run, blocks scanned and shared."""
-    from .. import dedup
     try:
-        with _pool(ctx, pool) as p:
-            st = dedup.status(p, vol_name(path) if path else None)
+        with _pool(ctx, pool) as be:
+            st = be.status(vol_name(path) if path else None)
     except CoppiceError as e:
         _fail(e)
     rows = [st] if isinstance(st, dict) else st

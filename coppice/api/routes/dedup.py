@@ -47,6 +47,12 @@ def savings(request: Request, volume: Optional[str] = None):
     return to_jsonable(dedup.savings(_pool(request), volume))
 
 
+@router.get("/dedup/volumes", summary="every volume's sis settings, by volume name")
+def all_configs(request: Request):
+    from ... import dedup
+    return to_jsonable(dedup.config.all_volumes(_pool(request)))
+
+
 @router.get("/dedup/volumes/{vol}", summary="a volume's sis settings")
 def get_config(request: Request, vol: str):
     from ... import dedup
@@ -89,6 +95,15 @@ def start_scan(request: Request, body: ScanStart | None = None):
             raise dedup.SisNotEnabled(volume=v)
     job = state.jobs.submit("dedup_scan", {"volumes": body.volumes, "full": body.full})
     return JSONResponse(job, status_code=202)
+
+
+@router.get("/dedup/scans/pending", summary="the unfinished scan the next start resumes first, if any")
+def pending_scan(request: Request):
+    from ...dedup.status import _job
+    job, live = _job(_pool(request))
+    if job is not None and (live or job.get("state") == "done"):
+        job = None   # a running scan is not pending: `POST /dedup/scans` follows it
+    return {"pending": to_jsonable({k: v for k, v in job.items() if k != "work"}) if job else None}
 
 
 def run_scan(pool):
