@@ -44,6 +44,8 @@ def _error_classes() -> dict[str, type]:
     # Import the modules whose errors can cross the wire, then index every class by name.
     from . import dedup, engine, filer  # noqa: F401
     from .filer import errors as _fe, export_resolver  # noqa: F401
+    from .provision import errors as _pe, provisioning_errors as _ppe  # noqa: F401
+    from .provision import custspec as _cs, datastore as _ds, template as _tp, vm as _vm  # noqa: F401
     out: dict[str, type] = {}
     todo = [CoppiceError]
     while todo:
@@ -179,6 +181,19 @@ class RemoteFiler:
         for rec in self.follow(job):
             if progress and rec.get("total") is not None:
                 progress(rec.get("done") or 0, rec.get("total"))
+        return rec.get("result")
+
+    def run_job(self, verb: str, path: str, json=None, on_progress=None) -> dict:
+        """Start a job with one call, follow it (``on_progress(record)`` at each
+        change) and return its result; its error as the same class if it failed."""
+        job = self.request(verb, path, json=json)
+        rec = job
+        for rec in self.follow(job):
+            if on_progress:
+                on_progress(rec)
+        if rec["state"] != "done":
+            raise rebuild_error({"error": "JobStopped", "message": f"job {rec['id']} was {rec['state']}: "
+                                 f"{rec.get('message') or rec.get('error') or 'stopped'}"}, 409, self.where)
         return rec.get("result")
 
     # ---- small files ----------------------------------------------------------------

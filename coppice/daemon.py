@@ -148,7 +148,7 @@ class Daemon:
 
     # ---- start ------------------------------------------------------------------------
     def start(self) -> "Daemon":
-        from .api.app import create_app, register_jobs
+        from .api.app import create_app, register_app_jobs, register_jobs
         from .api.auth import UnixMarker, ensure_token, token_path
         from .api.jobs import JobRunner
         from .api.scheduler import Scheduler
@@ -205,6 +205,8 @@ class Daemon:
                          "started": time.time()}
             self.app = create_app(self.filer, self.jobs, token=token, token_path=token_path(self.pool_dir),
                                   scheduler=self.scheduler, nbd=self.nbd, daemon_info=self.info)
+            register_app_jobs(self.jobs, self.app)
+            undo.append(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))
             undo.append(self._stop_uvicorn)
             pool.kv_put("daemon", "last_start", self.info)
@@ -261,6 +263,12 @@ class Daemon:
         if self._uv_thread is not None:
             self._uv_thread.join(self.graceful_timeout + 5)
 
+    def _close_hypervisors(self) -> None:
+        hv = getattr(getattr(self, "app", None), "state", None)
+        hv = getattr(hv, "hypervisors", None)
+        if hv is not None:
+            hv.close_all()
+
     def stop(self) -> None:
         """Graceful shutdown; safe to call twice and from any thread but a request's."""
         if self._stopped:
@@ -279,6 +287,7 @@ class Daemon:
         self._stop_uvicorn()
         if self.jobs is not None:
             self.jobs.shutdown(self.graceful_timeout)
+        self._close_hypervisors()
         if nbd_stop:
             nbd_stop.join(self.graceful_timeout + 5)
         try:

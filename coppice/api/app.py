@@ -20,9 +20,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .errors import install_handlers
-from .routes import clones, dedup, health, igroups, jobs, luns, maps, pool, schedules, snapshots, volumes
+from .routes import (clones, custspecs, datastores, dedup, health, igroups, jobs, luns, maps, pool, schedules,
+                     snapshots, templates, vms, volumes)
 
-RESOURCES = [health, pool, volumes, snapshots, clones, luns, igroups, maps, schedules, dedup, jobs]
+RESOURCES = [health, pool, volumes, snapshots, clones, luns, igroups, maps, schedules, dedup, templates, custspecs,
+             vms, datastores, jobs]
 
 API_VERSION = "1"
 
@@ -57,3 +59,9 @@ def register_jobs(runner, filer) -> None:
                     description="post-process deduplication scan")
     runner.register("scrub", pool.run_scrub(filer), resumable=False,
                     description="verify every block's checksum")
+
+
+def register_app_jobs(runner, app) -> None:
+    """The job kinds that need the app's state (its libvirt connections, its NBD address)."""
+    runner.register("provision", vms.run_provision(app.state), resumable=False,
+                    description="provision a batch of VMs from a template")

@@ -87,8 +87,9 @@ class JobContext:
             raise JobStopped()
 
     def progress(self, phase: str | None = None, done: float | None = None, total: float | None = None,
-                 message: str | None = None) -> None:
-        changes: dict[str, Any] = {}
+                 message: str | None = None, **extra) -> None:
+        """``extra``: more JSON fields of the record a kind reports (e.g. ``stage_totals``)."""
+        changes: dict[str, Any] = dict(extra)
         if phase is not None:
             changes["phase"] = phase
         if done is not None:

@@ -8,12 +8,23 @@ password hash, network, run-once commands), rendered per VM as a NoCloud seed.
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 import typer
 
 from .common import JSON_OPT, command, console, emit_json
-from .provision_common import local_filer
+from .common import filer
+
+
+def _remote(f) -> bool:
+    # `coppice serve` owns the pool: the same call through its REST API, the same result or error
+    return getattr(f, "remote", False)
+
+
+def _seg(name: str) -> str:
+    from ..client import _segment
+    return _segment(name, None)
 
 app = typer.Typer(help="Customization specs: each guest's identity.", no_args_is_help=True)
 
@@ -29,9 +40,17 @@ def create(name: str, hostname: str = typer.Option("vm-name", "--hostname", help
            json_: bool = JSON_OPT):
     """Create a customization spec."""
     from ..provision import custspec
-    with local_filer() as f:
-        r = custspec.create(f, name, hostname=hostname, user=user, ssh_key_file=ssh_key,
-                            password_hash=password_hash, network=network, runcmd=runcmd or [])
+    with filer() as f:
+        if _remote(f):
+            if ssh_key:   # unreadable here: the same error as without a daemon, before the call
+                custspec.read_ssh_key(ssh_key)
+            r = f.request("POST", "/custspecs", json={
+                "name": name, "hostname": hostname, "user": user, "password_hash": password_hash,
+                "ssh_key_file": os.path.abspath(os.path.expanduser(ssh_key)) if ssh_key else None,
+                "network": network, "runcmd": runcmd or []})
+        else:
+            r = custspec.create(f, name, hostname=hostname, user=user, ssh_key_file=ssh_key,
+                                password_hash=password_hash, network=network, runcmd=runcmd or [])
     if json_:
         return emit_json(r)
     typer.echo(f"Customization spec {name} created.")
@@ -43,8 +62,8 @@ def list_(json_: bool = JSON_OPT):
     """List the customization specs."""
     from rich.table import Table
     from ..provision import custspec
-    with local_filer() as f:
-        rows = custspec.list_(f)
+    with filer() as f:
+        rows = f.request("GET", "/custspecs") if _remote(f) else custspec.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "hostname", "user", "keys", "password", "network", "runcmd", "leases")
@@ -59,8 +78,8 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a customization spec."""
     from ..provision import custspec
-    with local_filer() as f:
-        r = custspec.show(f, name)
+    with filer() as f:
+        r = f.request("GET", f"/custspecs/{_seg(name)}") if _remote(f) else custspec.show(f, name)
     if json_:
         return emit_json(r)
     for k, v in r.items():
@@ -72,6 +91,9 @@ def show(name: str, json_: bool = JSON_OPT):
 def delete(name: str):
     """Delete a customization spec (VMs made with it keep their seeds)."""
     from ..provision import custspec
-    with local_filer() as f:
-        custspec.delete(f, name)
+    with filer() as f:
+        if _remote(f):
+            f.request("DELETE", f"/custspecs/{_seg(name)}")
+        else:
+            custspec.delete(f, name)
     typer.echo(f"Customization spec {name} deleted.")

@@ -14,7 +14,24 @@ from typing import Optional
 import typer
 
 from .common import JSON_OPT, command, console, emit_json
-from .provision_common import local_filer
+from .common import filer
+
+
+def _remote(f) -> bool:
+    # `coppice serve` owns the pool: the same call through its REST API, the same result or error
+    return getattr(f, "remote", False)
+
+
+def _seg(name: str) -> str:
+    from ..client import _segment
+    return _segment(name, None)
+
+
+def _policy(f, connect: str) -> str:
+    from ..provision import dsclone
+    if _remote(f):
+        return f.request("GET", "/datastores/policy", params={"connect": connect})["policy"]
+    return dsclone.get_policy(f, connect)
 
 app = typer.Typer(help="Datastores: volumes of VMs with signatures (resignature on copy).", no_args_is_help=True)
 CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
@@ -26,8 +43,9 @@ def show(volume: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
     """Datastores: name, signature, attached or a copy, VMs."""
     from rich.table import Table
     from ..provision import datastore
-    with local_filer() as f:
-        rows = datastore.show(f, volume)
+    with filer() as f:
+        rows = f.request("GET", "/datastores", params={"volume": volume}) if _remote(f) \
+            else datastore.show(f, volume)
     if json_:
         return emit_json(rows)
     t = Table("volume", "name", "uuid", "attached", "copy of", "parent", "VMs")
@@ -49,15 +67,25 @@ def clone(src: str, snap: str, new: str, register: bool = typer.Option(False, "-
     from ..provision import dsclone
     from ..provision.provisioner import Target
     from ..provision.provisioning_errors import DatastoreIsCopy
-    with local_filer() as f:
-        kw = dict(register=register, uri=connect, igroup=igroup, target=Target.parse(nbd, tls), name_pattern=name,
-                  start=start)
+    with filer() as f:
+        if _remote(f):   # without --nbd the VMs' disks point at the daemon's own NBD listener
+            body = dict(src=src, snap=snap, new=new, register=register, connect=connect, name=name, start=start,
+                        igroup=igroup, nbd=nbd, tls=tls if (tls or nbd) else None)
+
+            def clone_(resig):
+                return f.request("POST", "/datastores/clones", json={**body, "resignature": resig})
+        else:
+            kw = dict(register=register, uri=connect, igroup=igroup, target=Target.parse(nbd, tls),
+                      name_pattern=name, start=start)
+
+            def clone_(resig):
+                return dsclone.clone_datastore(f, src, snap, new, resignature=resig, **kw)
         try:
-            r = dsclone.clone_datastore(f, src, snap, new, resignature=True if yes else None, **kw)
+            r = clone_(True if yes else None)
         except DatastoreIsCopy as e:
-            if dsclone.get_policy(f, connect) != "ask" or json_ or not typer.confirm(f"{e} Resignature it now?"):
+            if _policy(f, connect) != "ask" or json_ or not typer.confirm(f"{e} Resignature it now?"):
                 raise
-            r = dsclone.clone_datastore(f, src, snap, new, resignature=True, **kw)
+            r = clone_(True)
     if json_:
         return emit_json(r)
     a = r["datastore"]
@@ -74,8 +102,9 @@ def clone(src: str, snap: str, new: str, register: bool = typer.Option(False, "-
 def resignature(volume: str, json_: bool = JSON_OPT):
     """Give the datastore a new signature (snap-XXXXXXXX-<name>) and attach it."""
     from ..provision import datastore
-    with local_filer() as f:
-        d = datastore.resignature(f, volume)
+    with filer() as f:
+        d = f.request("POST", f"/datastores/{_seg(volume)}/resignature") if _remote(f) \
+            else datastore.resignature(f, volume)
     if json_:
         return emit_json(d)
     typer.echo(f"Datastore on {volume} resignatured: {d['name']} ({d['uuid']}).")
@@ -86,8 +115,11 @@ def resignature(volume: str, json_: bool = JSON_OPT):
 def rename(volume: str, name: str):
     """Rename the datastore (its display name; the volume keeps its name)."""
     from ..provision import datastore
-    with local_filer() as f:
-        datastore.rename(f, volume, name)
+    with filer() as f:
+        if _remote(f):
+            f.request("PUT", f"/datastores/{_seg(volume)}/name", json={"name": name})
+        else:
+            datastore.rename(f, volume, name)
     typer.echo(f"Datastore on {volume} renamed to {name}.")
 
 
@@ -96,8 +128,9 @@ def rename(volume: str, name: str):
 def attach(volume: str, connect: str = CONNECT, json_: bool = JSON_OPT):
     """Attach a datastore; a copy is resignatured or refused by the host's policy."""
     from ..provision import datastore, dsclone
-    with local_filer() as f:
-        r = datastore.attach(f, volume, dsclone.get_policy(f, connect))
+    with filer() as f:
+        r = f.request("POST", f"/datastores/{_seg(volume)}/attach", json={"connect": connect}) if _remote(f) \
+            else datastore.attach(f, volume, dsclone.get_policy(f, connect))
     if json_:
         return emit_json(r)
     typer.echo(f"Datastore {r['name']} attached" + (" (copy: resignatured)" if r["resignatured"] else "") + ".")
@@ -110,8 +143,10 @@ def register(volume: str, connect: str = CONNECT, igroup: str = typer.Option("co
     """Register every VM of an attached datastore in libvirt, as it is."""
     from ..provision import dsclone
     from ..provision.provisioner import Target
-    with local_filer() as f:
-        r = dsclone.register_datastore(f, volume, connect, igroup, Target.parse(nbd))
+    with filer() as f:
+        r = f.request("POST", f"/datastores/{_seg(volume)}/register",
+                      json={"connect": connect, "igroup": igroup, "nbd": nbd}) if _remote(f) \
+            else dsclone.register_datastore(f, volume, connect, igroup, Target.parse(nbd))
     if json_:
         return emit_json(r)
     for v in r:
@@ -123,7 +158,10 @@ def register(volume: str, connect: str = CONNECT, igroup: str = typer.Option("co
 def policy(value: Optional[str] = typer.Argument(None, help="auto, ask or off"), connect: str = CONNECT):
     """Show or set the resignature policy of a host connection."""
     from ..provision import dsclone
-    with local_filer() as f:
+    with filer() as f:
         if value is not None:
-            dsclone.set_policy(f, connect, value)
-        typer.echo(f"resignature={dsclone.get_policy(f, connect)} for {connect}")
+            if _remote(f):
+                f.request("PUT", "/datastores/policy", json={"connect": connect, "policy": value})
+            else:
+                dsclone.set_policy(f, connect, value)
+        typer.echo(f"resignature={_policy(f, connect)} for {connect}")

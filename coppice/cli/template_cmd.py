@@ -7,12 +7,23 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
 
 from .common import JSON_OPT, command, console, emit_json
-from .provision_common import local_filer
+from .common import filer
+
+
+def _remote(f) -> bool:
+    # `coppice serve` owns the pool: the same call through its REST API, the same result or error
+    return getattr(f, "remote", False)
+
+
+def _seg(name: str) -> str:
+    from ..client import _segment
+    return _segment(name, None)
 
 app = typer.Typer(help="Templates: golden images with a generalized base snapshot.", no_args_is_help=True)
 
@@ -27,9 +38,15 @@ def import_(name: str, image: str = typer.Option(..., "--image", help="Disk imag
             cmdline: Optional[str] = typer.Option(None, "--cmdline"), json_: bool = JSON_OPT):
     """Import a disk image as template NAME (datastore tpl_NAME, snapshots imported and base)."""
     from ..provision import template
-    with local_filer() as f:
-        r = template.import_image(f, name, image, memory_mib=memory, vcpus=vcpus, os_type=os_type,
-                                  kernel=kernel, initrd=initrd, cmdline=cmdline)
+    with filer() as f:
+        if _remote(f):   # the daemon reads the files: give it absolute paths
+            ab = lambda p: os.path.abspath(os.path.expanduser(p)) if p else None  # noqa: E731
+            r = f.request("POST", "/templates", json={
+                "name": name, "image": ab(image), "memory_mib": memory, "vcpus": vcpus, "os_type": os_type,
+                "kernel": ab(kernel), "initrd": ab(initrd), "cmdline": cmdline})
+        else:
+            r = template.import_image(f, name, image, memory_mib=memory, vcpus=vcpus, os_type=os_type,
+                                      kernel=kernel, initrd=initrd, cmdline=cmdline)
     if json_:
         return emit_json(r)
     g = r["generalized"]
@@ -45,8 +62,8 @@ def list_(json_: bool = JSON_OPT):
     """List the templates."""
     from rich.table import Table
     from ..provision import template
-    with local_filer() as f:
-        rows = template.list_(f)
+    with filer() as f:
+        rows = f.request("GET", "/templates") if _remote(f) else template.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "volume", "base", "format", "size", "generalized", "VMs")
@@ -61,8 +78,8 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a template and the VMs that depend on it."""
     from ..provision import template
-    with local_filer() as f:
-        r = template.show(f, name)
+    with filer() as f:
+        r = f.request("GET", f"/templates/{_seg(name)}") if _remote(f) else template.show(f, name)
     if json_:
         return emit_json(r)
     for k in ("name", "volume", "datastore", "base_snapshot", "snapshots", "format", "virtual_size", "generalized",
@@ -75,6 +92,9 @@ def show(name: str, json_: bool = JSON_OPT):
 def delete(name: str):
     """Delete a template (refused while VMs depend on it)."""
     from ..provision import template
-    with local_filer() as f:
-        template.delete(f, name)
+    with filer() as f:
+        if _remote(f):
+            f.request("DELETE", f"/templates/{_seg(name)}")
+        else:
+            template.delete(f, name)
     typer.echo(f"Template {name} deleted.")

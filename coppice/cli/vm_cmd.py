@@ -14,7 +14,17 @@ from typing import Optional
 import typer
 
 from .common import JSON_OPT, command, console, emit_json
-from .provision_common import local_filer
+from .common import filer
+
+
+def _remote(f) -> bool:
+    # `coppice serve` owns the pool: the same call through its REST API, the same result or error
+    return getattr(f, "remote", False)
+
+
+def _seg(name: str) -> str:
+    from ..client import _segment
+    return _segment(name, None)
 
 app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
 CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
@@ -34,10 +44,16 @@ def provision(template: str = typer.Option(..., "--template", "-t"), count: int 
               tls: bool = typer.Option(False, "--tls", help="The target requires TLS."),
               json_: bool = JSON_OPT):
     """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from ..provision.provisioner import STAGES, Provisioner, Target
-    target = Target.parse(nbd, tls=tls)
-    with local_filer() as f:
+    from ..provision.provisioner import Provisioner, Target
+    with filer() as f:
+        if _remote(f):
+            # A job of the daemon; without --nbd the VMs' disks point at the daemon's own NBD listener.
+            d = _provision_remote(f, dict(template=template, count=count, name=name, customize=customize,
+                                          connect=connect, start=start, igroup=igroup, parallel=parallel,
+                                          on_error=on_error, nbd=nbd, tls=tls if (tls or nbd) else None),
+                                  json_)
+            return _print_summary(d, template, count, json_)
+        target = Target.parse(nbd, tls=tls)
         p = Provisioner(f)
         try:
             if json_:
@@ -45,21 +61,50 @@ def provision(template: str = typer.Option(..., "--template", "-t"), count: int 
             else:
                 p.plan(template, count, name, customize, connect, igroup)  # errors before the bar is drawn
                 stage_tot: dict = {}
-                with Progress(TextColumn("[bold]provision"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                              TextColumn("{task.fields[stages]}"), console=console()) as bar:
+                with _bar() as bar:
                     task = bar.add_task("vms", total=count, stages="")
 
                     def progress(r):
                         for k, v in r.stages.items():
                             stage_tot[k] = stage_tot.get(k, 0.0) + v
                         done = bar.tasks[0].completed + 1
-                        bar.update(task, advance=1, stages=" ".join(
-                            f"{k} {1000 * stage_tot[k] / done:.1f}ms" for k in STAGES if k in stage_tot))
+                        bar.update(task, advance=1, stages=_stages_text(stage_tot, done))
                     s = p.provision(template, count, name, customize, connect, start, igroup, parallel, on_error,
                                     target, progress=progress)
         finally:
             p.close()
-    d = s.to_dict()
+    _print_summary(s.to_dict(), template, count, json_)
+
+
+def _bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    return Progress(TextColumn("[bold]provision"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[stages]}"), console=console())
+
+
+def _stages_text(stage_tot: dict, done: int) -> str:
+    from ..provision.provisioner import STAGES
+    return " ".join(f"{k} {1000 * stage_tot[k] / done:.1f}ms" for k in STAGES if k in stage_tot) if done else ""
+
+
+def _provision_remote(f, body: dict, json_: bool) -> dict:
+    if json_:
+        return f.run_job("POST", "/vms", json=body)
+    job = f.request("POST", "/vms", json=body)   # checked before anything is made: errors before the bar
+    with _bar() as bar:
+        task = bar.add_task("vms", total=body["count"], stages="")
+        rec = job
+        for rec in f.follow(job):
+            done = int(rec.get("done") or 0)
+            bar.update(task, completed=done, stages=_stages_text(rec.get("stage_totals") or {}, done))
+    if rec["state"] != "done":
+        from ..client import rebuild_error
+        raise rebuild_error({"error": "JobStopped", "message": f"provisioning job {rec['id']} was {rec['state']}: "
+                             f"{rec.get('message') or rec.get('error') or 'stopped'}"}, 409, f.where)
+    return rec["result"]
+
+
+def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
     if json_:
         emit_json(d)
     else:
@@ -80,8 +125,8 @@ def list_(json_: bool = JSON_OPT):
     """List the VMs Coppice made, with their libvirt state."""
     from rich.table import Table
     from ..provision import vm
-    with local_filer() as f:
-        rows = vm.list_(f)
+    with filer() as f:
+        rows = f.request("GET", "/vms") if _remote(f) else vm.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "state", "template", "base", "clone", "hostname", "address", "uri")
@@ -96,8 +141,8 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a VM: state, template, base snapshot, clone, space used by this VM alone."""
     from ..provision import vm
-    with local_filer() as f:
-        r = vm.show(f, name)
+    with filer() as f:
+        r = f.request("GET", f"/vms/{_seg(name)}") if _remote(f) else vm.show(f, name)
     if json_:
         return emit_json(r)
     for k, v in r.items():
@@ -109,8 +154,9 @@ def show(name: str, json_: bool = JSON_OPT):
 def refresh(name: str, force: bool = typer.Option(False, "--force", "-f", help="Power off a running VM.")):
     """Discard the VM's changes: a new clone of its base snapshot, same identity."""
     from ..provision import vm
-    with local_filer() as f:
-        r = vm.refresh(f, name, force=force)
+    with filer() as f:
+        r = f.request("POST", f"/vms/{_seg(name)}/refresh", json={"force": force}) if _remote(f) \
+            else vm.refresh(f, name, force=force)
     typer.echo(f"VM {name} refreshed from {r['template']}@{r['base_snapshot']}.")
 
 
@@ -120,8 +166,9 @@ def recompose(name: str, snapshot: str = typer.Option(..., "--snapshot", "-s"),
               force: bool = typer.Option(False, "--force", "-f")):
     """Move the VM to another snapshot of its template, keeping its identity."""
     from ..provision import vm
-    with local_filer() as f:
-        r = vm.recompose(f, name, snapshot, force=force)
+    with filer() as f:
+        r = f.request("POST", f"/vms/{_seg(name)}/recompose", json={"snapshot": snapshot, "force": force}) \
+            if _remote(f) else vm.recompose(f, name, snapshot, force=force)
     typer.echo(f"VM {name} recomposed onto {r['template']}@{r['base_snapshot']}.")
 
 
@@ -130,6 +177,9 @@ def recompose(name: str, snapshot: str = typer.Option(..., "--snapshot", "-s"),
 def destroy(name: str, force: bool = typer.Option(False, "--force", "-f", help="Destroy a running VM too.")):
     """Undefine the VM, unmap its LUNs, destroy its clone."""
     from ..provision import vm
-    with local_filer() as f:
-        vm.destroy(f, name, force=force)
+    with filer() as f:
+        if _remote(f):
+            f.request("DELETE", f"/vms/{_seg(name)}", params={"force": force})
+        else:
+            vm.destroy(f, name, force=force)
     typer.echo(f"VM {name} destroyed.")
