@@ -1249,6 +1249,64 @@ class Pool:
             self._maybe_checkpoint()
         return out
 
+    def share_run(self, volume: str, name: str, snapshot: str | None, lbn: int, expected_pbns,
+                  target_pbns) -> int:
+        """Deduplicate a run of blocks at once: blocks lbn, lbn+1, ... that
+        map to ``expected_pbns`` are pointed at ``target_pbns`` (same
+        length, at most 512). Like ``share_blocks``, every block must still
+        map to its expected PBN and equal its target byte for byte; the
+        comparison reads both runs with one ``pread`` per contiguous piece.
+        Shares the longest valid prefix of the run and returns its length
+        (a scanner extends matches block by block, extent-style)."""
+        n = len(expected_pbns)
+        if n != len(target_pbns) or n > LEAF_FANOUT:
+            raise InvalidArgument(detail="share_run takes equal-length runs of at most 512 blocks")
+        if not n:
+            return 0
+        with self._lock:
+            bs = self.block_size
+            try:
+                o = self._object(self._dataset(volume, snapshot), name)
+            except NotFound:
+                return 0
+            if lbn < 0 or lbn + n > self._nblocks(o):
+                return 0
+            cur = array("Q", bytes(8 * n))
+            csums = array("Q", bytes(8 * n))
+            for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, lbn + n):
+                s, e = max(lbn, base) - base, min(lbn + n, base + LEAF_FANOUT) - base
+                cur[base + s - lbn:base + e - lbn] = array("Q", leaf.ents[s:e].tolist())
+                csums[base + s - lbn:base + e - lbn] = array("Q", leaf.ents[LEAF_FANOUT + s:LEAF_FANOUT + e].tolist())
+
+            def read_run(pbns, k):
+                buf = bytearray(k * bs)
+                mv = memoryview(buf)
+                for i, j, p in _contiguous_runs(pbns, 0, k):
+                    os.preadv(self.data_fd, [mv[i * bs:j * bs]], p * bs)
+                return mv
+
+            k = 0
+            while k < n and cur[k] and cur[k] == expected_pbns[k] and target_pbns[k] \
+                    and cur[k] != target_pbns[k] and not self.alloc.is_free(target_pbns[k]):
+                k += 1
+            if not k:
+                return 0
+            tgt = array("Q", target_pbns[:k])
+            a, b = read_run(cur, k), read_run(tgt, k)
+            good = 0
+            while good < k and a[good * bs:(good + 1) * bs] == b[good * bs:(good + 1) * bs] \
+                    and block_checksum(b[good * bs:(good + 1) * bs]) == csums[good]:
+                good += 1
+            if not good:
+                return 0
+            tgt, cs = tgt[:good], csums[:good]
+            for p in tgt:
+                self.cache.incref_block(p)
+            self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
+            self._map_blocks(o, lbn, tgt, cs)   # drops the references to the expected PBNs
+            self._maybe_checkpoint()
+            return good
+
     # ---- accounting --------------------------------------------------------------
     def _stored_refs(self, pbns) -> dict[int, int]:
         """Committed counts of the given blocks that are shared (block_refs

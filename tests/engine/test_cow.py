@@ -232,3 +232,28 @@ def test_unallocated_blocks(pool):
     assert h.unallocated_blocks(0, 2000 * BS) == 1400
     assert h.unallocated_blocks(5 * BS + 1, 10 * BS) == 5   # blocks 5..15 touched, 5..9 holes
     assert h.unallocated_blocks(600 * BS, 20 * BS) == 10
+
+
+def test_share_run_shares_the_equal_prefix_only(pool):
+    pool.create_volume("a")
+    pool.create_volume("b")
+    data = os.urandom(64 * BS)
+    for v in ("a", "b"):
+        pool.create_object(v, "lun", 64 * BS)
+    pool.open_object("a", "lun").pwrite(0, data)
+    other = bytearray(data)
+    other[40 * BS] ^= 1                      # block 40 differs
+    pool.open_object("b", "lun").pwrite(0, bytes(other))
+    pool.checkpoint()
+    pa = [p for _, p, _ in pool.iter_blocks("a", "lun")]
+    pb = [p for _, p, _ in pool.iter_blocks("b", "lun")]
+    used = pool.pool_space()["used_blocks"]
+    assert pool.share_run("b", "lun", None, 0, pb[:64], pa[:64]) == 40
+    assert pool.pool_space()["used_blocks"] == used - 40
+    assert bytes(pool.open_object("b", "lun").pread(0, 64 * BS)) == bytes(other)
+    # Past the differing block, equal blocks share again.
+    assert pool.share_run("b", "lun", None, 41, pb[41:50], pa[41:50]) == 9
+    # A stale expectation (the block was rewritten since) shares nothing.
+    pool.open_object("b", "lun").pwrite(50 * BS, b"z" * BS)
+    assert pool.share_run("b", "lun", None, 50, pb[50:52], pa[50:52]) == 0
+    assert pool.fsck().clean
