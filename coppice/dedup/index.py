@@ -14,6 +14,10 @@ Contract:
       leafsig(oid, leaf, sig)   xxh3 of each leaf's (lbn, pbn) list at the
                                 last scan: an incremental scan skips leaves
                                 whose mapping has not changed
+      covered(oid, lbn, n,      the current job's shared runs: blocks lbn ..
+              aoid, albn)       lbn+n-1 of object oid now map what blocks
+                                albn .. of object aoid mapped when collected
+                                (their own rows are stale)
       meta(key, value)          pool uuid, the job record (JSON)
 
   Entries are hints, never trusted: every candidate is read back and
@@ -54,6 +58,9 @@ CREATE TABLE IF NOT EXISTS fpidx (fp INTEGER NOT NULL, pbn INTEGER NOT NULL,
                                   PRIMARY KEY (fp, pbn)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rows (oid INTEGER NOT NULL, lbn INTEGER NOT NULL, fp INTEGER NOT NULL,
                                  pbn INTEGER NOT NULL, PRIMARY KEY (oid, lbn)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS covered (oid INTEGER NOT NULL, lbn INTEGER NOT NULL, n INTEGER NOT NULL,
+                                    aoid INTEGER NOT NULL, albn INTEGER NOT NULL,
+                                    PRIMARY KEY (oid, lbn)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leafsig (oid INTEGER NOT NULL, leaf INTEGER NOT NULL, sig INTEGER NOT NULL,
                                     PRIMARY KEY (oid, leaf)) WITHOUT ROWID;
 """
@@ -84,7 +91,7 @@ class DedupStore:
         if uuid != pool.uuid:
             # A new pool at an old path: nothing here describes it.
             self.db.execute("BEGIN")
-            for t in ("fpidx", "rows", "leafsig", "meta"):
+            for t in ("fpidx", "rows", "covered", "leafsig", "meta"):
                 self.db.execute(f"DELETE FROM {t}")
             self.db.execute("DROP INDEX IF EXISTS rows_fp")
             self.db.execute("INSERT INTO meta VALUES ('pool_uuid', ?)", (json.dumps(pool.uuid),))

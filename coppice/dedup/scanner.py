@@ -6,15 +6,25 @@ Contract:
   (clones are volumes of their own), and matches their blocks against every
   block the pool-wide fingerprint index knows, so blocks are shared within a
   volume and across volumes. Sharing a block never changes what any volume
-  or snapshot reads: the scanner confirms every match byte for byte
-  (``index.group_by_content``) and the engine's ``share_block`` checks the
-  bytes and the mapping again.
-* **Never loses a write.** ``share_block`` remaps a block only if it still
-  maps the physical block the scan read; a block rewritten meanwhile is left
-  alone and picked up by the next scan.
+  or snapshot reads: the scanner confirms every fingerprint group's match
+  byte for byte (``index.group_by_content``), and the engine's
+  ``share_blocks`` / ``share_run`` compare the bytes and check the mapping
+  again under its lock before remapping anything.
+* **Extent-based.** A confirmed match of block (B, L) with target (A, M)
+  seeds a run: the scanner extends it along L+1, M+1, ... while the
+  collected checksums of both objects agree, and hands it to the engine's
+  ``share_run`` (up to 512 blocks a call), which confirms the bytes and
+  shares the longest valid prefix. Each run is kept as an interval (B's
+  lbns -> A's lbns; in memory and in the ``covered`` table, so a resumed
+  job knows them): when a remapped row's fingerprint group comes up, its
+  current PBN is its run target's, usually the group's target already, so
+  the group is settled without reads or engine calls.
+* **Never loses a write.** The engine remaps a block only if it still maps
+  the physical block the scan collected; a block rewritten meanwhile is
+  left alone (a run stops there) and picked up by the next scan.
 * **Beside client I/O.** The engine's lock is held for one leaf (512
-  blocks) while collecting and for one block while sharing; writers run in
-  between.
+  blocks) while collecting and for one ``share_run`` (at most 512 blocks) or
+  ``share_blocks`` batch while sharing; writers run in between.
 * **Resumable.** A job has phases ``collect`` (walk the maps, record
   (fingerprint, pbn, object, lbn) rows in ``dedup/index.db``), ``sort``
   (SQLite builds a (fp, pbn) index: an external sort with bounded memory)
@@ -29,8 +39,9 @@ Contract:
   seconds and at each phase change, to the pool's kv (scope ``sis``, key
   ``job``) for ``sis status``.
 
-Memory: one leaf of rows and one fingerprint group at a time, plus
-SQLite's capped cache: it does not grow with the pool (see bench/dedup.py).
+Memory: one leaf of rows, one fingerprint group and one run window at a
+time, SQLite's capped cache, and the run intervals (32 bytes a run; runs
+are up to MATCH_RUN_BLOCKS long): see bench/dedup.py.
 
 Threading: run one Scanner at a time per pool (``ScanBusy`` otherwise); it
 may run in a thread beside the NBD server. ``stop()`` from another thread
@@ -42,6 +53,7 @@ from __future__ import annotations
 import time
 import uuid as _uuid
 from array import array
+from bisect import bisect_right
 from collections import Counter
 
 import xxhash
@@ -54,6 +66,9 @@ LEAF = 512                 # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
 MATCH_BATCH_ROWS = 4096    # rows fetched per query while matching
 MATCH_BATCH_GROUPS = 256   # fingerprint groups per commit while matching
+MATCH_BATCH_SHARES = 16384  # ... or blocks shared, whichever comes first
+MATCH_RUN_BLOCKS = 8192    # longest run one seed extends to (share_run calls of <= RUN_CALL blocks)
+RUN_CALL = 512             # blocks per engine share_run call (its maximum)
 CHECKPOINT_SHARES = 8192   # shares between consistency points: bounds the engine's pending refcounts
 MIRROR_SECONDS = 30.0      # how often progress is mirrored to the pool kv (each is a consistency point)
 
@@ -79,6 +94,53 @@ def object_names(pool) -> dict[int, tuple[str, str | None, str]]:
             for o in pool.list_objects(v.name, s.name):
                 out[o.id] = (v.name, s.name, o.name)
     return out
+
+
+class Covered:
+    """The runs this job shared, as intervals: blocks [lbn, lbn+n) of object
+    ``oid`` now map what blocks [albn, albn+n) of ``aoid`` mapped when
+    collected. Per object, sorted arrays of starts, ends and targets (32
+    bytes a run; adjacent runs with the same target offset merge)."""
+
+    def __init__(self):
+        self.maps: dict[int, tuple[array, array, array, array]] = {}
+        self.runs = 0
+
+    def __bool__(self) -> bool:
+        return self.runs > 0
+
+    def get(self, oid: int, lbn: int):
+        """(aoid, albn) whose collected block (oid, lbn) maps now, or None."""
+        m = self.maps.get(oid)
+        if m is None:
+            return None
+        starts, ends, aoids, albns = m
+        i = bisect_right(starts, lbn) - 1
+        if i < 0 or lbn >= ends[i]:
+            return None
+        return aoids[i], albns[i] + lbn - starts[i]
+
+    def __contains__(self, key) -> bool:
+        return self.get(*key) is not None
+
+    def add(self, oid: int, lbn: int, n: int, aoid: int, albn: int) -> None:
+        m = self.maps.get(oid)
+        if m is None:
+            m = self.maps[oid] = (array("q"), array("q"), array("q"), array("q"))
+        starts, ends, aoids, albns = m
+        i = bisect_right(starts, lbn)
+        if i and ends[i - 1] == lbn and aoids[i - 1] == aoid and albns[i - 1] + lbn - starts[i - 1] == albn:
+            ends[i - 1] = lbn + n
+            return
+        starts.insert(i, lbn)
+        ends.insert(i, lbn + n)
+        aoids.insert(i, aoid)
+        albns.insert(i, albn)
+        self.runs += 1
+
+    @property
+    def nbytes(self) -> int:
+        return 32 * self.runs
 
 
 def running(pool) -> "Scanner | None":
@@ -182,6 +244,7 @@ class Scanner:
         stale = [(oid,) for (oid,) in db.execute("SELECT DISTINCT oid FROM leafsig") if oid not in live]
         db.executemany("DELETE FROM leafsig WHERE oid=?", stale)
         db.execute("DELETE FROM rows")
+        db.execute("DELETE FROM covered")
         db.execute("DROP INDEX IF EXISTS rows_fp")
         job = {"id": _uuid.uuid4().hex[:12], "volumes": list(volumes),
                "volume_ids": [pool.volume(v).id for v in volumes], "full": bool(full),
@@ -234,6 +297,7 @@ class Scanner:
                    "job": job["id"], **job["counters"]}
         db.execute("BEGIN")
         db.execute("DELETE FROM rows")
+        db.execute("DELETE FROM covered")
         db.execute("DROP INDEX IF EXISTS rows_fp")
         self.store.meta_delete("job")
         db.execute("COMMIT")
@@ -345,6 +409,10 @@ class Scanner:
         db = self.store.db
         names = object_names(self.pool)
         self._shared_at_cp = job["counters"]["shared"]
+        self._shared_at_commit = job["counters"]["shared"]
+        self.covered = Covered()
+        for oid, lbn, n, aoid, albn in db.execute("SELECT oid, lbn, n, aoid, albn FROM covered ORDER BY oid, lbn"):
+            self.covered.add(oid, lbn, n, aoid, albn)
         group_fp = None
         members: list[tuple[int, int, int]] = []
         key = None if job["cursor"] is None else (job["cursor"], (1 << 63) - 1, (1 << 63) - 1, (1 << 63) - 1)
@@ -369,23 +437,13 @@ class Scanner:
                             job["cursor"] = group_fp
                             job["rows_done"] += len(members)
                             groups_in_batch += 1
+                            if groups_in_batch >= MATCH_BATCH_GROUPS or \
+                                    job["counters"]["shared"] - self._shared_at_commit >= MATCH_BATCH_SHARES:
+                                groups_in_batch = 0
+                                if not self._commit_match(job, learned):
+                                    return False
                         group_fp, members = fp, []
                     members.append((pbn, oid, lbn))
-                if groups_in_batch >= MATCH_BATCH_GROUPS:
-                    groups_in_batch = 0
-                    self._save(job)
-                    db.execute("COMMIT")
-                    self._learn(learned)
-                    self._report("match", job["rows_done"], job["rows"])
-                    self._mirror()
-                    if job["counters"]["shared"] - self._shared_at_cp >= CHECKPOINT_SHARES:
-                        # The engine keeps every share's refcount change in memory until
-                        # its next consistency point; commit one so memory stays bounded.
-                        self.pool.checkpoint()
-                        self._shared_at_cp = job["counters"]["shared"]
-                    if self._stop:
-                        return False
-                    db.execute("BEGIN")
             if members:
                 self._match_group(group_fp, members, names, learned)
                 job["cursor"] = group_fp
@@ -399,6 +457,29 @@ class Scanner:
         self._learn(learned)
         self._report("match", job["rows_done"], job["rows"])
         return True
+
+    def _commit_match(self, job, learned) -> bool:
+        """Commit the cursor with the batch's index changes; False to stop."""
+        db = self.store.db
+        self._save(job)
+        db.execute("COMMIT")
+        self._shared_at_commit = job["counters"]["shared"]
+        self._learn(learned)
+        self._report("match", job["rows_done"], job["rows"])
+        self._mirror()
+        self._maybe_checkpoint()
+        if self._stop:
+            return False
+        db.execute("BEGIN")
+        return True
+
+    def _maybe_checkpoint(self) -> None:
+        c = self.job["counters"]
+        if c["shared"] - self._shared_at_cp >= CHECKPOINT_SHARES:
+            # The engine keeps every share's refcount change in memory until
+            # its next consistency point; commit one so memory stays bounded.
+            self.pool.checkpoint()
+            self._shared_at_cp = c["shared"]
 
     def _learn(self, learned) -> None:
         hook = getattr(self.pool, "inline_dedup", None)
@@ -416,6 +497,10 @@ class Scanner:
         db, pool = self.store.db, self.pool
         c = self.job["counters"]
         fp = u64(sfp)
+        if self.covered:
+            members = self._current(members)
+            if not members:
+                return
         counts = Counter(p for p, _, _ in members)
         known = [r[0] for r in db.execute("SELECT pbn FROM fpidx WHERE fp=?", (sfp,))]
         if len(counts) == 1 and (not known or (len(known) == 1 and known[0] in counts)):
@@ -448,7 +533,11 @@ class Scanner:
             targets = [p for p in cls if p in known] + ranked
             target = targets[0]
             if rows:
-                ok, tried = self._share_rows(rows, target, names)
+                at = next((m for m in members if m[0] == target), None)
+                if at is not None:
+                    ok, tried = self._share_runs(rows, at, names)
+                else:
+                    ok, tried = self._share_rows(rows, target, names)
                 if not ok and tried and target in known and len(ranked) > (1 if target in ranked else 0):
                     # The indexed copy may have been freed: fall back to a live one.
                     alt = next(p for p in ranked if p != target)
@@ -461,6 +550,100 @@ class Scanner:
                 if p != target and p in known:
                     db.execute("DELETE FROM fpidx WHERE fp=? AND pbn=?", (sfp, p))
             learned.append((fp, target))
+
+    def _current(self, members):
+        """The group's rows with the PBNs they map now: a row a run remapped
+        maps its run target's collected block, a row of this same group
+        (equal fingerprints are what runs extend over). Rows whose target
+        cannot be resolved are left out (not shared this scan)."""
+        cov = self.covered
+        by_loc = {(oid, lbn): pbn for pbn, oid, lbn in members}
+        out = []
+        for pbn, oid, lbn in members:
+            loc = (oid, lbn)
+            for _ in range(8):   # a run's target may itself have been remapped later
+                nxt = cov.get(*loc)
+                if nxt is None:
+                    break
+                loc = nxt
+            else:
+                continue
+            if loc != (oid, lbn):
+                pbn = by_loc.get(loc)
+                if pbn is None:
+                    continue
+            out.append((pbn, oid, lbn))
+        return out
+
+    def _share_runs(self, rows, at, names) -> tuple[int, int]:
+        """Share each row onto the target row ``at`` = (pbn, oid, lbn) and
+        extend each match into a run; returns (blocks shared, rows tried)."""
+        c = self.job["counters"]
+        ok = tried = 0
+        for row in rows:
+            if row[0] == at[0]:
+                continue
+            if (row[1], row[2]) in self.covered:
+                # Remapped by a run onto a block that is not this group's
+                # target: move it one block at a time (its neighbours' rows are stale).
+                done, n = self._share_rows([row], at[0], names)
+                ok += done
+                tried += n
+                continue
+            tried += 1
+            k = self._extend(row, at, names)
+            if k:
+                ok += k
+            else:
+                c["refused"] += 1
+        return ok, tried
+
+    def _extend(self, row, at, names) -> int:
+        """Remap blocks lbnB, lbnB+1, ... of row's object onto the blocks
+        at lbnA, lbnA+1, ... of the target's object, for as long as the
+        collected rows of both line up with equal fingerprints; the engine
+        confirms every block byte for byte. Returns the blocks shared."""
+        db, pool, cov = self.store.db, self.pool, self.covered
+        c = self.job["counters"]
+        _, oid_b, lbn_b = row
+        _, oid_a, lbn_a = at
+        nm = names.get(oid_b)
+        if nm is None:
+            return 0
+        vol, snap, name = nm
+        limit = MATCH_RUN_BLOCKS
+        if oid_a == oid_b:
+            # Overlapping source and target ranges would only shift blocks around.
+            limit = min(limit, abs(lbn_a - lbn_b))
+        q = "SELECT lbn, fp, pbn FROM rows WHERE oid=? AND lbn>=? AND lbn<? ORDER BY lbn"
+        total = 0
+        while total < limit:
+            n = min(RUN_CALL, limit - total)
+            lb, la = lbn_b + total, lbn_a + total
+            bs = db.execute(q, (oid_b, lb, lb + n)).fetchall()
+            as_ = db.execute(q, (oid_a, la, la + n)).fetchall() if bs else ()
+            expected, targets = [], []
+            for i, (b, a) in enumerate(zip(bs, as_)):
+                # Stop at a hole, a different fingerprint, a block already
+                # shared, or a block a run remapped (its row is stale).
+                if b[0] != lb + i or a[0] != la + i or b[1] != a[1] or b[2] == a[2] \
+                        or (oid_b, b[0]) in cov or (oid_a, a[0]) in cov:
+                    break
+                expected.append(b[2])
+                targets.append(a[2])
+            if not expected:
+                break
+            k = pool.share_run(vol, name, snap, lb, expected, targets)
+            if k:
+                cov.add(oid_b, lb, k, oid_a, la)
+                db.execute("INSERT OR REPLACE INTO covered (oid, lbn, n, aoid, albn) VALUES (?,?,?,?,?)",
+                           (oid_b, lb, k, oid_a, la))
+                c["shared"] += k
+                total += k
+                self._maybe_checkpoint()
+            if k < len(expected) or len(expected) < n:
+                break
+        return total
 
     def _share_rows(self, rows, target, names) -> tuple[int, int]:
         c = self.job["counters"]
