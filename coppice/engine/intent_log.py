@@ -6,7 +6,8 @@ acknowledged; ``sync`` (fdatasync) makes every appended record durable
 against power loss — the pool syncs the data file first, so a synced record
 never points at unwritten data. ``records`` yields the valid records of one
 epoch in order and stops at the first torn or foreign record. ``reset``
-empties the log after a consistency point has committed; records of an
+empties the log after a consistency point has committed (under the pool's
+lock); ``sync`` may also run without that lock, beside appends; records of an
 older epoch left behind by a crash between commit and reset are ignored by
 their epoch. The format is in ``format.py``.
 """
@@ -25,7 +26,12 @@ class IntentLog:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.size = os.fstat(self.fd).st_size
-        self.unsynced = False
+        # Appends bump ``gen``; ``synced`` is the gen the last completed
+        # fdatasync covered. sync() may run without the pool's lock, beside
+        # appends: a record appended during an fdatasync keeps gen > synced,
+        # so the next sync() covers it (never the other way round).
+        self.gen = 0
+        self.synced = 0
 
     def append_write(self, epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> None:
         body = LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns)) + pbns.tobytes() + csums.tobytes()
@@ -38,18 +44,20 @@ class IntentLog:
         rec = body + LOG_TRAILER.pack(block_checksum(body))
         os.write(self.fd, rec)
         self.size += len(rec)
-        self.unsynced = True
+        self.gen += 1
 
     def sync(self) -> None:
-        if self.unsynced:
+        gen = self.gen
+        if gen != self.synced:
             os.fdatasync(self.fd)
-            self.unsynced = False
+            if gen > self.synced:
+                self.synced = gen
 
     def reset(self) -> None:
         os.ftruncate(self.fd, 0)
         os.fsync(self.fd)
         self.size = 0
-        self.unsynced = False
+        self.synced = self.gen
 
     def records(self, epoch: int):
         """(kind, obj, lbn, count, pbns, csums) of every intact record of

@@ -173,7 +173,7 @@ class PageCache:
         self.block_delta[pbn] -= 1
 
     def over_dirty_limit(self) -> bool:
-        return len(self.dirty) > self.dirty_limit or len(self.block_delta) > (1 << 20)
+        return len(self.dirty) > self.dirty_limit or len(self.block_delta) > (1 << 18)
 
     def drop_all(self) -> None:
         """Forget everything in memory (after a rolled-back transaction)."""

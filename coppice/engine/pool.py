@@ -287,7 +287,12 @@ class Pool:
         # for byte before sharing it.
         self.inline_dedup = None
         self._txn_depth = 0
-        self._data_unsynced = False
+        # Data writes bump _data_gen; _synced_gen is the gen the last
+        # completed fdatasync of the data file covered. Syncs may run without
+        # the lock (flush, FUA, the pre-sync before a consistency point), so
+        # a write racing a sync leaves _data_gen ahead and is synced next time.
+        self._data_gen = 0
+        self._synced_gen = 0
         self.closed = False
         self._reload()
         self._replay()
@@ -350,7 +355,7 @@ class Pool:
                 applied += 1
             self.replayed_records = applied
             if applied or self.log.size:
-                self._data_unsynced = True
+                self._data_gen += 1
                 self._checkpoint(force=True)
 
     def close(self) -> None:
@@ -398,9 +403,11 @@ class Pool:
 
     def _sync_data(self) -> None:
         # Data before the metadata that points at it.
-        if self._data_unsynced:
+        gen = self._data_gen
+        if gen != self._synced_gen:
             os.fdatasync(self.data_fd)
-            self._data_unsynced = False
+            if gen > self._synced_gen:
+                self._synced_gen = gen
 
     def _write_cp(self) -> None:
         """Everything in memory into the open transaction."""
@@ -454,9 +461,22 @@ class Pool:
         self.epoch += 1
         self.log.reset()
 
+    def _cp_due(self) -> bool:
+        return self.cache.over_dirty_limit() or self.log.size > LOG_LIMIT_BYTES
+
     def _maybe_checkpoint(self) -> None:
-        if self.cache.over_dirty_limit() or self.log.size > LOG_LIMIT_BYTES:
+        if self._cp_due():
             self._checkpoint()
+
+    def _checkpoint_if_due(self) -> None:
+        """Called by the data path *after* releasing the lock: the data
+        file's fdatasync, the bulk of a consistency point's cost, runs
+        without the lock so other writers and readers go on meanwhile; the
+        consistency point itself then has little left to sync."""
+        if self._cp_due():
+            self._sync_data()
+            with self._lock:
+                self._maybe_checkpoint()
 
     @contextmanager
     def transaction(self):
@@ -803,7 +823,7 @@ class Pool:
                         lbn, cnt = b + slots[k], j - k
                         self._write_blocks(o, lbn, memoryview(self._read_blocks(o, lbn, cnt)))
                         k = j
-                    self._maybe_checkpoint()
+                self._checkpoint_if_due()
                 base = b + LEAF_FANOUT
                 done += 1
                 yield min(done, total), total
@@ -1055,7 +1075,7 @@ class Pool:
                 if e.errno in (_errno.ENOSPC, _errno.EDQUOT):
                     raise PoolFull(path=self.path, needed=m, free=0) from None
                 raise
-            self._data_unsynced = True
+            self._data_gen += 1
         for i in zeros:
             if not pbns[i]:
                 csums[i] = 0
@@ -1163,10 +1183,12 @@ class Pool:
         return [tuple(r) for r in runs]
 
     def flush(self) -> None:
-        """Everything acknowledged so far survives power loss on return."""
-        with self._lock:
-            self._sync_data()
-            self.log.sync()
+        """Everything acknowledged so far survives power loss on return.
+        Runs without the lock (see _data_gen): data first, then the log
+        records that point at it."""
+        self._check_open()
+        self._sync_data()
+        self.log.sync()
 
     # ---- deduplication primitives ------------------------------------------------
     def iter_blocks(self, volume: str, name: str, snapshot: str | None = None, start_lbn: int = 0):
@@ -1246,7 +1268,7 @@ class Pool:
                 # _map_blocks drops the reference to expected_pbn.
                 self._map_blocks(o, lbn, pbns, csums)
                 out.append(True)
-            self._maybe_checkpoint()
+        self._checkpoint_if_due()
         return out
 
     def share_run(self, volume: str, name: str, snapshot: str | None, lbn: int, expected_pbns,
@@ -1304,8 +1326,8 @@ class Pool:
                 self.cache.incref_block(p)
             self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
             self._map_blocks(o, lbn, tgt, cs)   # drops the references to the expected PBNs
-            self._maybe_checkpoint()
-            return good
+        self._checkpoint_if_due()
+        return good
 
     # ---- accounting --------------------------------------------------------------
     def _stored_refs(self, pbns) -> dict[int, int]:
@@ -1512,20 +1534,18 @@ class ObjectHandle:
         p = self.pool
         with p._lock:
             p._write(self._obj(), offset, data if isinstance(data, memoryview) else memoryview(data))
-            if fua:
-                p._sync_data()
-                p.log.sync()
-            p._maybe_checkpoint()
+        if fua:
+            p.flush()
+        p._checkpoint_if_due()
 
     def trim(self, offset: int, length: int, fua: bool = False) -> None:
         self._writable()
         p = self.pool
         with p._lock:
             p._clear(self._obj(), offset, length)
-            if fua:
-                p._sync_data()
-                p.log.sync()
-            p._maybe_checkpoint()
+        if fua:
+            p.flush()
+        p._checkpoint_if_due()
 
     def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
         # Thin pool: zeros are never stored, with or without may_trim.
