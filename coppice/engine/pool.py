@@ -1305,7 +1305,7 @@ class Pool:
                 mv = memoryview(buf)
                 for i, j, p in _contiguous_runs(pbns, 0, k):
                     os.preadv(self.data_fd, [mv[i * bs:j * bs]], p * bs)
-                return mv
+                return buf
 
             k = 0
             while k < n and cur[k] and cur[k] == expected_pbns[k] and target_pbns[k] \
@@ -1314,11 +1314,18 @@ class Pool:
             if not k:
                 return 0
             tgt = array("Q", target_pbns[:k])
+            # bytearrays, not memoryviews: their == is one memcmp (a
+            # memoryview compares element by element, ~50x slower).
             a, b = read_run(cur, k), read_run(tgt, k)
-            good = 0
-            while good < k and a[good * bs:(good + 1) * bs] == b[good * bs:(good + 1) * bs] \
-                    and block_checksum(b[good * bs:(good + 1) * bs]) == csums[good]:
-                good += 1
+            if a == b:
+                good = k
+            else:
+                good = 0
+                while good < k and a[good * bs:(good + 1) * bs] == b[good * bs:(good + 1) * bs]:
+                    good += 1
+            # The stored checksums must describe the shared bytes too.
+            bv = memoryview(b)
+            good = next((i for i in range(good) if block_checksum(bv[i * bs:(i + 1) * bs]) != csums[i]), good)
             if not good:
                 return 0
             tgt, cs = tgt[:good], csums[:good]
