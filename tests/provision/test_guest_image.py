@@ -3,7 +3,6 @@
 import gzip
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ def test_files_exist_and_cached(tiny_template):
     for p in (tiny_template.kernel, tiny_template.initrd, tiny_template.disk_image):
         assert os.path.getsize(p) > 0
     mtimes = [os.path.getmtime(p) for p in (tiny_template.kernel, tiny_template.initrd, tiny_template.disk_image)]
-    t0 = time.monotonic()
     again = gi.build_tiny_template(Path(tiny_template.kernel).parent.parent)
-    assert time.monotonic() - t0 < 1.0
     assert again == tiny_template
     assert mtimes == [os.path.getmtime(p) for p in (again.kernel, again.initrd, again.disk_image)]
     assert "console=ttyS0" in tiny_template.cmdline and "coppice.root=vda" in tiny_template.cmdline

@@ -1,6 +1,5 @@
 """The system libvirt daemon started by hand: qemu.conf block, idempotence, real QEMU driver."""
 
-import time
 
 import pytest
 
@@ -26,10 +25,10 @@ def test_qemu_conf_block_managed(tmp_path):
 
 def test_ensure_is_idempotent_and_fast(system_libvirt):
     # a second call with the daemon up only checks it
-    t0 = time.monotonic()
+    before = open("/run/libvirtd.pid").read().strip()
     hvmod.ensure_system_libvirtd()
-    assert time.monotonic() - t0 < 5
     assert hvmod._pid_alive("/run/libvirtd.pid") and hvmod._pid_alive("/run/virtlogd.pid")
+    assert open("/run/libvirtd.pid").read().strip() == before   # not restarted
 
 
 def test_real_driver_accepts_our_definitions(system_libvirt, domain_names, tiny_template):
