@@ -95,3 +95,15 @@ def emit_json(obj) -> None:
 
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON for programs instead of text.")
+
+
+def is_remote(f) -> bool:
+    """`coppice serve` owns the pool: the same call goes through its REST
+    API, with the same result or error."""
+    return getattr(f, "remote", False)
+
+
+def path_segment(name: str) -> str:
+    """A name as one URL path segment of the daemon's API."""
+    from ..client import _segment
+    return _segment(name, None)

@@ -14,17 +14,9 @@ from typing import Optional
 import typer
 
 from .common import JSON_OPT, command, console, emit_json
-from .common import filer
+from .common import filer, is_remote as _remote, path_segment as _seg
 
 
-def _remote(f) -> bool:
-    # `coppice serve` owns the pool: the same call through its REST API, the same result or error
-    return getattr(f, "remote", False)
-
-
-def _seg(name: str) -> str:
-    from ..client import _segment
-    return _segment(name, None)
 
 app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
 CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
