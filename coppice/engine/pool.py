@@ -1033,7 +1033,9 @@ class Pool:
         x = _xxh3
         csums = array("Q", [x(mv[a:a + bs]) or 1 for a in range(0, n * bs, bs)])
         zc = self._zero_csum
-        zeros = [i for i in range(n) if csums[i] == zc and mv[i * bs:(i + 1) * bs] == self._zero_block]
+        # bytes(), not the memoryview itself: a memoryview compares element
+        # by element (~6 µs per 4 KiB), bytes with one memcmp.
+        zeros = [i for i in range(n) if csums[i] == zc and bytes(mv[i * bs:(i + 1) * bs]) == self._zero_block]
         pbns = array("Q", bytes(8 * n))
         hook = self.inline_dedup
         if hook is not None and hook.enabled(o.dataset_id):
@@ -1046,7 +1048,7 @@ class Pool:
                     continue
                 cand = hook.lookup(csums[i])
                 if cand and not self.alloc.is_free(cand) and \
-                        os.pread(self.data_fd, bs, cand * bs) == mv[i * bs:(i + 1) * bs]:
+                        os.pread(self.data_fd, bs, cand * bs) == bytes(mv[i * bs:(i + 1) * bs]):
                     pbns[i] = cand
                     self.cache.incref_block(cand)
                     zeros.append(i)
