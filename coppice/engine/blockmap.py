@@ -51,27 +51,6 @@ def lookup_leaf(cache: PageCache, root: int, height: int, leaf_no: int) -> Page 
     return p
 
 
-def leaf_path(cache: PageCache, root: int, height: int, leaf_no: int) -> tuple[Page | None, bool]:
-    """The leaf (or None) and whether any page on its path is shared."""
-    if not root:
-        return None, False
-    p = cache.get(root)
-    shared = p.refs > 1
-    for level in range(height, 0, -1):
-        pid = p.ents[(leaf_no >> (FANOUT_BITS * (level - 1))) & FANOUT_MASK]
-        if not pid:
-            return None, shared
-        p = cache.get(pid)
-        shared = shared or p.refs > 1
-    return p, shared
-
-
-class TreeRef:
-    """What the tree algorithms need of an object: its root and height."""
-
-    __slots__ = ("root", "height")
-
-
 def mutable_leaf(cache: PageCache, obj, leaf_no: int) -> Page:
     """The leaf for ``leaf_no``, private to ``obj`` (copied where shared,
     created where absent); ``obj.root`` is updated when the root changes."""
