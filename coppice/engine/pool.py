@@ -312,9 +312,12 @@ class Pool:
         self.datasets: dict[int, Dataset] = {}
         # (kind, volume id for a snapshot, name) -> dataset: O(1) lookups by name.
         self._dsidx: dict[tuple, Dataset] = {}
+        self._snap_ids: dict[int, set[int]] = {}   # volume id -> its snapshots' ids
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
             d = self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
             self._dsidx[self._dkey(d)] = d
+            if d.kind == "snapshot":
+                self._snap_ids.setdefault(d.volume_id, set()).add(d.id)
         self.objects: dict[int, ObjRec] = {}
         # dataset id -> {object name -> record}: listing a volume's objects
         # costs its own objects, not the pool's.
@@ -558,8 +561,7 @@ class Pool:
         return f"volume {ds.name}"
 
     def _snapshots_of(self, vol: Dataset) -> list[Dataset]:
-        return sorted((d for d in self.datasets.values() if d.kind == "snapshot" and d.volume_id == vol.id),
-                      key=lambda d: (d.created, d.id))
+        return sorted((self.datasets[i] for i in self._snap_ids.get(vol.id, ())), key=lambda d: (d.created, d.id))
 
     def _clones_of(self, snap: Dataset) -> list[Dataset]:
         return sorted((d for d in self.datasets.values() if d.kind == "volume" and d.origin_id == snap.id),
@@ -581,6 +583,8 @@ class Pool:
         d = Dataset(cur.lastrowid, kind, name, volume_id, origin_id, now, dict(meta))
         self.datasets[d.id] = d
         self._dsidx[self._dkey(d)] = d
+        if kind == "snapshot":
+            self._snap_ids.setdefault(volume_id, set()).add(d.id)
         return d
 
     def list_volumes(self) -> list[Dataset]:
@@ -640,6 +644,8 @@ class Pool:
         self.db.execute("DELETE FROM datasets WHERE id=?", (ds.id,))
         del self.datasets[ds.id]
         del self._dsidx[self._dkey(ds)]
+        if ds.kind == "snapshot":
+            self._snap_ids.get(ds.volume_id, set()).discard(ds.id)
 
     def _drop_object(self, o: ObjRec) -> None:
         if o.root:
@@ -1516,6 +1522,44 @@ class ObjectHandle:
                 s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
                 holes -= e - s - leaf.ents[s:e].tolist().count(0)
             return holes
+
+    def snapshot_held_blocks(self, offset: int, length: int) -> int:
+        """Blocks of [offset, offset+length) that one of this volume's own
+        snapshots also maps, at the same place of the same-named object: a
+        write or trim there leaves them held by the snapshot alone (ONTAP's
+        snapshot spill). Cost: one leaf lookup per snapshot per leaf."""
+        p = self.pool
+        bs = p.block_size
+        with p._lock:
+            o = self._obj()
+            if offset < 0 or length < 0 or offset + length > o.size:
+                raise OutOfRange(what="snapshot_held_blocks", offset=offset, length=length, name=o.name,
+                                 size=o.size)
+            ds = p.datasets.get(o.dataset_id)
+            if ds is None or ds.kind != "volume":
+                return 0
+            frozen = [x for x in (p._by_ds.get(sid, {}).get(o.name) for sid in p._snap_ids.get(ds.id, ()))
+                      if x is not None and x.root]
+            if not frozen:
+                return 0
+            lo, hi = offset // bs, -(-(offset + length) // bs)
+            n = 0
+            for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
+                s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
+                cur = leaf.ents[s:e].tolist()
+                held = [False] * (e - s)
+                for so in frozen:
+                    if base >= p._nblocks(so):
+                        continue
+                    sl = blockmap.lookup_leaf(p.cache, so.root, so.height, base // LEAF_FANOUT)
+                    if sl is None:
+                        continue
+                    theirs = sl.ents[s:e].tolist()
+                    for i, c in enumerate(cur):
+                        if c and c == theirs[i]:
+                            held[i] = True
+                n += sum(held)
+            return n
 
     def shared_blocks(self, offset: int, length: int) -> int:
         """Blocks of [offset, offset+length) shared with a snapshot, clone or

@@ -6,8 +6,8 @@ is online) or of a snapshot (read-only). Every request re-checks that the
 LUN still exists and, for an active LUN, is online (``LunOffline``
 otherwise, unless opened with ``allow_offline`` by the filer's own users); writes and trims of a snapshot LUN raise ``ReadOnly``. Before a
 write allocates blocks, the volume's ``space.Budget`` is charged, so a
-write past the volume's size raises ``VolumeFull`` (ENOSPC) with nothing
-written. Thread-safe: the engine handle takes the pool's lock per call.
+write past the volume's size, or whose snapshot spill would pass it,
+raises ``VolumeFull`` (ENOSPC) with nothing written. Thread-safe: the engine handle takes the pool's lock per call.
 """
 
 from __future__ import annotations
@@ -68,20 +68,33 @@ class LunDevice:
         from .space import budget
         n = len(data)
         b = budget(self.filer, self._vid)
-        need = self._holes(offset, n) if 0 <= offset and offset + n <= self.h.size else 0
-        b.reserve(need, self.block_size, f"a write to {self.path}")
+        need = held = 0
+        if b.limit is not None and 0 <= offset and offset + n <= self.h.size:
+            need = self._holes(offset, n)
+            if b.has_snapshots:
+                # Redirect-on-write: a block the volume's snapshots hold stays
+                # held by them alone once overwritten (snapshot spill).
+                held = self.h.snapshot_held_blocks(offset, n)
+        charge = b.reserve(need, self.block_size, f"a write to {self.path}", snap_held=held)
         try:
             self.h.pwrite(offset, data, fua)
         except BaseException:
-            b.release(need)
+            b.release(charge, held)
             raise
 
     def trim(self, offset: int, length: int, fua: bool = False) -> None:
         self._check(True)
         from .space import budget
-        freed = self._allocated_inside(offset, length) if 0 <= offset and offset + length <= self.h.size else 0
+        b = budget(self.filer, self._vid)
+        freed = held = 0
+        if 0 <= offset and offset + length <= self.h.size:
+            freed = self._allocated_inside(offset, length)
+            bs = self.block_size
+            a, e = -(-offset // bs) * bs, (offset + length) // bs * bs
+            if b.limit is not None and b.has_snapshots and e > a:
+                held = self.h.snapshot_held_blocks(a, e - a)
         self.h.trim(offset, length, fua)
-        budget(self.filer, self._vid).release(freed)
+        b.trimmed(freed, held)
 
     def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
         # the engine never stores zeros: a zeroed range is a hole either way

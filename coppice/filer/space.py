@@ -13,8 +13,9 @@ Contract:
 * ``Budget``: the per-volume counter the LUN block devices consult before a
   write; a write that would allocate past ``total`` raises ``VolumeFull``
   before any byte is written. It counts newly allocated blocks (holes being
-  filled); blocks copied on write away from a snapshot are counted when the
-  budget is next recomputed (after any management operation).
+  filled) and the snapshot spill a write or trim causes: blocks it moves
+  out of the active file system while the volume's own snapshots still
+  hold them grow ``snap_used``, and whatever passes the reserve counts.
 * ``df(f, vol, savings)``: rows for `coppice df [-s]`. With savings, the
   dedup layer's ``coppice.dedup.report.savings`` fills ``saved_dedup`` and
   ``saved_clones`` when it is installed (a try-import: the hook); otherwise
@@ -58,8 +59,10 @@ def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     active = (_written_blocks(pool, vol) if light else sp.written_blocks) * bs
     snap_used = 0
     reserve_guess = 0 if size is None else size * int(o["snap_reserve"]) // 100
+    exact = True
     if snaps and light and sum(_written_blocks(pool, vol, s.name) for s in snaps) * bs <= reserve_guess:
         snaps = []  # the snapshots cannot spill past the reserve: skip the exact count
+        exact = False
     if snaps:
         act = _pbn_set(pool, vol)
         held: set[int] = set()
@@ -79,34 +82,74 @@ def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     return {"volume": vol, "size": size, "total": total, "used": used, "available": avail,
             "active": active, "shared": sp.shared_bytes if sp else None, "snap_reserve": reserve, "snap_used": snap_used,
             "snap_available": max(0, reserve - snap_used), "spill": spill, "logical": sp.logical_bytes if sp else None,
-            "block_size": bs}
+            "block_size": bs, "snap_used_exact": exact}
 
 
 class Budget:
-    """How many more blocks volume ``vid`` may allocate; thread-safe."""
+    """How many more blocks volume ``vid`` may allocate; thread-safe.
 
-    def __init__(self, used_blocks: int, limit_blocks: int | None, label: str, size: int | None):
+    ``used`` = active + spill (blocks); ``snap_used`` = blocks held only by
+    the volume's snapshots, or None until a write first needs it exactly
+    (``exact_snap_used`` computes it, O(written blocks), once per budget)."""
+
+    def __init__(self, used_blocks: int, limit_blocks: int | None, label: str, size: int | None,
+                 has_snapshots: bool = False, snap_used: int | None = 0, reserve_blocks: int = 0,
+                 exact_snap_used=None):
         self.used = used_blocks
         self.limit = limit_blocks
         self.label = label
         self.size = size
+        self.has_snapshots = has_snapshots
+        self.snap_used = snap_used
+        self.reserve_blocks = reserve_blocks
+        self._exact = exact_snap_used
         self.lock = threading.Lock()
 
-    def reserve(self, blocks: int, bs: int, what: str) -> None:
-        if self.limit is None or blocks <= 0:
-            return
+    def _spill_delta(self, held: int) -> int:
+        if held <= 0:
+            return 0
+        if self.snap_used is None:
+            self.snap_used = self._exact()
+        r = self.reserve_blocks
+        return max(0, self.snap_used + held - r) - max(0, self.snap_used - r)
+
+    def reserve(self, blocks: int, bs: int, what: str, snap_held: int = 0) -> int:
+        """Charge ``blocks`` newly allocated plus the spill of ``snap_held``
+        blocks leaving the active file system; returns the charge (give it
+        back with ``release(charge, snap_held)`` if the write fails)."""
+        if self.limit is None or (blocks <= 0 and snap_held <= 0):
+            return 0
         with self.lock:
-            if self.used + blocks > self.limit:
-                raise VolumeFull(volume=self.label, what=what, need=format_size(blocks * bs),
+            need = max(0, blocks) + self._spill_delta(snap_held)
+            if need > 0 and self.used + need > self.limit:
+                raise VolumeFull(volume=self.label, what=what, need=format_size(need * bs),
                                  avail=format_size(max(0, self.limit - self.used) * bs),
                                  size=format_size(self.size))
-            self.used += blocks
+            self.used += need
+            if snap_held > 0:
+                self.snap_used += snap_held
+            return need
 
-    def release(self, blocks: int) -> None:
-        if self.limit is None or blocks <= 0:
+    def release(self, blocks: int, snap_held: int = 0) -> None:
+        if self.limit is None:
             return
         with self.lock:
-            self.used = max(0, self.used - blocks)
+            if blocks > 0:
+                self.used = max(0, self.used - blocks)
+            if snap_held > 0 and self.snap_used is not None:
+                self.snap_used = max(0, self.snap_used - snap_held)
+
+    def trimmed(self, freed: int, snap_held: int) -> None:
+        """A trim freed ``freed`` active blocks, ``snap_held`` of which the
+        snapshots keep: the active space shrinks, the spill may grow. Never
+        refused: removing data must always work."""
+        if self.limit is None:
+            return
+        with self.lock:
+            spill = self._spill_delta(snap_held)
+            self.used = max(0, self.used - max(0, freed) + spill)
+            if snap_held > 0:
+                self.snap_used += snap_held
 
 
 def budget(f, vid: int) -> Budget:
@@ -118,7 +161,11 @@ def budget(f, vid: int) -> Budget:
             u = usage(f, name, light=True)
             bs = f.pool.block_size
             limit = None if u["size"] is None else u["total"] // bs
-            b = Budget(u["used"] // bs, limit, name, u["size"])
+            has_snaps = bool(f.pool.list_snapshots(name))
+            b = Budget(u["used"] // bs, limit, name, u["size"], has_snapshots=has_snaps,
+                       snap_used=u["snap_used"] // bs if u["snap_used_exact"] else None,
+                       reserve_blocks=u["snap_reserve"] // bs,
+                       exact_snap_used=lambda: usage(f, name)["snap_used"] // bs)
             f._budgets[vid] = b
         return b
 
