@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 BS = 4096
 CHUNK = 1 << 20
-ENGINE_CACHE = 64 << 20   # the engine default
+ENGINE_CACHE = 64 << 20  # the engine default
 
 
 def rss_kib(field="VmRSS") -> int:
@@ -51,15 +51,18 @@ def rss_kib(field="VmRSS") -> int:
 
 
 def data_of(size: int, seed: int = 7) -> bytes:
-    part = 16 << 20   # randbytes is limited to < 256 MiB a call
-    return b"".join(random.Random(seed * 1000 + i).randbytes(min(part, size - off))
-                    for i, off in enumerate(range(0, size, part)))
+    part = 16 << 20  # randbytes is limited to < 256 MiB a call
+    return b"".join(
+        random.Random(seed * 1000 + i).randbytes(min(part, size - off))
+        for i, off in enumerate(range(0, size, part))
+    )
 
 
 def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dict:
     """Write the copies; returns write timing."""
     from coppice import dedup
     from coppice.engine import Pool
+
     pool = Pool.create(path)
     hook = dedup.attach(pool) if inline else None
     t = time.perf_counter()
@@ -74,20 +77,26 @@ def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dic
         h = pool.open_object(v, "lun")
         t1 = time.perf_counter()
         for off in range(0, len(data), CHUNK):
-            h.pwrite(off, memoryview(data)[off:off + CHUNK])
+            h.pwrite(off, memoryview(data)[off : off + CHUNK])
         pool.flush()
         times.append(time.perf_counter() - t1)
     total = time.perf_counter() - t
     used = pool.pool_space()["used_bytes"]
     pool.close()
-    return {"first_s": times[0], "rest_s": sum(times[1:]), "total_s": total, "used": used,
-            "hits": hook.hits if hook else 0}
+    return {
+        "first_s": times[0],
+        "rest_s": sum(times[1:]),
+        "total_s": total,
+        "used": used,
+        "hits": hook.hits if hook else 0,
+    }
 
 
 def child_scan(path: str) -> None:
     """Runs in a child: scan, print JSON with timings and memory."""
     from coppice import dedup
     from coppice.engine import Pool
+
     # The engine's default page cache: with a much smaller one (4 MiB) the
     # match phase thrashes it and runs ~6x slower while RSS barely drops.
     pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
@@ -99,7 +108,7 @@ def child_scan(path: str) -> None:
         for o in pool.list_objects(v.name):
             for _ in pool.iter_blocks(v.name, o.name):
                 pass
-    try:   # reset the peak-RSS mark (Linux: "5" to clear_refs) so VmHWM is the scan's peak
+    try:  # reset the peak-RSS mark (Linux: "5" to clear_refs) so VmHWM is the scan's peak
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
@@ -128,15 +137,28 @@ def child_scan(path: str) -> None:
     after = pool.pool_space()["used_bytes"]
     clean = pool.fsck().clean
     pool.close()
-    print(json.dumps({"wall": wall, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-                      "rss0_kib": rss0, "hwm_kib": hwm, "before": before, "after": after,
-                      "engine_cache_growth_bytes": cache_growth,
-                      "fsck_clean": clean, "counters": job["counters"], "phases": phases}))
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+                "rss0_kib": rss0,
+                "hwm_kib": hwm,
+                "before": before,
+                "after": after,
+                "engine_cache_growth_bytes": cache_growth,
+                "fsck_clean": clean,
+                "counters": job["counters"],
+                "phases": phases,
+            }
+        )
+    )
 
 
 def run_scan(path: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child-scan", path], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-scan", path], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -164,7 +186,7 @@ def duperemove(tmp: str, copies: int, data: bytes) -> dict:
         for i in range(copies):
             with open(os.path.join(mnt, f"copy{i}"), "wb") as f:
                 for off in range(0, len(data), CHUNK):
-                    f.write(data[off:off + CHUNK])
+                    f.write(data[off : off + CHUNK])
         subprocess.run(["sync"], check=True)
 
         def used():
@@ -177,8 +199,11 @@ def duperemove(tmp: str, copies: int, data: bytes) -> dict:
         hashfile = os.path.join(tmp, "dupe.hash")
         errf = os.path.join(tmp, "dupe.err")
         with open(errf, "wb") as ef:
-            proc = subprocess.Popen(["duperemove", "-dr", "-q", f"--hashfile={hashfile}", mnt],
-                                    stdout=subprocess.DEVNULL, stderr=ef)
+            proc = subprocess.Popen(
+                ["duperemove", "-dr", "-q", f"--hashfile={hashfile}", mnt],
+                stdout=subprocess.DEVNULL,
+                stderr=ef,
+            )
             # wait4: this child's own CPU time and peak RSS, not all children's.
             _, status, ru = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -186,8 +211,13 @@ def duperemove(tmp: str, copies: int, data: bytes) -> dict:
         if proc.returncode:
             return {"skip": f"duperemove failed: {open(errf).read().strip()[-200:]}"}
         after = used()
-        return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss,
-                "before": before, "after": after}
+        return {
+            "wall": wall,
+            "cpu": ru.ru_utime + ru.ru_stime,
+            "maxrss_kib": ru.ru_maxrss,
+            "before": before,
+            "after": after,
+        }
     finally:
         subprocess.run(["umount", mnt], capture_output=True)
 
@@ -204,7 +234,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--size-mib", type=int, default=256, help="size of one copy (the big run)")
-    ap.add_argument("--small-mib", type=int, default=64, help="size of one copy (the small run, for the slope)")
+    ap.add_argument(
+        "--small-mib", type=int, default=64, help="size of one copy (the small run, for the slope)"
+    )
     ap.add_argument("--no-duperemove", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child-scan", help=argparse.SUPPRESS)
@@ -230,19 +262,36 @@ def main(argv=None) -> int:
         data = data_of(big["mib"] << 20)
         logical = n * len(data)
         s = big["scan"]
-        slope = ((big["scan"]["hwm_kib"] - big["scan"]["rss0_kib"]) - (small["scan"]["hwm_kib"] - small["scan"]["rss0_kib"])) * 1024 / \
-            max(1, big["unique_blocks"] - small["unique_blocks"])
-        def own(r):   # the scan's RSS growth less the engine page cache's
-            return (r["scan"]["hwm_kib"] - r["scan"]["rss0_kib"]) * 1024 - r["scan"]["engine_cache_growth_bytes"]
+        slope = (
+            (
+                (big["scan"]["hwm_kib"] - big["scan"]["rss0_kib"])
+                - (small["scan"]["hwm_kib"] - small["scan"]["rss0_kib"])
+            )
+            * 1024
+            / max(1, big["unique_blocks"] - small["unique_blocks"])
+        )
+
+        def own(r):  # the scan's RSS growth less the engine page cache's
+            return (r["scan"]["hwm_kib"] - r["scan"]["rss0_kib"]) * 1024 - r["scan"][
+                "engine_cache_growth_bytes"
+            ]
+
         slope_own = (own(big) - own(small)) / max(1, big["unique_blocks"] - small["unique_blocks"])
         res["coppice"] = {
-            "logical_bytes": logical, "unique_bytes": len(data),
-            "scan_wall_s": s["wall"], "scan_cpu_s": s["cpu"],
-            "scan_gbps": gb(logical) / s["wall"], "scan_gbps_per_core": gb(logical) / s["cpu"],
-            "used_before": s["before"], "used_after": s["after"], "fsck_clean": s["fsck_clean"],
+            "logical_bytes": logical,
+            "unique_bytes": len(data),
+            "scan_wall_s": s["wall"],
+            "scan_cpu_s": s["cpu"],
+            "scan_gbps": gb(logical) / s["wall"],
+            "scan_gbps_per_core": gb(logical) / s["cpu"],
+            "used_before": s["before"],
+            "used_after": s["after"],
+            "fsck_clean": s["fsck_clean"],
             "peak_rss_delta_bytes": (s["hwm_kib"] - s["rss0_kib"]) * 1024,
             "rss_per_unique_block_total": (s["hwm_kib"] - s["rss0_kib"]) * 1024 / big["unique_blocks"],
-            "rss_per_unique_block_marginal": slope, "phases": s["phases"], "counters": s["counters"],
+            "rss_per_unique_block_marginal": slope,
+            "phases": s["phases"],
+            "counters": s["counters"],
             "engine_cache_growth_bytes": s["engine_cache_growth_bytes"],
             "rss_per_unique_block_marginal_without_engine_cache": slope_own,
         }
@@ -256,7 +305,8 @@ def main(argv=None) -> int:
             "plain_dup_mbps": (n - 1) * len(data) / plain["rest_s"] / 1e6,
             "inline_unique_mbps": len(data) / inl["first_s"] / 1e6,
             "inline_dup_mbps": (n - 1) * len(data) / inl["rest_s"] / 1e6,
-            "inline_used": inl["used"], "inline_hits": inl["hits"],
+            "inline_used": inl["used"],
+            "inline_hits": inl["hits"],
             "table_bytes_per_slot": 16,
         }
         res["duperemove"] = {"skip": "--no-duperemove"} if a.no_duperemove else duperemove(tmp, n, data)
@@ -267,34 +317,64 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=2))
         return 0
     c, i, d = res["coppice"], res["inline"], res["duperemove"]
-    rows = [("data", f"{n} copies x {mib(c['unique_bytes'])} = {mib(c['logical_bytes'])} logical", "same files")]
+    rows = [
+        ("data", f"{n} copies x {mib(c['unique_bytes'])} = {mib(c['logical_bytes'])} logical", "same files")
+    ]
     if "skip" in d:
         dcol = lambda *_: f"n/a ({d['skip']})"  # noqa: E731
     else:
         dcol = None
     rows += [
         ("scan wall time", f"{c['scan_wall_s']:.2f} s", dcol() if dcol else f"{d['wall']:.2f} s"),
-        ("scan GB/s (wall)", f"{c['scan_gbps']:.3f}", dcol() if dcol else f"{gb(c['logical_bytes']) / d['wall']:.3f}"),
-        ("scan GB/s per core (CPU s)", f"{c['scan_gbps_per_core']:.3f}",
-         dcol() if dcol else f"{gb(c['logical_bytes']) / max(d['cpu'], 1e-9):.3f}"),
-        ("used before -> after", f"{mib(c['used_before'])} -> {mib(c['used_after'])}",
-         dcol() if dcol else f"{mib(d['before'])} -> {mib(d['after'])}"),
-        ("peak RSS of the scan", f"+{mib(c['peak_rss_delta_bytes'])} over baseline",
-         dcol() if dcol else f"{mib(d['maxrss_kib'] * 1024)} (whole process)"),
-        ("RAM / unique block (total)", f"{c['rss_per_unique_block_total']:.1f} B",
-         dcol() if dcol else f"{d['maxrss_kib'] * 1024 / (c['unique_bytes'] // BS):.1f} B"),
+        (
+            "scan GB/s (wall)",
+            f"{c['scan_gbps']:.3f}",
+            dcol() if dcol else f"{gb(c['logical_bytes']) / d['wall']:.3f}",
+        ),
+        (
+            "scan GB/s per core (CPU s)",
+            f"{c['scan_gbps_per_core']:.3f}",
+            dcol() if dcol else f"{gb(c['logical_bytes']) / max(d['cpu'], 1e-9):.3f}",
+        ),
+        (
+            "used before -> after",
+            f"{mib(c['used_before'])} -> {mib(c['used_after'])}",
+            dcol() if dcol else f"{mib(d['before'])} -> {mib(d['after'])}",
+        ),
+        (
+            "peak RSS of the scan",
+            f"+{mib(c['peak_rss_delta_bytes'])} over baseline",
+            dcol() if dcol else f"{mib(d['maxrss_kib'] * 1024)} (whole process)",
+        ),
+        (
+            "RAM / unique block (total)",
+            f"{c['rss_per_unique_block_total']:.1f} B",
+            dcol() if dcol else f"{d['maxrss_kib'] * 1024 / (c['unique_bytes'] // BS):.1f} B",
+        ),
         ("RAM / unique block (marginal)", f"{c['rss_per_unique_block_marginal']:.1f} B", "-"),
         ("  of which engine page cache", f"{mib(c['engine_cache_growth_bytes'])} (fixed cap 64 MiB)", "-"),
-        ("RAM / unique block, scan alone", f"{c['rss_per_unique_block_marginal_without_engine_cache']:.1f} B "
-         "(marginal, engine cache excluded)", "-"),
+        (
+            "RAM / unique block, scan alone",
+            f"{c['rss_per_unique_block_marginal_without_engine_cache']:.1f} B "
+            "(marginal, engine cache excluded)",
+            "-",
+        ),
         ("fsck after scan", "clean" if c["fsck_clean"] else "NOT CLEAN", "-"),
         ("plain write, new data", f"{i['plain_unique_mbps']:.0f} MB/s", "-"),
-        ("inline write, new data", f"{i['inline_unique_mbps']:.0f} MB/s "
-         f"({100 * (i['plain_unique_mbps'] / i['inline_unique_mbps'] - 1):+.0f}% time)", "-"),
+        (
+            "inline write, new data",
+            f"{i['inline_unique_mbps']:.0f} MB/s "
+            f"({100 * (i['plain_unique_mbps'] / i['inline_unique_mbps'] - 1):+.0f}% time)",
+            "-",
+        ),
         ("plain write, duplicate data", f"{i['plain_dup_mbps']:.0f} MB/s", "-"),
-        ("inline write, duplicate data", f"{i['inline_dup_mbps']:.0f} MB/s "
-         f"({100 * (i['plain_dup_mbps'] / i['inline_dup_mbps'] - 1):+.0f}% time), "
-         f"used {mib(i['inline_used'])}", "-"),
+        (
+            "inline write, duplicate data",
+            f"{i['inline_dup_mbps']:.0f} MB/s "
+            f"({100 * (i['plain_dup_mbps'] / i['inline_dup_mbps'] - 1):+.0f}% time), "
+            f"used {mib(i['inline_used'])}",
+            "-",
+        ),
         ("inline table", "16 B/slot, fixed size", "-"),
     ]
     w0 = max(len(r[0]) for r in rows)
@@ -303,7 +383,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r[0]:{w0}}  {r[1]:{w1}}  {r[2]}")
     ph = c["phases"]
-    print(f"\nscan phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items() if k != "start"))
+    print("\nscan phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items() if k != "start"))
     return 0
 
 

@@ -58,14 +58,39 @@ def main():
                 off = pos[step]
                 pos[step] = (off + (1 << 20)) % size
                 return off
+
             return f
 
         rows = []
         cases = [
-            ("seq write 1M", lambda off: h.pwrite(off, big), lambda off: os.pwrite(raw, big, off), "seq", 1 << 20),
-            ("seq read 1M", lambda off: h.pread(off, 1 << 20), lambda off: os.pread(raw, 1 << 20, off), "seq", 1 << 20),
-            ("rand write 4K", lambda off: h.pwrite(off, small), lambda off: os.pwrite(raw, small, off), "rand", 4096),
-            ("rand read 4K", lambda off: h.pread(off, 4096), lambda off: os.pread(raw, 4096, off), "rand", 4096),
+            (
+                "seq write 1M",
+                lambda off: h.pwrite(off, big),
+                lambda off: os.pwrite(raw, big, off),
+                "seq",
+                1 << 20,
+            ),
+            (
+                "seq read 1M",
+                lambda off: h.pread(off, 1 << 20),
+                lambda off: os.pread(raw, 1 << 20, off),
+                "seq",
+                1 << 20,
+            ),
+            (
+                "rand write 4K",
+                lambda off: h.pwrite(off, small),
+                lambda off: os.pwrite(raw, small, off),
+                "rand",
+                4096,
+            ),
+            (
+                "rand read 4K",
+                lambda off: h.pread(off, 4096),
+                lambda off: os.pread(raw, 4096, off),
+                "rand",
+                4096,
+            ),
         ]
         for name, eng, base, kind, unit in cases:
             res = []
@@ -73,9 +98,14 @@ def main():
                 if kind == "seq":
                     nxt = seq(name)
                     pos[name] = 0
-                    call = lambda fn=fn, nxt=nxt: fn(nxt())
+
+                    def call(fn=fn, nxt=nxt):
+                        return fn(nxt())
                 else:
-                    call = lambda fn=fn: fn(rnd.randrange(nblk) * 4096)
+
+                    def call(fn=fn):
+                        return fn(rnd.randrange(nblk) * 4096)
+
                 res.append(run(name, call, args.seconds, unit))
             rows.append((name, res[0], res[1]))
         pool.flush()

@@ -64,8 +64,9 @@ class _AsyncNBD(asyncio.Protocol):
                 pos += 16 + ln
                 if opt == P.OPT_GO:
                     self.dev = self.make_device()
-                    info = P.INFO_EXPORT_STRUCT.pack(P.INFO_EXPORT, self.dev.size,
-                                                     P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH)
+                    info = P.INFO_EXPORT_STRUCT.pack(
+                        P.INFO_EXPORT, self.dev.size, P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH
+                    )
                     out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_INFO, len(info)) + info)
                     out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0))
                     self.phase = "tx"
@@ -78,7 +79,7 @@ class _AsyncNBD(asyncio.Protocol):
                 if cmd == P.CMD_WRITE:
                     if len(buf) - pos < 28 + ln:
                         break
-                    self.dev.pwrite(off, memoryview(buf)[pos + 28:pos + 28 + ln])
+                    self.dev.pwrite(off, memoryview(buf)[pos + 28 : pos + 28 + ln])
                     pos += 28 + ln
                     out.append(P.SIMPLE_REPLY.pack(P.SIMPLE_REPLY_MAGIC, 0, handle))
                     continue
@@ -108,8 +109,7 @@ def serve_asyncio(port: int, path: str) -> None:
 
     async def main():
         loop = asyncio.get_running_loop()
-        srv = await loop.create_server(lambda: _AsyncNBD(lambda: FileDevice(path)),
-                                       "127.0.0.1", port)
+        srv = await loop.create_server(lambda: _AsyncNBD(lambda: FileDevice(path)), "127.0.0.1", port)
         stop_ev = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop_ev.set)
         async with srv:
@@ -145,16 +145,22 @@ def main() -> None:
         rows = []
         for model in ("threads", "asyncio"):
             port = free_port()
-            proc = subprocess.Popen([sys.executable, __file__, "--serve", model, "--port", str(port),
-                                     "--path", path])
+            proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve", model, "--port", str(port), "--path", path]
+            )
             try:
                 wait_port(port, proc)
                 uri = f"nbd://127.0.0.1:{port}/disk"
-                for label, rw, bs, depth, jobs in (("4K randread QD32", "randread", "4k", 32, 1),
-                                                   ("4K randread QD32 x4 conns", "randread", "4k", 32, 4),
-                                                   ("1M seq read QD8", "read", "1M", 8, 1)):
-                    bw, iops = fio(uri, rw, bs, depth, a.size_mib, a.runtime) if jobs == 1 else \
-                        _fio_jobs(uri, rw, bs, depth, a.size_mib, a.runtime, jobs)
+                for label, rw, bs, depth, jobs in (
+                    ("4K randread QD32", "randread", "4k", 32, 1),
+                    ("4K randread QD32 x4 conns", "randread", "4k", 32, 4),
+                    ("1M seq read QD8", "read", "1M", 8, 1),
+                ):
+                    bw, iops = (
+                        fio(uri, rw, bs, depth, a.size_mib, a.runtime)
+                        if jobs == 1
+                        else _fio_jobs(uri, rw, bs, depth, a.size_mib, a.runtime, jobs)
+                    )
                     rows.append((model, label, bw, iops))
                     print(f"{model:8s} {label:28s} {bw:9.1f} MiB/s {iops:10.0f} IOPS", flush=True)
             finally:
@@ -165,11 +171,24 @@ def main() -> None:
 
 def _fio_jobs(uri, rw, bs, depth, size_mib, runtime, jobs):
     import json
-    cmd = ["fio", "--name=probe", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-           f"--iodepth={depth}", f"--size={size_mib}M", f"--runtime={runtime}", "--time_based",
-           f"--numjobs={jobs}", "--group_reporting", "--output-format=json"]
+
+    cmd = [
+        "fio",
+        "--name=probe",
+        "--ioengine=nbd",
+        f"--uri={uri}",
+        f"--rw={rw}",
+        f"--bs={bs}",
+        f"--iodepth={depth}",
+        f"--size={size_mib}M",
+        f"--runtime={runtime}",
+        "--time_based",
+        f"--numjobs={jobs}",
+        "--group_reporting",
+        "--output-format=json",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    j = json.loads(p.stdout[p.stdout.index("{"):])["jobs"][0]
+    j = json.loads(p.stdout[p.stdout.index("{") :])["jobs"][0]
     r = j["read"] if "read" in rw else j["write"]
     return r["bw"] / 1024.0, r["iops"]
 

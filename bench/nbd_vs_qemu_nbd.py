@@ -66,14 +66,26 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
 
 def fio(uri: str, rw: str, bs: str, depth: int, size_mib: int, runtime: int) -> tuple[float, float]:
     """(MiB/s, IOPS) of one fio run."""
-    cmd = ["fio", "--name=bench", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}",
-           f"--bs={bs}", f"--iodepth={depth}", f"--size={size_mib}M",
-           f"--runtime={runtime}", "--time_based", "--ramp_time=1",
-           "--randrepeat=0", "--norandommap", "--output-format=json"]
+    cmd = [
+        "fio",
+        "--name=bench",
+        "--ioengine=nbd",
+        f"--uri={uri}",
+        f"--rw={rw}",
+        f"--bs={bs}",
+        f"--iodepth={depth}",
+        f"--size={size_mib}M",
+        f"--runtime={runtime}",
+        "--time_based",
+        "--ramp_time=1",
+        "--randrepeat=0",
+        "--norandommap",
+        "--output-format=json",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"fio failed: {p.stderr}")
-    out = p.stdout[p.stdout.index("{"):]      # fio prints "connected to NBD server" first
+    out = p.stdout[p.stdout.index("{") :]  # fio prints "connected to NBD server" first
     job = json.loads(out)["jobs"][0]
     r = job["read"] if rw in ("read", "randread") else job["write"]
     return r["bw"] / 1024.0, r["iops"]
@@ -92,8 +104,7 @@ def run_target(name: str, uri: str, size_mib: int, runtime: int) -> dict:
     res = {}
     for label, rw, bs, depth in WORKLOADS:
         res[label] = fio(uri, rw, bs, depth, size_mib, runtime)
-        print(f"  {name:16s} {label:20s} {res[label][0]:9.1f} MiB/s {res[label][1]:10.0f} IOPS",
-              flush=True)
+        print(f"  {name:16s} {label:20s} {res[label][0]:9.1f} MiB/s {res[label][1]:10.0f} IOPS", flush=True)
     return res
 
 
@@ -109,9 +120,25 @@ def stop(proc: subprocess.Popen) -> None:
 
 def qemu_nbd(image: str, fmt: str, size_mib: int, runtime: int, label: str) -> dict:
     port = free_port()
-    proc = subprocess.Popen(["qemu-nbd", "-f", fmt, "-x", "disk", "-p", str(port),
-                             "-b", "127.0.0.1", "-t", "--shared=16", "--cache=writeback",
-                             image], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            "qemu-nbd",
+            "-f",
+            fmt,
+            "-x",
+            "disk",
+            "-p",
+            str(port),
+            "-b",
+            "127.0.0.1",
+            "-t",
+            "--shared=16",
+            "--cache=writeback",
+            image,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_port(port, proc)
         return run_target(label, f"nbd://127.0.0.1:{port}/disk", size_mib, runtime)
@@ -121,20 +148,33 @@ def qemu_nbd(image: str, fmt: str, size_mib: int, runtime: int, label: str) -> d
 
 def coppice(backend: str, path: str, size_mib: int, runtime: int) -> dict:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--backend", backend,
-                             "--path", path, "--size-mib", str(size_mib)])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port),
+            "--backend",
+            backend,
+            "--path",
+            path,
+            "--size-mib",
+            str(size_mib),
+        ]
+    )
     try:
         wait_port(port, proc, timeout=120)
-        return run_target(f"coppice ({backend})", f"nbd://127.0.0.1:{port}/disk",
-                          size_mib, runtime)
+        return run_target(f"coppice ({backend})", f"nbd://127.0.0.1:{port}/disk", size_mib, runtime)
     finally:
         stop(proc)
 
 
 # ---------------------------------------------------------------- server side
 
+
 def _file_device(path: str, size: int):
     from tests.nbd.file_device import FileDevice
+
     return lambda: FileDevice(path, size=size)
 
 
@@ -231,10 +271,10 @@ def main() -> None:
             os.unlink(img)
         if "qcow2" in targets:
             ov = os.path.join(work, "overlay.qcow2")
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", ov],
-                           check=True)
-            results["qemu-nbd qcow2"] = qemu_nbd(ov, "qcow2", a.size_mib, a.runtime,
-                                                 "qemu-nbd qcow2")
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", ov], check=True
+            )
+            results["qemu-nbd qcow2"] = qemu_nbd(ov, "qcow2", a.size_mib, a.runtime, "qemu-nbd qcow2")
         if "coppice" in targets:
             img = os.path.join(work, "coppice.raw")
             shutil.copyfile(raw, img)
@@ -247,8 +287,9 @@ def main() -> None:
     print()
     header = f"| {'workload':20s} | " + " | ".join(f"{n:>18s}" for n in names)
     if base:
-        header += " | " + " | ".join(f"{'ratio ' + n.split(' (')[0]:>14s}" for n in names
-                                     if n != "qemu-nbd raw")
+        header += " | " + " | ".join(
+            f"{'ratio ' + n.split(' (')[0]:>14s}" for n in names if n != "qemu-nbd raw"
+        )
     print(header + " |")
     print("|" + "|".join("-" * (len(c) + 2) for c in header.strip("| ").split(" | ")) + "|")
     for label, _rw, bs, _d in WORKLOADS:

@@ -50,7 +50,9 @@ def coppice_run(n: int, tt, base: str, parallel: int) -> dict:
         custspec.create(f, "bench", user="ops", runcmd=["true"])
         p = Provisioner(f)
         t0 = time.perf_counter()
-        s = p.provision("tiny", n, f"b{os.getpid()}n{n}v{{n:04}}", "bench", "test:///default", parallel=parallel)
+        s = p.provision(
+            "tiny", n, f"b{os.getpid()}n{n}v{{n:04}}", "bench", "test:///default", parallel=parallel
+        )
         total = time.perf_counter() - t0
         assert len(s.ok) == n, s.to_dict()["failed"][:3]
         hv = p.hypervisor("test:///default")
@@ -87,14 +89,18 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=60.0, help="seconds a baseline may take per N")
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--dir", default="/var/tmp")
-    ap.add_argument("--fill", type=int, default=256, help="MiB of data in the template (0: the tiny one as is)")
+    ap.add_argument(
+        "--fill", type=int, default=256, help="MiB of data in the template (0: the tiny one as is)"
+    )
     a = ap.parse_args()
     import dataclasses
+
     tt = guest_image.build_tiny_template(os.environ.get("COPPICE_GUEST_CACHE", "/var/cache/coppice/guest"))
     image = make_image(tt, a.dir, a.fill)
 
     class T:  # the template files, with the (filled) image
         pass
+
     t2 = T()
     t2.__dict__.update(dataclasses.asdict(tt), image=image, disk_size=os.path.getsize(image))
     tt = t2
@@ -108,25 +114,37 @@ def main() -> None:
             skip[kind] = skip[kind] or b[kind] is None
         rows.append((n, c, b))
         st = c["stages"]
-        print(f"N={n}: coppice {c['total']:.2f} s ({1000 * c['total'] / n:.1f} ms/VM: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in st.items()) + ")", flush=True)
+        print(
+            f"N={n}: coppice {c['total']:.2f} s ({1000 * c['total'] / n:.1f} ms/VM: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in st.items())
+            + ")",
+            flush=True,
+        )
     print()
-    print(f"template: tiny + {a.fill} MiB of data ({tt.disk_size >> 20} MiB raw); libvirt test:///default; "
-          f"parallel={a.parallel}; baselines copy the disk only (no seed, no libvirt define)")
-    print(f"{'N':>5} | {'coppice s':>9} | {'ms/VM':>6} | {'clone':>6} {'seed':>6} {'resig':>6} {'map':>6} {'define':>6} "
-          f"| {'full copy s':>11} | {'qcow2 -b s':>10} | {'vs copy':>7}")
+    print(
+        f"template: tiny + {a.fill} MiB of data ({tt.disk_size >> 20} MiB raw); libvirt test:///default; "
+        f"parallel={a.parallel}; baselines copy the disk only (no seed, no libvirt define)"
+    )
+    print(
+        f"{'N':>5} | {'coppice s':>9} | {'ms/VM':>6} | {'clone':>6} {'seed':>6} {'resig':>6} {'map':>6} {'define':>6} "
+        f"| {'full copy s':>11} | {'qcow2 -b s':>10} | {'vs copy':>7}"
+    )
     for n, c, b in rows:
         st = c["stages"]
         cp = f"{b['copy']:.2f}" if b["copy"] is not None else "> budget"
         q2 = f"{b['qcow2']:.2f}" if b["qcow2"] is not None else "> budget"
         ratio = f"{b['copy'] / c['total']:.1f}x" if b["copy"] else "-"
-        print(f"{n:>5} | {c['total']:>9.2f} | {1000 * c['total'] / n:>6.1f} | "
-              + " ".join(f"{st.get(k, 0):>6.1f}" for k in ("clone", "seed", "resignature", "map", "define"))
-              + f" | {cp:>11} | {q2:>10} | {ratio:>7}")
+        print(
+            f"{n:>5} | {c['total']:>9.2f} | {1000 * c['total'] / n:>6.1f} | "
+            + " ".join(f"{st.get(k, 0):>6.1f}" for k in ("clone", "seed", "resignature", "map", "define"))
+            + f" | {cp:>11} | {q2:>10} | {ratio:>7}"
+        )
     big = [r for r in rows if r[0] >= 1000]
     if big:
-        print(f"target 1,000 VMs < 60 s: {'met' if big[0][1]['total'] < 60 else 'NOT met'} "
-              f"({big[0][1]['total']:.1f} s)")
+        print(
+            f"target 1,000 VMs < 60 s: {'met' if big[0][1]['total'] < 60 else 'NOT met'} "
+            f"({big[0][1]['total']:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def fill(h, nblocks):
     done = 0
     while done < nblocks:
         n = min(chunk, nblocks - done)
-        h.pwrite(done * BS, memoryview(buf)[:n * BS])
+        h.pwrite(done * BS, memoryview(buf)[: n * BS])
         done += n
 
 
@@ -47,7 +47,7 @@ def qcow2_snapshot_ms(tmp, nblocks, reps=3):
         left = nblocks * BS
         blk = os.urandom(1 << 20)
         while left > 0:
-            f.write(blk[:min(left, 1 << 20)])
+            f.write(blk[: min(left, 1 << 20)])
             left -= 1 << 20
     subprocess.run(["qemu-img", "convert", "-O", "qcow2", raw, img], check=True)
     os.unlink(raw)
@@ -90,7 +90,9 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     s1, c1 = rows[0][1], rows[0][2]
-    print(f"{'written blocks':>15} {'snapshot ms':>12} {'ratio':>6} {'clone ms':>9} {'ratio':>6} {'qcow2 snap ms':>14}")
+    print(
+        f"{'written blocks':>15} {'snapshot ms':>12} {'ratio':>6} {'clone ms':>9} {'ratio':>6} {'qcow2 snap ms':>14}"
+    )
     for n, s, c, q in rows:
         qs = f"{q:14.1f}" if q is not None else f"{'n/a':>14}"
         print(f"{n:>15,} {s:12.2f} {s / s1:6.2f} {c:9.2f} {c / c1:6.2f} {qs}")

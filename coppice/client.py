@@ -36,16 +36,22 @@ from .api.errors import DaemonError, DaemonUnreachable, NotSupported
 from .errors import CoppiceError
 
 API_SOCKET = "coppice.sock"
-_KIND_BY_COLLECTION = {"volumes": "volume", "clones": "volume", "snapshots": "snapshot", "igroups": "igroup",
-                       "files": "file"}
+_KIND_BY_COLLECTION = {
+    "volumes": "volume",
+    "clones": "volume",
+    "snapshots": "snapshot",
+    "igroups": "igroup",
+    "files": "file",
+}
 
 
 def _error_classes() -> dict[str, type]:
     # Import the modules whose errors can cross the wire, then index every class by name.
     from . import dedup, engine, filer  # noqa: F401
-    from .filer import errors as _fe, export_resolver  # noqa: F401
-    from .provision import errors as _pe, provisioning_errors as _ppe  # noqa: F401
-    from .provision import custspec as _cs, datastore as _ds, template as _tp, vm as _vm  # noqa: F401
+    from .filer import errors as _fe  # noqa: F401
+    from .provision import custspec as _cs  # noqa: F401
+    from .provision import errors as _pe  # noqa: F401
+
     out: dict[str, type] = {}
     todo = [CoppiceError]
     while todo:
@@ -64,9 +70,15 @@ def rebuild_error(body: dict, status: int, url: str) -> CoppiceError:
     cls = _error_classes().get(name)
     if cls is None:
         from .errors import InvalidArgument
-        base = {404: CoppiceError, 409: CoppiceError}.get(status, InvalidArgument if status < 500 else CoppiceError)
-        cls = type(name, (base,), {"__doc__": "{detail}", "http_status": status,
-                                   "exit_code": body.get("exit_code", 1)})
+
+        base = {404: CoppiceError, 409: CoppiceError}.get(
+            status, InvalidArgument if status < 500 else CoppiceError
+        )
+        cls = type(
+            name,
+            (base,),
+            {"__doc__": "{detail}", "http_status": status, "exit_code": body.get("exit_code", 1)},
+        )
     exc = cls.__new__(cls)
     Exception.__init__(exc, message)
     exc.kwargs, exc.args_ = {}, ()
@@ -80,17 +92,28 @@ class RemoteFiler:
 
     remote = True
 
-    def __init__(self, url: str | None = None, socket_path: str | None = None, token: str | None = None,
-                 timeout: float = 600.0, poll_interval: float = 0.2):
+    def __init__(
+        self,
+        url: str | None = None,
+        socket_path: str | None = None,
+        token: str | None = None,
+        timeout: float = 600.0,
+        poll_interval: float = 0.2,
+    ):
         if not url and not socket_path:
             raise NotSupported(what="RemoteFiler", why="give a daemon URL or a Unix socket path")
         import httpx
+
         _install()
         self.where = url or f"unix:{socket_path}"
         transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=(url or "http://coppice").rstrip("/"), transport=transport,
-                                  headers=headers, timeout=httpx.Timeout(timeout, connect=5.0))
+        self._http = httpx.Client(
+            base_url=(url or "http://coppice").rstrip("/"),
+            transport=transport,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
         self.poll_interval = poll_interval
 
     def close(self) -> None:
@@ -105,6 +128,7 @@ class RemoteFiler:
     # ---- transport --------------------------------------------------------------------
     def request(self, verb: str, path: str, params: dict | None = None, json=None):
         import httpx
+
         params = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             r = self._http.request(verb, path, params=params or None, json=json)
@@ -145,8 +169,14 @@ class RemoteFiler:
             if job["state"] in ("done", "cancelled", "interrupted"):
                 return
             if job["state"] == "failed":
-                raise rebuild_error({"error": job.get("error_class") or "JobFailed",
-                                     "message": job.get("error") or "the job failed"}, 400, self.where)
+                raise rebuild_error(
+                    {
+                        "error": job.get("error_class") or "JobFailed",
+                        "message": job.get("error") or "the job failed",
+                    },
+                    400,
+                    self.where,
+                )
             time.sleep(self.poll_interval)
             job = self.job(job["id"])
 
@@ -160,7 +190,7 @@ class RemoteFiler:
                     yield rec.get("done") or 0, rec.get("total") or 0
             finished = True
         finally:
-            if not finished:   # the caller gave up (Ctrl-C): stop the split as a local one would stop
+            if not finished:  # the caller gave up (Ctrl-C): stop the split as a local one would stop
                 try:
                     self.request("DELETE", f"/clones/{_segment(vol, 'volume')}/split")
                 except CoppiceError:
@@ -192,24 +222,40 @@ class RemoteFiler:
             if on_progress:
                 on_progress(rec)
         if rec["state"] != "done":
-            raise rebuild_error({"error": "JobStopped", "message": f"job {rec['id']} was {rec['state']}: "
-                                 f"{rec.get('message') or rec.get('error') or 'stopped'}"}, 409, self.where)
+            raise rebuild_error(
+                {
+                    "error": "JobStopped",
+                    "message": f"job {rec['id']} was {rec['state']}: "
+                    f"{rec.get('message') or rec.get('error') or 'stopped'}",
+                },
+                409,
+                self.where,
+            )
         return rec.get("result")
 
     # ---- small files ----------------------------------------------------------------
     def file_write(self, vol: str, name: str, data: bytes) -> None:
-        self.request("PUT", f"/volumes/{_segment(vol, 'volume')}/files/{_segment(name, 'file')}",
-                     json={"data_base64": base64.b64encode(bytes(data)).decode()})
+        self.request(
+            "PUT",
+            f"/volumes/{_segment(vol, 'volume')}/files/{_segment(name, 'file')}",
+            json={"data_base64": base64.b64encode(bytes(data)).decode()},
+        )
 
     def file_read(self, vol: str, name: str, snapshot: str | None = None) -> bytes:
-        r = self.request("GET", f"/volumes/{_segment(vol, 'volume')}/files/{_segment(name, 'file')}",
-                         params={"snapshot": snapshot})
+        r = self.request(
+            "GET",
+            f"/volumes/{_segment(vol, 'volume')}/files/{_segment(name, 'file')}",
+            params={"snapshot": snapshot},
+        )
         return base64.b64decode(r["data_base64"])
 
     # ---- what needs the pool in this process ------------------------------------------
     def open_lun(self, path: str, initiator=None):
-        raise NotSupported(what="open_lun", why=f"the daemon ({self.where}) serves LUNs over NBD; "
-                           "connect to its NBD socket (POOL/nbd.sock) or port instead")
+        raise NotSupported(
+            what="open_lun",
+            why=f"the daemon ({self.where}) serves LUNs over NBD; "
+            "connect to its NBD socket (POOL/nbd.sock) or port instead",
+        )
 
     def resolver(self):
         raise NotSupported(what="resolver", why="the daemon runs the NBD target itself")
@@ -219,8 +265,11 @@ class RemoteFiler:
 
     @contextmanager
     def transaction(self):
-        raise NotSupported(what="transaction", why="calls over the REST API commit one by one; "
-                           "stop the daemon to group them, or use a single call that does the whole change")
+        raise NotSupported(
+            what="transaction",
+            why="calls over the REST API commit one by one; "
+            "stop the daemon to group them, or use a single call that does the whole change",
+        )
         yield self  # pragma: no cover
 
 
@@ -228,8 +277,9 @@ def _segment(value, kind: str | None) -> str:
     """A name as one URL path segment. A name no URL can carry ('/' in it, '', '.', '..')
     is refused here with the error the filer gives such a name."""
     if not isinstance(value, str) or "/" in value or value in ("", ".", ".."):
-        from .filer.names import check
         from .errors import InvalidArgument
+        from .filer.names import check
+
         if kind in ("volume", "snapshot", "LUN", "igroup", "file"):
             check(kind, value)
         raise InvalidArgument(detail=f"{value!r} is not a valid name")
@@ -238,6 +288,7 @@ def _segment(value, kind: str | None) -> str:
 
 def _make_method(name: str, ops):
     from .filer.filer import Filer
+
     target = getattr(Filer, name)
     sig = inspect.signature(target)
 
@@ -255,6 +306,7 @@ def _make_method(name: str, ops):
             coll = op.path.split("{" + p + "}")[0].rstrip("/").rsplit("/", 1)[-1]
             path = path.replace("{" + p + "}", _segment(params.pop(p, None), _KIND_BY_COLLECTION.get(coll)))
         from .api.codec import to_jsonable
+
         body = query = None
         if op.body is not None:
             body = {k: to_jsonable(params[k]) for k in op.body.model_fields if k in params}
@@ -277,6 +329,7 @@ def _install() -> None:
     if _installed:
         return
     from .api.ops import all_ops
+
     for name, ops in all_ops().items():
         if name not in RemoteFiler.__dict__:
             setattr(RemoteFiler, name, _make_method(name, ops))
@@ -302,9 +355,10 @@ def connect(pool_dir: str | None) -> RemoteFiler | None:
         token = os.environ.get("COPPICE_TOKEN")
         if token is None and pool_dir:
             from .api.auth import read_token
+
             token = read_token(pool_dir)
         rf = RemoteFiler(url=url, token=token)
-        rf.health()   # an explicitly named daemon must answer (DaemonUnreachable otherwise)
+        rf.health()  # an explicitly named daemon must answer (DaemonUnreachable otherwise)
         return rf
     if not pool_dir:
         return None

@@ -64,7 +64,7 @@ def parse_hostport(text: str, default_port: int | None, what: str) -> tuple[str,
     if t.lower() in ("none", "off", "no", "-"):
         return "127.0.0.1", None
     host, port = "127.0.0.1", default_port
-    if t.startswith("[") and "]" in t:           # [::1]:8080
+    if t.startswith("[") and "]" in t:  # [::1]:8080
         host, _, rest = t[1:].partition("]")
         t = rest.lstrip(":") if rest.startswith(":") else ""
         if t:
@@ -81,8 +81,10 @@ def parse_hostport(text: str, default_port: int | None, what: str) -> tuple[str,
         if port is not None and not 0 <= port <= 65535:
             raise ValueError
     except ValueError:
-        raise InvalidArgument(detail=f"{what} {text!r} is invalid: use HOST:PORT, :PORT or PORT "
-                                     "(0..65535; 0 picks a free port), or 'none'") from None
+        raise InvalidArgument(
+            detail=f"{what} {text!r} is invalid: use HOST:PORT, :PORT or PORT "
+            "(0..65535; 0 picks a free port), or 'none'"
+        ) from None
     return host, port
 
 
@@ -120,10 +122,19 @@ def _unix_listener(path: str) -> socket.socket:
 
 
 class Daemon:
-    def __init__(self, pool_dir: str, api: str = f"127.0.0.1:{DEFAULT_API_PORT}",
-                 nbd: str = f"127.0.0.1:{DEFAULT_NBD_PORT}", tls_dir: str | None = None,
-                 require_tls: bool = False, clock=None, sleep=None, schedule_interval: float = 60.0,
-                 jobs_workers: int = 2, graceful_timeout: float = 30.0):
+    def __init__(
+        self,
+        pool_dir: str,
+        api: str = f"127.0.0.1:{DEFAULT_API_PORT}",
+        nbd: str = f"127.0.0.1:{DEFAULT_NBD_PORT}",
+        tls_dir: str | None = None,
+        require_tls: bool = False,
+        clock=None,
+        sleep=None,
+        schedule_interval: float = 60.0,
+        jobs_workers: int = 2,
+        graceful_timeout: float = 30.0,
+    ):
         self.pool_dir = os.path.abspath(pool_dir)
         self.api_host, self.api_port = parse_hostport(api, DEFAULT_API_PORT, "--api")
         self.nbd_host, self.nbd_port = parse_hostport(nbd, DEFAULT_NBD_PORT, "--nbd")
@@ -147,7 +158,7 @@ class Daemon:
         self.api_url: str | None = None
 
     # ---- start ------------------------------------------------------------------------
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         from .api.app import create_app, register_app_jobs, register_jobs
         from .api.auth import UnixMarker, ensure_token, token_path
         from .api.jobs import JobRunner
@@ -155,7 +166,7 @@ class Daemon:
         from .filer import Filer
         from .nbd.server import NBDServer
 
-        undo = []   # run in reverse if start fails half way
+        undo = []  # run in reverse if start fails half way
         try:
             tcp = None
             if self.api_port is not None:
@@ -163,16 +174,19 @@ class Daemon:
                 undo.append(tcp.close)
                 host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
                 self.api_url = f"http://{host}:{tcp.getsockname()[1]}"
-            holder = (f"coppice serve (pid {os.getpid()}, api {self.api_url or 'unix socket only'}, "
-                      f"socket {self.socket_path})")
+            holder = (
+                f"coppice serve (pid {os.getpid()}, api {self.api_url or 'unix socket only'}, "
+                f"socket {self.socket_path})"
+            )
             self.filer = Filer.open(self.pool_dir, holder=holder)
             undo.append(self.filer.close)
             pool = self.filer.pool
             if getattr(pool, "inline_dedup", None) is None:
                 try:
                     from . import dedup
+
                     dedup.attach(pool)
-                except Exception as e:   # dedup is optional for serving
+                except Exception as e:  # dedup is optional for serving
                     log.warning("inline dedup not attached: %s", e)
             token = ensure_token(self.pool_dir)
             us = _unix_listener(self.socket_path)
@@ -185,13 +199,21 @@ class Daemon:
             tls_ctx = None
             if self.tls_dir:
                 from .nbd.tls import server_context
+
                 tls_ctx = server_context(self.tls_dir)
             try:
-                self.nbd = NBDServer(self.filer.resolver(), host=self.nbd_host, port=self.nbd_port,
-                                     unix_path=self.nbd_socket_path, tls_context=tls_ctx,
-                                     require_tls=self.require_tls).start()
+                self.nbd = NBDServer(
+                    self.filer.resolver(),
+                    host=self.nbd_host,
+                    port=self.nbd_port,
+                    unix_path=self.nbd_socket_path,
+                    tls_context=tls_ctx,
+                    require_tls=self.require_tls,
+                ).start()
             except CoppiceError as e:
-                raise ListenFailed(where=f"NBD {self.nbd_host}:{self.nbd_port}", why=str(e), option="--nbd") from None
+                raise ListenFailed(
+                    where=f"NBD {self.nbd_host}:{self.nbd_port}", why=str(e), option="--nbd"
+                ) from None
             undo.append(self.nbd.shutdown)
 
             self.scheduler = Scheduler(clock=self.clock, **({"sleep": self.sleep} if self.sleep else {}))
@@ -199,12 +221,26 @@ class Daemon:
                 self.scheduler.add(task)
 
             nbd_addr = self.nbd.address
-            self.info = {"pool": self.pool_dir, "pool_uuid": pool.uuid, "api_url": self.api_url,
-                         "socket": self.socket_path, "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
-                         "nbd_socket": self.nbd_socket_path, "tls": bool(tls_ctx), "pid": os.getpid(),
-                         "started": time.time()}
-            self.app = create_app(self.filer, self.jobs, token=token, token_path=token_path(self.pool_dir),
-                                  scheduler=self.scheduler, nbd=self.nbd, daemon_info=self.info)
+            self.info = {
+                "pool": self.pool_dir,
+                "pool_uuid": pool.uuid,
+                "api_url": self.api_url,
+                "socket": self.socket_path,
+                "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
+                "nbd_socket": self.nbd_socket_path,
+                "tls": bool(tls_ctx),
+                "pid": os.getpid(),
+                "started": time.time(),
+            }
+            self.app = create_app(
+                self.filer,
+                self.jobs,
+                token=token,
+                token_path=token_path(self.pool_dir),
+                scheduler=self.scheduler,
+                nbd=self.nbd,
+                daemon_info=self.info,
+            )
             register_app_jobs(self.jobs, self.app)
             undo.append(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))
@@ -227,8 +263,14 @@ class Daemon:
         import uvicorn
 
         def config(app):
-            return uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                  timeout_graceful_shutdown=self.graceful_timeout, proxy_headers=False)
+            return uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=self.graceful_timeout,
+                proxy_headers=False,
+            )
 
         pairs = []
         if tcp is not None:
@@ -243,7 +285,7 @@ class Daemon:
         def run():
             try:
                 asyncio.run(main())
-            except BaseException as e:   # reported to start() below
+            except BaseException as e:  # reported to start() below
                 failed.append(e)
                 log.exception("the API server stopped")
 
@@ -252,8 +294,11 @@ class Daemon:
         deadline = time.monotonic() + 30
         while not all(s.started for s in self._servers):
             if failed or not self._uv_thread.is_alive() or time.monotonic() > deadline:
-                raise ListenFailed(where=self.api_url or self.socket_path,
-                                   why=str(failed[0]) if failed else "the API server did not start", option="--api")
+                raise ListenFailed(
+                    where=self.api_url or self.socket_path,
+                    why=str(failed[0]) if failed else "the API server did not start",
+                    option="--api",
+                )
             time.sleep(0.01)
 
     # ---- stop -------------------------------------------------------------------------
@@ -280,8 +325,11 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.stop(self.graceful_timeout)
         # API and NBD stop accepting and finish in flight, side by side.
-        nbd_stop = threading.Thread(target=self.nbd.shutdown, args=(self.graceful_timeout,), name="nbd-stop") \
-            if self.nbd is not None else None
+        nbd_stop = (
+            threading.Thread(target=self.nbd.shutdown, args=(self.graceful_timeout,), name="nbd-stop")
+            if self.nbd is not None
+            else None
+        )
         if nbd_stop:
             nbd_stop.start()
         self._stop_uvicorn()
@@ -309,8 +357,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         self.start()
-        print(f"coppice serve: ready api={self.api_url or '-'} nbd={self.info['nbd'] or '-'} "
-              f"socket={self.socket_path} pid={os.getpid()}", flush=True)
+        print(
+            f"coppice serve: ready api={self.api_url or '-'} nbd={self.info['nbd'] or '-'} "
+            f"socket={self.socket_path} pid={os.getpid()}",
+            flush=True,
+        )
         try:
             while not self._stop_event.wait(1.0):
                 pass
@@ -328,20 +379,24 @@ def default_tasks(filer, jobs, interval: float = 60.0):
 
     def dedup_scans(now: float):
         from . import dedup
+
         vols = dedup.due(filer.pool, now)
         if not vols:
             return []
         if any(j["state"] in ("queued", "running") for j in jobs.list(kind="dedup_scan")):
-            return []   # one scan at a time; the schedule is still due at the next tick
+            return []  # one scan at a time; the schedule is still due at the next tick
         jobs.submit("dedup_scan", {"volumes": vols, "full": False, "scheduled": True})
         return vols
 
-    return [Task("snap_sched", snapshots, interval=interval),
-            Task("sis_schedule", dedup_scans, interval=interval)]
+    return [
+        Task("snap_sched", snapshots, interval=interval),
+        Task("sis_schedule", dedup_scans, interval=interval),
+    ]
 
 
-def main(argv=None) -> int:   # `python -m coppice.daemon POOL` for systems without the CLI
+def main(argv=None) -> int:  # `python -m coppice.daemon POOL` for systems without the CLI
     import argparse
+
     ap = argparse.ArgumentParser(prog="coppice-serve")
     ap.add_argument("pool")
     ap.add_argument("--api", default=f"127.0.0.1:{DEFAULT_API_PORT}")

@@ -25,6 +25,7 @@ def _cleanup(path: str, console: Console) -> None:
     try:
         from .filer import Filer
         from .provision import vm
+
         f = Filer.open(path)
         try:
             for rec in vm.list_(f, with_state=False):
@@ -41,6 +42,7 @@ def _cleanup(path: str, console: Console) -> None:
 
 def _storage_tour(path: str, console: Console) -> None:
     from .filer import Filer
+
     f = Filer.create(path)
     try:
         f.vol_create("fvol_master", "1g")
@@ -55,12 +57,16 @@ def _storage_tour(path: str, console: Console) -> None:
         for i in range(5):
             f.clone_create(f"fvol_clone{i}", "fvol_master", "clone_base_snapshot", remap=True)
         clone_ms = (time.perf_counter() - t) * 1000 / 5
-        console.print(f"snap create: {snap_ms:.1f} ms; vol clone create: {clone_ms:.1f} ms per clone "
-                      f"(5 clones of a LUN holding 32 MiB)")
+        console.print(
+            f"snap create: {snap_ms:.1f} ms; vol clone create: {clone_ms:.1f} ms per clone "
+            f"(5 clones of a LUN holding 32 MiB)"
+        )
         df = f.df(savings=True)["pool"]
         mib = lambda b: f"{b / (1 << 20):.0f} MiB"  # noqa: E731
-        console.print(f"pool: {mib(df['logical'])} of data in 6 volumes stored in {mib(df['used'])}; "
-                      f"saved by clones {mib(df['saved_clones'])}")
+        console.print(
+            f"pool: {mib(df['logical'])} of data in 6 volumes stored in {mib(df['used'])}; "
+            f"saved by clones {mib(df['saved_clones'])}"
+        )
         for i in range(5):
             f.vol_destroy(f"fvol_clone{i}")
         f.snap_delete("fvol_master", "clone_base_snapshot")
@@ -79,8 +85,10 @@ def main(argv=None) -> int:
     _storage_tour(path, console)
     console.rule("provisioning: one golden VM, many clones")
     from .provision.demo import run_demo
+
     out = run_demo(path, console)
     from .filer import Filer
+
     f = Filer.open(path)
     try:
         rep = f.fsck()

@@ -20,7 +20,14 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from coppice.provision.domain_xml import DirectBoot, Disk, DomainSpec, FileSource, NbdSource, render_domain_xml  # noqa: E402
+from coppice.provision.domain_xml import (
+    DirectBoot,
+    Disk,
+    DomainSpec,
+    FileSource,
+    NbdSource,
+    render_domain_xml,
+)  # noqa: E402
 from coppice.provision.guest_image import build_tiny_template, read_marker  # noqa: E402
 from coppice.provision.hypervisor import Hypervisor, ensure_system_libvirtd  # noqa: E402
 from coppice.provision.seed import SeedConfig, build_seed_iso  # noqa: E402
@@ -47,8 +54,23 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     nbd_log = open(f"{work}/qemu-nbd.log", "wb")  # the readiness probe makes it complain once
-    nbd = subprocess.Popen(["qemu-nbd", "-f", "raw", "-t", "-x", "root", "-b", "127.0.0.1",
-                            "-p", str(port), "--cache=none", root], stderr=nbd_log)
+    nbd = subprocess.Popen(
+        [
+            "qemu-nbd",
+            "-f",
+            "raw",
+            "-t",
+            "-x",
+            "root",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--cache=none",
+            root,
+        ],
+        stderr=nbd_log,
+    )
     name = f"coppice-boot-{args.hostname}-{uuid.uuid4().hex[:6]}"
     try:
         for _ in range(100):
@@ -59,11 +81,19 @@ def main() -> int:
                 time.sleep(0.05)
         ensure_system_libvirtd()
         with Hypervisor.open("qemu:///system") as hv:
-            hv.define(render_domain_xml(DomainSpec(
-                name=name, boot=DirectBoot(tpl.kernel, tpl.initrd, tpl.cmdline),
-                disks=[Disk("vda", NbdSource("root", port=port)),
-                       Disk("vdb", FileSource(seed), readonly=True)],
-                serial_log=log)))
+            hv.define(
+                render_domain_xml(
+                    DomainSpec(
+                        name=name,
+                        boot=DirectBoot(tpl.kernel, tpl.initrd, tpl.cmdline),
+                        disks=[
+                            Disk("vda", NbdSource("root", port=port)),
+                            Disk("vdb", FileSource(seed), readonly=True),
+                        ],
+                        serial_log=log,
+                    )
+                )
+            )
             try:
                 t1 = time.monotonic()
                 hv.start(name)

@@ -10,6 +10,14 @@ DEBS=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt
   python3-venv python3-dev gcc busybox-static cpio xorriso openssl
   btrfs-progs duperemove
+  # real golden VMs: libguestfs generalizes images offline (supermin needs a
+  # kernel in /boot: linux-image-cloud-amd64); debootstrap builds the test guest
+  libguestfs-tools python3-guestfs linux-image-cloud-amd64
+  debootstrap genisoimage e2fsprogs fdisk util-linux
+  # the rbd backend and its single-node test cluster; qemu's rbd block driver
+  ceph-mon ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra
+  # the web console's browser tests
+  chromium chromium-driver
 )
 missing=()
 for p in "${DEBS[@]}"; do

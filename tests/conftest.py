@@ -17,6 +17,7 @@ def pool_dir():
 @pytest.fixture
 def pool(pool_dir):
     from coppice.engine import Pool
+
     p = Pool.create(pool_dir)
     yield p
     p.close()

@@ -20,22 +20,62 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .errors import install_handlers
-from .routes import (clones, custspecs, datastores, dedup, health, igroups, jobs, luns, maps, pool, schedules,
-                     snapshots, templates, vms, volumes)
+from .routes import (
+    clones,
+    custspecs,
+    datastores,
+    dedup,
+    health,
+    igroups,
+    jobs,
+    luns,
+    maps,
+    pool,
+    schedules,
+    snapshots,
+    templates,
+    vms,
+    volumes,
+)
 
-RESOURCES = [health, pool, volumes, snapshots, clones, luns, igroups, maps, schedules, dedup, templates, custspecs,
-             vms, datastores, jobs]
+RESOURCES = [
+    health,
+    pool,
+    volumes,
+    snapshots,
+    clones,
+    luns,
+    igroups,
+    maps,
+    schedules,
+    dedup,
+    templates,
+    custspecs,
+    vms,
+    datastores,
+    jobs,
+]
 
 API_VERSION = "1"
 
 
-def create_app(filer, jobs_runner=None, token: str | None = None, token_path: str | None = None,
-               scheduler=None, nbd=None, daemon_info: dict | None = None) -> FastAPI:
-    app = FastAPI(title="Coppice", version=API_VERSION,
-                  description="Copy-on-write filer, NBD block target and VM provisioner. Every call but "
-                              "/health needs `Authorization: Bearer TOKEN` (the token is in POOL/api.token) "
-                              "unless it comes over the pool's Unix socket (POOL/coppice.sock). Errors are "
-                              "JSON: {error, message, status}. Long operations return a job: poll /jobs/{id}.")
+def create_app(
+    filer,
+    jobs_runner=None,
+    token: str | None = None,
+    token_path: str | None = None,
+    scheduler=None,
+    nbd=None,
+    daemon_info: dict | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="Coppice",
+        version=API_VERSION,
+        description="Copy-on-write filer, NBD block target and VM provisioner. Every call but "
+        "/health needs `Authorization: Bearer TOKEN` (the token is in POOL/api.token) "
+        "unless it comes over the pool's Unix socket (POOL/coppice.sock). Errors are "
+        "JSON: {error, message, status}. Long operations return a job: poll /jobs/{id}.",
+    )
     st = app.state
     st.filer = filer
     st.jobs = jobs_runner
@@ -53,15 +93,28 @@ def create_app(filer, jobs_runner=None, token: str | None = None, token_path: st
 
 def register_jobs(runner, filer) -> None:
     """The job kinds a daemon runs."""
-    runner.register("clone_split", clones.run_split(filer), resumable=True,
-                    description="split a clone from its parent snapshot")
-    runner.register("dedup_scan", dedup.run_scan(filer.pool), resumable=True,
-                    description="post-process deduplication scan")
-    runner.register("scrub", pool.run_scrub(filer), resumable=False,
-                    description="verify every block's checksum")
+    runner.register(
+        "clone_split",
+        clones.run_split(filer),
+        resumable=True,
+        description="split a clone from its parent snapshot",
+    )
+    runner.register(
+        "dedup_scan",
+        dedup.run_scan(filer.pool),
+        resumable=True,
+        description="post-process deduplication scan",
+    )
+    runner.register(
+        "scrub", pool.run_scrub(filer), resumable=False, description="verify every block's checksum"
+    )
 
 
 def register_app_jobs(runner, app) -> None:
     """The job kinds that need the app's state (its libvirt connections, its NBD address)."""
-    runner.register("provision", vms.run_provision(app.state), resumable=False,
-                    description="provision a batch of VMs from a template")
+    runner.register(
+        "provision",
+        vms.run_provision(app.state),
+        resumable=False,
+        description="provision a batch of VMs from a template",
+    )

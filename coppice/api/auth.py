@@ -75,7 +75,7 @@ def require_token(request: Request) -> None:
         return
     state = request.app.state
     expected = getattr(state, "token", None)
-    if expected is None:   # an app built without auth (in-process tests)
+    if expected is None:  # an app built without auth (in-process tests)
         return
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")

@@ -68,7 +68,7 @@ def from_jsonable(data: Any, hint: Any) -> Any:
             except (TypeError, ValueError, KeyError):
                 continue
         return data
-    if origin in (list, typing.List, set, frozenset) or hint in (list, set, frozenset):
+    if origin in (list, list, set, frozenset) or hint in (list, set, frozenset):
         item = args[0] if args else Any
         out = [from_jsonable(v, item) for v in data]
         if origin in (set, frozenset) or hint in (set, frozenset):
@@ -78,9 +78,9 @@ def from_jsonable(data: Any, hint: Any) -> Any:
         if args and len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(v, args[0]) for v in data)
         if args:
-            return tuple(from_jsonable(v, a) for v, a in zip(data, args))
+            return tuple(from_jsonable(v, a) for v, a in zip(data, args, strict=False))
         return tuple(data)
-    if origin in (dict, typing.Dict) or hint is dict:
+    if origin in (dict, dict) or hint is dict:
         vh = args[1] if len(args) == 2 else Any
         return {k: from_jsonable(v, vh) for k, v in data.items()}
     if isinstance(hint, type):

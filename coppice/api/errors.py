@@ -69,8 +69,12 @@ class DaemonError(CoppiceError):
 
 
 def error_body(exc: CoppiceError) -> dict:
-    return {"error": type(exc).__name__, "message": str(exc), "status": exc.http_status,
-            "exit_code": getattr(exc, "exit_code", 1)}
+    return {
+        "error": type(exc).__name__,
+        "message": str(exc),
+        "status": exc.http_status,
+        "exit_code": getattr(exc, "exit_code", 1),
+    }
 
 
 def _field(loc) -> str:
@@ -89,9 +93,15 @@ def validation_body(errors) -> dict:
         msgs.append(f"{f}: {e.get('msg', 'invalid')}")
         if len(msgs) == 5:
             break
-    return {"error": "InvalidRequest", "message": "Invalid request: " + "; ".join(msgs) +
-            ". See /openapi.json for the fields each call takes.", "status": 422, "exit_code": 4,
-            "detail": [{"loc": list(map(str, e.get("loc", ()))), "msg": e.get("msg", "")} for e in errors[:20]]}
+    return {
+        "error": "InvalidRequest",
+        "message": "Invalid request: "
+        + "; ".join(msgs)
+        + ". See /openapi.json for the fields each call takes.",
+        "status": 422,
+        "exit_code": 4,
+        "detail": [{"loc": list(map(str, e.get("loc", ()))), "msg": e.get("msg", "")} for e in errors[:20]],
+    }
 
 
 def install_handlers(app) -> None:
@@ -118,13 +128,27 @@ def install_handlers(app) -> None:
             msg = f"No endpoint {request.url.path}; /openapi.json lists the API."
         if exc.status_code == 405:
             msg = f"{request.method} is not allowed on {request.url.path}; /openapi.json lists the API."
-        return JSONResponse({"error": names.get(exc.status_code, "HTTPError"), "message": msg,
-                             "status": exc.status_code, "exit_code": 1},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {
+                "error": names.get(exc.status_code, "HTTPError"),
+                "message": msg,
+                "status": exc.status_code,
+                "exit_code": 1,
+            },
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _bug(request, exc: Exception):
         log.exception("internal error in %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "InternalError", "message": f"Internal error ({type(exc).__name__}: "
-                             f"{exc}); this is a bug in Coppice, please report it with the daemon's log.",
-                             "status": 500, "exit_code": 1}, status_code=500)
+        return JSONResponse(
+            {
+                "error": "InternalError",
+                "message": f"Internal error ({type(exc).__name__}: "
+                f"{exc}); this is a bug in Coppice, please report it with the daemon's log.",
+                "status": 500,
+                "exit_code": 1,
+            },
+            status_code=500,
+        )

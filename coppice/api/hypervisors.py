@@ -22,7 +22,7 @@ class _Shared:
         return getattr(self._hv, name)
 
     def close(self) -> None:
-        pass   # the daemon owns the connection (close_all)
+        pass  # the daemon owns the connection (close_all)
 
 
 class Hypervisors:
@@ -35,6 +35,7 @@ class Hypervisors:
             if uri not in self.conns:
                 from ..provision.errors import LibvirtUnavailable
                 from ..provision.hypervisor import Hypervisor
+
                 try:
                     self.conns[uri] = _Shared(Hypervisor.open(uri))
                 except LibvirtUnavailable as e:
@@ -49,7 +50,7 @@ class Hypervisors:
             try:
                 self.get(u)
             except Exception:
-                pass   # reported per VM as state 'unknown'
+                pass  # reported per VM as state 'unknown'
         return self.conns
 
     def close_all(self) -> None:

@@ -37,8 +37,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import CoppiceError
 from .codec import to_jsonable
@@ -49,7 +50,7 @@ log = logging.getLogger("coppice.jobs")
 SCOPE = "jobs"
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled")
-KEEP_FINISHED = 200     # finished jobs kept for GET /jobs; older ones are pruned
+KEEP_FINISHED = 200  # finished jobs kept for GET /jobs; older ones are pruned
 
 
 class JobStopped(Exception):
@@ -59,7 +60,7 @@ class JobStopped(Exception):
 @dataclass
 class JobKind:
     name: str
-    run: Callable[["JobContext"], Any]
+    run: Callable[[JobContext], Any]
     resumable: bool = False
     description: str = ""
 
@@ -67,12 +68,12 @@ class JobKind:
 class JobContext:
     """What a running job sees: its params, progress reporting, stop flag."""
 
-    def __init__(self, runner: "JobRunner", record: dict):
+    def __init__(self, runner: JobRunner, record: dict):
         self.runner = runner
         self.id = record["id"]
         self.params = dict(record.get("params") or {})
         self.state = record.get("state_data")
-        self.attempt = record.get("attempts", 0) + 1   # this run, counting from 1
+        self.attempt = record.get("attempts", 0) + 1  # this run, counting from 1
         self._stop = threading.Event()
         self._last_persist = 0.0
         self._phase = record.get("phase")
@@ -86,8 +87,14 @@ class JobContext:
         if self.stopping:
             raise JobStopped()
 
-    def progress(self, phase: str | None = None, done: float | None = None, total: float | None = None,
-                 message: str | None = None, **extra) -> None:
+    def progress(
+        self,
+        phase: str | None = None,
+        done: float | None = None,
+        total: float | None = None,
+        message: str | None = None,
+        **extra,
+    ) -> None:
         """``extra``: more JSON fields of the record a kind reports (e.g. ``stage_totals``)."""
         changes: dict[str, Any] = dict(extra)
         if phase is not None:
@@ -101,8 +108,13 @@ class JobContext:
         cur = phase if phase is not None else self._phase
         if cur is not None and (done is not None or total is not None):
             prev = self._phases.get(cur) or {}
-            self._phases = {**self._phases, cur: {"done": done if done is not None else prev.get("done"),
-                                                  "total": total if total is not None else prev.get("total")}}
+            self._phases = {
+                **self._phases,
+                cur: {
+                    "done": done if done is not None else prev.get("done"),
+                    "total": total if total is not None else prev.get("total"),
+                },
+            }
             changes["phases"] = self._phases
         now = time.monotonic()
         force = phase is not None and phase != self._phase
@@ -133,7 +145,7 @@ class JobRunner:
         self.persist_interval = persist_interval
         self.kinds: dict[str, JobKind] = {}
         self._lock = threading.RLock()
-        self._jobs: dict[str, dict] = {}          # live view, newest progress
+        self._jobs: dict[str, dict] = {}  # live view, newest progress
         self._contexts: dict[str, JobContext] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._queue: list[str] = []
@@ -144,15 +156,16 @@ class JobRunner:
                 self._jobs[key] = rec
 
     # ---- kinds ------------------------------------------------------------------
-    def register(self, kind: str, run: Callable[[JobContext], Any], resumable: bool = False,
-                 description: str = "") -> None:
+    def register(
+        self, kind: str, run: Callable[[JobContext], Any], resumable: bool = False, description: str = ""
+    ) -> None:
         self.kinds[kind] = JobKind(kind, run, resumable, description)
 
     # ---- records ----------------------------------------------------------------
     def _persist(self, rec: dict) -> None:
         try:
             self.pool.kv_put(SCOPE, rec["id"], rec)
-        except Exception as e:   # a closed pool at shutdown must not kill a worker
+        except Exception as e:  # a closed pool at shutdown must not kill a worker
             log.warning("job %s: cannot persist its state: %s", rec["id"], e)
 
     def _update(self, job_id: str, persist: bool = True, **changes) -> dict:
@@ -176,8 +189,11 @@ class JobRunner:
 
     def list(self, kind: str | None = None, state: str | None = None) -> list[dict]:
         with self._lock:
-            recs = [{k: v for k, v in r.items() if k != "state_data"} for r in self._jobs.values()
-                    if (kind is None or r["kind"] == kind) and (state is None or r["state"] == state)]
+            recs = [
+                {k: v for k, v in r.items() if k != "state_data"}
+                for r in self._jobs.values()
+                if (kind is None or r["kind"] == kind) and (state is None or r["state"] == state)
+            ]
         return sorted(recs, key=lambda r: (r.get("created", 0), r["id"]))
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
@@ -200,10 +216,25 @@ class JobRunner:
         if self._closing:
             raise ShuttingDown()
         now = time.time()
-        rec = {"id": uuid.uuid4().hex[:12], "kind": kind, "params": to_jsonable(params or {}),
-               "state": "queued", "phase": None, "done": None, "total": None, "fraction": None,
-               "message": None, "result": None, "error": None, "created": now, "started": None,
-               "finished": None, "updated": now, "attempts": 0, "pid": os.getpid()}
+        rec = {
+            "id": uuid.uuid4().hex[:12],
+            "kind": kind,
+            "params": to_jsonable(params or {}),
+            "state": "queued",
+            "phase": None,
+            "done": None,
+            "total": None,
+            "fraction": None,
+            "message": None,
+            "result": None,
+            "error": None,
+            "created": now,
+            "started": None,
+            "finished": None,
+            "updated": now,
+            "attempts": 0,
+            "pid": os.getpid(),
+        }
         with self._lock:
             self._jobs[rec["id"]] = rec
         self._persist(rec)
@@ -218,8 +249,11 @@ class JobRunner:
 
     def _pump(self) -> None:
         with self._lock:
-            while self._queue and not self._closing and \
-                    sum(t.is_alive() for t in self._threads.values()) < self.workers:
+            while (
+                self._queue
+                and not self._closing
+                and sum(t.is_alive() for t in self._threads.values()) < self.workers
+            ):
                 job_id = self._queue.pop(0)
                 t = threading.Thread(target=self._run, args=(job_id,), name=f"job-{job_id}", daemon=True)
                 self._threads[job_id] = t
@@ -231,8 +265,14 @@ class JobRunner:
             kind = self.kinds[rec["kind"]]
             ctx = JobContext(self, rec)
             self._contexts[job_id] = ctx
-        self._update(job_id, state="running", started=time.time(), attempts=rec.get("attempts", 0) + 1,
-                     pid=os.getpid(), error=None)
+        self._update(
+            job_id,
+            state="running",
+            started=time.time(),
+            attempts=rec.get("attempts", 0) + 1,
+            pid=os.getpid(),
+            error=None,
+        )
         try:
             result = kind.run(ctx)
         except JobStopped:
@@ -241,12 +281,18 @@ class JobRunner:
             if ctx.stopping and not ctx._stop.is_set():
                 self._stopped(job_id, kind, ctx)
             else:
-                self._update(job_id, state="failed", error=str(e), error_class=type(e).__name__,
-                             finished=time.time())
+                self._update(
+                    job_id, state="failed", error=str(e), error_class=type(e).__name__, finished=time.time()
+                )
         except Exception as e:
             log.exception("job %s (%s) crashed", job_id, kind.name)
-            self._update(job_id, state="failed", error=f"internal error ({type(e).__name__}: {e}); "
-                         "this is a bug in Coppice", error_class="InternalError", finished=time.time())
+            self._update(
+                job_id,
+                state="failed",
+                error=f"internal error ({type(e).__name__}: {e}); this is a bug in Coppice",
+                error_class="InternalError",
+                finished=time.time(),
+            )
         else:
             if ctx.stopping and isinstance(result, dict) and result.get("state") == "paused":
                 self._stopped(job_id, kind, ctx)
@@ -264,15 +310,21 @@ class JobRunner:
         elif kind.resumable:
             self._update(job_id, state="interrupted", message="daemon shut down; resumes at the next start")
         else:
-            self._update(job_id, state="failed", finished=time.time(),
-                         error="interrupted: the daemon shut down before the job finished; start it again")
+            self._update(
+                job_id,
+                state="failed",
+                finished=time.time(),
+                error="interrupted: the daemon shut down before the job finished; start it again",
+            )
 
     def cancel(self, job_id: str) -> dict:
         with self._lock:
             rec = self.get(job_id)
             if rec["state"] == "queued" and job_id in self._queue:
                 self._queue.remove(job_id)
-                self._update(job_id, state="cancelled", finished=time.time(), message="cancelled before it ran")
+                self._update(
+                    job_id, state="cancelled", finished=time.time(), message="cancelled before it ran"
+                )
                 return self.get(job_id)
             ctx = self._contexts.get(job_id)
             if rec["state"] != "running" or ctx is None:
@@ -285,21 +337,31 @@ class JobRunner:
         """Resume or fail what an earlier daemon left unfinished; ids resumed."""
         resumed = []
         with self._lock:
-            leftovers = [r for r in self._jobs.values() if r["state"] in ACTIVE + ("interrupted",)
-                         and r["id"] not in self._threads and r["id"] not in self._queue]
+            leftovers = [
+                r
+                for r in self._jobs.values()
+                if r["state"] in ACTIVE + ("interrupted",)
+                and r["id"] not in self._threads
+                and r["id"] not in self._queue
+            ]
         for rec in sorted(leftovers, key=lambda r: r.get("created", 0)):
             kind = self.kinds.get(rec["kind"])
             how = "was interrupted" if rec["state"] != "queued" else "never started"
             if kind is not None and kind.resumable:
-                self._update(rec["id"], state="queued",
-                             message=f"resumed after a daemon restart (it {how} under pid {rec.get('pid')})")
+                self._update(
+                    rec["id"],
+                    state="queued",
+                    message=f"resumed after a daemon restart (it {how} under pid {rec.get('pid')})",
+                )
                 self._enqueue(rec["id"])
                 resumed.append(rec["id"])
             else:
                 while_ = "ran" if rec["state"] != "queued" else "waited to run"
-                why = (f"the daemon (pid {rec.get('pid')}) stopped while the job {while_}"
-                       + ("" if kind is not None else f", and this daemon has no job kind {rec['kind']!r}")
-                       + "; it cannot resume, start it again")
+                why = (
+                    f"the daemon (pid {rec.get('pid')}) stopped while the job {while_}"
+                    + ("" if kind is not None else f", and this daemon has no job kind {rec['kind']!r}")
+                    + "; it cannot resume, start it again"
+                )
                 self._update(rec["id"], state="failed", error=why, finished=time.time())
         return resumed
 
@@ -313,8 +375,12 @@ class JobRunner:
             if self.kinds[rec["kind"]].resumable:
                 self._update(job_id, state="interrupted", message="daemon shut down before it ran")
             else:
-                self._update(job_id, state="failed", finished=time.time(),
-                             error="the daemon shut down before the job ran; start it again")
+                self._update(
+                    job_id,
+                    state="failed",
+                    finished=time.time(),
+                    error="the daemon shut down before the job ran; start it again",
+                )
         deadline = time.monotonic() + timeout
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -323,8 +389,9 @@ class JobRunner:
 
     def _prune(self) -> None:
         with self._lock:
-            done = sorted((r for r in self._jobs.values() if r["state"] in FINAL),
-                          key=lambda r: r.get("finished") or 0)
+            done = sorted(
+                (r for r in self._jobs.values() if r["state"] in FINAL), key=lambda r: r.get("finished") or 0
+            )
             drop = done[:-KEEP_FINISHED] if len(done) > KEEP_FINISHED else []
             for r in drop:
                 del self._jobs[r["id"]]

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -46,12 +47,13 @@ def _clean(s: str) -> str:
 
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_clean)]
 Name = Annotated[str, Field(max_length=1024), AfterValidator(_clean)]
-Size = Annotated[int, Field(ge=0, le=2 ** 62)] | Text       # bytes, or "20g"
-Count = Annotated[int, Field(ge=0, le=2 ** 31)]
+Size = Annotated[int, Field(ge=0, le=2**62)] | Text  # bytes, or "20g"
+Count = Annotated[int, Field(ge=0, le=2**31)]
 
 
 class Model(BaseModel):
     """Request bodies and queries: unknown fields are refused, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -66,16 +68,18 @@ class Op:
     result_key: str | None = None
     status: int | None = None
     when: Callable[[dict], bool] | None = field(default=None, compare=False)
-    path_kinds: dict = field(default_factory=dict, compare=False)   # param -> name kind for client checks
+    path_kinds: dict = field(default_factory=dict, compare=False)  # param -> name kind for client checks
 
     @property
     def path_params(self) -> list[str]:
         import re
+
         return re.findall(r"{(\w+)}", self.path)
 
 
 def filer_method(name: str):
     from ..filer.filer import Filer
+
     return getattr(Filer, name)
 
 
@@ -112,20 +116,27 @@ def _endpoint(op: Op):
         if op.result_key:
             out = {op.result_key: out}
         from fastapi.responses import JSONResponse
+
         return JSONResponse(out, status_code=status)
 
     sig = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     for p in op.path_params:
-        sig.append(inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY,
-                                     annotation=Annotated[str, Path(max_length=1024)]))
+        sig.append(
+            inspect.Parameter(
+                p, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Path(max_length=1024)]
+            )
+        )
     if op.body is not None:
         sig.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=op.body))
     if op.query is not None:
-        sig.append(inspect.Parameter("query", inspect.Parameter.KEYWORD_ONLY,
-                                     annotation=Annotated[op.query, Query()]))
+        sig.append(
+            inspect.Parameter(
+                "query", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[op.query, Query()]
+            )
+        )
     endpoint.__signature__ = inspect.Signature(sig)
     endpoint.__name__ = op.method + ("_" + op.verb.lower() if op.when else "")
-    endpoint.__doc__ = (inspect.getdoc(filer_method(op.method)) or op.summary or op.method)
+    endpoint.__doc__ = inspect.getdoc(filer_method(op.method)) or op.summary or op.method
     return endpoint, status
 
 
@@ -133,19 +144,27 @@ def build_router(ops: list[Op], tag: str) -> APIRouter:
     router = APIRouter(tags=[tag], dependencies=[Depends(require_token)])
     for op in ops:
         ep, status = _endpoint(op)
-        router.add_api_route(op.path, ep, methods=[op.verb], status_code=status,
-                             summary=op.summary or op.method.replace("_", " "),
-                             operation_id=ep.__name__,
-                             responses={400: {"description": "bad request (JSON error)"},
-                                        404: {"description": "not found (JSON error)"},
-                                        409: {"description": "conflict (JSON error)"},
-                                        422: {"description": "invalid request (JSON error)"}})
+        router.add_api_route(
+            op.path,
+            ep,
+            methods=[op.verb],
+            status_code=status,
+            summary=op.summary or op.method.replace("_", " "),
+            operation_id=ep.__name__,
+            responses={
+                400: {"description": "bad request (JSON error)"},
+                404: {"description": "not found (JSON error)"},
+                409: {"description": "conflict (JSON error)"},
+                422: {"description": "invalid request (JSON error)"},
+            },
+        )
     return router
 
 
 def all_ops() -> dict[str, list[Op]]:
     """Every Filer method the API exposes -> its ops (from every resource module)."""
     from .app import RESOURCES
+
     out: dict[str, list[Op]] = {}
     for mod in RESOURCES:
         for op in getattr(mod, "OPS", ()):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import CoppiceError
 
@@ -71,21 +71,33 @@ class Task:
     last_result: object = field(default=None, repr=False)
 
     def status(self) -> dict:
-        return {"name": self.name, "interval": self.interval, "next_run": self.next_run, "runs": self.runs,
-                "failures": self.failures, "consecutive_failures": self.consecutive_failures,
-                "last_run": self.last_run, "last_error": self.last_error}
+        return {
+            "name": self.name,
+            "interval": self.interval,
+            "next_run": self.next_run,
+            "runs": self.runs,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_run": self.last_run,
+            "last_error": self.last_error,
+        }
 
 
 class Scheduler:
-    def __init__(self, tasks: list[Task] | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float, threading.Event | None], None] = _real_sleep, max_sleep: float = 30.0):
+    def __init__(
+        self,
+        tasks: list[Task] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float, threading.Event | None], None] = _real_sleep,
+        max_sleep: float = 30.0,
+    ):
         self.tasks: list[Task] = list(tasks or [])
         self.clock = clock
         self.sleep = sleep
         self.max_sleep = max_sleep
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()   # one tick at a time
+        self._lock = threading.Lock()  # one tick at a time
 
     def add(self, task: Task) -> Task:
         self.tasks.append(task)
@@ -104,15 +116,20 @@ class Scheduler:
                 task.runs += 1
                 try:
                     task.last_result = task.fn(now)
-                except Exception as e:   # logged and retried: a failing task never kills the daemon
+                except Exception as e:  # logged and retried: a failing task never kills the daemon
                     task.failures += 1
                     task.consecutive_failures += 1
                     task.last_error = f"{type(e).__name__}: {e}"
                     backoff = min(task.retry * 2 ** (task.consecutive_failures - 1), task.interval)
                     task.next_run = now + backoff
-                    log.error("scheduled task %s failed (%d in a row), retrying in %.0fs: %s",
-                              task.name, task.consecutive_failures, backoff, task.last_error,
-                              exc_info=not isinstance(e, CoppiceError))
+                    log.error(
+                        "scheduled task %s failed (%d in a row), retrying in %.0fs: %s",
+                        task.name,
+                        task.consecutive_failures,
+                        backoff,
+                        task.last_error,
+                        exc_info=not isinstance(e, CoppiceError),
+                    )
                 else:
                     task.consecutive_failures = 0
                     task.last_error = None
@@ -134,10 +151,10 @@ class Scheduler:
             if not callable(end):
                 wait = min(wait, max(end - now, 0.0))
             if wait <= 0 and self.next_due() <= now:
-                wait = 0.001   # everything just ran and is due again: let time move
+                wait = 0.001  # everything just ran and is due again: let time move
             self.sleep(wait, self._stop)
 
-    def start(self) -> "Scheduler":
+    def start(self) -> Scheduler:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
@@ -147,7 +164,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.run_until(lambda: self._stop.is_set())
-            except Exception:   # run_until itself never should; belt and braces
+            except Exception:  # run_until itself never should; belt and braces
                 log.exception("scheduler loop failed; restarting it")
                 self.sleep(1.0, self._stop)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -18,13 +16,16 @@ app.add_typer(split_app, name="split")
 
 @app.command("create")
 @command
-def create(new: str = typer.Argument(..., help="Name of the clone volume."),
-           parent: str = typer.Option(..., "-b", help="Parent volume."),
-           snapshot: str = typer.Argument(..., help="Parent snapshot the clone is rooted at."),
-           remap: bool = typer.Option(False, "--remap",
-                                      help="Map the clone's LUNs with the lowest free IDs and bring them online."),
-           sched: Optional[str] = typer.Option(None, "--sched", help="Snapshot schedule for the clone (default none)."),
-           json_: bool = JSON_OPT):
+def create(
+    new: str = typer.Argument(..., help="Name of the clone volume."),
+    parent: str = typer.Option(..., "-b", help="Parent volume."),
+    snapshot: str = typer.Argument(..., help="Parent snapshot the clone is rooted at."),
+    remap: bool = typer.Option(
+        False, "--remap", help="Map the clone's LUNs with the lowest free IDs and bring them online."
+    ),
+    sched: str | None = typer.Option(None, "--sched", help="Snapshot schedule for the clone (default none)."),
+    json_: bool = JSON_OPT,
+):
     """Create a FlexClone of PARENT's SNAPSHOT (O(1))."""
     with filer() as f:
         r = f.clone_create(new, parent, snapshot, remap=remap, schedule=sched)
@@ -53,8 +54,13 @@ def show(json_: bool = JSON_OPT):
     for c in ("Clone", "Parent volume", "Parent snapshot", "Shared", "Split"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["volume"], r["parent_volume"], r["parent_snapshot"], format_size(r["shared"]),
-                  (r["split"] or {}).get("state", "-"))
+        t.add_row(
+            r["volume"],
+            r["parent_volume"],
+            r["parent_snapshot"],
+            format_size(r["shared"]),
+            (r["split"] or {}).get("state", "-"),
+        )
     console().print(t)
 
 
@@ -65,13 +71,20 @@ def split_start(volume: str, json_: bool = JSON_OPT):
     with filer() as f:
         est = f.clone_split_estimate(volume)
         if not json_:
-            typer.echo(f"Clone volume '{volume}' will be split from its parent; "
-                       f"{format_size(est['bytes'])} to copy.")
+            typer.echo(
+                f"Clone volume '{volume}' will be split from its parent; {format_size(est['bytes'])} to copy."
+            )
         steps = f.clone_split_steps(volume)
         con = console()
-        with Progress(TextColumn("split {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeRemainingColumn(), console=con, transient=True,
-                      disable=json_ or not con.is_terminal) as bar:
+        with Progress(
+            TextColumn("split {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+            console=con,
+            transient=True,
+            disable=json_ or not con.is_terminal,
+        ) as bar:
             task = bar.add_task(volume, total=None)
             for done, total in steps:
                 bar.update(task, completed=done, total=total or 1)
@@ -91,8 +104,10 @@ def split_status(volume: str, json_: bool = JSON_OPT):
         return emit_json(st)
     if not st["clone"] and st["state"] in ("none", "not a clone"):
         return typer.echo(f"Volume '{volume}' is not a clone.")
-    typer.echo(f"Volume '{volume}': split {st['state']}, {st['percent']}% "
-               f"({st['done']}/{st['total']} steps), {format_size(st['remaining_bytes'])} still shared.")
+    typer.echo(
+        f"Volume '{volume}': split {st['state']}, {st['percent']}% "
+        f"({st['done']}/{st['total']} steps), {format_size(st['remaining_bytes'])} still shared."
+    )
 
 
 @split_app.command("stop")
@@ -114,5 +129,7 @@ def split_estimate(volume: str, json_: bool = JSON_OPT):
         e = f.clone_split_estimate(volume)
     if json_:
         return emit_json(e)
-    typer.echo(f"An estimated {format_size(e['bytes'])} available storage is required in the pool "
-               f"to split clone volume '{volume}' from its parent ({format_size(e['pool_free'])} free).")
+    typer.echo(
+        f"An estimated {format_size(e['bytes'])} available storage is required in the pool "
+        f"to split clone volume '{volume}' from its parent ({format_size(e['pool_free'])} free)."
+    )

@@ -48,6 +48,7 @@ def filer():
     # socket POOL/coppice.sock, or $COPPICE_URL), talk to it with RemoteFiler — the same
     # methods, results and errors, so every command prints the same either way.
     from ..client import connect
+
     remote = connect(pool_path())
     if remote is not None:
         try:
@@ -56,6 +57,7 @@ def filer():
             remote.close()
         return
     from ..filer import Filer
+
     f = Filer.open(pool_path(), holder=f"coppice CLI (pid {os.getpid()})")
     try:
         yield f
@@ -87,6 +89,7 @@ def command(fn):
         except KeyboardInterrupt:
             err("interrupted")
             raise typer.Exit(130) from None
+
     return wrapper
 
 
@@ -106,4 +109,5 @@ def is_remote(f) -> bool:
 def path_segment(name: str) -> str:
     """A name as one URL path segment of the daemon's API."""
     from ..client import _segment
+
     return _segment(name, None)

@@ -6,9 +6,7 @@ Thin: parses, calls ``coppice.provision.compare``, prints a Rich table,
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -50,33 +48,50 @@ def _secs(s) -> str:
 
 @command
 def compare(
-    template: Optional[str] = typer.Option(None, "--template", "-t", help="Template in the pool (its volume; "
-                                           "the base snapshot is deployed)."),
-    image: Optional[str] = typer.Option(None, "--image", help="Or a disk image file (any qemu-img format)."),
+    template: str | None = typer.Option(
+        None, "--template", "-t", help="Template in the pool (its volume; the base snapshot is deployed)."
+    ),
+    image: str | None = typer.Option(None, "--image", help="Or a disk image file (any qemu-img format)."),
     snapshot: str = typer.Option("base", "--snapshot", help="Template snapshot to deploy."),
     count: int = typer.Option(..., "--count", "-n", help="VMs to deploy per strategy."),
-    churn: str = typer.Option("5%", "--churn", help="Random rewrites per VM per day, % of the template's data."),
-    reprovision_every: Optional[str] = typer.Option(None, "--reprovision-every", help="e.g. 1d or 12h."),
+    churn: str = typer.Option(
+        "5%", "--churn", help="Random rewrites per VM per day, % of the template's data."
+    ),
+    reprovision_every: str | None = typer.Option(None, "--reprovision-every", help="e.g. 1d or 12h."),
     days: str = typer.Option("1", "--days", help="Simulated days."),
-    dedup_schedule: str = typer.Option("1d", "--dedup-schedule", help="Post-process dedup period, e.g. 1d, 6h."),
+    dedup_schedule: str = typer.Option(
+        "1d", "--dedup-schedule", help="Post-process dedup period, e.g. 1d, 6h."
+    ),
     measure_: bool = typer.Option(False, "--measure", help="Run every strategy for real (default)."),
-    model_: bool = typer.Option(False, "--model", help="Predict from measured per-operation costs, and report "
-                                "the prediction error against --measure at a small N."),
-    scratch: Optional[str] = typer.Option(None, "--scratch", help="Scratch directory (default: beside the pool)."),
-    plot_: Optional[str] = typer.Option(None, "--plot", help="Write a PNG of space over time here."),
+    model_: bool = typer.Option(
+        False,
+        "--model",
+        help="Predict from measured per-operation costs, and report "
+        "the prediction error against --measure at a small N.",
+    ),
+    scratch: str | None = typer.Option(
+        None, "--scratch", help="Scratch directory (default: beside the pool)."
+    ),
+    plot_: str | None = typer.Option(None, "--plot", help="Write a PNG of space over time here."),
     as_json: bool = JSON_OPT,
 ):
     """Measure clones against full copies + dedup on your own template."""
     from ..provision import compare as C
+
     if (template is None) == (image is None):
         raise InvalidArgument(detail="give exactly one of --template NAME or --image FILE")
     if measure_ and model_:
         raise InvalidArgument(detail="give --measure or --model, not both")
-    plan = C.Plan(count=count, churn=_percent(churn), days=_days(days),
-                  reprovision_every_h=_hours(reprovision_every, "--reprovision-every"),
-                  dedup_every_h=_hours(dedup_schedule, "--dedup-schedule"))
+    plan = C.Plan(
+        count=count,
+        churn=_percent(churn),
+        days=_days(days),
+        reprovision_every_h=_hours(reprovision_every, "--reprovision-every"),
+        dedup_every_h=_hours(dedup_schedule, "--dedup-schedule"),
+    )
     plan.validate()
     import os
+
     if image is not None:
         tmpl = C.Template.from_image(image)
         where = scratch or os.path.dirname(os.path.abspath(image))
@@ -88,8 +103,12 @@ def compare(
     if model_:
         costs = C.calibrate(tmpl, where)
         result = C.model(tmpl, plan, costs)
-        small = C.Plan(count=min(3, plan.count), churn=plan.churn, days=min(1, plan.days),
-                       dedup_every_h=plan.dedup_every_h)
+        small = C.Plan(
+            count=min(3, plan.count),
+            churn=plan.churn,
+            days=min(1, plan.days),
+            dedup_every_h=plan.dedup_every_h,
+        )
         check = C.measure(tmpl, small, where)
         result["check"] = {"count": small.count, "error": C.model_error(C.model(tmpl, small, costs), check)}
     else:
@@ -102,17 +121,27 @@ def compare(
     if as_json:
         emit_json(result)
         return
-    t = Table(title=f"{result['mode']}: {result['count']} VMs, template "
-                    f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written")
+    t = Table(
+        title=f"{result['mode']}: {result['count']} VMs, template "
+        f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written"
+    )
     for col in ("strategy", "deploy", "peak", "after dedup", "after churn", "reprovision", "reprov. peak"):
         t.add_column(col, justify="right" if col != "strategy" else "left")
     for s, r in result["strategies"].items():
-        t.add_row(s, _secs(r["deploy_seconds"]), _mib(r["peak_bytes"]), _mib(r["after_dedup_bytes"]),
-                  _mib(r["after_churn_bytes"]), _secs(r.get("reprovision_seconds")),
-                  _mib(r.get("reprovision_peak_bytes")))
+        t.add_row(
+            s,
+            _secs(r["deploy_seconds"]),
+            _mib(r["peak_bytes"]),
+            _mib(r["after_dedup_bytes"]),
+            _mib(r["after_churn_bytes"]),
+            _secs(r.get("reprovision_seconds")),
+            _mib(r.get("reprovision_peak_bytes")),
+        )
     out.print(t)
     if "check" in result:
-        worst = max(v for e in result["check"]["error"].values() for k, v in e.items() if k != "deploy_seconds")
+        worst = max(
+            v for e in result["check"]["error"].values() for k, v in e.items() if k != "deploy_seconds"
+        )
         out.print(f"model vs measured at N={result['check']['count']}: worst space error {worst:.0%}")
     if plot_:
         out.print(f"plot: {plot_}")

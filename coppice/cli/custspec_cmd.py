@@ -9,40 +9,59 @@ password hash, network, run-once commands), rendered per VM as a NoCloud seed.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json
-from .common import filer, is_remote as _remote, path_segment as _seg
-
-
+from .common import JSON_OPT, command, console, emit_json, filer
+from .common import is_remote as _remote
+from .common import path_segment as _seg
 
 app = typer.Typer(help="Customization specs: each guest's identity.", no_args_is_help=True)
 
 
 @app.command("create")
 @command
-def create(name: str, hostname: str = typer.Option("vm-name", "--hostname", help="vm-name or a pattern with {vm} {n}."),
-           user: Optional[str] = typer.Option(None, "--user"),
-           ssh_key: Optional[str] = typer.Option(None, "--ssh-key", help="Public key file (read now)."),
-           password_hash: Optional[str] = typer.Option(None, "--password-hash", help="crypt(3) hash."),
-           network: str = typer.Option("dhcp", "--network", help="dhcp or static:NET[,gw=A][,dns=A+B]"),
-           runcmd: Optional[List[str]] = typer.Option(None, "--runcmd", help="Run once at first boot."),
-           json_: bool = JSON_OPT):
+def create(
+    name: str,
+    hostname: str = typer.Option("vm-name", "--hostname", help="vm-name or a pattern with {vm} {n}."),
+    user: str | None = typer.Option(None, "--user"),
+    ssh_key: str | None = typer.Option(None, "--ssh-key", help="Public key file (read now)."),
+    password_hash: str | None = typer.Option(None, "--password-hash", help="crypt(3) hash."),
+    network: str = typer.Option("dhcp", "--network", help="dhcp or static:NET[,gw=A][,dns=A+B]"),
+    runcmd: list[str] | None = typer.Option(None, "--runcmd", help="Run once at first boot."),
+    json_: bool = JSON_OPT,
+):
     """Create a customization spec."""
     from ..provision import custspec
+
     with filer() as f:
         if _remote(f):
-            if ssh_key:   # unreadable here: the same error as without a daemon, before the call
+            if ssh_key:  # unreadable here: the same error as without a daemon, before the call
                 custspec.read_ssh_key(ssh_key)
-            r = f.request("POST", "/custspecs", json={
-                "name": name, "hostname": hostname, "user": user, "password_hash": password_hash,
-                "ssh_key_file": os.path.abspath(os.path.expanduser(ssh_key)) if ssh_key else None,
-                "network": network, "runcmd": runcmd or []})
+            r = f.request(
+                "POST",
+                "/custspecs",
+                json={
+                    "name": name,
+                    "hostname": hostname,
+                    "user": user,
+                    "password_hash": password_hash,
+                    "ssh_key_file": os.path.abspath(os.path.expanduser(ssh_key)) if ssh_key else None,
+                    "network": network,
+                    "runcmd": runcmd or [],
+                },
+            )
         else:
-            r = custspec.create(f, name, hostname=hostname, user=user, ssh_key_file=ssh_key,
-                                password_hash=password_hash, network=network, runcmd=runcmd or [])
+            r = custspec.create(
+                f,
+                name,
+                hostname=hostname,
+                user=user,
+                ssh_key_file=ssh_key,
+                password_hash=password_hash,
+                network=network,
+                runcmd=runcmd or [],
+            )
     if json_:
         return emit_json(r)
     typer.echo(f"Customization spec {name} created.")
@@ -53,15 +72,25 @@ def create(name: str, hostname: str = typer.Option("vm-name", "--hostname", help
 def list_(json_: bool = JSON_OPT):
     """List the customization specs."""
     from rich.table import Table
+
     from ..provision import custspec
+
     with filer() as f:
         rows = f.request("GET", "/custspecs") if _remote(f) else custspec.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "hostname", "user", "keys", "password", "network", "runcmd", "leases")
     for r in rows:
-        t.add_row(r["name"], r["hostname"], r["user"] or "-", str(r["ssh_keys"]), r["password"], r["network"],
-                  str(len(r["runcmd"])), str(r["leases"]))
+        t.add_row(
+            r["name"],
+            r["hostname"],
+            r["user"] or "-",
+            str(r["ssh_keys"]),
+            r["password"],
+            r["network"],
+            str(len(r["runcmd"])),
+            str(r["leases"]),
+        )
     console().print(t)
 
 
@@ -70,6 +99,7 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a customization spec."""
     from ..provision import custspec
+
     with filer() as f:
         r = f.request("GET", f"/custspecs/{_seg(name)}") if _remote(f) else custspec.show(f, name)
     if json_:
@@ -83,6 +113,7 @@ def show(name: str, json_: bool = JSON_OPT):
 def delete(name: str):
     """Delete a customization spec (VMs made with it keep their seeds)."""
     from ..provision import custspec
+
     with filer() as f:
         if _remote(f):
             f.request("DELETE", f"/custspecs/{_seg(name)}")

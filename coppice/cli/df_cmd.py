@@ -3,8 +3,6 @@ clones, snapshots and deduplication saved."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -17,10 +15,12 @@ def _k(n) -> str:
 
 
 @command
-def df(volume: Optional[str] = typer.Argument(None),
-       savings: bool = typer.Option(False, "-s", help="Space saved by clones, snapshots and dedup."),
-       human: bool = typer.Option(False, "-h", help="Sizes as 20g rather than KiB."),
-       json_: bool = JSON_OPT):
+def df(
+    volume: str | None = typer.Argument(None),
+    savings: bool = typer.Option(False, "-s", help="Space saved by clones, snapshots and dedup."),
+    human: bool = typer.Option(False, "-h", help="Sizes as 20g rather than KiB."),
+    json_: bool = JSON_OPT,
+):
     """Space per volume (7-mode df)."""
     with filer() as f:
         d = f.df(volume, savings=savings)
@@ -32,20 +32,35 @@ def df(volume: Optional[str] = typer.Argument(None),
         for c in ("Filesystem", "used", "saved", "%saved", "clones", "dedup"):
             t.add_column(c, justify="left" if c == "Filesystem" else "right")
         for r in d["volumes"]:
-            t.add_row(r["path"], fmt(r["used"]), fmt(r["saved"]), f"{r['saved_pct']}%",
-                      fmt(r["saved_clones"]), fmt(r["saved_dedup"]))
+            t.add_row(
+                r["path"],
+                fmt(r["used"]),
+                fmt(r["saved"]),
+                f"{r['saved_pct']}%",
+                fmt(r["saved_clones"]),
+                fmt(r["saved_dedup"]),
+            )
     else:
         unit = "" if human else "kbytes"
         for c in ("Filesystem", unit or "total", "used", "avail", "capacity"):
             t.add_column(c, justify="left" if c == "Filesystem" else "right")
         for r in d["volumes"]:
-            t.add_row(r["path"], fmt(r["total"]), fmt(r["used"]), fmt(r["available"]), f"{r['capacity_pct']}%")
-            t.add_row(r["path"] + ".snapshot", fmt(r["snap_reserve"]), fmt(r["snap_used"]),
-                      fmt(r["snap_available"]), f"{r['snap_capacity_pct']}%")
+            t.add_row(
+                r["path"], fmt(r["total"]), fmt(r["used"]), fmt(r["available"]), f"{r['capacity_pct']}%"
+            )
+            t.add_row(
+                r["path"] + ".snapshot",
+                fmt(r["snap_reserve"]),
+                fmt(r["snap_used"]),
+                fmt(r["snap_available"]),
+                f"{r['snap_capacity_pct']}%",
+            )
     console().print(t)
     p = d["pool"]
     line = f"pool: {format_size(p['used'])} used, {format_size(p['free'])} free"
     if savings and "logical" in p:
-        line += (f"; {format_size(p['logical'])} logical, saved {format_size(p['saved_clones'])} by clones/snapshots"
-                 f" and {format_size(p['saved_dedup'])} by dedup")
+        line += (
+            f"; {format_size(p['logical'])} logical, saved {format_size(p['saved_clones'])} by clones/snapshots"
+            f" and {format_size(p['saved_dedup'])} by dedup"
+        )
     typer.echo(line)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .common import JSON_OPT, command, emit_json, filer
@@ -13,12 +11,15 @@ app = typer.Typer(help="Initiator groups: who may see mapped LUNs.", no_args_is_
 
 @app.command("create")
 @command
-def create(name: str, initiators: Optional[List[str]] = typer.Argument(None, help="Initiator names or IP networks."),
-           iscsi: bool = typer.Option(False, "-i", help="iSCSI-style igroup (the default)."),
-           fcp: bool = typer.Option(False, "-f", help="FCP igroup."),
-           nbd: bool = typer.Option(False, "-n", help="NBD igroup."),
-           ostype: str = typer.Option("linux", "-t", "--ostype"),
-           json_: bool = JSON_OPT):
+def create(
+    name: str,
+    initiators: list[str] | None = typer.Argument(None, help="Initiator names or IP networks."),
+    iscsi: bool = typer.Option(False, "-i", help="iSCSI-style igroup (the default)."),
+    fcp: bool = typer.Option(False, "-f", help="FCP igroup."),
+    nbd: bool = typer.Option(False, "-n", help="NBD igroup."),
+    ostype: str = typer.Option("linux", "-t", "--ostype"),
+    json_: bool = JSON_OPT,
+):
     """Create an igroup: `igroup create -i -t linux esx1 iqn.…`."""
     protocol = "fcp" if fcp else "nbd" if nbd else "iscsi"
     with filer() as f:
@@ -69,6 +70,7 @@ def rename(old: str, new: str):
 def set_(name: str, attribute: str, value: str):
     """Set an igroup attribute: ostype."""
     from ..filer.errors import BadOption
+
     if attribute != "ostype":
         raise BadOption(detail=f"unknown igroup attribute {attribute!r}: use ostype")
     with filer() as f:
@@ -78,7 +80,7 @@ def set_(name: str, attribute: str, value: str):
 
 @app.command("show")
 @command
-def show(name: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
+def show(name: str | None = typer.Argument(None), json_: bool = JSON_OPT):
     """Show igroups, their initiators and mapped LUNs."""
     with filer() as f:
         groups = f.igroup_show(name)

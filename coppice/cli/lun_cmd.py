@@ -3,8 +3,6 @@ move, comment, and `lun clone create`."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -18,35 +16,40 @@ app.add_typer(clone_app, name="clone")
 
 @app.command("create")
 @command
-def create(path: str = typer.Argument(..., help="/vol/VOLUME/LUN"),
-           size: str = typer.Option(..., "-s", "--size", help="Size, e.g. 10g."),
-           ostype: str = typer.Option("linux", "-t", "--ostype"),
-           comment: str = typer.Option("", "--comment"),
-           json_: bool = JSON_OPT):
+def create(
+    path: str = typer.Argument(..., help="/vol/VOLUME/LUN"),
+    size: str = typer.Option(..., "-s", "--size", help="Size, e.g. 10g."),
+    ostype: str = typer.Option("linux", "-t", "--ostype"),
+    comment: str = typer.Option("", "--comment"),
+    json_: bool = JSON_OPT,
+):
     """Create a (thin) LUN."""
     with filer() as f:
         lun = f.lun_create(path, size, ostype=ostype, comment=comment)
     if json_:
         return emit_json(lun)
-    typer.echo(f"LUN {path} created: {format_size(lun['size'])}, ostype {lun['ostype']}, serial {lun['serial']}.")
+    typer.echo(
+        f"LUN {path} created: {format_size(lun['size'])}, ostype {lun['ostype']}, serial {lun['serial']}."
+    )
 
 
 def _line(lun) -> str:
     flags = ["r/o" if lun["read_only"] else "r/w", lun["state"] if not lun["read_only"] else "snapshot"]
     if lun["maps"]:
         flags.append("mapped")
-    return (f"        {lun['path']:<40} {format_size(lun['size']):>6} ({lun['size']})  "
-            f"({', '.join(flags)})")
+    return f"        {lun['path']:<40} {format_size(lun['size']):>6} ({lun['size']})  ({', '.join(flags)})"
 
 
 @app.command("show")
 @command
-def show(path: Optional[str] = typer.Argument(None),
-         maps: bool = typer.Option(False, "-m", help="Show the maps: igroup and LUN ID."),
-         verbose: bool = typer.Option(False, "-v", help="All attributes."),
-         volume: Optional[str] = typer.Option(None, "--volume"),
-         snapshots: bool = typer.Option(False, "--snapshots", help="Include snapshot LUNs."),
-         json_: bool = JSON_OPT):
+def show(
+    path: str | None = typer.Argument(None),
+    maps: bool = typer.Option(False, "-m", help="Show the maps: igroup and LUN ID."),
+    verbose: bool = typer.Option(False, "-v", help="All attributes."),
+    volume: str | None = typer.Option(None, "--volume"),
+    snapshots: bool = typer.Option(False, "--snapshots", help="Include snapshot LUNs."),
+    json_: bool = JSON_OPT,
+):
     """Show LUNs (with -m: their maps)."""
     with filer() as f:
         luns = f.lun_show(path, volume=volume, snapshots=snapshots)
@@ -82,7 +85,9 @@ def show(path: Optional[str] = typer.Argument(None),
 
 @app.command("resize")
 @command
-def resize(path: str, size: str, force: bool = typer.Option(False, "-f", help="Allow shrinking below the data.")):
+def resize(
+    path: str, size: str, force: bool = typer.Option(False, "-f", help="Allow shrinking below the data.")
+):
     """Resize a LUN (SIZE absolute, or +N / -N)."""
     with filer() as f:
         lun = f.lun_resize(path, size, force=force)
@@ -118,8 +123,12 @@ def offline(path: str):
 
 @app.command("map")
 @command
-def map_(path: str, igroup: str, lun_id: Optional[str] = typer.Argument(None, help="LUN ID; default lowest free."),
-         json_: bool = JSON_OPT):
+def map_(
+    path: str,
+    igroup: str,
+    lun_id: str | None = typer.Argument(None, help="LUN ID; default lowest free."),
+    json_: bool = JSON_OPT,
+):
     """Map a LUN to an igroup under a LUN ID."""
     with filer() as f:
         i = f.lun_map(path, igroup, lun_id)
@@ -157,9 +166,12 @@ def comment(path: str, text: str):
 
 @clone_app.command("create")
 @command
-def clone_create(new_path: str, parent: str = typer.Option(..., "-b", help="Parent LUN path."),
-                 snapshot: str = typer.Argument(..., help="Snapshot of the volume holding the parent LUN."),
-                 json_: bool = JSON_OPT):
+def clone_create(
+    new_path: str,
+    parent: str = typer.Option(..., "-b", help="Parent LUN path."),
+    snapshot: str = typer.Argument(..., help="Snapshot of the volume holding the parent LUN."),
+    json_: bool = JSON_OPT,
+):
     """Clone a LUN as it was in SNAPSHOT, inside the same volume (O(1))."""
     with filer() as f:
         lun = f.lun_clone_create(new_path, parent, snapshot)

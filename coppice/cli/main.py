@@ -8,21 +8,30 @@ command group per module; ``sis`` is registered when the dedup layer's
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
 from .common import STATE, pool_path
 
-app = typer.Typer(help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
-                  no_args_is_help=True, add_completion=False, context_settings={"help_option_names": ["--help"]})
+app = typer.Typer(
+    help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["--help"]},
+)
 
 
 @app.callback()
-def _global(ctx: typer.Context,
-            pool: Optional[str] = typer.Option(None, "--pool", envvar="COPPICE_POOL", metavar="DIR",
-                                               help="Pool directory (default $COPPICE_POOL or a per-user data dir).")):
+def _global(
+    ctx: typer.Context,
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        envvar="COPPICE_POOL",
+        metavar="DIR",
+        help="Pool directory (default $COPPICE_POOL or a per-user data dir).",
+    ),
+):
     STATE.pool = pool
     # sis_cmd (the dedup layer's group) reads the pool location from here
     ctx.obj = {"pool": pool_path()}
@@ -37,14 +46,18 @@ app.command("df")(df_cmd.df)
 app.command("fsck")(pool_cmd.fsck)
 app.command("scrub")(pool_cmd.scrub)
 from . import serve_cmd  # noqa: E402  (daemon owner: `coppice serve`, see coppice/daemon.py)
+
 app.command("serve")(serve_cmd.serve)
 
 from . import tls_cmd  # noqa: E402  (`coppice tls init|client`, over coppice/nbd/tls.py)
+
 app.add_typer(tls_cmd.app, name="tls")
 from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
+
 app.command("compare")(compare_cmd.compare)
 
 from . import custspec_cmd, datastore_cmd, template_cmd, vm_cmd  # noqa: E402  (provisioner's groups)
+
 app.add_typer(template_cmd.app, name="template")
 app.add_typer(custspec_cmd.app, name="custspec")
 app.add_typer(vm_cmd.app, name="vm")

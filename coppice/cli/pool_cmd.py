@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
@@ -15,12 +13,15 @@ app = typer.Typer(help="Pools: create one, show it.", no_args_is_help=True)
 
 @app.command("create")
 @command
-def create(directory: Optional[str] = typer.Argument(None, help="Directory (default: --pool or its default)."),
-           block_size: str = typer.Option("4k", "--block-size", help="Block size, a power of two (4k)."),
-           capacity: Optional[str] = typer.Option(None, "--capacity", help="Cap the data, e.g. 100g."),
-           json_: bool = JSON_OPT):
+def create(
+    directory: str | None = typer.Argument(None, help="Directory (default: --pool or its default)."),
+    block_size: str = typer.Option("4k", "--block-size", help="Block size, a power of two (4k)."),
+    capacity: str | None = typer.Option(None, "--capacity", help="Cap the data, e.g. 100g."),
+    json_: bool = JSON_OPT,
+):
     """Create a pool in DIRECTORY."""
     from ..filer import Filer
+
     path = directory or STATE.pool or default_pool()
     bs = parse_size(block_size, "block size")
     cap = parse_size(capacity, "capacity") if capacity is not None else None
@@ -31,8 +32,10 @@ def create(directory: Optional[str] = typer.Argument(None, help="Directory (defa
         f.close()
     if json_:
         return emit_json(info)
-    typer.echo(f"Pool created at {info['path']} (block size {format_size(bs)}"
-               + (f", capacity {format_size(cap)})." if cap else ")."))
+    typer.echo(
+        f"Pool created at {info['path']} (block size {format_size(bs)}"
+        + (f", capacity {format_size(cap)})." if cap else ").")
+    )
 
 
 @app.command("info")
@@ -43,8 +46,10 @@ def info(json_: bool = JSON_OPT):
         i = f.pool_info()
     if json_:
         return emit_json(i)
-    typer.echo(f"pool {i['path']}: {i['volumes']} volume(s), {format_size(i['used_bytes'])} used, "
-               f"{format_size(i['free_bytes'])} free, block size {format_size(i['block_size'])}")
+    typer.echo(
+        f"pool {i['path']}: {i['volumes']} volume(s), {format_size(i['used_bytes'])} used, "
+        f"{format_size(i['free_bytes'])} free, block size {format_size(i['block_size'])}"
+    )
 
 
 @command
@@ -55,7 +60,9 @@ def fsck(json_: bool = JSON_OPT):
     if json_:
         emit_json(r)
     else:
-        typer.echo(f"fsck: {'clean' if r['clean'] else 'PROBLEMS FOUND'}: {r['pages']} pages, {r['blocks']} blocks")
+        typer.echo(
+            f"fsck: {'clean' if r['clean'] else 'PROBLEMS FOUND'}: {r['pages']} pages, {r['blocks']} blocks"
+        )
         for p in r["problems"]:
             typer.echo(f"  {p}")
     if not r["clean"]:
@@ -67,19 +74,27 @@ def scrub(json_: bool = JSON_OPT):
     """Read every block and verify its checksum."""
     with filer() as f:
         con = console()
-        with Progress(TextColumn("scrub"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      console=con, transient=True,
-                      disable=json_ or not con.is_terminal) as bar:
+        with Progress(
+            TextColumn("scrub"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            console=con,
+            transient=True,
+            disable=json_ or not con.is_terminal,
+        ) as bar:
             task = bar.add_task("scrub", total=None)
 
             def progress(done, total):
                 bar.update(task, completed=done, total=total or 1)
+
             r = f.scrub(progress)
     if json_:
         emit_json(r)
     else:
-        typer.echo(f"scrub: {'clean' if r['clean'] else 'ERRORS FOUND'}: {r['blocks_checked']} blocks, "
-                   f"{format_size(r['bytes_checked'])} checked")
+        typer.echo(
+            f"scrub: {'clean' if r['clean'] else 'ERRORS FOUND'}: {r['blocks_checked']} blocks, "
+            f"{format_size(r['bytes_checked'])} checked"
+        )
         for e in r["errors"]:
             typer.echo(f"  {e}")
     if not r["clean"]:

@@ -8,7 +8,6 @@ listens. Registered in ``main.py`` by the daemon's owner (one line).
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import typer
 
@@ -16,16 +15,28 @@ from .common import command, pool_path
 
 
 @command
-def serve(api: str = typer.Option("127.0.0.1:8080", "--api", metavar="HOST:PORT",
-                                  help="REST API address (token required); 'none' for the Unix socket only; "
-                                       "port 0 picks a free port."),
-          nbd: str = typer.Option("127.0.0.1:10809", "--nbd", metavar="HOST:PORT",
-                                  help="NBD target address; 'none' for the Unix socket POOL/nbd.sock only."),
-          tls_dir: Optional[str] = typer.Option(None, "--tls-dir", help="NBD TLS directory (coppice.nbd.tls)."),
-          require_tls: bool = typer.Option(False, "--require-tls", help="Refuse NBD clients without TLS."),
-          log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error.")):
+def serve(
+    api: str = typer.Option(
+        "127.0.0.1:8080",
+        "--api",
+        metavar="HOST:PORT",
+        help="REST API address (token required); 'none' for the Unix socket only; port 0 picks a free port.",
+    ),
+    nbd: str = typer.Option(
+        "127.0.0.1:10809",
+        "--nbd",
+        metavar="HOST:PORT",
+        help="NBD target address; 'none' for the Unix socket POOL/nbd.sock only.",
+    ),
+    tls_dir: str | None = typer.Option(None, "--tls-dir", help="NBD TLS directory (coppice.nbd.tls)."),
+    require_tls: bool = typer.Option(False, "--require-tls", help="Refuse NBD clients without TLS."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+):
     """Serve the pool: NBD target, REST API (and POOL/coppice.sock), scheduler, jobs."""
     from ..daemon import Daemon
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     raise typer.Exit(Daemon(pool_path(), api=api, nbd=nbd, tls_dir=tls_dir, require_tls=require_tls).run())

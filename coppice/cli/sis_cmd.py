@@ -22,7 +22,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -32,8 +31,11 @@ from rich.table import Table
 
 from ..errors import CoppiceError, InvalidArgument
 
-app = typer.Typer(name="sis", help="Deduplication (single-instance storage): on/off, inline, scans, status.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    name="sis",
+    help="Deduplication (single-instance storage): on/off, inline, scans, status.",
+    no_args_is_help=True,
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -62,10 +64,12 @@ class _Local:
 
     def set_enabled(self, name: str, on: bool) -> None:
         from .. import dedup
+
         dedup.config.set_enabled(self.pool, name, on)
 
     def configure(self, name: str | None, inline: bool | None, schedule: str | None) -> dict:
         from .. import dedup
+
         if inline is not None:
             dedup.config.set_inline(self.pool, name, inline)
         if schedule is not None:
@@ -78,14 +82,17 @@ class _Local:
 
     def status(self, name: str | None):
         from .. import dedup
+
         return dedup.status(self.pool, name)
 
     def pending(self) -> dict | None:
         from .. import dedup
+
         return dedup.Scanner(self.pool).pending()
 
     def scan(self, vols, full: bool, progress) -> dict:
         from .. import dedup
+
         return dedup.Scanner(self.pool, progress=progress).start(vols, full=full)
 
 
@@ -107,6 +114,7 @@ class _Remote:
 
     def _vol(self, name: str) -> str:
         from ..client import _segment
+
         return "/dedup/volumes/" + _segment(name, "volume")
 
     def set_enabled(self, name: str, on: bool) -> None:
@@ -118,7 +126,7 @@ class _Remote:
             self.rf.request("PUT", self._vol(name), json=body)
         recs = self.rf.request("GET", "/dedup/volumes")
         if name is not None:
-            self.rf.request("GET", self._vol(name))   # VolumeNotFound, as locally
+            self.rf.request("GET", self._vol(name))  # VolumeNotFound, as locally
             recs = {name: recs[name]}
         return recs
 
@@ -133,7 +141,7 @@ class _Remote:
         rec = job
         try:
             for rec in self.rf.follow(job):
-                for phase, p in (rec.get("phases") or {}).items():   # every phase, even one we polled past
+                for phase, p in (rec.get("phases") or {}).items():  # every phase, even one we polled past
                     if p.get("total") is not None:
                         progress(phase, p.get("done") or 0, p["total"])
         except KeyboardInterrupt:
@@ -143,15 +151,16 @@ class _Remote:
             except CoppiceError:
                 pass
             raise
-        if rec["state"] != "done":   # stopped by someone else or by a daemon shutdown: paused, resumable
+        if rec["state"] != "done":  # stopped by someone else or by a daemon shutdown: paused, resumable
             raise KeyboardInterrupt
         return rec["result"]
 
 
 @contextlib.contextmanager
-def _pool(ctx: typer.Context, path: Optional[str]):
+def _pool(ctx: typer.Context, path: str | None):
     """The pool to work on: the daemon serving it when one runs, else the pool itself."""
     from ..engine import Pool
+
     obj = ctx.obj if ctx is not None else None
     if path is None and obj is not None:
         cand = obj.get("pool") if isinstance(obj, dict) else obj
@@ -160,13 +169,14 @@ def _pool(ctx: typer.Context, path: Optional[str]):
         if hasattr(cand, "open_pool"):
             cand = cand.open_pool()
         if hasattr(cand, "iter_blocks"):
-            yield _Local(cand)   # owned by whoever put it there
+            yield _Local(cand)  # owned by whoever put it there
             return
         if isinstance(cand, (str, os.PathLike)):
             path = os.fspath(cand)
     if path is None:
         raise InvalidArgument(detail="no pool given: pass --pool DIR or set COPPICE_POOL")
     from ..client import connect
+
     remote = connect(path)
     if remote is not None:
         try:
@@ -201,62 +211,90 @@ def _set_enabled(ctx, path, pool_path, on: bool):
 
 
 @app.command("on")
-def sis_on(ctx: typer.Context, path: str = typer.Argument(..., help="/vol/NAME"), pool: Optional[str] = PoolOpt):
+def sis_on(ctx: typer.Context, path: str = typer.Argument(..., help="/vol/NAME"), pool: str | None = PoolOpt):
     """Enable deduplication on a volume (post-process scans)."""
     _set_enabled(ctx, path, pool, True)
 
 
 @app.command("off")
-def sis_off(ctx: typer.Context, path: str = typer.Argument(..., help="/vol/NAME"), pool: Optional[str] = PoolOpt):
+def sis_off(
+    ctx: typer.Context, path: str = typer.Argument(..., help="/vol/NAME"), pool: str | None = PoolOpt
+):
     """Disable deduplication (and inline mode) on a volume. Shared blocks stay shared."""
     _set_enabled(ctx, path, pool, False)
 
 
 @app.command("config")
-def sis_config(ctx: typer.Context,
-               path: Optional[str] = typer.Argument(None, help="/vol/NAME (all volumes when omitted)"),
-               inline: Optional[str] = typer.Option(None, "-i", "--inline", help="on|off"),
-               schedule: Optional[str] = typer.Option(None, "-s", "--schedule",
-                                                      help="day_list[@hour_list], e.g. sun-sat@0; - for none"),
-               as_json: bool = typer.Option(False, "--json"),
-               pool: Optional[str] = PoolOpt):
+def sis_config(
+    ctx: typer.Context,
+    path: str | None = typer.Argument(None, help="/vol/NAME (all volumes when omitted)"),
+    inline: str | None = typer.Option(None, "-i", "--inline", help="on|off"),
+    schedule: str | None = typer.Option(
+        None, "-s", "--schedule", help="day_list[@hour_list], e.g. sun-sat@0; - for none"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+    pool: str | None = PoolOpt,
+):
     """Set inline mode or the scan schedule of a volume; without options, show the settings."""
     try:
         with _pool(ctx, pool) as be:
             name = vol_name(path) if path else None
             if (inline is not None or schedule is not None) and name is None:
-                raise InvalidArgument(detail="give the volume to configure: coppice sis config -i on /vol/NAME")
+                raise InvalidArgument(
+                    detail="give the volume to configure: coppice sis config -i on /vol/NAME"
+                )
             if inline is not None and inline.lower() not in ("on", "off"):
                 raise InvalidArgument(detail=f"-i takes on or off, not {inline!r}")
             recs = be.configure(name, None if inline is None else inline.lower() == "on", schedule)
     except CoppiceError as e:
         _fail(e)
-    rows = [{"path": f"/vol/{n}", "enabled": r["enabled"], "inline": r["inline"], "schedule": r["schedule"]}
-            for n, r in sorted(recs.items())]
+    rows = [
+        {"path": f"/vol/{n}", "enabled": r["enabled"], "inline": r["inline"], "schedule": r["schedule"]}
+        for n, r in sorted(recs.items())
+    ]
     if as_json:
         print(json.dumps(rows if name is None else rows[0], indent=2))
         return
     t = Table("Path", "State", "Inline", "Schedule")
     for r in rows:
-        t.add_row(r["path"], "Enabled" if r["enabled"] else "Disabled", "on" if r["inline"] else "off",
-                  r["schedule"])
+        t.add_row(
+            r["path"],
+            "Enabled" if r["enabled"] else "Disabled",
+            "on" if r["inline"] else "off",
+            r["schedule"],
+        )
     console.print(t)
 
 
 @app.command("start")
-def sis_start(ctx: typer.Context,
-              path: Optional[str] = typer.Argument(None, help="/vol/NAME (all sis volumes when omitted)"),
-              scan_all: bool = typer.Option(False, "-s", "--scan-all", help="Scan all existing data, not only new blocks."),
-              as_json: bool = typer.Option(False, "--json"),
-              pool: Optional[str] = PoolOpt):
+def sis_start(
+    ctx: typer.Context,
+    path: str | None = typer.Argument(None, help="/vol/NAME (all sis volumes when omitted)"),
+    scan_all: bool = typer.Option(
+        False, "-s", "--scan-all", help="Scan all existing data, not only new blocks."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+    pool: str | None = PoolOpt,
+):
     """Run a deduplication scan now (resumes an interrupted one first)."""
     try:
         with _pool(ctx, pool) as be:
             vols = [vol_name(path)] if path else None
-            labels = {"collect": "collecting fingerprints", "sort": "sorting", "match": "verifying and sharing",
-                      "done": "done"}
-            with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                          TimeElapsedColumn(), console=err, disable=as_json, transient=False) as prog:
+            labels = {
+                "collect": "collecting fingerprints",
+                "sort": "sorting",
+                "match": "verifying and sharing",
+                "done": "done",
+            }
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                disable=as_json,
+                transient=False,
+            ) as prog:
                 tasks: dict[str, int] = {}
 
                 def progress(phase, done, total):
@@ -268,13 +306,15 @@ def sis_start(ctx: typer.Context,
 
                 pending = be.pending()
                 if pending and pending.get("state") != "done" and not as_json:
-                    err.print(f"resuming interrupted scan of {', '.join(pending['volumes']) or '-'} "
-                              f"(phase {pending['phase']})")
+                    err.print(
+                        f"resuming interrupted scan of {', '.join(pending['volumes']) or '-'} "
+                        f"(phase {pending['phase']})"
+                    )
                 try:
                     job = be.scan(vols, scan_all, progress)
                 except KeyboardInterrupt:
                     err.print("interrupted: the scan is paused; `coppice sis start` resumes it")
-                    raise typer.Exit(130)
+                    raise typer.Exit(130) from None
             block_size = be.block_size
     except CoppiceError as e:
         _fail(e)
@@ -283,18 +323,22 @@ def sis_start(ctx: typer.Context,
         print(json.dumps({k: v for k, v in job.items() if k != "work"}, indent=2))
         return
     bs_mib = lambda n: f"{n * block_size / 2**20:.1f} MiB"  # noqa: E731
-    console.print(f"Scan of {', '.join('/vol/' + v for v in job['volumes']) or 'no volumes'} {job['state']}: "
-                  f"{c['scanned']} blocks scanned ({c['skipped']} unchanged skipped), "
-                  f"{c['shared']} shared ({bs_mib(c['shared'])} freed at most), "
-                  f"{c['compared']} byte comparisons, {c['collisions']} fingerprint collisions.")
+    console.print(
+        f"Scan of {', '.join('/vol/' + v for v in job['volumes']) or 'no volumes'} {job['state']}: "
+        f"{c['scanned']} blocks scanned ({c['skipped']} unchanged skipped), "
+        f"{c['shared']} shared ({bs_mib(c['shared'])} freed at most), "
+        f"{c['compared']} byte comparisons, {c['collisions']} fingerprint collisions."
+    )
 
 
 @app.command("status")
-def sis_status(ctx: typer.Context,
-               path: Optional[str] = typer.Argument(None, help="/vol/NAME (all volumes when omitted)"),
-               long: bool = typer.Option(False, "-l", "--long", help="All details."),
-               as_json: bool = typer.Option(False, "--json"),
-               pool: Optional[str] = PoolOpt):
+def sis_status(
+    ctx: typer.Context,
+    path: str | None = typer.Argument(None, help="/vol/NAME (all volumes when omitted)"),
+    long: bool = typer.Option(False, "-l", "--long", help="All details."),
+    as_json: bool = typer.Option(False, "--json"),
+    pool: str | None = PoolOpt,
+):
     """State, progress, last run, blocks scanned and shared."""
     try:
         with _pool(ctx, pool) as be:
@@ -308,8 +352,11 @@ def sis_status(ctx: typer.Context,
     if not long:
         t = Table("Path", "State", "Status", "Progress", "Last run")
         for r in rows:
-            prog = f"{r['phase']} {r['progress']}%" if r["phase"] else "Idle for " + (
-                _ago(r["last_run"]["finished"]) if r["last_run"] else "ever")
+            prog = (
+                f"{r['phase']} {r['progress']}%"
+                if r["phase"]
+                else "Idle for " + (_ago(r["last_run"]["finished"]) if r["last_run"] else "ever")
+            )
             t.add_row(r["path"], r["state"], r["status"], prog, _ts((r["last_run"] or {}).get("finished")))
         console.print(t)
         return
@@ -317,15 +364,25 @@ def sis_status(ctx: typer.Context,
         lr = r["last_run"] or {}
         job = r["job"] or {}
         c = (job.get("counters") if job else None) or {}
-        lines = [("Path", r["path"]), ("State", r["state"]), ("Inline", "on" if r["inline"] else "off"),
-                 ("Schedule", r["schedule"]), ("Status", r["status"]),
-                 ("Progress", f"{r['phase']} {r['progress']}%" if r["phase"] else "-"),
-                 ("Job blocks scanned", c.get("scanned", "-")), ("Job blocks shared", c.get("shared", "-")),
-                 ("Last run start", _ts(lr.get("started"))), ("Last run end", _ts(lr.get("finished"))),
-                 ("Last run type", ("full (-s)" if lr.get("full") else "new blocks") if lr else "-"),
-                 ("Last blocks scanned", lr.get("scanned", "-")), ("Last blocks skipped", lr.get("skipped", "-")),
-                 ("Last blocks shared", lr.get("shared", "-")), ("Last byte comparisons", lr.get("compared", "-")),
-                 ("Last collisions", lr.get("collisions", "-")), ("Last refused (rewritten)", lr.get("refused", "-"))]
+        lines = [
+            ("Path", r["path"]),
+            ("State", r["state"]),
+            ("Inline", "on" if r["inline"] else "off"),
+            ("Schedule", r["schedule"]),
+            ("Status", r["status"]),
+            ("Progress", f"{r['phase']} {r['progress']}%" if r["phase"] else "-"),
+            ("Job blocks scanned", c.get("scanned", "-")),
+            ("Job blocks shared", c.get("shared", "-")),
+            ("Last run start", _ts(lr.get("started"))),
+            ("Last run end", _ts(lr.get("finished"))),
+            ("Last run type", ("full (-s)" if lr.get("full") else "new blocks") if lr else "-"),
+            ("Last blocks scanned", lr.get("scanned", "-")),
+            ("Last blocks skipped", lr.get("skipped", "-")),
+            ("Last blocks shared", lr.get("shared", "-")),
+            ("Last byte comparisons", lr.get("compared", "-")),
+            ("Last collisions", lr.get("collisions", "-")),
+            ("Last refused (rewritten)", lr.get("refused", "-")),
+        ]
         for k, v in lines:
             console.print(f"{k:>26}: {v}", highlight=False)
         console.print()
@@ -333,5 +390,6 @@ def sis_status(ctx: typer.Context,
 
 def _ago(t) -> str:
     import time
+
     s = int(time.time() - t)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

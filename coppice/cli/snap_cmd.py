@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -12,8 +11,9 @@ from ..filer.errors import BadOption
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer
 
-app = typer.Typer(help="Snapshots: create, list, delete, rename, restore, reserve, schedules.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Snapshots: create, list, delete, rename, restore, reserve, schedules.", no_args_is_help=True
+)
 
 
 @app.command("create")
@@ -42,8 +42,13 @@ def list_(volume: str, json_: bool = JSON_OPT):
     for c in ("date", "name", "written", "unique", "busy"):
         t.add_column(c)
     for s in snaps:
-        t.add_row(s["created_iso"].replace("T", " "), s["name"], format_size(s["written"]),
-                  format_size(s["unique"]), f"(busy,vclone: {', '.join(s['clones'])})" if s["busy"] else "")
+        t.add_row(
+            s["created_iso"].replace("T", " "),
+            s["name"],
+            format_size(s["written"]),
+            format_size(s["unique"]),
+            f"(busy,vclone: {', '.join(s['clones'])})" if s["busy"] else "",
+        )
     console().print(t)
 
 
@@ -67,8 +72,9 @@ def rename(volume: str, old: str, new: str):
 
 @app.command("restore")
 @command
-def restore(volume: str, snapshot: str = typer.Option(..., "-s", help="Snapshot to restore."),
-            json_: bool = JSON_OPT):
+def restore(
+    volume: str, snapshot: str = typer.Option(..., "-s", help="Snapshot to restore."), json_: bool = JSON_OPT
+):
     """SnapRestore: bring VOLUME back to SNAPSHOT."""
     with filer() as f:
         r = f.snap_restore(volume, snapshot)
@@ -81,7 +87,7 @@ def restore(volume: str, snapshot: str = typer.Option(..., "-s", help="Snapshot 
 
 @app.command("reserve")
 @command
-def reserve(volume: str, percent: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
+def reserve(volume: str, percent: str | None = typer.Argument(None), json_: bool = JSON_OPT):
     """Show or set the snapshot reserve (percent of the volume)."""
     with filer() as f:
         p = f.snap_reserve(volume, percent)
@@ -90,7 +96,7 @@ def reserve(volume: str, percent: Optional[str] = typer.Argument(None), json_: b
     typer.echo(f"Volume {volume}: current snapshot reserve is {p}%.")
 
 
-def _parse_now(now: Optional[str]):
+def _parse_now(now: str | None):
     if now is None:
         return None
     try:
@@ -115,11 +121,13 @@ def _print_tick(actions, json_):
 
 @app.command("sched")
 @command
-def sched(volume: Optional[str] = typer.Argument(None),
-          spec: Optional[List[str]] = typer.Argument(None, help="weeks days hours[@list]; 0 disables."),
-          run_now: bool = typer.Option(False, "--run-now", help="Run a schedule tick now."),
-          now: Optional[str] = typer.Option(None, "--now", help="The clock for --run-now (ISO date-time)."),
-          json_: bool = JSON_OPT):
+def sched(
+    volume: str | None = typer.Argument(None),
+    spec: list[str] | None = typer.Argument(None, help="weeks days hours[@list]; 0 disables."),
+    run_now: bool = typer.Option(False, "--run-now", help="Run a schedule tick now."),
+    now: str | None = typer.Option(None, "--now", help="The clock for --run-now (ISO date-time)."),
+    json_: bool = JSON_OPT,
+):
     """Show or set snapshot schedules (7-mode: weeks days hours[@list])."""
     with filer() as f:
         if run_now:
@@ -138,9 +146,11 @@ def sched(volume: Optional[str] = typer.Argument(None),
 
 @app.command("sched-tick")
 @command
-def sched_tick(volume: Optional[str] = typer.Argument(None),
-               now: Optional[str] = typer.Option(None, "--now", help="The clock (ISO date-time)."),
-               json_: bool = JSON_OPT):
+def sched_tick(
+    volume: str | None = typer.Argument(None),
+    now: str | None = typer.Option(None, "--now", help="The clock (ISO date-time)."),
+    json_: bool = JSON_OPT,
+):
     """Take the scheduled snapshots due now (what the daemon runs)."""
     with filer() as f:
         actions = f.snap_sched_tick(_parse_now(now), volume)

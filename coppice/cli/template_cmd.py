@@ -1,51 +1,77 @@
 """`coppice template`: import, list, show, delete.
 
-    coppice template import NAME --image FILE [--memory MIB --vcpus N --os-type T]
-                            [--kernel F --initrd F --cmdline TEXT]
-    coppice template list|show NAME|delete NAME [--json]
+coppice template import NAME --image FILE [--memory MIB --vcpus N --os-type T]
+                        [--kernel F --initrd F --cmdline TEXT]
+coppice template list|show NAME|delete NAME [--json]
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json
-from .common import filer, is_remote as _remote, path_segment as _seg
-
-
+from .common import JSON_OPT, command, console, emit_json, filer
+from .common import is_remote as _remote
+from .common import path_segment as _seg
 
 app = typer.Typer(help="Templates: golden images with a generalized base snapshot.", no_args_is_help=True)
 
 
 @app.command("import")
 @command
-def import_(name: str, image: str = typer.Option(..., "--image", help="Disk image (any qemu-img format)."),
-            memory: int = typer.Option(256, "--memory", help="MiB."), vcpus: int = typer.Option(1, "--vcpus"),
-            os_type: str = typer.Option("linux", "--os-type"),
-            kernel: Optional[str] = typer.Option(None, "--kernel", help="Direct-boot kernel."),
-            initrd: Optional[str] = typer.Option(None, "--initrd"),
-            cmdline: Optional[str] = typer.Option(None, "--cmdline"), json_: bool = JSON_OPT):
+def import_(
+    name: str,
+    image: str = typer.Option(..., "--image", help="Disk image (any qemu-img format)."),
+    memory: int = typer.Option(256, "--memory", help="MiB."),
+    vcpus: int = typer.Option(1, "--vcpus"),
+    os_type: str = typer.Option("linux", "--os-type"),
+    kernel: str | None = typer.Option(None, "--kernel", help="Direct-boot kernel."),
+    initrd: str | None = typer.Option(None, "--initrd"),
+    cmdline: str | None = typer.Option(None, "--cmdline"),
+    json_: bool = JSON_OPT,
+):
     """Import a disk image as template NAME (datastore tpl_NAME, snapshots imported and base)."""
     from ..provision import template
+
     with filer() as f:
-        if _remote(f):   # the daemon reads the files: give it absolute paths
+        if _remote(f):  # the daemon reads the files: give it absolute paths
             ab = lambda p: os.path.abspath(os.path.expanduser(p)) if p else None  # noqa: E731
-            r = f.request("POST", "/templates", json={
-                "name": name, "image": ab(image), "memory_mib": memory, "vcpus": vcpus, "os_type": os_type,
-                "kernel": ab(kernel), "initrd": ab(initrd), "cmdline": cmdline})
+            r = f.request(
+                "POST",
+                "/templates",
+                json={
+                    "name": name,
+                    "image": ab(image),
+                    "memory_mib": memory,
+                    "vcpus": vcpus,
+                    "os_type": os_type,
+                    "kernel": ab(kernel),
+                    "initrd": ab(initrd),
+                    "cmdline": cmdline,
+                },
+            )
         else:
-            r = template.import_image(f, name, image, memory_mib=memory, vcpus=vcpus, os_type=os_type,
-                                      kernel=kernel, initrd=initrd, cmdline=cmdline)
+            r = template.import_image(
+                f,
+                name,
+                image,
+                memory_mib=memory,
+                vcpus=vcpus,
+                os_type=os_type,
+                kernel=kernel,
+                initrd=initrd,
+                cmdline=cmdline,
+            )
     if json_:
         return emit_json(r)
     g = r["generalized"]
-    typer.echo(f"Template {name} imported from {r['format']} image ({r['virtual_size']} bytes, "
-               f"{r['imported_bytes']} written) in {r['import_seconds']} s; base snapshot "
-               f"{r['volume']}@{r['base_snapshot']}; generalized: "
-               f"{', '.join(g['cleared']) or 'nothing'} ({g['method']}).")
+    typer.echo(
+        f"Template {name} imported from {r['format']} image ({r['virtual_size']} bytes, "
+        f"{r['imported_bytes']} written) in {r['import_seconds']} s; base snapshot "
+        f"{r['volume']}@{r['base_snapshot']}; generalized: "
+        f"{', '.join(g['cleared']) or 'nothing'} ({g['method']})."
+    )
 
 
 @app.command("list")
@@ -53,15 +79,24 @@ def import_(name: str, image: str = typer.Option(..., "--image", help="Disk imag
 def list_(json_: bool = JSON_OPT):
     """List the templates."""
     from rich.table import Table
+
     from ..provision import template
+
     with filer() as f:
         rows = f.request("GET", "/templates") if _remote(f) else template.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "volume", "base", "format", "size", "generalized", "VMs")
     for r in rows:
-        t.add_row(r["name"], r["volume"], r["base_snapshot"], str(r["format"]), str(r["virtual_size"]),
-                  ",".join(r["generalized"]["cleared"]) or "-", str(r["vms"]))
+        t.add_row(
+            r["name"],
+            r["volume"],
+            r["base_snapshot"],
+            str(r["format"]),
+            str(r["virtual_size"]),
+            ",".join(r["generalized"]["cleared"]) or "-",
+            str(r["vms"]),
+        )
     console().print(t)
 
 
@@ -70,12 +105,25 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a template and the VMs that depend on it."""
     from ..provision import template
+
     with filer() as f:
         r = f.request("GET", f"/templates/{_seg(name)}") if _remote(f) else template.show(f, name)
     if json_:
         return emit_json(r)
-    for k in ("name", "volume", "datastore", "base_snapshot", "snapshots", "format", "virtual_size", "generalized",
-              "memory_mib", "vcpus", "os_type", "vms"):
+    for k in (
+        "name",
+        "volume",
+        "datastore",
+        "base_snapshot",
+        "snapshots",
+        "format",
+        "virtual_size",
+        "generalized",
+        "memory_mib",
+        "vcpus",
+        "os_type",
+        "vms",
+    ):
         typer.echo(f"{k:>14}: {r[k]}")
 
 
@@ -84,6 +132,7 @@ def show(name: str, json_: bool = JSON_OPT):
 def delete(name: str):
     """Delete a template (refused while VMs depend on it)."""
     from ..provision import template
+
     with filer() as f:
         if _remote(f):
             f.request("DELETE", f"/templates/{_seg(name)}")

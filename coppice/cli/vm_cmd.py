@@ -9,14 +9,11 @@ recompose, destroy.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from .common import JSON_OPT, command, console, emit_json
-from .common import filer, is_remote as _remote, path_segment as _seg
-
-
+from .common import JSON_OPT, command, console, emit_json, filer
+from .common import is_remote as _remote
+from .common import path_segment as _seg
 
 app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
 CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
@@ -24,32 +21,53 @@ CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CON
 
 @app.command("provision")
 @command
-def provision(template: str = typer.Option(..., "--template", "-t"), count: int = typer.Option(1, "--count", "-n"),
-              name: str = typer.Option(..., "--name", help="Name pattern, e.g. 'web{n:03}'."),
-              customize: Optional[str] = typer.Option(None, "--customize", help="Customization spec."),
-              connect: str = CONNECT, start: bool = typer.Option(False, "--start"),
-              igroup: str = typer.Option("coppice_host", "--igroup"),
-              parallel: int = typer.Option(1, "--parallel", "-j"),
-              on_error: str = typer.Option("stop", "--on-error", help="stop or skip"),
-              nbd: Optional[str] = typer.Option(None, "--nbd", envvar="COPPICE_NBD",
-                                                help="NBD target the VMs use: HOST:PORT or unix:PATH."),
-              tls: bool = typer.Option(False, "--tls", help="The target requires TLS."),
-              json_: bool = JSON_OPT):
+def provision(
+    template: str = typer.Option(..., "--template", "-t"),
+    count: int = typer.Option(1, "--count", "-n"),
+    name: str = typer.Option(..., "--name", help="Name pattern, e.g. 'web{n:03}'."),
+    customize: str | None = typer.Option(None, "--customize", help="Customization spec."),
+    connect: str = CONNECT,
+    start: bool = typer.Option(False, "--start"),
+    igroup: str = typer.Option("coppice_host", "--igroup"),
+    parallel: int = typer.Option(1, "--parallel", "-j"),
+    on_error: str = typer.Option("stop", "--on-error", help="stop or skip"),
+    nbd: str | None = typer.Option(
+        None, "--nbd", envvar="COPPICE_NBD", help="NBD target the VMs use: HOST:PORT or unix:PATH."
+    ),
+    tls: bool = typer.Option(False, "--tls", help="The target requires TLS."),
+    json_: bool = JSON_OPT,
+):
     """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
     from ..provision.provisioner import Provisioner, Target
+
     with filer() as f:
         if _remote(f):
             # A job of the daemon; without --nbd the VMs' disks point at the daemon's own NBD listener.
-            d = _provision_remote(f, dict(template=template, count=count, name=name, customize=customize,
-                                          connect=connect, start=start, igroup=igroup, parallel=parallel,
-                                          on_error=on_error, nbd=nbd, tls=tls if (tls or nbd) else None),
-                                  json_)
+            d = _provision_remote(
+                f,
+                dict(
+                    template=template,
+                    count=count,
+                    name=name,
+                    customize=customize,
+                    connect=connect,
+                    start=start,
+                    igroup=igroup,
+                    parallel=parallel,
+                    on_error=on_error,
+                    nbd=nbd,
+                    tls=tls if (tls or nbd) else None,
+                ),
+                json_,
+            )
             return _print_summary(d, template, count, json_)
         target = Target.parse(nbd, tls=tls)
         p = Provisioner(f)
         try:
             if json_:
-                s = p.provision(template, count, name, customize, connect, start, igroup, parallel, on_error, target)
+                s = p.provision(
+                    template, count, name, customize, connect, start, igroup, parallel, on_error, target
+                )
             else:
                 p.plan(template, count, name, customize, connect, igroup)  # errors before the bar is drawn
                 stage_tot: dict = {}
@@ -61,8 +79,20 @@ def provision(template: str = typer.Option(..., "--template", "-t"), count: int 
                             stage_tot[k] = stage_tot.get(k, 0.0) + v
                         done = bar.tasks[0].completed + 1
                         bar.update(task, advance=1, stages=_stages_text(stage_tot, done))
-                    s = p.provision(template, count, name, customize, connect, start, igroup, parallel, on_error,
-                                    target, progress=progress)
+
+                    s = p.provision(
+                        template,
+                        count,
+                        name,
+                        customize,
+                        connect,
+                        start,
+                        igroup,
+                        parallel,
+                        on_error,
+                        target,
+                        progress=progress,
+                    )
         finally:
             p.close()
     _print_summary(s.to_dict(), template, count, json_)
@@ -70,19 +100,29 @@ def provision(template: str = typer.Option(..., "--template", "-t"), count: int 
 
 def _bar():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    return Progress(TextColumn("[bold]provision"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[stages]}"), console=console())
+
+    return Progress(
+        TextColumn("[bold]provision"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stages]}"),
+        console=console(),
+    )
 
 
 def _stages_text(stage_tot: dict, done: int) -> str:
     from ..provision.provisioner import STAGES
-    return " ".join(f"{k} {1000 * stage_tot[k] / done:.1f}ms" for k in STAGES if k in stage_tot) if done else ""
+
+    return (
+        " ".join(f"{k} {1000 * stage_tot[k] / done:.1f}ms" for k in STAGES if k in stage_tot) if done else ""
+    )
 
 
 def _provision_remote(f, body: dict, json_: bool) -> dict:
     if json_:
         return f.run_job("POST", "/vms", json=body)
-    job = f.request("POST", "/vms", json=body)   # checked before anything is made: errors before the bar
+    job = f.request("POST", "/vms", json=body)  # checked before anything is made: errors before the bar
     with _bar() as bar:
         task = bar.add_task("vms", total=body["count"], stages="")
         rec = job
@@ -91,8 +131,16 @@ def _provision_remote(f, body: dict, json_: bool) -> dict:
             bar.update(task, completed=done, stages=_stages_text(rec.get("stage_totals") or {}, done))
     if rec["state"] != "done":
         from ..client import rebuild_error
-        raise rebuild_error({"error": "JobStopped", "message": f"provisioning job {rec['id']} was {rec['state']}: "
-                             f"{rec.get('message') or rec.get('error') or 'stopped'}"}, 409, f.where)
+
+        raise rebuild_error(
+            {
+                "error": "JobStopped",
+                "message": f"provisioning job {rec['id']} was {rec['state']}: "
+                f"{rec.get('message') or rec.get('error') or 'stopped'}",
+            },
+            409,
+            f.where,
+        )
     return rec["result"]
 
 
@@ -100,9 +148,14 @@ def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
     if json_:
         emit_json(d)
     else:
-        typer.echo(f"{d['created']} of {count} VMs provisioned from {template} in {d['seconds']} s"
-                   + (f" ({1000 * d['per_vm_seconds']:.1f} ms per VM)" if d["per_vm_seconds"] else "") + ".")
-        typer.echo("per VM by stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in d["stage_per_vm_ms"].items()))
+        typer.echo(
+            f"{d['created']} of {count} VMs provisioned from {template} in {d['seconds']} s"
+            + (f" ({1000 * d['per_vm_seconds']:.1f} ms per VM)" if d["per_vm_seconds"] else "")
+            + "."
+        )
+        typer.echo(
+            "per VM by stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in d["stage_per_vm_ms"].items())
+        )
         for fl in d["failed"]:
             typer.echo(f"FAILED {fl['vm']} at {fl['stage']}: {fl['error']} (rolled back)")
         if d["skipped"]:
@@ -116,15 +169,25 @@ def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
 def list_(json_: bool = JSON_OPT):
     """List the VMs Coppice made, with their libvirt state."""
     from rich.table import Table
+
     from ..provision import vm
+
     with filer() as f:
         rows = f.request("GET", "/vms") if _remote(f) else vm.list_(f)
     if json_:
         return emit_json(rows)
     t = Table("name", "state", "template", "base", "clone", "hostname", "address", "uri")
     for r in rows:
-        t.add_row(r["name"], r["state"], str(r["template"]), str(r["base_snapshot"]), r["clone"], str(r["hostname"]),
-                  r["address"] or "-", r["uri"])
+        t.add_row(
+            r["name"],
+            r["state"],
+            str(r["template"]),
+            str(r["base_snapshot"]),
+            r["clone"],
+            str(r["hostname"]),
+            r["address"] or "-",
+            r["uri"],
+        )
     console().print(t)
 
 
@@ -133,6 +196,7 @@ def list_(json_: bool = JSON_OPT):
 def show(name: str, json_: bool = JSON_OPT):
     """Show a VM: state, template, base snapshot, clone, space used by this VM alone."""
     from ..provision import vm
+
     with filer() as f:
         r = f.request("GET", f"/vms/{_seg(name)}") if _remote(f) else vm.show(f, name)
     if json_:
@@ -146,21 +210,32 @@ def show(name: str, json_: bool = JSON_OPT):
 def refresh(name: str, force: bool = typer.Option(False, "--force", "-f", help="Power off a running VM.")):
     """Discard the VM's changes: a new clone of its base snapshot, same identity."""
     from ..provision import vm
+
     with filer() as f:
-        r = f.request("POST", f"/vms/{_seg(name)}/refresh", json={"force": force}) if _remote(f) \
+        r = (
+            f.request("POST", f"/vms/{_seg(name)}/refresh", json={"force": force})
+            if _remote(f)
             else vm.refresh(f, name, force=force)
+        )
     typer.echo(f"VM {name} refreshed from {r['template']}@{r['base_snapshot']}.")
 
 
 @app.command("recompose")
 @command
-def recompose(name: str, snapshot: str = typer.Option(..., "--snapshot", "-s"),
-              force: bool = typer.Option(False, "--force", "-f")):
+def recompose(
+    name: str,
+    snapshot: str = typer.Option(..., "--snapshot", "-s"),
+    force: bool = typer.Option(False, "--force", "-f"),
+):
     """Move the VM to another snapshot of its template, keeping its identity."""
     from ..provision import vm
+
     with filer() as f:
-        r = f.request("POST", f"/vms/{_seg(name)}/recompose", json={"snapshot": snapshot, "force": force}) \
-            if _remote(f) else vm.recompose(f, name, snapshot, force=force)
+        r = (
+            f.request("POST", f"/vms/{_seg(name)}/recompose", json={"snapshot": snapshot, "force": force})
+            if _remote(f)
+            else vm.recompose(f, name, snapshot, force=force)
+        )
     typer.echo(f"VM {name} recomposed onto {r['template']}@{r['base_snapshot']}.")
 
 
@@ -169,6 +244,7 @@ def recompose(name: str, snapshot: str = typer.Option(..., "--snapshot", "-s"),
 def destroy(name: str, force: bool = typer.Option(False, "--force", "-f", help="Destroy a running VM too.")):
     """Undefine the VM, unmap its LUNs, destroy its clone."""
     from ..provision import vm
+
     with filer() as f:
         if _remote(f):
             f.request("DELETE", f"/vms/{_seg(name)}", params={"force": force})

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -16,35 +14,51 @@ app = typer.Typer(help="FlexVols: create, show, destroy, size, options, clones."
 
 @app.command("create")
 @command
-def create(name: str = typer.Argument(..., help="Volume name."),
-           size: str = typer.Argument(..., help="Size, e.g. 20g."),
-           guarantee: str = typer.Option("none", "-s", "--space-guarantee",
-                                         help="none (thin, default) or volume (thick)."),
-           snap_reserve: Optional[int] = typer.Option(None, "--snap-reserve", help="Snapshot reserve, percent."),
-           json_: bool = JSON_OPT):
+def create(
+    name: str = typer.Argument(..., help="Volume name."),
+    size: str = typer.Argument(..., help="Size, e.g. 20g."),
+    guarantee: str = typer.Option(
+        "none", "-s", "--space-guarantee", help="none (thin, default) or volume (thick)."
+    ),
+    snap_reserve: int | None = typer.Option(None, "--snap-reserve", help="Snapshot reserve, percent."),
+    json_: bool = JSON_OPT,
+):
     """Create a FlexVol (thin unless -s volume)."""
     with filer() as f:
         v = f.vol_create(name, size, guarantee=guarantee, snap_reserve=snap_reserve)
     if json_:
         return emit_json(v)
-    typer.echo(f"Volume {name} created: {format_size(v['size'])}, "
-               f"{'thin' if v['guarantee'] == 'none' else 'thick'}, snap reserve {v['snap_reserve']}%.")
+    typer.echo(
+        f"Volume {name} created: {format_size(v['size'])}, "
+        f"{'thin' if v['guarantee'] == 'none' else 'thick'}, snap reserve {v['snap_reserve']}%."
+    )
 
 
 def _vol_table(vols) -> Table:
     t = Table(box=None, pad_edge=False)
     for c in ("Volume", "Size", "Used", "Avail", "Shared", "Guarantee", "Snaps", "LUNs", "Parent", "Clones"):
-        t.add_column(c, justify="right" if c in ("Size", "Used", "Avail", "Shared", "Snaps", "LUNs") else "left")
+        t.add_column(
+            c, justify="right" if c in ("Size", "Used", "Avail", "Shared", "Snaps", "LUNs") else "left"
+        )
     for v in vols:
-        t.add_row(v["name"], format_size(v["size"]), format_size(v["used"]), format_size(v["available"]),
-                  format_size(v["shared"]), v["guarantee"], str(v["snapshots"]), str(v["luns"]),
-                  v["parent"] or "-", ",".join(v["clones"]) or "-")
+        t.add_row(
+            v["name"],
+            format_size(v["size"]),
+            format_size(v["used"]),
+            format_size(v["available"]),
+            format_size(v["shared"]),
+            v["guarantee"],
+            str(v["snapshots"]),
+            str(v["luns"]),
+            v["parent"] or "-",
+            ",".join(v["clones"]) or "-",
+        )
     return t
 
 
 @app.command("show")
 @command
-def show(name: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
+def show(name: str | None = typer.Argument(None), json_: bool = JSON_OPT):
     """Show volumes: size, used, shared, parent, clones."""
     with filer() as f:
         vols = f.vol_show(name)
@@ -57,16 +71,18 @@ def show(name: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
 
 @app.command("status")
 @command
-def status(name: Optional[str] = typer.Argument(None), json_: bool = JSON_OPT):
+def status(name: str | None = typer.Argument(None), json_: bool = JSON_OPT):
     """Same as `vol show` (7-mode spelling)."""
     show(name, json_)
 
 
 @app.command("destroy")
 @command
-def destroy(name: str,
-            force: bool = typer.Option(False, "-f", "--force", help="Also when LUNs are mapped."),
-            children: bool = typer.Option(False, "--children", help="With -f: destroy dependent clones too.")):
+def destroy(
+    name: str,
+    force: bool = typer.Option(False, "-f", "--force", help="Also when LUNs are mapped."),
+    children: bool = typer.Option(False, "--children", help="With -f: destroy dependent clones too."),
+):
     """Destroy a volume and its snapshots (refused while clones depend on it)."""
     with filer() as f:
         gone = f.vol_destroy(name, force=force, children=children)
@@ -85,8 +101,11 @@ def rename(old: str, new: str):
 
 @app.command("size")
 @command
-def size(name: str, new_size: Optional[str] = typer.Argument(None, help="New size, or +N / -N."),
-         json_: bool = JSON_OPT):
+def size(
+    name: str,
+    new_size: str | None = typer.Argument(None, help="New size, or +N / -N."),
+    json_: bool = JSON_OPT,
+):
     """Show or set a volume's size (grow; shrink when the data fits)."""
     with filer() as f:
         v = f.vol_size(name, new_size) if new_size is not None else f.vol_info(name)
@@ -100,8 +119,12 @@ def size(name: str, new_size: Optional[str] = typer.Argument(None, help="New siz
 
 @app.command("options")
 @command
-def options(name: str, option: Optional[str] = typer.Argument(None), value: Optional[str] = typer.Argument(None),
-            json_: bool = JSON_OPT):
+def options(
+    name: str,
+    option: str | None = typer.Argument(None),
+    value: str | None = typer.Argument(None),
+    json_: bool = JSON_OPT,
+):
     """Show volume options, or set one: nosnap on|off, guarantee none|volume,
     snap_reserve N, snap_sched SPEC."""
     with filer() as f:
@@ -129,6 +152,7 @@ def _fmt(k, v):
 
 def _register_clone():
     from .clone_cmd import app as clone_app
+
     app.add_typer(clone_app, name="clone")
 
 

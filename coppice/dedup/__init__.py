@@ -20,8 +20,21 @@ from . import config
 from .config import BadSchedule, SisNotEnabled, due
 from .inline import InlineDedup, attach, detach
 from .report import savings
-from .scanner import Scanner, ScanBusy, run_due, scan
+from .scanner import ScanBusy, Scanner, run_due, scan
 from .status import status
 
-__all__ = ["attach", "detach", "InlineDedup", "scan", "Scanner", "ScanBusy", "run_due", "status", "savings",
-           "config", "due", "BadSchedule", "SisNotEnabled"]
+__all__ = [
+    "attach",
+    "detach",
+    "InlineDedup",
+    "scan",
+    "Scanner",
+    "ScanBusy",
+    "run_due",
+    "status",
+    "savings",
+    "config",
+    "due",
+    "BadSchedule",
+    "SisNotEnabled",
+]

@@ -65,7 +65,7 @@ def update(pool, volume: str, **changes) -> dict:
 def set_enabled(pool, volume: str, on: bool) -> dict:
     changes = {"enabled": bool(on)}
     if not on:
-        changes["inline"] = False   # ONTAP: sis off stops inline too
+        changes["inline"] = False  # ONTAP: sis off stops inline too
     return update(pool, volume, **changes)
 
 
@@ -122,7 +122,7 @@ def _parse_list(text: str, names: list[str] | None, lo: int, hi: int, what: str,
             a, b = one(a), one(b)
             if a <= b:
                 out.update(range(a, b + 1))
-            else:   # wraps: fri-mon
+            else:  # wraps: fri-mon
                 out.update(range(a, hi + 1))
                 out.update(range(lo, b + 1))
         else:

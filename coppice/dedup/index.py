@@ -48,7 +48,7 @@ from array import array
 import blake3
 
 CACHE_KIB = 4096
-SMALL_GROUP = 16   # candidates compared directly, without digests
+SMALL_GROUP = 16  # candidates compared directly, without digests
 _S64 = 1 << 63
 _U64 = 1 << 64
 
@@ -123,8 +123,10 @@ class DedupStore:
     def recent(self, limit: int):
         """Up to ``limit`` (fp, pbn), the highest PBNs first (the newest
         data): what inline mode warms its table with."""
-        return [(u64(f), p) for f, p in
-                self.db.execute("SELECT fp, pbn FROM fpidx ORDER BY pbn DESC LIMIT ?", (limit,))]
+        return [
+            (u64(f), p)
+            for f, p in self.db.execute("SELECT fp, pbn FROM fpidx ORDER BY pbn DESC LIMIT ?", (limit,))
+        ]
 
 
 class CompactTable:
@@ -227,6 +229,6 @@ def group_by_content(pbns, read) -> list[list[int]]:
             cls = [p]
             bucket.append(cls)
             out.append(cls)
-            if len(rep_data) < 64:   # keep a few representatives' bytes to save re-reads
+            if len(rep_data) < 64:  # keep a few representatives' bytes to save re-reads
                 rep_data[p] = data
     return out

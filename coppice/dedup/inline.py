@@ -68,7 +68,7 @@ class InlineDedup:
 
     def learn(self, pairs) -> None:
         if not self._enabled:
-            return   # nobody deduplicates inline: keep the write path cheap
+            return  # nobody deduplicates inline: keep the write path cheap
         put = self.table.put
         for fp, pbn in pairs:
             put(fp, pbn)

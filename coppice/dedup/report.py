@@ -53,8 +53,15 @@ def _lineage_root(pool, ds_id: int) -> int:
 
 
 def _empty(bs: int) -> dict:
-    return {"block_size": bs, "provisioned_blocks": 0, "logical_blocks": 0, "physical_blocks": 0,
-            "saved_dedup_blocks": 0, "saved_clones_blocks": 0, "saved_zero_blocks": 0}
+    return {
+        "block_size": bs,
+        "provisioned_blocks": 0,
+        "logical_blocks": 0,
+        "physical_blocks": 0,
+        "saved_dedup_blocks": 0,
+        "saved_clones_blocks": 0,
+        "saved_zero_blocks": 0,
+    }
 
 
 def _finish(d: dict) -> dict:
@@ -65,8 +72,9 @@ def _finish(d: dict) -> dict:
     d["saved_blocks"] = saved
     d["saved_bytes"] = saved * bs
     d["percent_saved"] = round(100.0 * saved / d["logical_blocks"], 1) if d["logical_blocks"] else 0.0
-    d["percent_saved_dedup"] = (round(100.0 * d["saved_dedup_blocks"] / d["logical_blocks"], 1)
-                                if d["logical_blocks"] else 0.0)
+    d["percent_saved_dedup"] = (
+        round(100.0 * d["saved_dedup_blocks"] / d["logical_blocks"], 1) if d["logical_blocks"] else 0.0
+    )
     return d
 
 
@@ -99,21 +107,27 @@ def savings(pool, volume: str | None = None) -> dict:
                     lin_base = f"{root}\0{o.name}\0".encode()
                     batch = []
                     for lbn, pbn, _ in pool.iter_blocks(vname, o.name, snap):
-                        batch.append((pbn, vid, s64(xxhash.xxh3_64_intdigest(lin_base + lbn.to_bytes(8, "little")))))
+                        batch.append(
+                            (pbn, vid, s64(xxhash.xxh3_64_intdigest(lin_base + lbn.to_bytes(8, "little"))))
+                        )
                         if len(batch) >= 8192:
                             db.executemany("INSERT INTO m VALUES (?,?,?)", batch)
                             batch.clear()
                     db.executemany("INSERT INTO m VALUES (?,?,?)", batch)
         db.execute("CREATE INDEX m_pbn ON m(pbn, lin)")
-        db.execute("CREATE TEMP TABLE g AS SELECT pbn, COUNT(*) AS m, COUNT(DISTINCT lin) AS k FROM m GROUP BY pbn")
+        db.execute(
+            "CREATE TEMP TABLE g AS SELECT pbn, COUNT(*) AS m, COUNT(DISTINCT lin) AS k FROM m GROUP BY pbn"
+        )
         db.execute("CREATE INDEX g_pbn ON g(pbn)")
-        row = db.execute("SELECT COUNT(*), COALESCE(SUM(m), 0), COALESCE(SUM(m - k), 0), "
-                         "COALESCE(SUM(k - 1), 0) FROM g").fetchone()
+        row = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(m), 0), COALESCE(SUM(m - k), 0), COALESCE(SUM(k - 1), 0) FROM g"
+        ).fetchone()
         pool_tot["physical_blocks"], pool_tot["logical_blocks"] = row[0], row[1]
         pool_tot["saved_clones_blocks"], pool_tot["saved_dedup_blocks"] = row[2], row[3]
         for vid, n, clones, dedup in db.execute(
-                "SELECT m.vol, COUNT(*), SUM(CAST(g.m - g.k AS REAL) / g.m), SUM(CAST(g.k - 1 AS REAL) / g.m) "
-                "FROM m JOIN g USING (pbn) GROUP BY m.vol"):
+            "SELECT m.vol, COUNT(*), SUM(CAST(g.m - g.k AS REAL) / g.m), SUM(CAST(g.k - 1 AS REAL) / g.m) "
+            "FROM m JOIN g USING (pbn) GROUP BY m.vol"
+        ):
             d = per[vols[vid]]
             d["logical_blocks"] = n
             d["saved_clones_blocks"] = round(clones)
@@ -130,6 +144,6 @@ def savings(pool, volume: str | None = None) -> dict:
         db.close()
         os.unlink(tmp)
     if volume is not None:
-        pool.volume(volume)   # VolumeNotFound when it is not there
+        pool.volume(volume)  # VolumeNotFound when it is not there
         return per[volume]
     return {"pool": pool_tot, "volumes": per}

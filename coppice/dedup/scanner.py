@@ -62,17 +62,17 @@ from ..errors import Busy, NotFound
 from . import config
 from .index import DedupStore, group_by_content, s64, u64
 
-LEAF = 512                 # blocks per engine leaf (engine.format.LEAF_FANOUT)
+LEAF = 512  # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
-MATCH_BATCH_ROWS = 4096    # rows fetched per query while matching
-MATCH_BATCH_GROUPS = 256   # fingerprint groups per commit while matching
+MATCH_BATCH_ROWS = 4096  # rows fetched per query while matching
+MATCH_BATCH_GROUPS = 256  # fingerprint groups per commit while matching
 MATCH_BATCH_SHARES = 16384  # ... or blocks shared, whichever comes first
-MATCH_RUN_BLOCKS = 8192    # longest run one seed extends to (share_run calls of <= RUN_CALL blocks)
-RUN_CALL = 512             # blocks per engine share_run call (its maximum)
-CHECKPOINT_SHARES = 8192   # shares between consistency points: bounds the engine's pending refcounts
-MIRROR_SECONDS = 30.0      # how often progress is mirrored to the pool kv (each is a consistency point)
+MATCH_RUN_BLOCKS = 8192  # longest run one seed extends to (share_run calls of <= RUN_CALL blocks)
+RUN_CALL = 512  # blocks per engine share_run call (its maximum)
+CHECKPOINT_SHARES = 8192  # shares between consistency points: bounds the engine's pending refcounts
+MIRROR_SECONDS = 30.0  # how often progress is mirrored to the pool kv (each is a consistency point)
 
-_running: dict[str, "Scanner"] = {}
+_running: dict[str, Scanner] = {}
 
 
 class ScanBusy(Busy):
@@ -143,7 +143,7 @@ class Covered:
         return 32 * self.runs
 
 
-def running(pool) -> "Scanner | None":
+def running(pool) -> Scanner | None:
     return _running.get(pool.path)
 
 
@@ -182,7 +182,7 @@ class Scanner:
         (``job['state']`` is 'done' or 'paused')."""
         if volumes is not None:
             for v in volumes:
-                pool_vol = self.pool.volume(v)   # raises VolumeNotFound
+                pool_vol = self.pool.volume(v)  # raises VolumeNotFound
                 if not config.get(self.pool, pool_vol.name)["enabled"]:
                     raise config.SisNotEnabled(volume=v)
         with self._session():
@@ -246,14 +246,35 @@ class Scanner:
         db.execute("DELETE FROM rows")
         db.execute("DELETE FROM covered")
         db.execute("DROP INDEX IF EXISTS rows_fp")
-        job = {"id": _uuid.uuid4().hex[:12], "volumes": list(volumes),
-               "volume_ids": [pool.volume(v).id for v in volumes], "full": bool(full),
-               "fingerprint": "xxh3" if self.fingerprint is None else "custom",
-               "state": "running", "phase": "collect", "work": work, "item": 0, "lbn": 0,
-               "total_blocks": total, "done_blocks": 0, "rows": 0, "rows_done": 0, "cursor": None,
-               "started": time.time(), "updated": time.time(),
-               "counters": {"scanned": 0, "skipped": 0, "groups": 0, "compared": 0, "shared": 0,
-                            "refused": 0, "collisions": 0, "stale": 0}}
+        job = {
+            "id": _uuid.uuid4().hex[:12],
+            "volumes": list(volumes),
+            "volume_ids": [pool.volume(v).id for v in volumes],
+            "full": bool(full),
+            "fingerprint": "xxh3" if self.fingerprint is None else "custom",
+            "state": "running",
+            "phase": "collect",
+            "work": work,
+            "item": 0,
+            "lbn": 0,
+            "total_blocks": total,
+            "done_blocks": 0,
+            "rows": 0,
+            "rows_done": 0,
+            "cursor": None,
+            "started": time.time(),
+            "updated": time.time(),
+            "counters": {
+                "scanned": 0,
+                "skipped": 0,
+                "groups": 0,
+                "compared": 0,
+                "shared": 0,
+                "refused": 0,
+                "collisions": 0,
+                "stale": 0,
+            },
+        }
         self.store.meta_put("job", job)
         db.execute("COMMIT")
         return job
@@ -293,8 +314,13 @@ class Scanner:
         job["state"] = "done"
         job["phase"] = "done"
         job["finished"] = time.time()
-        summary = {"started": job["started"], "finished": job["finished"], "full": job["full"],
-                   "job": job["id"], **job["counters"]}
+        summary = {
+            "started": job["started"],
+            "finished": job["finished"],
+            "full": job["full"],
+            "job": job["id"],
+            **job["counters"],
+        }
         db.execute("BEGIN")
         db.execute("DELETE FROM rows")
         db.execute("DELETE FROM covered")
@@ -350,13 +376,19 @@ class Scanner:
             cur_leaf = None
             ents: list[tuple[int, int, int]] = []
 
+            # Both closures run inside this iteration only: late binding is intended.
             def close_leaf():
                 nonlocal leaves
                 if cur_leaf is None:
                     return
                 sig = s64(xxhash.xxh3_64_intdigest(array("Q", [x for e in ents for x in e[:2]]).tobytes()))
-                old = None if full else db.execute("SELECT sig FROM leafsig WHERE oid=? AND leaf=?",
-                                                   (oid, cur_leaf)).fetchone()
+                old = (
+                    None
+                    if full
+                    else db.execute(
+                        "SELECT sig FROM leafsig WHERE oid=? AND leaf=?", (oid, cur_leaf)
+                    ).fetchone()
+                )
                 if old is not None and old[0] == sig:
                     c["skipped"] += len(ents)
                 else:
@@ -393,7 +425,7 @@ class Scanner:
                     ents.append((lbn, pbn, csum))
                 close_leaf()
             except NotFound:
-                pass   # deleted or renamed meanwhile: the next scan sees it
+                pass  # deleted or renamed meanwhile: the next scan sees it
             size = next((o.size for o in _objects(pool, vol, snap) if o.id == oid), 0)
             end = max(job["lbn"], -(-size // pool.block_size))
             commit(end)
@@ -411,7 +443,9 @@ class Scanner:
         self._shared_at_cp = job["counters"]["shared"]
         self._shared_at_commit = job["counters"]["shared"]
         self.covered = Covered()
-        for oid, lbn, n, aoid, albn in db.execute("SELECT oid, lbn, n, aoid, albn FROM covered ORDER BY oid, lbn"):
+        for oid, lbn, n, aoid, albn in db.execute(
+            "SELECT oid, lbn, n, aoid, albn FROM covered ORDER BY oid, lbn"
+        ):
             self.covered.add(oid, lbn, n, aoid, albn)
         group_fp = None
         members: list[tuple[int, int, int]] = []
@@ -422,11 +456,16 @@ class Scanner:
         try:
             while True:
                 if key is None:
-                    chunk = db.execute("SELECT fp, pbn, oid, lbn FROM rows ORDER BY fp, pbn, oid, lbn LIMIT ?",
-                                       (MATCH_BATCH_ROWS,)).fetchall()
+                    chunk = db.execute(
+                        "SELECT fp, pbn, oid, lbn FROM rows ORDER BY fp, pbn, oid, lbn LIMIT ?",
+                        (MATCH_BATCH_ROWS,),
+                    ).fetchall()
                 else:
-                    chunk = db.execute("SELECT fp, pbn, oid, lbn FROM rows WHERE (fp, pbn, oid, lbn) > (?,?,?,?) "
-                                       "ORDER BY fp, pbn, oid, lbn LIMIT ?", (*key, MATCH_BATCH_ROWS)).fetchall()
+                    chunk = db.execute(
+                        "SELECT fp, pbn, oid, lbn FROM rows WHERE (fp, pbn, oid, lbn) > (?,?,?,?) "
+                        "ORDER BY fp, pbn, oid, lbn LIMIT ?",
+                        (*key, MATCH_BATCH_ROWS),
+                    ).fetchall()
                 if not chunk:
                     break
                 key = chunk[-1]
@@ -437,8 +476,10 @@ class Scanner:
                             job["cursor"] = group_fp
                             job["rows_done"] += len(members)
                             groups_in_batch += 1
-                            if groups_in_batch >= MATCH_BATCH_GROUPS or \
-                                    job["counters"]["shared"] - self._shared_at_commit >= MATCH_BATCH_SHARES:
+                            if (
+                                groups_in_batch >= MATCH_BATCH_GROUPS
+                                or job["counters"]["shared"] - self._shared_at_commit >= MATCH_BATCH_SHARES
+                            ):
                                 groups_in_batch = 0
                                 if not self._commit_match(job, learned):
                                     return False
@@ -504,7 +545,7 @@ class Scanner:
         counts = Counter(p for p, _, _ in members)
         known = [r[0] for r in db.execute("SELECT pbn FROM fpidx WHERE fp=?", (sfp,))]
         if len(counts) == 1 and (not known or (len(known) == 1 and known[0] in counts)):
-            if not known:   # a unique block: remember it as the canonical copy
+            if not known:  # a unique block: remember it as the canonical copy
                 db.execute("INSERT OR IGNORE INTO fpidx (fp, pbn) VALUES (?, ?)", (sfp, members[0][0]))
             return
         c["groups"] += 1
@@ -515,7 +556,7 @@ class Scanner:
             data = pool.read_pbn(p)
             c["compared"] += 1
             if self._content_fp(data) != fp:
-                stale.add(p)    # freed or rewritten since it was indexed / collected
+                stale.add(p)  # freed or rewritten since it was indexed / collected
                 return None
             return data
 
@@ -561,7 +602,7 @@ class Scanner:
         out = []
         for pbn, oid, lbn in members:
             loc = (oid, lbn)
-            for _ in range(8):   # a run's target may itself have been remapped later
+            for _ in range(8):  # a run's target may itself have been remapped later
                 nxt = cov.get(*loc)
                 if nxt is None:
                     break
@@ -623,11 +664,17 @@ class Scanner:
             bs = db.execute(q, (oid_b, lb, lb + n)).fetchall()
             as_ = db.execute(q, (oid_a, la, la + n)).fetchall() if bs else ()
             expected, targets = [], []
-            for i, (b, a) in enumerate(zip(bs, as_)):
+            for i, (b, a) in enumerate(zip(bs, as_, strict=False)):
                 # Stop at a hole, a different fingerprint, a block already
                 # shared, or a block a run remapped (its row is stale).
-                if b[0] != lb + i or a[0] != la + i or b[1] != a[1] or b[2] == a[2] \
-                        or (oid_b, b[0]) in cov or (oid_a, a[0]) in cov:
+                if (
+                    b[0] != lb + i
+                    or a[0] != la + i
+                    or b[1] != a[1]
+                    or b[2] == a[2]
+                    or (oid_b, b[0]) in cov
+                    or (oid_a, a[0]) in cov
+                ):
                     break
                 expected.append(b[2])
                 targets.append(a[2])
@@ -636,8 +683,10 @@ class Scanner:
             k = pool.share_run(vol, name, snap, lb, expected, targets)
             if k:
                 cov.add(oid_b, lb, k, oid_a, la)
-                db.execute("INSERT OR REPLACE INTO covered (oid, lbn, n, aoid, albn) VALUES (?,?,?,?,?)",
-                           (oid_b, lb, k, oid_a, la))
+                db.execute(
+                    "INSERT OR REPLACE INTO covered (oid, lbn, n, aoid, albn) VALUES (?,?,?,?,?)",
+                    (oid_b, lb, k, oid_a, la),
+                )
                 c["shared"] += k
                 total += k
                 self._maybe_checkpoint()
@@ -662,7 +711,7 @@ class Scanner:
         # and the target read once, short enough that client I/O waits little.
         done = []
         for i in range(0, len(batch), 256):
-            done += self.pool.share_blocks(target, batch[i:i + 256])
+            done += self.pool.share_blocks(target, batch[i : i + 256])
         ok = sum(done)
         c["shared"] += ok
         c["refused"] += len(done) - ok

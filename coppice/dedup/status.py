@@ -53,10 +53,18 @@ def status(pool, volume: str | None = None):
         vols = {volume: vols[volume]}
     out = []
     for name, rec in sorted(vols.items()):
-        d = {"volume": name, "path": f"/vol/{name}", "state": "Enabled" if rec["enabled"] else "Disabled",
-             "inline": bool(rec.get("inline")), "schedule": rec.get("schedule", "-"),
-             "status": "Idle", "phase": None, "progress": None, "job": None,
-             "last_run": rec.get("last_run")}
+        d = {
+            "volume": name,
+            "path": f"/vol/{name}",
+            "state": "Enabled" if rec["enabled"] else "Disabled",
+            "inline": bool(rec.get("inline")),
+            "schedule": rec.get("schedule", "-"),
+            "status": "Idle",
+            "phase": None,
+            "progress": None,
+            "job": None,
+            "last_run": rec.get("last_run"),
+        }
         if job is not None and pool.volume(name).id in job.get("volume_ids", []):
             phase, pct = _progress(job)
             d["status"] = "Active" if live else "Pending"

@@ -4,11 +4,48 @@ checksums, consistency points, intent log. Knows nothing of LUNs or VMs.
 Public surface: ``Pool`` (and its errors), ``ObjectHandle``.
 """
 
-from .pool import (BadName, BlockCorrupt, Dataset, ObjectExists, ObjectHandle, ObjectNotFound, ObjRec,
-                   OutOfRange, Pool, PoolExists, PoolFull, PoolInUse, PoolNotFound, SnapshotBusy,
-                   SnapshotExists, SnapshotNotFound, SpaceInfo, VolumeExists, VolumeNotFound, validate_name)
+from .pool import (
+    BadName,
+    BlockCorrupt,
+    Dataset,
+    ObjectExists,
+    ObjectHandle,
+    ObjectNotFound,
+    ObjRec,
+    OutOfRange,
+    Pool,
+    PoolExists,
+    PoolFull,
+    PoolInUse,
+    PoolNotFound,
+    SnapshotBusy,
+    SnapshotExists,
+    SnapshotNotFound,
+    SpaceInfo,
+    VolumeExists,
+    VolumeNotFound,
+    validate_name,
+)
 
-__all__ = ["Pool", "ObjectHandle", "Dataset", "ObjRec", "SpaceInfo", "validate_name", "BadName", "BlockCorrupt",
-           "ObjectExists", "ObjectNotFound", "OutOfRange", "PoolExists", "PoolFull", "PoolInUse",
-           "PoolNotFound", "SnapshotBusy", "SnapshotExists", "SnapshotNotFound", "VolumeExists",
-           "VolumeNotFound"]
+__all__ = [
+    "Pool",
+    "ObjectHandle",
+    "Dataset",
+    "ObjRec",
+    "SpaceInfo",
+    "validate_name",
+    "BadName",
+    "BlockCorrupt",
+    "ObjectExists",
+    "ObjectNotFound",
+    "OutOfRange",
+    "PoolExists",
+    "PoolFull",
+    "PoolInUse",
+    "PoolNotFound",
+    "SnapshotBusy",
+    "SnapshotExists",
+    "SnapshotNotFound",
+    "VolumeExists",
+    "VolumeNotFound",
+]

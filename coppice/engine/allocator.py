@@ -25,7 +25,7 @@ class Allocator:
         for s, c in sorted(extents):
             if c > 0:
                 self._append_merge(s, c)
-        self.next_pbn = max(1, next_pbn)   # PBN 0 means "hole"
+        self.next_pbn = max(1, next_pbn)  # PBN 0 means "hole"
         self.free_below = sum(self.counts)
 
     def _append_merge(self, s: int, c: int) -> None:
@@ -146,4 +146,4 @@ class Allocator:
         return i >= 0 and pbn < self.starts[i] + self.counts[i]
 
     def extents(self) -> list[tuple[int, int]]:
-        return list(zip(self.starts, self.counts))
+        return list(zip(self.starts, self.counts, strict=False))

@@ -140,7 +140,7 @@ def _clear(cache: PageCache, pid: int, level: int, base: int, lo: int, hi: int) 
         child_span = span >> FANOUT_BITS
         first = max(0, (lo - base) // child_span)
         last = min(LEAF_FANOUT - 1, (hi - 1 - base) // child_span)
-        if not any(p.ents[first:last + 1]):
+        if not any(p.ents[first : last + 1]):
             return pid
         if p.refs > 1:
             p = cache.cow(p)

@@ -31,18 +31,18 @@ MAX_BLOCK_SIZE = 1 << 20
 
 # --- block-map pages -------------------------------------------------------
 FANOUT_BITS = 9
-LEAF_FANOUT = 1 << FANOUT_BITS        # blocks mapped by one leaf page
-INTERIOR_FANOUT = 1 << FANOUT_BITS    # children of one interior page
+LEAF_FANOUT = 1 << FANOUT_BITS  # blocks mapped by one leaf page
+INTERIOR_FANOUT = 1 << FANOUT_BITS  # children of one interior page
 FANOUT_MASK = LEAF_FANOUT - 1
 # Leaf page blob: LEAF_FANOUT little-endian u64 PBNs (0 = hole), then
 # LEAF_FANOUT u64 xxh3-64 checksums of the blocks' contents.
 LEAF_BYTES = LEAF_FANOUT * 16
 # Interior page blob: INTERIOR_FANOUT u64 child page ids (0 = nothing below).
 INTERIOR_BYTES = INTERIOR_FANOUT * 8
-MAX_HEIGHT = 6   # 512**7 blocks: far beyond any size a u64 offset can hold
+MAX_HEIGHT = 6  # 512**7 blocks: far beyond any size a u64 offset can hold
 
 # --- intent log ------------------------------------------------------------
-LOG_MAGIC = 0x474C5043   # "CPLG"
+LOG_MAGIC = 0x474C5043  # "CPLG"
 # Record header, little-endian:
 #   u32 magic   LOG_MAGIC
 #   u64 epoch   the consistency point this record follows; records of an

@@ -34,7 +34,11 @@ class IntentLog:
         self.synced = 0
 
     def append_write(self, epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> None:
-        body = LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns)) + pbns.tobytes() + csums.tobytes()
+        body = (
+            LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns))
+            + pbns.tobytes()
+            + csums.tobytes()
+        )
         self._append(body)
 
     def append_clear(self, epoch: int, obj: int, lbn: int, count: int) -> None:
@@ -81,9 +85,9 @@ class IntentLog:
                 pbns = csums = None
                 if kind == LOG_WRITE:
                     pbns = array("Q")
-                    pbns.frombytes(data[pos + hs:pos + hs + 8 * count])
+                    pbns.frombytes(data[pos + hs : pos + hs + 8 * count])
                     csums = array("Q")
-                    csums.frombytes(data[pos + hs + 8 * count:end])
+                    csums.frombytes(data[pos + hs + 8 * count : end])
                 yield kind, obj, lbn, count, pbns, csums
             pos = end + ts
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import sqlite3
 from collections import OrderedDict, defaultdict
 
+from ..errors import Corruption
 from .checksum import page_checksum
 from .format import INTERIOR_BYTES, INTERIOR_FANOUT, LEAF_BYTES, LEAF_FANOUT
-from ..errors import Corruption
 
 
 class MetadataCorruption(Corruption):
@@ -47,7 +47,7 @@ class Page:
         self.ents = memoryview(buf).cast("Q")
 
     @classmethod
-    def empty(cls, pid: int, level: int) -> "Page":
+    def empty(cls, pid: int, level: int) -> Page:
         return cls(pid, level, 1, bytearray(LEAF_BYTES if level == 0 else INTERIOR_BYTES))
 
     def children(self):
@@ -64,7 +64,7 @@ class PageCache:
         self.dirty_limit = max(64, self.capacity // 2)
         self.clean: OrderedDict[int, Page] = OrderedDict()
         self.dirty: dict[int, Page] = {}
-        self.freed: set[int] = set()         # page ids to delete at the CP
+        self.freed: set[int] = set()  # page ids to delete at the CP
         self.page_delta: dict[int, int] = defaultdict(int)
         self.block_delta: dict[int, int] = defaultdict(int)
         self.next_page_id = next_page_id
@@ -84,8 +84,7 @@ class PageCache:
     def _load(self, pid: int) -> Page:
         if pid in self.freed:
             raise MetadataCorruption(page=pid, detail="pointer to a freed page")
-        row = self.db.execute(
-            "SELECT level, refs, csum, data FROM pages WHERE id=?", (pid,)).fetchone()
+        row = self.db.execute("SELECT level, refs, csum, data FROM pages WHERE id=?", (pid,)).fetchone()
         if row is None:
             raise MetadataCorruption(page=pid, detail="page is missing from pool.db")
         level, refs, csum, data = row
@@ -191,13 +190,15 @@ class PageCache:
         if self.dirty:
             db.executemany(
                 "INSERT OR REPLACE INTO pages (id, level, refs, csum, data) VALUES (?,?,?,?,?)",
-                [(p.id, p.level, p.refs, page_checksum(p.buf), bytes(p.buf))
-                 for p in self.dirty.values()])
+                [(p.id, p.level, p.refs, page_checksum(p.buf), bytes(p.buf)) for p in self.dirty.values()],
+            )
         if self.freed:
             db.executemany("DELETE FROM pages WHERE id=?", [(i,) for i in self.freed])
         if self.page_delta:
-            db.executemany("UPDATE pages SET refs = refs + ? WHERE id=?",
-                           [(d, i) for i, d in self.page_delta.items() if d])
+            db.executemany(
+                "UPDATE pages SET refs = refs + ? WHERE id=?",
+                [(d, i) for i, d in self.page_delta.items() if d],
+            )
 
     def committed(self) -> None:
         """The consistency point committed: dirty pages become clean."""

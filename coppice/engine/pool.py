@@ -39,18 +39,34 @@ from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..errors import AlreadyExists, Busy, CoppiceError, Corruption, InvalidArgument, NoSpace, NotFound, ReadOnly
-from . import blockmap
-from .allocator import Allocator
 import xxhash
 
+from ..errors import (
+    AlreadyExists,
+    Busy,
+    CoppiceError,
+    Corruption,
+    InvalidArgument,
+    NoSpace,
+    NotFound,
+    ReadOnly,
+)
+from . import blockmap
+from .allocator import Allocator
 from .checksum import block_checksum, zero_checksum
-
-_xxh3 = xxhash.xxh3_64_intdigest  # == checksum.block_checksum, inlined on the hot path
-from .format import (DEFAULT_BLOCK_SIZE, FORMAT_VERSION, LEAF_FANOUT, LOG_WRITE, MAX_BLOCK_SIZE,
-                     MIN_BLOCK_SIZE, SCHEMA)
+from .format import (
+    DEFAULT_BLOCK_SIZE,
+    FORMAT_VERSION,
+    LEAF_FANOUT,
+    LOG_WRITE,
+    MAX_BLOCK_SIZE,
+    MIN_BLOCK_SIZE,
+    SCHEMA,
+)
 from .intent_log import IntentLog
 from .page_cache import PageCache
+
+_xxh3 = xxhash.xxh3_64_intdigest  # == checksum.block_checksum, inlined on the hot path
 
 DEFAULT_CACHE_BYTES = 64 << 20
 LOG_LIMIT_BYTES = 64 << 20
@@ -160,7 +176,7 @@ def _contiguous_runs(pbns, lo: int, hi: int):
 @dataclass
 class Dataset:
     id: int
-    kind: str              # 'volume' | 'snapshot'
+    kind: str  # 'volume' | 'snapshot'
     name: str
     volume_id: int | None  # for a snapshot: the volume it freezes
     origin_id: int | None  # for a clone volume: the snapshot it came from
@@ -201,10 +217,16 @@ class SpaceInfo:
         return self.shared_blocks * self.block_size
 
     def as_dict(self):
-        return {"logical_bytes": self.logical_bytes, "written_blocks": self.written_blocks,
-                "unique_blocks": self.unique_blocks, "shared_blocks": self.shared_blocks,
-                "written_bytes": self.written_bytes, "unique_bytes": self.unique_bytes,
-                "shared_bytes": self.shared_bytes, "block_size": self.block_size}
+        return {
+            "logical_bytes": self.logical_bytes,
+            "written_blocks": self.written_blocks,
+            "unique_blocks": self.unique_blocks,
+            "shared_blocks": self.shared_blocks,
+            "written_bytes": self.written_bytes,
+            "unique_bytes": self.unique_bytes,
+            "shared_bytes": self.shared_bytes,
+            "block_size": self.block_size,
+        }
 
 
 # --------------------------------------------------------------------------
@@ -213,18 +235,31 @@ class SpaceInfo:
 class Pool:
     # ---- lifecycle --------------------------------------------------------
     @classmethod
-    def create(cls, path: str, block_size: int = DEFAULT_BLOCK_SIZE, capacity: int | None = None,
-               cache_bytes: int = DEFAULT_CACHE_BYTES) -> "Pool":
+    def create(
+        cls,
+        path: str,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        capacity: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> Pool:
         """Create a pool in directory ``path`` (created if missing, must not
         hold a pool). ``capacity`` in bytes caps the data it may hold;
         None: the file system's free space is the limit."""
-        if (not isinstance(block_size, int) or block_size < MIN_BLOCK_SIZE or block_size > MAX_BLOCK_SIZE
-                or block_size & (block_size - 1)):
-            raise InvalidArgument(detail=f"block size {block_size!r} is invalid: use a power of two "
-                                         f"between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} (default 4096)")
+        if (
+            not isinstance(block_size, int)
+            or block_size < MIN_BLOCK_SIZE
+            or block_size > MAX_BLOCK_SIZE
+            or block_size & (block_size - 1)
+        ):
+            raise InvalidArgument(
+                detail=f"block size {block_size!r} is invalid: use a power of two "
+                f"between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE} (default 4096)"
+            )
         if capacity is not None and (not isinstance(capacity, int) or capacity < block_size):
-            raise InvalidArgument(detail=f"capacity {capacity!r} is invalid: give a size in bytes of at "
-                                         f"least one block ({block_size})")
+            raise InvalidArgument(
+                detail=f"capacity {capacity!r} is invalid: give a size in bytes of at "
+                f"least one block ({block_size})"
+            )
         path = os.path.abspath(path)
         if os.path.exists(os.path.join(path, "pool.db")):
             raise PoolExists(path=path)
@@ -234,10 +269,16 @@ class Pool:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             db.execute("BEGIN")
-            for k, v in {"format_version": FORMAT_VERSION, "block_size": block_size, "epoch": 1,
-                         "next_pbn": 1, "next_page_id": 1, "uuid": str(_uuid.uuid4()),
-                         "capacity": capacity if capacity is not None else 0,
-                         "created": time.time()}.items():
+            for k, v in {
+                "format_version": FORMAT_VERSION,
+                "block_size": block_size,
+                "epoch": 1,
+                "next_pbn": 1,
+                "next_page_id": 1,
+                "uuid": str(_uuid.uuid4()),
+                "capacity": capacity if capacity is not None else 0,
+                "created": time.time(),
+            }.items():
                 db.execute("INSERT INTO pool (key, value) VALUES (?, ?)", (k, str(v)))
             db.execute("COMMIT")
         finally:
@@ -250,7 +291,7 @@ class Pool:
         return os.path.exists(os.path.join(path, "pool.db"))
 
     @classmethod
-    def open(cls, path: str, cache_bytes: int = DEFAULT_CACHE_BYTES, holder: str | None = None) -> "Pool":
+    def open(cls, path: str, cache_bytes: int = DEFAULT_CACHE_BYTES, holder: str | None = None) -> Pool:
         """Open the pool at ``path`` exclusively, replaying its intent log."""
         path = os.path.abspath(path)
         if not cls.exists(path):
@@ -271,7 +312,9 @@ class Pool:
             raise PoolInUse(path=path, holder=who) from None
         os.ftruncate(self._lockfd, 0)
         os.pwrite(self._lockfd, (holder or f"process {os.getpid()}").encode(), 0)
-        self.db = sqlite3.connect(os.path.join(path, "pool.db"), isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            os.path.join(path, "pool.db"), isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.block_size = int(self._pool_value("block_size"))
@@ -306,13 +349,14 @@ class Pool:
         db = self.db
         self.epoch = int(self._pool_value("epoch"))
         self.capacity = int(self._pool_value("capacity")) // self.block_size or None
-        self.alloc = Allocator(db.execute("SELECT start, count FROM free_extents").fetchall(),
-                               int(self._pool_value("next_pbn")))
+        self.alloc = Allocator(
+            db.execute("SELECT start, count FROM free_extents").fetchall(), int(self._pool_value("next_pbn"))
+        )
         self.cache = PageCache(db, self._cache_bytes, int(self._pool_value("next_page_id")))
         self.datasets: dict[int, Dataset] = {}
         # (kind, volume id for a snapshot, name) -> dataset: O(1) lookups by name.
         self._dsidx: dict[tuple, Dataset] = {}
-        self._snap_ids: dict[int, set[int]] = {}   # volume id -> its snapshots' ids
+        self._snap_ids: dict[int, set[int]] = {}  # volume id -> its snapshots' ids
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
             d = self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
             self._dsidx[self._dkey(d)] = d
@@ -348,9 +392,9 @@ class Pool:
                                 csums[i] = 1  # marker: leave this block's mapping alone
                                 continue
                             if self.alloc.is_free(p):
-                                self.alloc.claim(p, 1)       # a fresh block of this epoch
+                                self.alloc.claim(p, 1)  # a fresh block of this epoch
                             else:
-                                self.cache.incref_block(p)   # a deduplicated share
+                                self.cache.incref_block(p)  # a deduplicated share
                     self._map_blocks(o, lbn, pbns, csums, skip_marked=True)
                 else:
                     blockmap.clear_range(self.cache, o, lbn, lbn + count)
@@ -390,7 +434,7 @@ class Pool:
 
     def _checkpoint(self, force: bool = False) -> None:
         if self._txn_depth:
-            return   # the enclosing management transaction commits it
+            return  # the enclosing management transaction commits it
         if not force and not self._has_uncommitted():
             return
         self._sync_data()
@@ -422,12 +466,18 @@ class Pool:
         if self._dirty_objs:
             db.executemany(
                 "UPDATE objects SET name=?, kind=?, size=?, root=?, height=?, meta=? WHERE id=?",
-                [(o.name, o.kind, o.size, o.root, o.height, json.dumps(o.meta), o.id)
-                 for o in self._dirty_objs.values()])
+                [
+                    (o.name, o.kind, o.size, o.root, o.height, json.dumps(o.meta), o.id)
+                    for o in self._dirty_objs.values()
+                ],
+            )
         db.execute("DELETE FROM free_extents")
         db.executemany("INSERT INTO free_extents (start, count) VALUES (?, ?)", self.alloc.extents())
-        for k, v in (("next_pbn", self.alloc.next_pbn), ("next_page_id", self.cache.next_page_id),
-                     ("epoch", self.epoch + 1)):
+        for k, v in (
+            ("next_pbn", self.alloc.next_pbn),
+            ("next_page_id", self.cache.next_page_id),
+            ("epoch", self.epoch + 1),
+        ):
             db.execute("UPDATE pool SET value=? WHERE key=?", (str(v), k))
 
     def _apply_block_deltas(self) -> list[int]:
@@ -443,8 +493,9 @@ class Pool:
             old = stored.get(p, 1)
             new = old + d
             if new < 0:
-                raise Corruption(detail=f"reference count of physical block {p} would drop below zero; "
-                                        f"run `coppice fsck`")
+                raise Corruption(
+                    detail=f"reference count of physical block {p} would drop below zero; run `coppice fsck`"
+                )
             if new == 0:
                 frees.append(p)
             if new <= 1:
@@ -561,11 +612,15 @@ class Pool:
         return f"volume {ds.name}"
 
     def _snapshots_of(self, vol: Dataset) -> list[Dataset]:
-        return sorted((self.datasets[i] for i in self._snap_ids.get(vol.id, ())), key=lambda d: (d.created, d.id))
+        return sorted(
+            (self.datasets[i] for i in self._snap_ids.get(vol.id, ())), key=lambda d: (d.created, d.id)
+        )
 
     def _clones_of(self, snap: Dataset) -> list[Dataset]:
-        return sorted((d for d in self.datasets.values() if d.kind == "volume" and d.origin_id == snap.id),
-                      key=lambda d: d.name)
+        return sorted(
+            (d for d in self.datasets.values() if d.kind == "volume" and d.origin_id == snap.id),
+            key=lambda d: d.name,
+        )
 
     # ---- volumes ---------------------------------------------------------------
     def create_volume(self, name: str, meta: dict | None = None) -> Dataset:
@@ -579,7 +634,8 @@ class Pool:
         now = time.time()
         cur = self.db.execute(
             "INSERT INTO datasets (kind, name, volume_id, origin_id, created, meta) VALUES (?,?,?,?,?,?)",
-            (kind, name, volume_id, origin_id, now, json.dumps(meta)))
+            (kind, name, volume_id, origin_id, now, json.dumps(meta)),
+        )
         d = Dataset(cur.lastrowid, kind, name, volume_id, origin_id, now, dict(meta))
         self.datasets[d.id] = d
         self._dsidx[self._dkey(d)] = d
@@ -676,7 +732,8 @@ class Pool:
         m = dict(o.meta) if meta is None else meta
         cur = self.db.execute(
             "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
-            (dataset_id, name, o.kind, o.size, o.root, o.height, json.dumps(m)))
+            (dataset_id, name, o.kind, o.size, o.root, o.height, json.dumps(m)),
+        )
         n = ObjRec(cur.lastrowid, dataset_id, name, o.kind, o.size, o.root, o.height, m)
         self._index(n)
         if o.root:
@@ -746,8 +803,9 @@ class Pool:
                 self._dirty_objs[o.id] = o
 
     # ---- clones ----------------------------------------------------------------
-    def clone_volume(self, new: str, volume: str, snap: str, meta: dict | None = None,
-                     object_meta=None) -> Dataset:
+    def clone_volume(
+        self, new: str, volume: str, snap: str, meta: dict | None = None, object_meta=None
+    ) -> Dataset:
         """O(objects): a writable volume whose content is the snapshot's.
         ``object_meta(name, meta) -> meta`` may rewrite each object's
         metadata in the same transaction (the filer takes clone LUNs
@@ -804,8 +862,11 @@ class Pool:
             if v.origin_id is None:
                 raise InvalidArgument(detail=f"volume {volume} is not a clone; nothing to split")
             work = [(o.id, p.id if p else None) for o, p in self._split_pairs(volume)]
-            total = sum(1 for o, _ in self._split_pairs(volume)
-                        for _ in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o)))
+            total = sum(
+                1
+                for o, _ in self._split_pairs(volume)
+                for _ in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o))
+            )
         done = 0
         yield done, total
         for oid, pid in work:
@@ -816,7 +877,9 @@ class Pool:
                     p = self.objects.get(pid) if pid else None
                     if o is None:
                         break
-                    nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, self._nblocks(o)), None)
+                    nxt = next(
+                        blockmap.iter_leaves(self.cache, o.root, o.height, base, self._nblocks(o)), None
+                    )
                     if nxt is None:
                         break
                     b, leaf, _ = nxt
@@ -848,8 +911,9 @@ class Pool:
     def _nblocks(self, o: ObjRec) -> int:
         return -(-o.size // self.block_size)
 
-    def create_object(self, volume: str, name: str, size: int, kind: str = "lun",
-                      meta: dict | None = None) -> ObjRec:
+    def create_object(
+        self, volume: str, name: str, size: int, kind: str = "lun", meta: dict | None = None
+    ) -> ObjRec:
         """A thin object: metadata only, whatever its size."""
         validate_name("object", name)
         self._check_size(size, name)
@@ -861,19 +925,23 @@ class Pool:
             m = meta or {}
             cur = self.db.execute(
                 "INSERT INTO objects (dataset_id, name, kind, size, root, height, meta) VALUES (?,?,?,?,?,?,?)",
-                (v.id, name, kind, size, 0, h, json.dumps(m)))
+                (v.id, name, kind, size, 0, h, json.dumps(m)),
+            )
             o = ObjRec(cur.lastrowid, v.id, name, kind, size, 0, h, dict(m))
             self._index(o)
             return o
 
     def _check_size(self, size, name):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidArgument(detail=f"size {size!r} for {name} is invalid: give a whole number of bytes >= 0")
+            raise InvalidArgument(
+                detail=f"size {size!r} for {name} is invalid: give a whole number of bytes >= 0"
+            )
         if size > (1 << 60):
             raise InvalidArgument(detail=f"size {size} for {name} is too large (limit 1 EiB)")
 
-    def clone_object(self, volume: str, new: str, src: str, snapshot: str | None = None,
-                     meta: dict | None = None) -> ObjRec:
+    def clone_object(
+        self, volume: str, new: str, src: str, snapshot: str | None = None, meta: dict | None = None
+    ) -> ObjRec:
         """O(1) copy of object ``src`` (of a snapshot of the same volume, or
         of the volume itself) under a new name in ``volume``."""
         validate_name("object", new)
@@ -926,7 +994,7 @@ class Pool:
                 # reads zeros there, not old bytes.
                 last = size // self.block_size
                 buf = bytearray(self._read_blocks(o, last, 1))
-                buf[size % self.block_size:] = bytes(self.block_size - size % self.block_size)
+                buf[size % self.block_size :] = bytes(self.block_size - size % self.block_size)
                 o.size = max(o.size, (last + 1) * self.block_size)
                 self._write_blocks(o, last, memoryview(buf))
             o.size = size
@@ -966,7 +1034,7 @@ class Pool:
             o = self._object(self._dataset(volume, snapshot), name)
             return bytes(self._read(o, 0, o.size))
 
-    def open_object(self, volume: str, name: str, snapshot: str | None = None) -> "ObjectHandle":
+    def open_object(self, volume: str, name: str, snapshot: str | None = None) -> ObjectHandle:
         with self._lock:
             ds = self._dataset(volume, snapshot)
             return ObjectHandle(self, self._object(ds, name), read_only=ds.kind == "snapshot")
@@ -983,7 +1051,7 @@ class Pool:
         out = self._read_blocks(o, first, last - first + 1)
         skip = offset - first * bs
         if skip or len(out) != length:
-            return memoryview(out)[skip:skip + length]
+            return memoryview(out)[skip : skip + length]
         return out
 
     def _read_blocks(self, o: ObjRec, lbn: int, n: int) -> bytearray:
@@ -999,14 +1067,18 @@ class Pool:
             for i, j, p in _contiguous_runs(ents, s, e):
                 dst = (base + i - lbn) * bs
                 cnt = j - i
-                got = os.preadv(fd, [omv[dst:dst + cnt * bs]], p * bs)
+                got = os.preadv(fd, [omv[dst : dst + cnt * bs]], p * bs)
                 if got < cnt * bs:
-                    omv[dst + got:dst + cnt * bs] = bytes(cnt * bs - got)
+                    omv[dst + got : dst + cnt * bs] = bytes(cnt * bs - got)
                 for k in range(cnt):
-                    if block_checksum(omv[dst + k * bs:dst + (k + 1) * bs]) != ents[LEAF_FANOUT + i + k]:
+                    if block_checksum(omv[dst + k * bs : dst + (k + 1) * bs]) != ents[LEAF_FANOUT + i + k]:
                         ds = self.datasets.get(o.dataset_id)
-                        raise BlockCorrupt(where=self._ds_label(ds) if ds else "?", object=o.name,
-                                           offset=(base + i + k) * bs, pbn=p + k)
+                        raise BlockCorrupt(
+                            where=self._ds_label(ds) if ds else "?",
+                            object=o.name,
+                            offset=(base + i + k) * bs,
+                            pbn=p + k,
+                        )
         return out
 
     def _write(self, o: ObjRec, offset: int, data: memoryview) -> None:
@@ -1027,7 +1099,7 @@ class Pool:
             if end % bs and last != first:
                 buf[-bs:] = self._read_blocks(o, last, 1)
             skip = offset - first * bs
-            buf[skip:skip + length] = data
+            buf[skip : skip + length] = data
             data = memoryview(buf)
         self._write_blocks(o, first, data)
 
@@ -1037,11 +1109,13 @@ class Pool:
         bs = self.block_size
         n = len(mv) // bs
         x = _xxh3
-        csums = array("Q", [x(mv[a:a + bs]) or 1 for a in range(0, n * bs, bs)])
+        csums = array("Q", [x(mv[a : a + bs]) or 1 for a in range(0, n * bs, bs)])
         zc = self._zero_csum
         # bytes(), not the memoryview itself: a memoryview compares element
         # by element (~6 µs per 4 KiB), bytes with one memcmp.
-        zeros = [i for i in range(n) if csums[i] == zc and bytes(mv[i * bs:(i + 1) * bs]) == self._zero_block]
+        zeros = [
+            i for i in range(n) if csums[i] == zc and bytes(mv[i * bs : (i + 1) * bs]) == self._zero_block
+        ]
         pbns = array("Q", bytes(8 * n))
         hook = self.inline_dedup
         if hook is not None and hook.enabled(o.dataset_id):
@@ -1053,8 +1127,11 @@ class Pool:
                 if i in zset:
                     continue
                 cand = hook.lookup(csums[i])
-                if cand and not self.alloc.is_free(cand) and \
-                        os.pread(self.data_fd, bs, cand * bs) == bytes(mv[i * bs:(i + 1) * bs]):
+                if (
+                    cand
+                    and not self.alloc.is_free(cand)
+                    and os.pread(self.data_fd, bs, cand * bs) == bytes(mv[i * bs : (i + 1) * bs])
+                ):
                     pbns[i] = cand
                     self.cache.incref_block(cand)
                     zeros.append(i)
@@ -1076,7 +1153,7 @@ class Pool:
                     k += cnt
             try:
                 for i, j, p in _contiguous_runs(pbns, 0, n):
-                    self._pwrite_all(mv[i * bs:j * bs], p * bs)
+                    self._pwrite_all(mv[i * bs : j * bs], p * bs)
             except OSError as e:
                 for start, cnt in runs:
                     self.alloc.release(start, cnt)
@@ -1115,18 +1192,18 @@ class Pool:
                     p = pbns[i + k]
                     c = csums[i + k]
                     if not p and c == 1:
-                        continue   # replay: a record whose block never reached the disk
+                        continue  # replay: a record whose block never reached the disk
                     old = ents[slot + k]
                     if old:
                         bd[old] -= 1
                     ents[slot + k] = p
                     ents[LEAF_FANOUT + slot + k] = c
             else:
-                for old in ents[slot:slot + cnt].tolist():
+                for old in ents[slot : slot + cnt].tolist():
                     if old:
                         bd[old] -= 1
-                ents[slot:slot + cnt] = pbns[i:i + cnt]
-                ents[LEAF_FANOUT + slot:LEAF_FANOUT + slot + cnt] = csums[i:i + cnt]
+                ents[slot : slot + cnt] = pbns[i : i + cnt]
+                ents[LEAF_FANOUT + slot : LEAF_FANOUT + slot + cnt] = csums[i : i + cnt]
             i += cnt
         self._dirty_objs[o.id] = o
 
@@ -1212,8 +1289,11 @@ class Pool:
                     return
                 b, leaf, _ = nxt
                 ents = leaf.ents
-                batch = [(b + i, ents[i], ents[LEAF_FANOUT + i]) for i in range(max(0, base - b), LEAF_FANOUT)
-                         if ents[i] and b + i < nb]
+                batch = [
+                    (b + i, ents[i], ents[LEAF_FANOUT + i])
+                    for i in range(max(0, base - b), LEAF_FANOUT)
+                    if ents[i] and b + i < nb
+                ]
             yield from batch
             base = b + LEAF_FANOUT
 
@@ -1227,8 +1307,15 @@ class Pool:
                 raise BlockCorrupt(where="the pool", object="-", offset="-", pbn=pbn)
             return data
 
-    def share_block(self, volume: str, name: str, lbn: int, expected_pbn: int, target_pbn: int,
-                    snapshot: str | None = None) -> bool:
+    def share_block(
+        self,
+        volume: str,
+        name: str,
+        lbn: int,
+        expected_pbn: int,
+        target_pbn: int,
+        snapshot: str | None = None,
+    ) -> bool:
         """Point block ``lbn`` at ``target_pbn`` instead of ``expected_pbn``
         (deduplication). Done only if the block still maps to
         ``expected_pbn`` (a block rewritten since the scan read it is left
@@ -1266,8 +1353,12 @@ class Pool:
                     continue
                 leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
                 slot = lbn % LEAF_FANOUT
-                if leaf is None or leaf.ents[slot] != expected_pbn or leaf.ents[LEAF_FANOUT + slot] != tcsum \
-                        or os.pread(self.data_fd, bs, expected_pbn * bs) != target:
+                if (
+                    leaf is None
+                    or leaf.ents[slot] != expected_pbn
+                    or leaf.ents[LEAF_FANOUT + slot] != tcsum
+                    or os.pread(self.data_fd, bs, expected_pbn * bs) != target
+                ):
                     out.append(False)
                     continue
                 self.cache.incref_block(target_pbn)
@@ -1279,8 +1370,9 @@ class Pool:
         self._checkpoint_if_due()
         return out
 
-    def share_run(self, volume: str, name: str, snapshot: str | None, lbn: int, expected_pbns,
-                  target_pbns) -> int:
+    def share_run(
+        self, volume: str, name: str, snapshot: str | None, lbn: int, expected_pbns, target_pbns
+    ) -> int:
         """Deduplicate a run of blocks at once: blocks lbn, lbn+1, ... that
         map to ``expected_pbns`` are pointed at ``target_pbns`` (same
         length, at most 512). Like ``share_blocks``, every block must still
@@ -1305,19 +1397,27 @@ class Pool:
             csums = array("Q", bytes(8 * n))
             for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, lbn + n):
                 s, e = max(lbn, base) - base, min(lbn + n, base + LEAF_FANOUT) - base
-                cur[base + s - lbn:base + e - lbn] = array("Q", leaf.ents[s:e].tolist())
-                csums[base + s - lbn:base + e - lbn] = array("Q", leaf.ents[LEAF_FANOUT + s:LEAF_FANOUT + e].tolist())
+                cur[base + s - lbn : base + e - lbn] = array("Q", leaf.ents[s:e].tolist())
+                csums[base + s - lbn : base + e - lbn] = array(
+                    "Q", leaf.ents[LEAF_FANOUT + s : LEAF_FANOUT + e].tolist()
+                )
 
             def read_run(pbns, k):
                 buf = bytearray(k * bs)
                 mv = memoryview(buf)
                 for i, j, p in _contiguous_runs(pbns, 0, k):
-                    os.preadv(self.data_fd, [mv[i * bs:j * bs]], p * bs)
+                    os.preadv(self.data_fd, [mv[i * bs : j * bs]], p * bs)
                 return buf
 
             k = 0
-            while k < n and cur[k] and cur[k] == expected_pbns[k] and target_pbns[k] \
-                    and cur[k] != target_pbns[k] and not self.alloc.is_free(target_pbns[k]):
+            while (
+                k < n
+                and cur[k]
+                and cur[k] == expected_pbns[k]
+                and target_pbns[k]
+                and cur[k] != target_pbns[k]
+                and not self.alloc.is_free(target_pbns[k])
+            ):
                 k += 1
             if not k:
                 return 0
@@ -1329,18 +1429,20 @@ class Pool:
                 good = k
             else:
                 good = 0
-                while good < k and a[good * bs:(good + 1) * bs] == b[good * bs:(good + 1) * bs]:
+                while good < k and a[good * bs : (good + 1) * bs] == b[good * bs : (good + 1) * bs]:
                     good += 1
             # The stored checksums must describe the shared bytes too.
             bv = memoryview(b)
-            good = next((i for i in range(good) if block_checksum(bv[i * bs:(i + 1) * bs]) != csums[i]), good)
+            good = next(
+                (i for i in range(good) if block_checksum(bv[i * bs : (i + 1) * bs]) != csums[i]), good
+            )
             if not good:
                 return 0
             tgt, cs = tgt[:good], csums[:good]
             for p in tgt:
                 self.cache.incref_block(p)
             self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
-            self._map_blocks(o, lbn, tgt, cs)   # drops the references to the expected PBNs
+            self._map_blocks(o, lbn, tgt, cs)  # drops the references to the expected PBNs
         self._checkpoint_if_due()
         return good
 
@@ -1350,9 +1452,9 @@ class Pool:
         rows); a block not in the result has 1 if allocated."""
         stored: dict[int, int] = {}
         keys = list(pbns)
-        for i in range(0, len(keys), 900):   # SQLite's bound-parameter limit
-            chunk = keys[i:i + 900]
-            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN (%s)" % ",".join("?" * len(chunk))
+        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+            chunk = keys[i : i + 900]
+            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN ({})".format(",".join("?" * len(chunk)))
             stored.update(self.db.execute(q, chunk).fetchall())
         return stored
 
@@ -1386,7 +1488,9 @@ class Pool:
             for o in self._objects_of(ds):
                 logical += o.size
                 root_shared = False
-                for base, leaf, shared in blockmap.iter_leaves(self.cache, o.root, o.height, 0, self._nblocks(o)):
+                for _base, leaf, shared in blockmap.iter_leaves(
+                    self.cache, o.root, o.height, 0, self._nblocks(o)
+                ):
                     ps = [p for p in leaf.ents[:LEAF_FANOUT] if p]
                     written += len(ps)
                     if shared or root_shared:
@@ -1409,10 +1513,20 @@ class Pool:
             else:
                 free = fs_free + reusable
                 total = used * bs + free
-            meta = sum(os.path.getsize(os.path.join(self.path, f)) for f in ("pool.db", "pool.db-wal")
-                       if os.path.exists(os.path.join(self.path, f)))
-            return {"block_size": bs, "used_blocks": used, "used_bytes": used * bs, "free_bytes": free,
-                    "total_bytes": total, "metadata_bytes": meta, "capacity_bytes": (self.capacity or 0) * bs}
+            meta = sum(
+                os.path.getsize(os.path.join(self.path, f))
+                for f in ("pool.db", "pool.db-wal")
+                if os.path.exists(os.path.join(self.path, f))
+            )
+            return {
+                "block_size": bs,
+                "used_blocks": used,
+                "used_bytes": used * bs,
+                "free_bytes": free,
+                "total_bytes": total,
+                "metadata_bytes": meta,
+                "capacity_bytes": (self.capacity or 0) * bs,
+            }
 
     # ---- pool-level records for upper layers -------------------------------------
     def kv_get(self, scope: str, key: str, default=None):
@@ -1422,8 +1536,10 @@ class Pool:
 
     def kv_put(self, scope: str, key: str, value) -> None:
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)",
-                            (scope, key, json.dumps(value)))
+            self.db.execute(
+                "INSERT OR REPLACE INTO kv (scope, key, value) VALUES (?,?,?)",
+                (scope, key, json.dumps(value)),
+            )
 
     def kv_delete(self, scope: str, key: str) -> None:
         with self.transaction():
@@ -1431,18 +1547,22 @@ class Pool:
 
     def kv_items(self, scope: str) -> list[tuple[str, object]]:
         with self._lock:
-            return [(k, json.loads(v)) for k, v in
-                    self.db.execute("SELECT key, value FROM kv WHERE scope=? ORDER BY key", (scope,))]
+            return [
+                (k, json.loads(v))
+                for k, v in self.db.execute("SELECT key, value FROM kv WHERE scope=? ORDER BY key", (scope,))
+            ]
 
     # ---- maintenance ---------------------------------------------------------------
     def fsck(self):
         from .fsck import fsck
+
         with self._lock:
             self._checkpoint()
             return fsck(self)
 
     def scrub(self, progress=None):
         from .scrub import scrub
+
         with self._lock:
             self._checkpoint()
             return scrub(self, progress)
@@ -1455,15 +1575,28 @@ class Pool:
             for d in sorted(self.datasets.values(), key=lambda d: (d.kind, d.name, d.volume_id or 0)):
                 key = d.name if d.kind == "volume" else f"{self.datasets[d.volume_id].name}@{d.name}"
                 out[key] = {
-                    "kind": d.kind, "meta": d.meta,
-                    "origin": (lambda s: f"{self.datasets[s.volume_id].name}@{s.name}")(self.datasets[d.origin_id])
-                    if d.origin_id else None,
-                    "objects": {o.name: {"kind": o.kind, "size": o.size, "meta": o.meta,
-                                         "content": block_checksum(bytes(self._read(o, 0, o.size)))
-                                         if o.size <= (64 << 20) else None}
-                                for o in self._objects_of(d)},
+                    "kind": d.kind,
+                    "meta": d.meta,
+                    "origin": (lambda s: f"{self.datasets[s.volume_id].name}@{s.name}")(
+                        self.datasets[d.origin_id]
+                    )
+                    if d.origin_id
+                    else None,
+                    "objects": {
+                        o.name: {
+                            "kind": o.kind,
+                            "size": o.size,
+                            "meta": o.meta,
+                            "content": block_checksum(bytes(self._read(o, 0, o.size)))
+                            if o.size <= (64 << 20)
+                            else None,
+                        }
+                        for o in self._objects_of(d)
+                    },
                 }
-            out["__kv__"] = [list(r) for r in self.db.execute("SELECT scope, key, value FROM kv ORDER BY 1, 2")]
+            out["__kv__"] = [
+                list(r) for r in self.db.execute("SELECT scope, key, value FROM kv ORDER BY 1, 2")
+            ]
             return out
 
 
@@ -1515,7 +1648,9 @@ class ObjectHandle:
         with p._lock:
             o = self._obj()
             if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size)
+                raise OutOfRange(
+                    what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size
+                )
             lo, hi = offset // bs, -(-(offset + length) // bs)
             holes = hi - lo
             for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
@@ -1533,13 +1668,17 @@ class ObjectHandle:
         with p._lock:
             o = self._obj()
             if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(what="snapshot_held_blocks", offset=offset, length=length, name=o.name,
-                                 size=o.size)
+                raise OutOfRange(
+                    what="snapshot_held_blocks", offset=offset, length=length, name=o.name, size=o.size
+                )
             ds = p.datasets.get(o.dataset_id)
             if ds is None or ds.kind != "volume":
                 return 0
-            frozen = [x for x in (p._by_ds.get(sid, {}).get(o.name) for sid in p._snap_ids.get(ds.id, ()))
-                      if x is not None and x.root]
+            frozen = [
+                x
+                for x in (p._by_ds.get(sid, {}).get(o.name) for sid in p._snap_ids.get(ds.id, ()))
+                if x is not None and x.root
+            ]
             if not frozen:
                 return 0
             lo, hi = offset // bs, -(-(offset + length) // bs)

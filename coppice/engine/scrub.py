@@ -28,8 +28,12 @@ class ScrubReport:
         return not self.errors
 
     def as_dict(self):
-        return {"clean": self.clean, "blocks_checked": self.blocks_checked,
-                "bytes_checked": self.bytes_checked, "errors": self.errors}
+        return {
+            "clean": self.clean,
+            "blocks_checked": self.blocks_checked,
+            "bytes_checked": self.bytes_checked,
+            "errors": self.errors,
+        }
 
 
 def _label(pool, ds_id):
@@ -46,8 +50,11 @@ def scrub(pool, progress=None) -> ScrubReport:
     bs = pool.block_size
     # pbn -> (checksum, [(object id, lbn)]) ; leaves shared by many objects
     # are read once, their owners remembered for reporting.
-    leaf_owners: dict[int, list[tuple[int, int]]] = {}
-    stack = [(root, oid, 0, height) for oid, root, height in db.execute("SELECT id, root, height FROM objects") if root]
+    stack = [
+        (root, oid, 0, height)
+        for oid, root, height in db.execute("SELECT id, root, height FROM objects")
+        if root
+    ]
     seen_pages: dict[int, tuple] = {}
     blocks: dict[int, tuple[int, list]] = {}
     while stack:
@@ -90,12 +97,22 @@ def scrub(pool, progress=None) -> ScrubReport:
         for k in range(j - i):
             p = order[i + k]
             csum, owners = blocks[p]
-            if block_checksum(mv[k * bs:(k + 1) * bs]) != csum:
-                rep.errors.append({
-                    "pbn": p,
-                    "references": [{"dataset": _label(pool, pool.objects[o].dataset_id) if o in pool.objects else "?",
-                                    "object": pool.objects[o].name if o in pool.objects else "?",
-                                    "offset": lbn * bs} for o, lbn in owners]})
+            if block_checksum(mv[k * bs : (k + 1) * bs]) != csum:
+                rep.errors.append(
+                    {
+                        "pbn": p,
+                        "references": [
+                            {
+                                "dataset": _label(pool, pool.objects[o].dataset_id)
+                                if o in pool.objects
+                                else "?",
+                                "object": pool.objects[o].name if o in pool.objects else "?",
+                                "offset": lbn * bs,
+                            }
+                            for o, lbn in owners
+                        ],
+                    }
+                )
         rep.blocks_checked += j - i
         rep.bytes_checked += (j - i) * bs
         if progress:

@@ -21,7 +21,9 @@ class LunDevice:
     can_fua = True
     can_multi_conn = True  # one pool: a flush on any connection covers all writes
 
-    def __init__(self, filer, volume: str, lun: str, snapshot: str | None = None, allow_offline: bool = False):
+    def __init__(
+        self, filer, volume: str, lun: str, snapshot: str | None = None, allow_offline: bool = False
+    ):
         self.allow_offline = allow_offline
         self.filer = filer
         self.pool = filer.pool
@@ -66,6 +68,7 @@ class LunDevice:
     def pwrite(self, offset: int, data, fua: bool = False) -> None:
         self._check(True)
         from .space import budget
+
         n = len(data)
         b = budget(self.filer, self._vid)
         need = held = 0
@@ -85,6 +88,7 @@ class LunDevice:
     def trim(self, offset: int, length: int, fua: bool = False) -> None:
         self._check(True)
         from .space import budget
+
         b = budget(self.filer, self._vid)
         freed = held = 0
         if 0 <= offset and offset + length <= self.h.size:
@@ -116,6 +120,7 @@ def open_lun_device(filer, path: str, allow_offline: bool = False) -> LunDevice:
     offline LUN unless ``allow_offline``. No access check: that is the export
     resolver's."""
     from .lun import resolve
+
     vol, snap, name, o = resolve(filer, path, allow_snapshot=True)
     dev = LunDevice(filer, vol, name, snap, allow_offline)
     dev._check(False)

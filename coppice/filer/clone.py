@@ -32,6 +32,7 @@ from .volume import opts, put_opts, require
 def create(f, new, parent, snap, remap=False, schedule=None) -> dict:
     from . import lun as _lun
     from . import schedule as _sched
+
     check_volume(new)
     require(f, parent, snap)
     sched_text = _sched.format_schedule(_sched.parse(schedule)) if schedule is not None else "0 0 0"
@@ -63,10 +64,23 @@ def create(f, new, parent, snap, remap=False, schedule=None) -> dict:
                     m["offline_reason"] = "; ".join(coll)
                     f.pool.set_object_meta(new, o.name, m)
                     messages.append(f"LUN {path} is offline: {m['offline_reason']}")
-            luns.append({"path": path, "online": bool(m.get("online", True)), "serial": m.get("serial"),
-                         "maps": m.get("maps", []), "offline_reason": m.get("offline_reason")})
-    return {"volume": new, "parent": parent, "snapshot": snap, "snap_sched": sched_text,
-            "luns": luns, "messages": messages}
+            luns.append(
+                {
+                    "path": path,
+                    "online": bool(m.get("online", True)),
+                    "serial": m.get("serial"),
+                    "maps": m.get("maps", []),
+                    "offline_reason": m.get("offline_reason"),
+                }
+            )
+    return {
+        "volume": new,
+        "parent": parent,
+        "snapshot": snap,
+        "snap_sched": sched_text,
+        "luns": luns,
+        "messages": messages,
+    }
 
 
 def show(f) -> list[dict]:
@@ -75,8 +89,15 @@ def show(f) -> list[dict]:
         origin = f.pool.origin_of(v.name)
         if origin is None:
             continue
-        out.append({"volume": v.name, "parent_volume": origin[0], "parent_snapshot": origin[1],
-                    "shared": f.pool.split_estimate(v.name), "split": opts(f, v.name).get("split")})
+        out.append(
+            {
+                "volume": v.name,
+                "parent_volume": origin[0],
+                "parent_snapshot": origin[1],
+                "shared": f.pool.split_estimate(v.name),
+                "split": opts(f, v.name).get("split"),
+            }
+        )
     return out
 
 
@@ -130,10 +151,16 @@ def split_status(f, vol) -> dict:
     st = live if live is not None else last
     state = st.get("state") or ("none" if origin else "not a clone")
     done, total = st.get("done", 0), st.get("total", 0)
-    return {"volume": vol, "clone": origin is not None,
-            "parent": f"{origin[0]}@{origin[1]}" if origin else None, "state": state,
-            "done": done, "total": total, "percent": round(100 * done / total) if total else (100 if state == "done" else 0),
-            "remaining_bytes": f.pool.split_estimate(vol) if origin else 0}
+    return {
+        "volume": vol,
+        "clone": origin is not None,
+        "parent": f"{origin[0]}@{origin[1]}" if origin else None,
+        "state": state,
+        "done": done,
+        "total": total,
+        "percent": round(100 * done / total) if total else (100 if state == "done" else 0),
+        "remaining_bytes": f.pool.split_estimate(vol) if origin else 0,
+    }
 
 
 def split_stop(f, vol) -> dict:

@@ -30,7 +30,9 @@ class FilerExportResolver:
         self.filer = filer
 
     def _igroups_of(self, initiator) -> set[str]:
-        return {name for name, rec in self.filer.pool.kv_items(_igroup.SCOPE) if _igroup.matches(rec, initiator)}
+        return {
+            name for name, rec in self.filer.pool.kv_items(_igroup.SCOPE) if _igroup.matches(rec, initiator)
+        }
 
     def _visible(self, meta: dict, groups: set[str], initiator) -> bool:
         if not meta.get("online", True):
@@ -58,6 +60,7 @@ class FilerExportResolver:
 
     def open_export(self, name: str, initiator):
         from .blockdev import LunDevice
+
         f = self.filer
         try:
             vol, snap, lun = parse_lun_path(name, allow_snapshot=True)
@@ -75,8 +78,11 @@ class FilerExportResolver:
                 if active.kind != "lun" or not self._visible(active.meta, groups, initiator):
                     raise ExportNotFound(name=name)
             if snap is not None:
-                if (snap not in {s.name for s in pool.list_snapshots(vol)} or not pool.has_object(vol, lun, snap)
-                        or pool.object_info(vol, lun, snap).kind != "lun"):
+                if (
+                    snap not in {s.name for s in pool.list_snapshots(vol)}
+                    or not pool.has_object(vol, lun, snap)
+                    or pool.object_info(vol, lun, snap).kind != "lun"
+                ):
                     raise ExportNotFound(name=name)
             return LunDevice(f, vol, lun, snap)
 

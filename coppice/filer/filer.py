@@ -86,16 +86,16 @@ class Filer:
         self._revoke_cbs: list = []
         self._pending_revokes: list[str] = []
         self._op_depth = 0
-        self._budgets: dict[int, "_space.Budget"] = {}
+        self._budgets: dict[int, _space.Budget] = {}
         self._splits: dict[str, dict] = {}
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, block_size: int = 4096, capacity: int | None = None, clock=None) -> "Filer":
+    def create(cls, path: str, block_size: int = 4096, capacity: int | None = None, clock=None) -> Filer:
         return cls(Pool.create(path, block_size=block_size, capacity=capacity), clock=clock)
 
     @classmethod
-    def open(cls, path: str, clock=None, holder: str | None = None) -> "Filer":
+    def open(cls, path: str, clock=None, holder: str | None = None) -> Filer:
         return cls(Pool.open(path, holder=holder), clock=clock)
 
     def close(self) -> None:
@@ -164,6 +164,7 @@ class Filer:
 
     def resolver(self):
         from .export_resolver import FilerExportResolver
+
         return FilerExportResolver(self)
 
     def open_lun(self, path: str, initiator=None, allow_offline: bool = False):
@@ -174,6 +175,7 @@ class Filer:
         if initiator is not None:
             return self.resolver().open_export(path, initiator)
         from .blockdev import open_lun_device
+
         return open_lun_device(self, path, allow_offline)
 
     # ---- volumes ---------------------------------------------------------------------
@@ -227,8 +229,9 @@ class Filer:
         return _sched.tick(self, now or self.now(), volume)
 
     # ---- clones ------------------------------------------------------------------------
-    def clone_create(self, new: str, parent: str, snap: str, remap: bool = False,
-                     schedule: str | None = None) -> dict:
+    def clone_create(
+        self, new: str, parent: str, snap: str, remap: bool = False, schedule: str | None = None
+    ) -> dict:
         return _clone.create(self, new, parent, snap, remap, schedule)
 
     def clone_show(self) -> list[dict]:
@@ -256,7 +259,9 @@ class Filer:
     def lun_create(self, path: str, size, ostype: str = "linux", comment: str = "") -> dict:
         return _lun.create(self, path, size, ostype, comment)
 
-    def lun_show(self, path: str | None = None, volume: str | None = None, snapshots: bool = False) -> list[dict]:
+    def lun_show(
+        self, path: str | None = None, volume: str | None = None, snapshots: bool = False
+    ) -> list[dict]:
         return _lun.show(self, path, volume, snapshots)
 
     def lun_info(self, path: str) -> dict:
@@ -326,6 +331,7 @@ class Filer:
             existing = self.pool.has_object(vol, name)
             if existing and self.pool.object_info(vol, name).kind != "file":
                 from .errors import LunExists
+
                 raise LunExists(path=lun_path(vol, name))
             self.pool.write_file(vol, name, bytes(data))
 
@@ -335,7 +341,11 @@ class Filer:
 
     def file_list(self, vol: str, snapshot: str | None = None) -> list[dict]:
         _vol.require(self, vol, snapshot)
-        return [{"name": o.name, "size": o.size} for o in self.pool.list_objects(vol, snapshot) if o.kind == "file"]
+        return [
+            {"name": o.name, "size": o.size}
+            for o in self.pool.list_objects(vol, snapshot)
+            if o.kind == "file"
+        ]
 
     def file_delete(self, vol: str, name: str) -> None:
         with self._op():
@@ -343,5 +353,6 @@ class Filer:
             o = self.pool.object_info(vol, name)
             if o.kind != "file":
                 from .errors import BadOption
+
                 raise BadOption(detail=f"{name} in volume {vol} is a LUN; use `coppice lun destroy`")
             self.pool.delete_object(vol, name)

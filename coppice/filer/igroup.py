@@ -14,8 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 
-from .errors import (BadInitiator, BadOption, IgroupBusy, IgroupExists, IgroupNotFound, InitiatorExists,
-                     InitiatorNotFound)
+from .errors import (
+    BadInitiator,
+    BadOption,
+    IgroupBusy,
+    IgroupExists,
+    IgroupNotFound,
+    InitiatorExists,
+    InitiatorNotFound,
+)
 from .names import check_igroup, lun_path
 
 SCOPE = "igroup"
@@ -77,11 +84,13 @@ def create(f, name, initiators, ostype="linux", protocol="iscsi") -> dict:
 
 def _mapped(f, name) -> list[str]:
     from .lun_map import all_maps
+
     return [m["path"] for m in all_maps(f) if m["igroup"] == name]
 
 
 def destroy(f, name, force=False) -> None:
     from .lun_map import unmap_lun
+
     require(f, name)
     with f.transaction():
         mapped = _mapped(f, name)
@@ -153,6 +162,7 @@ def set_ostype(f, name, ostype) -> dict:
 
 def show(f, name=None) -> list[dict]:
     from .lun_map import all_maps
+
     if name is not None:
         recs = [require(f, name)]
     else:
@@ -160,8 +170,11 @@ def show(f, name=None) -> list[dict]:
     maps = all_maps(f)
     out = []
     for r in recs:
-        out.append(dict(r, luns=[{"path": m["path"], "lun_id": m["lun_id"]} for m in maps
-                                 if m["igroup"] == r["name"]]))
+        out.append(
+            dict(
+                r, luns=[{"path": m["path"], "lun_id": m["lun_id"]} for m in maps if m["igroup"] == r["name"]]
+            )
+        )
     return out
 
 

@@ -26,13 +26,27 @@ import secrets
 import string
 
 from ..engine import ObjectExists as _EngineObjectExists
-from .errors import (BadOption, LunBusy, LunExists, LunIdCollision, LunNotFound, LunTooSmall, VolumeFull)
+from .errors import BadOption, LunBusy, LunExists, LunIdCollision, LunNotFound, LunTooSmall, VolumeFull
 from .names import check_lun, lun_path, parse_lun_path
 from .sizes import format_size, parse_size
 from .volume import opts, require
 
-OSTYPES = ("linux", "windows", "windows_2008", "windows_gpt", "vmware", "hyper_v", "xen", "solaris",
-           "solaris_efi", "aix", "hpux", "netware", "openvms", "image")
+OSTYPES = (
+    "linux",
+    "windows",
+    "windows_2008",
+    "windows_gpt",
+    "vmware",
+    "hyper_v",
+    "xen",
+    "solaris",
+    "solaris_efi",
+    "aix",
+    "hpux",
+    "netware",
+    "openvms",
+    "image",
+)
 SECTOR = 512
 _SERIAL_CHARS = string.ascii_letters + string.digits
 
@@ -56,22 +70,30 @@ def resolve(f, path, allow_snapshot: bool = False):
 def _lun_size(text) -> int:
     size = parse_size(text, "LUN size")
     if size % SECTOR:
-        raise BadOption(detail=f"LUN size {text!r} is invalid: it must be a whole multiple of {SECTOR} bytes "
-                               f"(e.g. {format_size(-(-size // SECTOR) * SECTOR)})")
+        raise BadOption(
+            detail=f"LUN size {text!r} is invalid: it must be a whole multiple of {SECTOR} bytes "
+            f"(e.g. {format_size(-(-size // SECTOR) * SECTOR)})"
+        )
     return size
 
 
 def _check_thick(f, vol, path, extra: int) -> None:
     """A thick volume must hold all its LUNs at full size."""
     from .space import usage
+
     o = opts(f, vol)
     if o["guarantee"] != "volume" or extra <= 0 or o["size"] is None:
         return
     luns = sum(x.size for x in f.pool.list_objects(vol) if x.kind == "lun")
     total = usage(f, vol)["total"]
     if luns + extra > total:
-        raise VolumeFull(volume=vol, what=f"LUN {path}", need=format_size(extra),
-                         avail=format_size(max(0, total - luns)), size=format_size(o["size"]))
+        raise VolumeFull(
+            volume=vol,
+            what=f"LUN {path}",
+            need=format_size(extra),
+            avail=format_size(max(0, total - luns)),
+            size=format_size(o["size"]),
+        )
 
 
 def create(f, path, size, ostype="linux", comment="") -> dict:
@@ -84,9 +106,19 @@ def create(f, path, size, ostype="linux", comment="") -> dict:
         if f.pool.has_object(vol, name):
             raise LunExists(path=path)
         _check_thick(f, vol, path, size)
-        f.pool.create_object(vol, name, size, kind="lun",
-                             meta={"serial": new_serial(), "ostype": ostype, "online": True, "maps": [],
-                                   "comment": comment or ""})
+        f.pool.create_object(
+            vol,
+            name,
+            size,
+            kind="lun",
+            meta={
+                "serial": new_serial(),
+                "ostype": ostype,
+                "online": True,
+                "maps": [],
+                "comment": comment or "",
+            },
+        )
     return info(f, path)
 
 
@@ -101,13 +133,22 @@ def info(f, path) -> dict:
     vol, snap, name, o = resolve(f, path, allow_snapshot=True)
     m = o.meta
     online = bool(m.get("online", True))
-    return {"path": lun_path(vol, name, snap), "volume": vol, "snapshot": snap, "name": name,
-            "size": o.size, "used": _used(f, vol, name, snap, o.size), "ostype": m.get("ostype", "linux"),
-            "serial": m.get("serial", ""), "online": online if snap is None else False,
-            "state": ("online" if online else "offline") if snap is None else "read-only",
-            "read_only": snap is not None, "offline_reason": m.get("offline_reason") if snap is None else None,
-            "maps": [dict(x) for x in m.get("maps", [])] if snap is None else [],
-            "comment": m.get("comment", "")}
+    return {
+        "path": lun_path(vol, name, snap),
+        "volume": vol,
+        "snapshot": snap,
+        "name": name,
+        "size": o.size,
+        "used": _used(f, vol, name, snap, o.size),
+        "ostype": m.get("ostype", "linux"),
+        "serial": m.get("serial", ""),
+        "online": online if snap is None else False,
+        "state": ("online" if online else "offline") if snap is None else "read-only",
+        "read_only": snap is not None,
+        "offline_reason": m.get("offline_reason") if snap is None else None,
+        "maps": [dict(x) for x in m.get("maps", [])] if snap is None else [],
+        "comment": m.get("comment", ""),
+    }
 
 
 def show(f, path=None, volume=None, snapshots=False) -> list[dict]:
@@ -120,8 +161,11 @@ def show(f, path=None, volume=None, snapshots=False) -> list[dict]:
         out += [info(f, lun_path(v, o.name)) for o in f.pool.list_objects(v) if o.kind == "lun"]
         if snapshots:
             for s in f.pool.list_snapshots(v):
-                out += [info(f, lun_path(v, o.name, s.name)) for o in f.pool.list_objects(v, s.name)
-                        if o.kind == "lun"]
+                out += [
+                    info(f, lun_path(v, o.name, s.name))
+                    for o in f.pool.list_objects(v, s.name)
+                    if o.kind == "lun"
+                ]
     return out
 
 
@@ -130,8 +174,12 @@ def destroy(f, path, force=False) -> None:
     with f.transaction():
         maps = o.meta.get("maps") or []
         if maps and not force:
-            raise LunBusy(path=path, why="it is mapped to igroup " + ", ".join(m["igroup"] for m in maps)
-                          + "; unmap it first or pass -f")
+            raise LunBusy(
+                path=path,
+                why="it is mapped to igroup "
+                + ", ".join(m["igroup"] for m in maps)
+                + "; unmap it first or pass -f",
+            )
         f.revoke_later(path)
         f.pool.delete_object(vol, name)
 
@@ -142,7 +190,9 @@ def resize(f, path, size, force=False) -> dict:
         delta = _lun_size(size[1:])
         new = o.size + delta if size[0] == "+" else o.size - delta
         if new <= 0:
-            raise BadOption(detail=f"LUN {path} cannot shrink by {size[1:]}: it is only {format_size(o.size)}")
+            raise BadOption(
+                detail=f"LUN {path} cannot shrink by {size[1:]}: it is only {format_size(o.size)}"
+            )
     else:
         new = _lun_size(size)
     with f.transaction():
@@ -160,6 +210,7 @@ def resize(f, path, size, force=False) -> dict:
 
 def set_online(f, path, online: bool) -> None:
     from .lun_map import collisions
+
     vol, _, name, o = resolve(f, path)
     with f.transaction():
         meta = dict(o.meta)
@@ -180,7 +231,9 @@ def rename(f, path, new_path) -> None:
     vol, _, name, o = resolve(f, path)
     nvol, _, nname = parse_lun_path(new_path)
     if nvol != vol:
-        raise BadOption(detail=f"lun move cannot cross volumes ({vol} -> {nvol}); clone or copy the LUN instead")
+        raise BadOption(
+            detail=f"lun move cannot cross volumes ({vol} -> {nvol}); clone or copy the LUN instead"
+        )
     with f.transaction():
         if name != nname and f.pool.has_object(vol, nname):
             raise LunExists(path=new_path)
@@ -214,7 +267,13 @@ def clone_create(f, new_path, parent_path, snap) -> dict:
             raise LunExists(path=new_path)
         src = f.pool.object_info(vol, pname, snap)
         _check_thick(f, vol, new_path, src.size)
-        meta = {"serial": new_serial(), "ostype": src.meta.get("ostype", "linux"), "online": True, "maps": [],
-                "comment": src.meta.get("comment", ""), "parent": lun_path(vol, pname, snap)}
+        meta = {
+            "serial": new_serial(),
+            "ostype": src.meta.get("ostype", "linux"),
+            "online": True,
+            "maps": [],
+            "comment": src.meta.get("comment", ""),
+            "parent": lun_path(vol, pname, snap),
+        }
         f.pool.clone_object(vol, name, pname, snap, meta=meta)
     return info(f, new_path)

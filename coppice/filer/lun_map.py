@@ -25,8 +25,14 @@ def active_luns(f) -> list[tuple[str, object]]:
     # provisioner). Engine feature request: list_objects_of_kind("lun").
     with pool._lock:
         vols = {d.id: d.name for d in pool.datasets.values() if d.kind == "volume"}
-        return sorted(((vols[o.dataset_id], o) for o in pool.objects.values()
-                       if o.dataset_id in vols and o.kind == "lun"), key=lambda x: (x[0], x[1].name))
+        return sorted(
+            (
+                (vols[o.dataset_id], o)
+                for o in pool.objects.values()
+                if o.dataset_id in vols and o.kind == "lun"
+            ),
+            key=lambda x: (x[0], x[1].name),
+        )
 
 
 def index(f, online_only: bool = False) -> dict[tuple[str, int], list[str]]:
@@ -56,6 +62,7 @@ def lowest_free(used) -> int:
 def collisions(f, path: str, online_only: bool = True, maps=None) -> list[str]:
     """Messages naming each of the LUN's maps another LUN also holds."""
     from .lun import resolve
+
     if maps is None:
         maps = resolve(f, path)[3].meta.get("maps") or []
     idx = index(f, online_only)
@@ -82,6 +89,7 @@ def _check_id(lun_id) -> int:
 def map_lun(f, path: str, igroup: str, lun_id=None) -> int:
     from .igroup import require as require_igroup
     from .lun import resolve
+
     vol, _, name, o = resolve(f, path)
     if lun_id is not None:
         lun_id = _check_id(lun_id)
@@ -103,6 +111,7 @@ def map_lun(f, path: str, igroup: str, lun_id=None) -> int:
 
 def unmap_lun(f, path: str, igroup: str) -> None:
     from .lun import resolve
+
     vol, _, name, o = resolve(f, path)
     with f.transaction():
         maps = list(o.meta.get("maps") or [])
@@ -125,8 +134,14 @@ def all_maps(f) -> list[dict]:
     out = []
     for vname, o in active_luns(f):
         for m in o.meta.get("maps") or []:
-            out.append({"path": lun_path(vname, o.name), "igroup": m["igroup"], "lun_id": int(m["lun_id"]),
-                        "online": bool(o.meta.get("online", True))})
+            out.append(
+                {
+                    "path": lun_path(vname, o.name),
+                    "igroup": m["igroup"],
+                    "lun_id": int(m["lun_id"]),
+                    "online": bool(o.meta.get("online", True)),
+                }
+            )
     return sorted(out, key=lambda r: (r["igroup"], r["lun_id"], r["path"]))
 
 

@@ -29,7 +29,9 @@ def check(what: str, name) -> str:
     if not isinstance(name, str) or not name:
         raise BadName(what=what, name=name, why="it is empty", extra=extra)
     if len(name) > MAX_NAME:
-        raise BadName(what=what, name=name[:40] + "...", why=f"it is {len(name)} characters long", extra=extra)
+        raise BadName(
+            what=what, name=name[:40] + "...", why=f"it is {len(name)} characters long", extra=extra
+        )
     if not rx.match(name):
         if not re.match(r"[A-Za-z_]", name[0]) and what != "file":
             why = f"it starts with {name[0]!r}"
@@ -66,7 +68,7 @@ def parse_lun_path(path, allow_snapshot: bool = False) -> tuple[str, str | None,
     """'/vol/V/L' -> (V, None, L); '/vol/V/.snapshot/S/L' -> (V, S, L)."""
     if not isinstance(path, str) or not path.startswith("/vol/"):
         raise BadPath(path=path, why="it does not start with /vol/")
-    parts = path[len("/vol/"):].split("/")
+    parts = path[len("/vol/") :].split("/")
     if len(parts) == 2:
         v, lun = parts
         snap = None

@@ -58,9 +58,13 @@ class Schedule:
         return None
 
     def as_dict(self) -> dict:
-        return {"weeks": self.weeks, "days": self.days, "hours": self.hours,
-                "hour_list": list(self.hour_list) if self.hour_list is not None else None,
-                "text": format_schedule(self)}
+        return {
+            "weeks": self.weeks,
+            "days": self.days,
+            "hours": self.hours,
+            "hour_list": list(self.hour_list) if self.hour_list is not None else None,
+            "text": format_schedule(self),
+        }
 
 
 def parse(text) -> Schedule:
@@ -109,6 +113,7 @@ def _slot(t: _dt.datetime) -> _dt.datetime:
 
 def set_schedule(f, vol, spec=None, now: _dt.datetime | None = None) -> dict:
     from .volume import opts, put_opts, require
+
     require(f, vol)
     if spec is not None:
         s = parse(spec)
@@ -120,6 +125,7 @@ def set_schedule(f, vol, spec=None, now: _dt.datetime | None = None) -> dict:
 
 def tick(f, now: _dt.datetime, volume: str | None = None) -> list[dict]:
     from .volume import opts, require
+
     if volume is not None:
         require(f, volume)
     now = _slot(now)
@@ -145,31 +151,38 @@ def tick(f, now: _dt.datetime, volume: str | None = None) -> list[dict]:
         with f.transaction():
             for kind in KINDS:
                 if kind in due:
-                    actions.append(dict(_rotate_and_take(f, vol, kind, s.keep(kind)),
-                                        volume=vol, slot=due[kind].isoformat()))
+                    actions.append(
+                        dict(
+                            _rotate_and_take(f, vol, kind, s.keep(kind)),
+                            volume=vol,
+                            slot=due[kind].isoformat(),
+                        )
+                    )
             from .volume import put_opts
+
             put_opts(f, vol, sched_last=now.isoformat())
     return actions
 
 
 def _rotate_and_take(f, vol, kind, keep) -> dict:
     from .snapshot import create
+
     pool = f.pool
     rx = re.compile(re.escape(kind) + r"\.(\d+)\Z")
     ours = [s for s in reversed(pool.list_snapshots(vol)) if rx.match(s.name)]  # newest first
     busy = {s.name for s in ours if pool.clones_of(vol, s.name)}
     held = {int(rx.match(n).group(1)) for n in busy}
     free = [s.name for s in ours if s.name not in busy]
-    retained, deleted = free[:max(0, keep - 1)], free[max(0, keep - 1):]
+    retained, deleted = free[: max(0, keep - 1)], free[max(0, keep - 1) :]
     for n in deleted:
         pool.delete_snapshot(vol, n)
-    numbers = (i for i in range(10 ** 6) if i not in held)
+    numbers = (i for i in range(10**6) if i not in held)
     new_name = f"{kind}.{next(numbers)}"
     targets = {old: f"{kind}.{next(numbers)}" for old in retained}
     moving = {o: n for o, n in targets.items() if o != n}
     for i, old in enumerate(moving):
         pool.rename_snapshot(vol, old, f"{kind}.rotating.{i}")
-    for i, (old, new) in enumerate(moving.items()):
+    for i, new in enumerate(moving.values()):
         pool.rename_snapshot(vol, f"{kind}.rotating.{i}", new)
     create(f, vol, new_name, by="schedule")
     return {"created": new_name, "deleted": deleted, "renamed": [[o, n] for o, n in moving.items()]}

@@ -34,11 +34,17 @@ def create(f, vol, name, by: str = "user") -> dict:
 def info(f, vol, name, active: set | None = None) -> dict:
     s = require(f, vol, name)
     sp = f.pool.space(vol, name)
-    return {"volume": vol, "name": name, "created": s.created,
-            "created_iso": _dt.datetime.fromtimestamp(s.created).isoformat(timespec="seconds"),
-            "by": s.meta.get("by", "user"), "clones": f.pool.clones_of(vol, name),
-            "busy": bool(f.pool.clones_of(vol, name)),
-            "written": sp.written_bytes, "unique": sp.unique_bytes}
+    return {
+        "volume": vol,
+        "name": name,
+        "created": s.created,
+        "created_iso": _dt.datetime.fromtimestamp(s.created).isoformat(timespec="seconds"),
+        "by": s.meta.get("by", "user"),
+        "clones": f.pool.clones_of(vol, name),
+        "busy": bool(f.pool.clones_of(vol, name)),
+        "written": sp.written_bytes,
+        "unique": sp.unique_bytes,
+    }
 
 
 def list_(f, vol) -> list[dict]:
@@ -79,6 +85,7 @@ def rename(f, vol, old, new) -> None:
 def restore(f, vol, name) -> dict:
     """SnapRestore of the whole volume; see the module docstring."""
     from . import lun_map
+
     require(f, vol, name)
     with f.transaction():
         # copies: the engine updates restored object records in place

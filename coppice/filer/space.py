@@ -50,6 +50,7 @@ def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     """See the module docstring. ``light`` skips the shared-block count (a
     reference-count lookup per block), which the write budget does not need."""
     from .volume import opts
+
     pool = f.pool
     bs = pool.block_size
     o = opts(f, vol)
@@ -79,10 +80,22 @@ def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     spill = max(0, snap_used - reserve)
     used = active + spill
     avail = max(0, min(total - used, pool_free))
-    return {"volume": vol, "size": size, "total": total, "used": used, "available": avail,
-            "active": active, "shared": sp.shared_bytes if sp else None, "snap_reserve": reserve, "snap_used": snap_used,
-            "snap_available": max(0, reserve - snap_used), "spill": spill, "logical": sp.logical_bytes if sp else None,
-            "block_size": bs, "snap_used_exact": exact}
+    return {
+        "volume": vol,
+        "size": size,
+        "total": total,
+        "used": used,
+        "available": avail,
+        "active": active,
+        "shared": sp.shared_bytes if sp else None,
+        "snap_reserve": reserve,
+        "snap_used": snap_used,
+        "snap_available": max(0, reserve - snap_used),
+        "spill": spill,
+        "logical": sp.logical_bytes if sp else None,
+        "block_size": bs,
+        "snap_used_exact": exact,
+    }
 
 
 class Budget:
@@ -92,9 +105,17 @@ class Budget:
     the volume's snapshots, or None until a write first needs it exactly
     (``exact_snap_used`` computes it, O(written blocks), once per budget)."""
 
-    def __init__(self, used_blocks: int, limit_blocks: int | None, label: str, size: int | None,
-                 has_snapshots: bool = False, snap_used: int | None = 0, reserve_blocks: int = 0,
-                 exact_snap_used=None):
+    def __init__(
+        self,
+        used_blocks: int,
+        limit_blocks: int | None,
+        label: str,
+        size: int | None,
+        has_snapshots: bool = False,
+        snap_used: int | None = 0,
+        reserve_blocks: int = 0,
+        exact_snap_used=None,
+    ):
         self.used = used_blocks
         self.limit = limit_blocks
         self.label = label
@@ -122,9 +143,13 @@ class Budget:
         with self.lock:
             need = max(0, blocks) + self._spill_delta(snap_held)
             if need > 0 and self.used + need > self.limit:
-                raise VolumeFull(volume=self.label, what=what, need=format_size(need * bs),
-                                 avail=format_size(max(0, self.limit - self.used) * bs),
-                                 size=format_size(self.size))
+                raise VolumeFull(
+                    volume=self.label,
+                    what=what,
+                    need=format_size(need * bs),
+                    avail=format_size(max(0, self.limit - self.used) * bs),
+                    size=format_size(self.size),
+                )
             self.used += need
             if snap_held > 0:
                 self.snap_used += snap_held
@@ -162,16 +187,23 @@ def budget(f, vid: int) -> Budget:
             bs = f.pool.block_size
             limit = None if u["size"] is None else u["total"] // bs
             has_snaps = bool(f.pool.list_snapshots(name))
-            b = Budget(u["used"] // bs, limit, name, u["size"], has_snapshots=has_snaps,
-                       snap_used=u["snap_used"] // bs if u["snap_used_exact"] else None,
-                       reserve_blocks=u["snap_reserve"] // bs,
-                       exact_snap_used=lambda: usage(f, name)["snap_used"] // bs)
+            b = Budget(
+                u["used"] // bs,
+                limit,
+                name,
+                u["size"],
+                has_snapshots=has_snaps,
+                snap_used=u["snap_used"] // bs if u["snap_used_exact"] else None,
+                reserve_blocks=u["snap_reserve"] // bs,
+                exact_snap_used=lambda: usage(f, name)["snap_used"] // bs,
+            )
             f._budgets[vid] = b
         return b
 
 
 def df(f, volume: str | None = None, savings: bool = False) -> dict:
     from .volume import require
+
     vols = [volume] if volume is not None else [v.name for v in f.pool.list_volumes()]
     for v in vols:
         require(f, v)
@@ -180,21 +212,37 @@ def df(f, volume: str | None = None, savings: bool = False) -> dict:
     if savings:
         try:
             from ..dedup import report as _report  # the dedup layer's hook, when installed
+
             report = _report
         except ImportError:
             report = None
     for v in vols:
         u = usage(f, v)
-        row = {"volume": v, "path": f"/vol/{v}/", "total": u["total"], "used": u["used"],
-               "available": u["available"], "capacity_pct": _pct(u["used"], u["total"]),
-               "snap_reserve": u["snap_reserve"], "snap_used": u["snap_used"],
-               "snap_available": u["snap_available"], "snap_capacity_pct": _pct(u["snap_used"], u["snap_reserve"])}
+        row = {
+            "volume": v,
+            "path": f"/vol/{v}/",
+            "total": u["total"],
+            "used": u["used"],
+            "available": u["available"],
+            "capacity_pct": _pct(u["used"], u["total"]),
+            "snap_reserve": u["snap_reserve"],
+            "snap_used": u["snap_used"],
+            "snap_available": u["snap_available"],
+            "snap_capacity_pct": _pct(u["snap_used"], u["snap_reserve"]),
+        }
         if savings:
             row.update(_savings(f, v, u, report))
         rows.append(row)
     ps = f.pool.pool_space()
-    out = {"volumes": rows, "pool": {"used": ps["used_bytes"], "free": ps["free_bytes"], "total": ps["total_bytes"],
-                                     "block_size": ps["block_size"]}}
+    out = {
+        "volumes": rows,
+        "pool": {
+            "used": ps["used_bytes"],
+            "free": ps["free_bytes"],
+            "total": ps["total_bytes"],
+            "block_size": ps["block_size"],
+        },
+    }
     if savings and volume is None:
         out["pool"].update(_pool_savings(f, report))
     return out
@@ -215,16 +263,24 @@ def _savings(f, v, u, report) -> dict:
         clones = u["shared"]
         dedup = 0
     saved = clones + dedup
-    return {"logical": logical, "saved": saved, "saved_clones": clones, "saved_dedup": dedup,
-            "saved_pct": _pct(saved, logical)}
+    return {
+        "logical": logical,
+        "saved": saved,
+        "saved_clones": clones,
+        "saved_dedup": dedup,
+        "saved_pct": _pct(saved, logical),
+    }
 
 
 def _pool_savings(f, report) -> dict:
     pool = f.pool
     if report is not None:
         s = report.savings(pool)["pool"]
-        return {"logical": s.get("logical_bytes", 0), "saved_clones": s.get("saved_clones_bytes", 0),
-                "saved_dedup": s.get("saved_dedup_bytes", 0)}
+        return {
+            "logical": s.get("logical_bytes", 0),
+            "saved_clones": s.get("saved_clones_bytes", 0),
+            "saved_dedup": s.get("saved_dedup_bytes", 0),
+        }
     logical = 0
     for v in pool.list_volumes():
         logical += _written_blocks(pool, v.name)

@@ -12,7 +12,15 @@ Functions take the ``Filer`` as first argument; callers use the Filer.
 from __future__ import annotations
 
 from ..engine import VolumeNotFound as _EngineVolumeNotFound
-from .errors import BadOption, SnapshotBusy, SnapshotNotFound, VolumeBusy, VolumeExists, VolumeNotFound, VolumeTooSmall
+from .errors import (
+    BadOption,
+    SnapshotBusy,
+    SnapshotNotFound,
+    VolumeBusy,
+    VolumeExists,
+    VolumeNotFound,
+    VolumeTooSmall,
+)
 from .names import check_volume, lun_path
 from .sizes import format_size, parse_size
 
@@ -50,15 +58,25 @@ def create(f, name, size, guarantee="none", snap_reserve=None) -> dict:
     check_volume(name)
     size = parse_size(size, "volume size")
     if size < MIN_VOL_SIZE:
-        raise VolumeTooSmall(volume=name, size=format_size(size), why=f"the smallest volume is {format_size(MIN_VOL_SIZE)}")
+        raise VolumeTooSmall(
+            volume=name, size=format_size(size), why=f"the smallest volume is {format_size(MIN_VOL_SIZE)}"
+        )
     if guarantee not in GUARANTEES:
         raise BadOption(detail=f"guarantee {guarantee!r} is invalid: use none (thin) or volume (thick)")
     reserve = DEFAULTS["snap_reserve"] if snap_reserve is None else _percent(snap_reserve)
     with f.transaction():
         if f.pool.has_volume(name):
             raise VolumeExists(name=name)
-        f.pool.create_volume(name, meta={"size": size, "guarantee": guarantee, "snap_reserve": reserve,
-                                         "nosnap": False, "snap_sched": "0 0 0"})
+        f.pool.create_volume(
+            name,
+            meta={
+                "size": size,
+                "guarantee": guarantee,
+                "snap_reserve": reserve,
+                "nosnap": False,
+                "snap_sched": "0 0 0",
+            },
+        )
     return info(f, name)
 
 
@@ -66,7 +84,9 @@ def _percent(v) -> int:
     try:
         p = int(str(v).rstrip("%"))
     except ValueError:
-        raise BadOption(detail=f"snapshot reserve {v!r} is invalid: give a percentage from 0 to 100") from None
+        raise BadOption(
+            detail=f"snapshot reserve {v!r} is invalid: give a percentage from 0 to 100"
+        ) from None
     if not 0 <= p <= 100:
         raise BadOption(detail=f"snapshot reserve {v!r} is invalid: give a percentage from 0 to 100")
     return p
@@ -83,6 +103,7 @@ def clones_of_volume(f, name) -> list[tuple[str, str]]:
 
 def info(f, name) -> dict:
     from . import space
+
     v = require(f, name)
     o = opts(f, name)
     origin = f.pool.origin_of(name)
@@ -134,8 +155,9 @@ def destroy(f, name, force=False, children=False) -> list[str]:
 
         visit(name)
         for v in order:
-            mapped = [lun_path(v, o.name) for o in f.pool.list_objects(v)
-                      if o.kind == "lun" and o.meta.get("maps")]
+            mapped = [
+                lun_path(v, o.name) for o in f.pool.list_objects(v) if o.kind == "lun" and o.meta.get("maps")
+            ]
             if mapped and not force:
                 raise VolumeBusy(name=v, why=f"LUN {', '.join(mapped)} is mapped; unmap it first or pass -f")
         for v in order:
@@ -171,6 +193,7 @@ def resize(f, name, size) -> dict:
     """``vol size``: grow always; shrink only when the data (and, for a thick
     volume, the LUNs) still fit. ``size`` may be "+10g"/"-10g" for relative."""
     from . import space
+
     o = opts(f, name)
     cur = o["size"] or 0
     if isinstance(size, str) and size[:1] in "+-":
@@ -179,19 +202,28 @@ def resize(f, name, size) -> dict:
     else:
         new = parse_size(size, "volume size")
     if new < MIN_VOL_SIZE:
-        raise VolumeTooSmall(volume=name, size=format_size(max(new, 0)),
-                             why=f"the smallest volume is {format_size(MIN_VOL_SIZE)}")
+        raise VolumeTooSmall(
+            volume=name,
+            size=format_size(max(new, 0)),
+            why=f"the smallest volume is {format_size(MIN_VOL_SIZE)}",
+        )
     with f.transaction():
         if new < cur:
             u = space.usage(f, name, size=new)
             if u["used"] > u["total"]:
-                raise VolumeTooSmall(volume=name, size=format_size(new),
-                                     why=f"it holds {format_size(u['used'])} and only "
-                                         f"{format_size(u['total'])} would remain outside the snapshot reserve")
+                raise VolumeTooSmall(
+                    volume=name,
+                    size=format_size(new),
+                    why=f"it holds {format_size(u['used'])} and only "
+                    f"{format_size(u['total'])} would remain outside the snapshot reserve",
+                )
             luns = sum(x.size for x in f.pool.list_objects(name) if x.kind == "lun")
             if o["guarantee"] == "volume" and luns > u["total"]:
-                raise VolumeTooSmall(volume=name, size=format_size(new),
-                                     why=f"its LUNs total {format_size(luns)} and it is thick (guarantee volume)")
+                raise VolumeTooSmall(
+                    volume=name,
+                    size=format_size(new),
+                    why=f"its LUNs total {format_size(luns)} and it is thick (guarantee volume)",
+                )
         put_opts(f, name, size=new)
     return info(f, name)
 
@@ -224,20 +256,27 @@ def set_option(f, name, option, value) -> dict:
         with f.transaction():
             if value == "volume":
                 from . import space
+
                 u = space.usage(f, name)
                 luns = sum(x.size for x in f.pool.list_objects(name) if x.kind == "lun")
                 if luns > u["total"]:
-                    raise VolumeTooSmall(volume=name, size=format_size(u["size"]),
-                                         why=f"its LUNs total {format_size(luns)}, more than the "
-                                             f"{format_size(u['total'])} a thick volume can guarantee")
+                    raise VolumeTooSmall(
+                        volume=name,
+                        size=format_size(u["size"]),
+                        why=f"its LUNs total {format_size(luns)}, more than the "
+                        f"{format_size(u['total'])} a thick volume can guarantee",
+                    )
             put_opts(f, name, guarantee=value)
     elif option in ("snap_reserve", "reserve"):
         from . import snapshot
+
         snapshot.reserve(f, name, value)
     elif option in ("snap_sched", "schedule"):
         from . import schedule
+
         schedule.set_schedule(f, name, value)
     else:
-        raise BadOption(detail=f"unknown volume option {option!r}: use one of nosnap, guarantee, "
-                               f"snap_reserve, snap_sched")
+        raise BadOption(
+            detail=f"unknown volume option {option!r}: use one of nosnap, guarantee, snap_reserve, snap_sched"
+        )
     return options(f, name)

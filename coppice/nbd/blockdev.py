@@ -17,18 +17,19 @@ own locking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 # Extent flags, as NBD's base:allocation context defines them.
-EXTENT_HOLE = 1   # NBD_STATE_HOLE: no storage allocated
-EXTENT_ZERO = 2   # NBD_STATE_ZERO: reads as zeros
+EXTENT_HOLE = 1  # NBD_STATE_HOLE: no storage allocated
+EXTENT_ZERO = 2  # NBD_STATE_ZERO: reads as zeros
 
 
 @runtime_checkable
 class BlockDevice(Protocol):
-    size: int            # bytes
-    block_size: int      # preferred I/O granularity (the pool's block size)
+    size: int  # bytes
+    block_size: int  # preferred I/O granularity (the pool's block size)
     read_only: bool
     can_trim: bool
     can_zero: bool

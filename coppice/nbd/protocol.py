@@ -17,9 +17,9 @@ import struct
 # Handshake (fixed newstyle)
 # --------------------------------------------------------------------------
 
-NBDMAGIC = 0x4E42444D41474943          # ASCII "NBDMAGIC", first 8 bytes from server
-IHAVEOPT = 0x49484156454F5054          # ASCII "IHAVEOPT", newstyle magic / option magic
-OPT_REPLY_MAGIC = 0x0003E889045565A9   # leads every option reply
+NBDMAGIC = 0x4E42444D41474943  # ASCII "NBDMAGIC", first 8 bytes from server
+IHAVEOPT = 0x49484156454F5054  # ASCII "IHAVEOPT", newstyle magic / option magic
+OPT_REPLY_MAGIC = 0x0003E889045565A9  # leads every option reply
 
 # S: 8 bytes NBDMAGIC | 8 bytes IHAVEOPT | 2 bytes handshake flags
 SERVER_GREETING = struct.Struct(">QQH")
@@ -46,7 +46,7 @@ CLIENT_FLAGS_KNOWN = FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES
 OPT_EXPORT_NAME = 1
 OPT_ABORT = 2
 OPT_LIST = 3
-OPT_PEEK_EXPORT = 4        # withdrawn; answered ERR_UNSUP like any unknown option
+OPT_PEEK_EXPORT = 4  # withdrawn; answered ERR_UNSUP like any unknown option
 OPT_STARTTLS = 5
 OPT_INFO = 6
 OPT_GO = 7
@@ -56,9 +56,14 @@ OPT_SET_META_CONTEXT = 10
 OPT_EXTENDED_HEADERS = 11  # not implemented: 64-bit headers; answered ERR_UNSUP
 
 OPTION_NAMES = {
-    OPT_EXPORT_NAME: "EXPORT_NAME", OPT_ABORT: "ABORT", OPT_LIST: "LIST",
-    OPT_PEEK_EXPORT: "PEEK_EXPORT", OPT_STARTTLS: "STARTTLS", OPT_INFO: "INFO",
-    OPT_GO: "GO", OPT_STRUCTURED_REPLY: "STRUCTURED_REPLY",
+    OPT_EXPORT_NAME: "EXPORT_NAME",
+    OPT_ABORT: "ABORT",
+    OPT_LIST: "LIST",
+    OPT_PEEK_EXPORT: "PEEK_EXPORT",
+    OPT_STARTTLS: "STARTTLS",
+    OPT_INFO: "INFO",
+    OPT_GO: "GO",
+    OPT_STRUCTURED_REPLY: "STRUCTURED_REPLY",
     OPT_LIST_META_CONTEXT: "LIST_META_CONTEXT",
     OPT_SET_META_CONTEXT: "SET_META_CONTEXT",
     OPT_EXTENDED_HEADERS: "EXTENDED_HEADERS",
@@ -66,9 +71,9 @@ OPTION_NAMES = {
 
 # Option reply types; errors have bit 31 set
 REP_ACK = 1
-REP_SERVER = 2             # data: 4 bytes name length | name | description
-REP_INFO = 3               # data: 2 bytes info type | info payload
-REP_META_CONTEXT = 4       # data: 4 bytes context id | context name
+REP_SERVER = 2  # data: 4 bytes name length | name | description
+REP_INFO = 3  # data: 2 bytes info type | info payload
+REP_META_CONTEXT = 4  # data: 4 bytes context id | context name
 REP_ERR_BIT = 1 << 31
 REP_ERR_UNSUP = REP_ERR_BIT | 1
 REP_ERR_POLICY = REP_ERR_BIT | 2
@@ -81,11 +86,11 @@ REP_ERR_BLOCK_SIZE_REQD = REP_ERR_BIT | 8
 REP_ERR_TOO_BIG = REP_ERR_BIT | 9
 
 # NBD_REP_INFO payloads (after the 2-byte info type)
-INFO_EXPORT = 0        # 8 bytes size | 2 bytes transmission flags
-INFO_NAME = 1          # name string
-INFO_DESCRIPTION = 2   # description string
-INFO_BLOCK_SIZE = 3    # 4 bytes minimum | 4 bytes preferred | 4 bytes maximum
-INFO_EXPORT_STRUCT = struct.Struct(">HQH")     # type, size, transmission flags
+INFO_EXPORT = 0  # 8 bytes size | 2 bytes transmission flags
+INFO_NAME = 1  # name string
+INFO_DESCRIPTION = 2  # description string
+INFO_BLOCK_SIZE = 3  # 4 bytes minimum | 4 bytes preferred | 4 bytes maximum
+INFO_EXPORT_STRUCT = struct.Struct(">HQH")  # type, size, transmission flags
 INFO_BLOCK_SIZE_STRUCT = struct.Struct(">HIII")  # type, min, preferred, max
 INFO_TYPE = struct.Struct(">H")
 
@@ -138,15 +143,21 @@ CMD_WRITE = 1
 CMD_DISC = 2
 CMD_FLUSH = 3
 CMD_TRIM = 4
-CMD_CACHE = 5          # not advertised; answered EINVAL
+CMD_CACHE = 5  # not advertised; answered EINVAL
 CMD_WRITE_ZEROES = 6
 CMD_BLOCK_STATUS = 7
-CMD_RESIZE = 8         # not advertised; answered EINVAL
+CMD_RESIZE = 8  # not advertised; answered EINVAL
 
 COMMAND_NAMES = {
-    CMD_READ: "READ", CMD_WRITE: "WRITE", CMD_DISC: "DISC", CMD_FLUSH: "FLUSH",
-    CMD_TRIM: "TRIM", CMD_CACHE: "CACHE", CMD_WRITE_ZEROES: "WRITE_ZEROES",
-    CMD_BLOCK_STATUS: "BLOCK_STATUS", CMD_RESIZE: "RESIZE",
+    CMD_READ: "READ",
+    CMD_WRITE: "WRITE",
+    CMD_DISC: "DISC",
+    CMD_FLUSH: "FLUSH",
+    CMD_TRIM: "TRIM",
+    CMD_CACHE: "CACHE",
+    CMD_WRITE_ZEROES: "WRITE_ZEROES",
+    CMD_BLOCK_STATUS: "BLOCK_STATUS",
+    CMD_RESIZE: "RESIZE",
 }
 
 # Command flags (16 bits)
@@ -167,7 +178,7 @@ REPLY_TYPE_ERROR_OFFSET = (1 << 15) | 2
 
 # base:allocation metadata context
 META_BASE_ALLOCATION = "base:allocation"
-META_BASE_ALLOCATION_ID = 1    # our id for it; any value the client echoes back
+META_BASE_ALLOCATION_ID = 1  # our id for it; any value the client echoes back
 STATE_HOLE = 1 << 0
 STATE_ZERO = 1 << 1
 
@@ -175,10 +186,10 @@ STATE_ZERO = 1 << 1
 # Limits
 # --------------------------------------------------------------------------
 
-MAX_STRING = 4096                  # spec: strings MUST be no longer than 4096 bytes
-MAX_REQUEST_PAYLOAD = 32 << 20     # largest READ/WRITE we serve (also INFO_BLOCK_SIZE max)
-MAX_OPTION_LENGTH = 1 << 20        # larger option data => treated as denial of service
-MAX_OPTIONS = 4096                 # options per handshake before we hang up
+MAX_STRING = 4096  # spec: strings MUST be no longer than 4096 bytes
+MAX_REQUEST_PAYLOAD = 32 << 20  # largest READ/WRITE we serve (also INFO_BLOCK_SIZE max)
+MAX_OPTION_LENGTH = 1 << 20  # larger option data => treated as denial of service
+MAX_OPTIONS = 4096  # options per handshake before we hang up
 
 # --------------------------------------------------------------------------
 # Errors: the only values the spec allows in a reply's error field
@@ -198,10 +209,10 @@ _NBD_ERRNOS = {EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN
 _ERRNO_MAP = {
     _errno.EROFS: EPERM,
     _errno.EACCES: EPERM,
-    _errno.EDQUOT: ENOSPC,     # spec: SHOULD map EDQUOT and EFBIG to ENOSPC
+    _errno.EDQUOT: ENOSPC,  # spec: SHOULD map EDQUOT and EFBIG to ENOSPC
     _errno.EFBIG: ENOSPC,
     _errno.EOPNOTSUPP: ENOTSUP,
-    _errno.ENOENT: EIO,        # the device lost its backing object mid-request
+    _errno.ENOENT: EIO,  # the device lost its backing object mid-request
     _errno.EBUSY: EIO,
     _errno.ENXIO: EINVAL,
 }

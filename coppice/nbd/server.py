@@ -52,9 +52,9 @@ log = logging.getLogger("coppice.nbd")
 
 __all__ = ["NBDServer", "NBDServerError", "ProtocolViolation"]
 
-_RECV_BUFFER = 256 << 10      # requests are read into this, many at a time
-_SEND_BATCH_BYTES = 4 << 20   # send replies once this much is queued
-_IOV_MAX = 1024               # Linux's limit on buffers per sendmsg
+_RECV_BUFFER = 256 << 10  # requests are read into this, many at a time
+_SEND_BATCH_BYTES = 4 << 20  # send replies once this much is queued
+_IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
 
 
 class NBDServerError(CoppiceError):
@@ -78,7 +78,7 @@ def _peer_initiator(sock: socket.socket, unix: bool) -> Initiator:
     except OSError:
         address = None
     if address and address.startswith("::ffff:") and "." in address:
-        address = address[7:]     # IPv4-mapped IPv6: igroups name the IPv4 address
+        address = address[7:]  # IPv4-mapped IPv6: igroups name the IPv4 address
     return Initiator(name=None, address=address, unix=False, tls=False)
 
 
@@ -108,7 +108,7 @@ def _error_errno(exc: BaseException) -> int:
 class _Connection:
     """One client: handshake, then the transmission loop, in its own thread."""
 
-    def __init__(self, server: "NBDServer", sock: socket.socket, unix: bool):
+    def __init__(self, server: NBDServer, sock: socket.socket, unix: bool):
         self.server = server
         self.sock = sock
         self.raw_sock = sock
@@ -116,7 +116,7 @@ class _Connection:
         self.initiator = _peer_initiator(sock, unix)
         self.tls = False
         self.structured = False
-        self.meta_export: str | None = None   # export the contexts were set for
+        self.meta_export: str | None = None  # export the contexts were set for
         self.meta_base_allocation = False
         self.export_name: str | None = None
         self.device: BlockDevice | None = None
@@ -140,7 +140,7 @@ class _Connection:
             pass
         except ProtocolViolation as e:
             log.warning("%s: %s", self._who(), e)
-        except (ConnectionError, socket.timeout, ssl.SSLError) as e:
+        except (TimeoutError, ConnectionError, ssl.SSLError) as e:
             log.info("%s: connection ended: %s", self._who(), e)
         except OSError as e:
             if not self.closing:
@@ -195,8 +195,9 @@ class _Connection:
             if self._deadline is not None:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
-                    raise ProtocolViolation(detail="handshake not finished in "
-                                                   f"{self.server.handshake_timeout:g}s")
+                    raise ProtocolViolation(
+                        detail=f"handshake not finished in {self.server.handshake_timeout:g}s"
+                    )
                 self.sock.settimeout(left)
             k = self.sock.recv_into(view[got:])
             if k == 0:
@@ -250,8 +251,7 @@ class _Connection:
 
     def _handshake(self) -> bool:
         """Run option haggling; True once an export is open for transmission."""
-        self._send(P.SERVER_GREETING.pack(
-            P.NBDMAGIC, P.IHAVEOPT, P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES))
+        self._send(P.SERVER_GREETING.pack(P.NBDMAGIC, P.IHAVEOPT, P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES))
         (cflags,) = P.CLIENT_FLAGS.unpack(self._recv_exact(4))
         if cflags & ~P.CLIENT_FLAGS_KNOWN:
             raise ProtocolViolation(detail=f"unknown client flags {cflags:#x}")
@@ -264,25 +264,24 @@ class _Connection:
                 raise ProtocolViolation(detail=f"bad option magic {magic:#x}")
             if length > P.MAX_OPTION_LENGTH:
                 raise ProtocolViolation(
-                    detail=f"option {opt} carries {length} bytes (limit {P.MAX_OPTION_LENGTH})")
+                    detail=f"option {opt} carries {length} bytes (limit {P.MAX_OPTION_LENGTH})"
+                )
             data = self._recv_exact(length) if length else b""
             if opt == P.OPT_EXPORT_NAME:
                 return self._opt_export_name(data)
             if not fixed:
-                raise ProtocolViolation(
-                    detail="option other than EXPORT_NAME without fixed newstyle")
+                raise ProtocolViolation(detail="option other than EXPORT_NAME without fixed newstyle")
             if opt == P.OPT_ABORT:
                 try:
                     self._reply(opt, P.REP_ACK)
                 except OSError:
-                    pass    # the client may close without waiting for the ACK
+                    pass  # the client may close without waiting for the ACK
                 raise _Disconnect()
             if server._shutting_down or self.closing:
                 self._error(opt, P.REP_ERR_SHUTDOWN, "server is shutting down")
                 continue
             if server.require_tls and not self.tls and opt != P.OPT_STARTTLS:
-                self._error(opt, P.REP_ERR_TLS_REQD,
-                            "this server requires TLS: send NBD_OPT_STARTTLS first")
+                self._error(opt, P.REP_ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first")
                 continue
             if opt in (P.OPT_GO, P.OPT_INFO):
                 if self._opt_info(opt, data):
@@ -329,7 +328,7 @@ class _Connection:
             if dev.can_trim:
                 flags |= P.FLAG_SEND_TRIM
         if self.structured:
-            flags |= P.FLAG_SEND_DF     # every read is answered in one chunk
+            flags |= P.FLAG_SEND_DF  # every read is answered in one chunk
         if dev.can_multi_conn:
             flags |= P.FLAG_CAN_MULTI_CONN
         return flags
@@ -348,7 +347,7 @@ class _Connection:
             dev = self._open(name)
         except CoppiceError as e:
             log.info("%s: EXPORT_NAME %r refused: %s", self._who(), name, e)
-            raise _Disconnect()
+            raise _Disconnect() from e
         self._attach(name, dev)
         reply = P.EXPORT_NAME_REPLY.pack(dev.size, self._transmission_flags(dev))
         if not self.no_zeroes:
@@ -359,7 +358,7 @@ class _Connection:
     def _attach(self, name: str, dev: BlockDevice) -> None:
         """Make ``dev`` this connection's export; owns ``dev`` from here on."""
         if self.meta_export != name:
-            self.meta_base_allocation = False   # contexts were set for another export
+            self.meta_base_allocation = False  # contexts were set for another export
         self.export_name = name
         if not self.server._register_export(self):
             # revoked or shut down while we were opening it
@@ -375,7 +374,7 @@ class _Connection:
         if 4 + namelen + 2 > len(data):
             self._error(opt, P.REP_ERR_INVALID, "GO/INFO export name overruns the option")
             return False
-        name = self._decode_name(data[4:4 + namelen])
+        name = self._decode_name(data[4 : 4 + namelen])
         (nreq,) = P.U16.unpack_from(data, 4 + namelen)
         if name is None or len(data) != 4 + namelen + 2 + 2 * nreq:
             self._error(opt, P.REP_ERR_INVALID, "GO/INFO data is malformed")
@@ -401,18 +400,20 @@ class _Connection:
             if P.INFO_DESCRIPTION in requests:
                 desc = self._description(name, dev)
                 if desc:
-                    replies.append(P.INFO_TYPE.pack(P.INFO_DESCRIPTION)
-                                   + desc.encode("utf-8", "replace")[: P.MAX_STRING])
+                    replies.append(
+                        P.INFO_TYPE.pack(P.INFO_DESCRIPTION) + desc.encode("utf-8", "replace")[: P.MAX_STRING]
+                    )
             # Sent unasked too: min 1 means "no alignment needed", which every
             # client accepts, and the maximum tells it to split big requests.
             preferred = dev.block_size
             if preferred < 512 or preferred & (preferred - 1) or preferred > P.MAX_REQUEST_PAYLOAD:
                 preferred = 4096
-            replies.append(P.INFO_BLOCK_SIZE_STRUCT.pack(
-                P.INFO_BLOCK_SIZE, 1, preferred, P.MAX_REQUEST_PAYLOAD))
+            replies.append(
+                P.INFO_BLOCK_SIZE_STRUCT.pack(P.INFO_BLOCK_SIZE, 1, preferred, P.MAX_REQUEST_PAYLOAD)
+            )
             out = b"".join(
-                P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_INFO, len(r)) + r
-                for r in replies)
+                P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_INFO, len(r)) + r for r in replies
+            )
             out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
             if opt == P.OPT_GO:
                 attached, dev = dev, None
@@ -456,8 +457,7 @@ class _Connection:
             self.meta_export = None
             self.meta_base_allocation = False
         if not self.structured:
-            self._error(opt, P.REP_ERR_INVALID,
-                        "negotiate NBD_OPT_STRUCTURED_REPLY before meta contexts")
+            self._error(opt, P.REP_ERR_INVALID, "negotiate NBD_OPT_STRUCTURED_REPLY before meta contexts")
             return
         try:
             (namelen,) = P.U32.unpack_from(data, 0)
@@ -469,7 +469,7 @@ class _Connection:
             for _ in range(nqueries):
                 (qlen,) = P.U32.unpack_from(data, pos)
                 pos += 4
-                queries.append(self._decode_name(data[pos:pos + qlen]))
+                queries.append(self._decode_name(data[pos : pos + qlen]))
                 pos += qlen
             if pos != len(data) or name is None or None in queries:
                 raise ValueError("truncated, trailing or non-UTF-8 data")
@@ -491,8 +491,7 @@ class _Connection:
         if selected:
             ctx = P.META_BASE_ALLOCATION.encode()
             payload = P.U32.pack(P.META_BASE_ALLOCATION_ID if not listing else 0) + ctx
-            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_META_CONTEXT,
-                                       len(payload)) + payload
+            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_META_CONTEXT, len(payload)) + payload
         out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
         if not listing:
             self.meta_export = name
@@ -516,7 +515,7 @@ class _Connection:
         except (ssl.SSLError, OSError) as e:
             # Too late to go on in clear text: the ACK is sent.
             log.warning("%s: TLS handshake failed: %s", self._who(), e)
-            raise _Disconnect()
+            raise _Disconnect() from e
         self.sock = self.raw_sock = tls_sock
         self.tls = True
         name = _cert_name(tls_sock.getpeercert())
@@ -563,8 +562,12 @@ class _Connection:
             nonlocal out_bytes
             if structured:
                 m = msg.encode("utf-8", "replace")[:512]
-                out.append(P.STRUCTURED_ERROR_HEADER.pack(
-                    STRUCT, DONE, P.REPLY_TYPE_ERROR, handle, 6 + len(m), err, len(m)) + m)
+                out.append(
+                    P.STRUCTURED_ERROR_HEADER.pack(
+                        STRUCT, DONE, P.REPLY_TYPE_ERROR, handle, 6 + len(m), err, len(m)
+                    )
+                    + m
+                )
             else:
                 out.append(simple_pack(SIMPLE, err, handle))
             out_bytes += 32
@@ -588,14 +591,14 @@ class _Connection:
                             data = dev.pread(offset, length)
                             if len(data) != length:
                                 raise NBDServerError(
-                                    detail=f"device returned {len(data)} bytes for a {length}-byte read")
+                                    detail=f"device returned {len(data)} bytes for a {length}-byte read"
+                                )
                         except Exception as e:
                             self._log_device_error("READ", offset, length, e)
                             error(handle, _error_errno(e), f"READ failed: {e}")
                         else:
                             if structured:
-                                out.append(data_pack(STRUCT, DONE, OFFSET_DATA, handle,
-                                                     length + 8, offset))
+                                out.append(data_pack(STRUCT, DONE, OFFSET_DATA, handle, length + 8, offset))
                             else:
                                 out.append(simple_pack(SIMPLE, 0, handle))
                             out.append(data)
@@ -609,10 +612,11 @@ class _Connection:
                 if cmd == WRITE:
                     if length > MAXLEN:
                         raise ProtocolViolation(
-                            detail=f"WRITE of {length} bytes exceeds the {MAXLEN}-byte maximum")
+                            detail=f"WRITE of {length} bytes exceeds the {MAXLEN}-byte maximum"
+                        )
                     have = end - start
                     if have >= length:
-                        payload = view[start:start + length]
+                        payload = view[start : start + length]
                         start += length
                     else:
                         # The payload is still arriving: take it straight
@@ -661,8 +665,20 @@ class _Connection:
                         self._sendv(out)
                     raise _Disconnect()
 
-                self._other_command(dev, cmd, flags, handle, offset, length, size,
-                                    read_only, can_fua, block_status_ok, error, out)
+                self._other_command(
+                    dev,
+                    cmd,
+                    flags,
+                    handle,
+                    offset,
+                    length,
+                    size,
+                    read_only,
+                    can_fua,
+                    block_status_ok,
+                    error,
+                    out,
+                )
                 out_bytes += 32
 
             if out:
@@ -688,11 +704,13 @@ class _Connection:
         if isinstance(exc, (CoppiceError, OSError)):
             log.info("%s: %s %d+%d: %s", self._who(), what, offset, length, exc)
         else:
-            log.error("%s: %s %d+%d: unexpected device error", self._who(), what,
-                      offset, length, exc_info=exc)
+            log.error(
+                "%s: %s %d+%d: unexpected device error", self._who(), what, offset, length, exc_info=exc
+            )
 
-    def _other_command(self, dev, cmd, flags, handle, offset, length, size,
-                       read_only, can_fua, block_status_ok, error, out) -> None:
+    def _other_command(
+        self, dev, cmd, flags, handle, offset, length, size, read_only, can_fua, block_status_ok, error, out
+    ) -> None:
         """FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS and unknown commands."""
         ok = P.SIMPLE_REPLY.pack(P.SIMPLE_REPLY_MAGIC, 0, handle)
         fua = bool(flags & P.CMD_FLAG_FUA)
@@ -721,8 +739,11 @@ class _Connection:
             if length == 0:
                 return error(handle, P.EINVAL, f"{name} of length 0")
             if offset + length > size:
-                return error(handle, P.ENOSPC if cmd == P.CMD_WRITE_ZEROES else P.EINVAL,
-                             f"{name} past the end of the export")
+                return error(
+                    handle,
+                    P.ENOSPC if cmd == P.CMD_WRITE_ZEROES else P.EINVAL,
+                    f"{name} past the end of the export",
+                )
             try:
                 if cmd == P.CMD_TRIM:
                     dev.trim(offset, length, fua and can_fua)
@@ -742,8 +763,7 @@ class _Connection:
             if flags & ~(P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE):
                 return error(handle, P.EINVAL, f"BLOCK_STATUS: unsupported flags {flags:#x}")
             if not block_status_ok:
-                return error(handle, P.EINVAL,
-                             "BLOCK_STATUS without a negotiated base:allocation context")
+                return error(handle, P.EINVAL, "BLOCK_STATUS without a negotiated base:allocation context")
             if length == 0:
                 return error(handle, P.EINVAL, "BLOCK_STATUS of length 0")
             if offset + length > size:
@@ -754,9 +774,17 @@ class _Connection:
                 self._log_device_error("BLOCK_STATUS", offset, length, e)
                 return error(handle, _error_errno(e), f"BLOCK_STATUS failed: {e}")
             descriptors = _descriptors(extents, offset, length, bool(flags & P.CMD_FLAG_REQ_ONE))
-            out.append(P.STRUCTURED_BLOCK_STATUS_HEADER.pack(
-                P.STRUCTURED_REPLY_MAGIC, P.REPLY_FLAG_DONE, P.REPLY_TYPE_BLOCK_STATUS,
-                handle, 4 + len(descriptors), P.META_BASE_ALLOCATION_ID) + descriptors)
+            out.append(
+                P.STRUCTURED_BLOCK_STATUS_HEADER.pack(
+                    P.STRUCTURED_REPLY_MAGIC,
+                    P.REPLY_FLAG_DONE,
+                    P.REPLY_TYPE_BLOCK_STATUS,
+                    handle,
+                    4 + len(descriptors),
+                    P.META_BASE_ALLOCATION_ID,
+                )
+                + descriptors
+            )
             return None
 
         return error(handle, P.EINVAL, f"unknown or unadvertised command {cmd}")
@@ -783,7 +811,7 @@ def _descriptors(extents, offset: int, length: int, req_one: bool) -> bytes:
         if e_end <= pos:
             continue
         if e_off > pos:
-            break            # a gap: the device did not describe it; stop here
+            break  # a gap: the device did not describe it; stop here
         n = min(e_end, end) - pos
         f = e_flags & (P.STATE_HOLE | P.STATE_ZERO)
         if flags and flags[-1] == f:
@@ -797,9 +825,9 @@ def _descriptors(extents, offset: int, length: int, req_one: bool) -> bytes:
         if pos >= end:
             break
     if not lens:
-        return P.BLOCK_DESCRIPTOR.pack(length, 0)   # "status unknown" is always true
+        return P.BLOCK_DESCRIPTOR.pack(length, 0)  # "status unknown" is always true
     pack = P.BLOCK_DESCRIPTOR.pack
-    return b"".join(pack(n, f) for n, f in zip(lens, flags))
+    return b"".join(pack(n, f) for n, f in zip(lens, flags, strict=False))
 
 
 class NBDServer:
@@ -811,14 +839,22 @@ class NBDServer:
     ``require_tls`` makes it mandatory.
     """
 
-    def __init__(self, resolver: ExportResolver, host: str = "127.0.0.1",
-                 port: int | None = 10809, unix_path: str | None = None,
-                 tls_context: ssl.SSLContext | None = None, require_tls: bool = False,
-                 handshake_timeout: float = 30.0, max_connections: int = 1024):
+    def __init__(
+        self,
+        resolver: ExportResolver,
+        host: str = "127.0.0.1",
+        port: int | None = 10809,
+        unix_path: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        require_tls: bool = False,
+        handshake_timeout: float = 30.0,
+        max_connections: int = 1024,
+    ):
         if require_tls and tls_context is None:
             raise NBDServerError(
                 detail="require_tls needs a tls_context (build one with "
-                       "coppice.nbd.tls.server_context(tls_dir))")
+                "coppice.nbd.tls.server_context(tls_dir))"
+            )
         if port is None and unix_path is None:
             raise NBDServerError(detail="nothing to listen on: give a port or a unix_path")
         self.resolver = resolver
@@ -830,9 +866,9 @@ class NBDServer:
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
         self._listeners: list[tuple[socket.socket, bool]] = []
-        self._lock = threading.RLock()   # shutdown() may run in a signal handler
+        self._lock = threading.RLock()  # shutdown() may run in a signal handler
         self._conns: set[_Connection] = set()
-        self._revocations: dict[str, int] = {}   # export name -> revoke() count
+        self._revocations: dict[str, int] = {}  # export name -> revoke() count
         self._shutting_down = False
         self._stopped = threading.Event()
         self._accept_thread: threading.Thread | None = None
@@ -851,12 +887,13 @@ class NBDServer:
         try:
             if self.port is not None:
                 family = socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
-                tcp = socket.create_server((self.host, self.port), family=family,
-                                           backlog=128, reuse_port=False)
+                tcp = socket.create_server(
+                    (self.host, self.port), family=family, backlog=128, reuse_port=False
+                )
                 self._listeners.append((tcp, False))
             if self.unix_path is not None:
                 if os.path.exists(self.unix_path):
-                    os.unlink(self.unix_path)   # a stale socket from an earlier run
+                    os.unlink(self.unix_path)  # a stale socket from an earlier run
                 us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 us.bind(self.unix_path)
                 us.listen(128)
@@ -867,7 +904,8 @@ class NBDServer:
             self._listeners = []
             raise NBDServerError(
                 detail=f"cannot listen on {self.host}:{self.port} / {self.unix_path}: {e} "
-                       "(is another server using it?)") from e
+                "(is another server using it?)"
+            ) from e
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -877,11 +915,10 @@ class NBDServer:
                 return s.getsockname()[:2]
         return None
 
-    def start(self) -> "NBDServer":
+    def start(self) -> NBDServer:
         """Bind and serve in a background thread; returns at once."""
         self._bind()
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name="nbd-accept", daemon=True)
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="nbd-accept", daemon=True)
         self._accept_thread.start()
         return self
 
@@ -925,9 +962,12 @@ class NBDServer:
         c = _Connection(self, sock, unix)
         with self._lock:
             if self._shutting_down or len(self._conns) >= self.max_connections:
-                log.warning("nbd: refusing a connection: %s",
-                            "shutting down" if self._shutting_down else
-                            f"{self.max_connections} connections already open")
+                log.warning(
+                    "nbd: refusing a connection: %s",
+                    "shutting down"
+                    if self._shutting_down
+                    else f"{self.max_connections} connections already open",
+                )
                 sock.close()
                 return
             self._conns.add(c)
@@ -942,16 +982,16 @@ class NBDServer:
         # Under the lock so a revoke() racing with GO either sees this
         # connection or is seen by it.
         with self._lock:
-            return not (self._shutting_down or c.closing
-                        or self._revocations.get(c.export_name, 0) != c._open_gen)
+            return not (
+                self._shutting_down or c.closing or self._revocations.get(c.export_name, 0) != c._open_gen
+            )
 
     # ------------------------------------------------------------ control
 
     def connections(self) -> list[dict]:
         """What is connected, for status pages and tests."""
         with self._lock:
-            return [{"export": c.export_name, "initiator": c.initiator, "tls": c.tls}
-                    for c in self._conns]
+            return [{"export": c.export_name, "initiator": c.initiator, "tls": c.tls} for c in self._conns]
 
     def revoke(self, export_name: str) -> int:
         """Cut every connection to ``export_name`` cleanly (their read
@@ -985,7 +1025,7 @@ class NBDServer:
             pass
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=timeout)
-        for s, unix in self._listeners:
+        for s, _unix in self._listeners:
             try:
                 s.close()
             except OSError:
@@ -1015,7 +1055,7 @@ class NBDServer:
             except OSError:
                 pass
 
-    def __enter__(self) -> "NBDServer":
+    def __enter__(self) -> NBDServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

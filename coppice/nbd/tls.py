@@ -67,9 +67,9 @@ def _write(path: str, data: bytes, private: bool, force: bool) -> None:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM,
-                             serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_cert(cert) -> bytes:
@@ -77,14 +77,16 @@ def _pem_cert(cert) -> bytes:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS)))
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+    )
 
 
 def _load_ca(tls_dir: str):
@@ -105,14 +107,26 @@ def create_ca(tls_dir: str, common_name: str = "Coppice NBD CA", force: bool = F
     key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (_builder(name, name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(ski, critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write(os.path.join(tls_dir, CA_KEY), _pem_key(key), True, force)
     path = os.path.join(tls_dir, CA_CERT)
     _write(path, _pem_cert(cert), False, force)
@@ -123,24 +137,41 @@ def _leaf(tls_dir: str, common_name: str, sans: list, server: bool):
     ca_cert, ca_key = _load_ca(tls_dir)
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    b = (_builder(subject, ca_cert.subject, key.public_key())
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(
-             digital_signature=True, content_commitment=False, key_encipherment=True,
-             data_encipherment=False, key_agreement=False, key_cert_sign=False,
-             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-         .add_extension(x509.ExtendedKeyUsage(
-             [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-             critical=False)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                        critical=False))
+    b = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return b.sign(ca_key, hashes.SHA256()), key
 
 
-def create_server_cert(tls_dir: str, hostnames: list[str] | None = None,
-                       addresses: list[str] | None = None, force: bool = False) -> str:
+def create_server_cert(
+    tls_dir: str, hostnames: list[str] | None = None, addresses: list[str] | None = None, force: bool = False
+) -> str:
     """Create ``server-cert.pem``/``server-key.pem`` signed by the CA in
     ``tls_dir``, valid for 127.0.0.1, ::1, localhost, this host's name and
     any extra ``hostnames``/``addresses``; returns the certificate's path."""
@@ -159,14 +190,14 @@ def create_server_cert(tls_dir: str, hostnames: list[str] | None = None,
     return path
 
 
-def create_client_cert(tls_dir: str, initiator: str, client_dir: str,
-                       force: bool = False) -> str:
+def create_client_cert(tls_dir: str, initiator: str, client_dir: str, force: bool = False) -> str:
     """Create a client certificate whose subject CN is ``initiator`` in
     ``client_dir`` (with a copy of the CA certificate, as QEMU's
     ``tls-creds-x509,endpoint=client`` expects); returns ``client_dir``."""
     if not initiator or len(initiator) > 64:
-        raise TLSSetupError(detail=f"initiator name {initiator!r} must be 1..64 characters "
-                                   "(an X.509 CN limit)")
+        raise TLSSetupError(
+            detail=f"initiator name {initiator!r} must be 1..64 characters (an X.509 CN limit)"
+        )
     os.makedirs(client_dir, exist_ok=True)
     sans = [x509.DNSName(initiator)] if _HOSTNAME_RE.match(initiator) else []
     cert, key = _leaf(tls_dir, initiator, sans, server=False)
@@ -194,9 +225,9 @@ def server_context(tls_dir: str, require_client_cert: bool = False) -> ssl.SSLCo
     paths = {n: os.path.join(tls_dir, n) for n in (CA_CERT, SERVER_CERT, SERVER_KEY)}
     missing = [p for p in paths.values() if not os.path.exists(p)]
     if missing:
-        raise NotFound(what="TLS file",
-                       detail=f"{', '.join(missing)}: create them with "
-                              "coppice.nbd.tls.init_tls_dir()")
+        raise NotFound(
+            what="TLS file", detail=f"{', '.join(missing)}: create them with coppice.nbd.tls.init_tls_dir()"
+        )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

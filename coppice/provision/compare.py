@@ -64,26 +64,29 @@ class Template:
         for data in self.luns.values():
             mv = memoryview(data)
             for off in range(0, len(data), bs):
-                if mv[off:off + bs] != zero[:len(mv[off:off + bs])]:
+                if mv[off : off + bs] != zero[: len(mv[off : off + bs])]:
                     n += bs
         return n
 
     @classmethod
-    def from_image(cls, path: str) -> "Template":
+    def from_image(cls, path: str) -> Template:
         """Any qemu-img format, converted to raw."""
         import subprocess
+
         if not os.path.exists(path):
             raise InvalidArgument(detail=f"image {path} does not exist; give a disk image file")
         with tempfile.TemporaryDirectory(prefix="coppice-compare-img-") as d:
             raw = os.path.join(d, "disk.raw")
-            p = subprocess.run(["qemu-img", "convert", "-O", "raw", path, raw], capture_output=True, text=True)
+            p = subprocess.run(
+                ["qemu-img", "convert", "-O", "raw", path, raw], capture_output=True, text=True
+            )
             if p.returncode:
                 raise InvalidArgument(detail=f"cannot read image {path}: {p.stderr.strip()}")
             with open(raw, "rb") as f:
                 return cls({"disk0": f.read()})
 
     @classmethod
-    def from_filer(cls, filer, volume: str, snapshot: str) -> "Template":
+    def from_filer(cls, filer, volume: str, snapshot: str) -> Template:
         """The LUNs of a template's base snapshot in the user's pool."""
         luns = {}
         for lun in filer.lun_show(volume=volume):
@@ -101,10 +104,10 @@ class Template:
 @dataclass
 class Plan:
     count: int
-    churn: float = 0.05                  # fraction of the template's written bytes, per VM per day
+    churn: float = 0.05  # fraction of the template's written bytes, per VM per day
     days: int = 1
     reprovision_every_h: int | None = None
-    dedup_every_h: int = 24              # +sis strategies scan on this period (and right after deploy)
+    dedup_every_h: int = 24  # +sis strategies scan on this period (and right after deploy)
     seed: int = 1
 
     def validate(self) -> None:
@@ -124,14 +127,14 @@ class Plan:
 class Result:
     strategy: str
     deploy_seconds: float = 0.0
-    peak_bytes: int = 0                  # highest physical space during the first deployment
+    peak_bytes: int = 0  # highest physical space during the first deployment
     after_deploy_bytes: int = 0
-    after_dedup_bytes: int = 0           # after the first dedup run (= after_deploy without one)
-    after_churn_bytes: int = 0           # after the first day's churn (and its dedup run)
+    after_dedup_bytes: int = 0  # after the first dedup run (= after_deploy without one)
+    after_churn_bytes: int = 0  # after the first day's churn (and its dedup run)
     final_bytes: int = 0
-    reprovision_seconds: float | None = None   # mean per cycle
+    reprovision_seconds: float | None = None  # mean per cycle
     reprovision_peak_bytes: int | None = None
-    timeline: list = field(default_factory=list)   # [hour, bytes, event]
+    timeline: list = field(default_factory=list)  # [hour, bytes, event]
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -145,6 +148,7 @@ class _Run:
 
     def __init__(self, strategy: str, template: Template, plan: Plan, path: str):
         from ..filer import Filer
+
         self.s = strategy
         self.t = template
         self.plan = plan
@@ -156,6 +160,7 @@ class _Run:
         self.hour = 0.0
         if strategy == "full+inline":
             from .. import dedup
+
             dedup.attach(self.pool)
         self._gen = 0
 
@@ -184,6 +189,7 @@ class _Run:
 
     def _sis_on(self, vol: str) -> None:
         from ..dedup import config
+
         config.set_enabled(self.pool, vol, True)
         if self.s == "full+inline":
             config.set_inline(self.pool, vol, True)
@@ -193,7 +199,7 @@ class _Run:
         try:
             mv = memoryview(data)
             for off in range(0, len(data), COPY_CHUNK):
-                dev.pwrite(off, mv[off:off + COPY_CHUNK])
+                dev.pwrite(off, mv[off : off + COPY_CHUNK])
             dev.flush()
         finally:
             dev.close()
@@ -233,6 +239,7 @@ class _Run:
         if not self.s.endswith("+sis"):
             return
         from .. import dedup
+
         dedup.scan(self.pool)
         self.sample("dedup run")
 
@@ -259,15 +266,20 @@ class _Run:
         self.import_template()
         res.deploy_seconds, res.peak_bytes = self.deploy_all("deploy")
         res.after_deploy_bytes = self.physical()
-        self.dedup_run()   # post-process dedup runs once the copies are in
+        self.dedup_run()  # post-process dedup runs once the copies are in
         res.after_dedup_bytes = self.physical()
         res.after_churn_bytes = res.after_dedup_bytes
         cycles = []
         hours = plan.days * 24
-        events = sorted(set(range(24, hours + 1, 24)) |
-                        set(range(plan.dedup_every_h, hours + 1, plan.dedup_every_h)) |
-                        (set(range(plan.reprovision_every_h, hours + 1, plan.reprovision_every_h))
-                         if plan.reprovision_every_h else set()))
+        events = sorted(
+            set(range(24, hours + 1, 24))
+            | set(range(plan.dedup_every_h, hours + 1, plan.dedup_every_h))
+            | (
+                set(range(plan.reprovision_every_h, hours + 1, plan.reprovision_every_h))
+                if plan.reprovision_every_h
+                else set()
+            )
+        )
         first_churn_done = False
         for h in events:
             self.hour = float(h)
@@ -315,8 +327,9 @@ def _check_room(template: Template, plan: Plan, scratch: str) -> None:
         raise CompareTooBig(need_mib=need >> 20, where=scratch, free_mib=free >> 20)
 
 
-def measure(template: Template, plan: Plan, scratch: str | None = None, strategies=STRATEGIES,
-            progress=None) -> dict:
+def measure(
+    template: Template, plan: Plan, scratch: str | None = None, strategies=STRATEGIES, progress=None
+) -> dict:
     plan.validate()
     base = scratch or tempfile.gettempdir()
     _check_room(template, plan, base)
@@ -334,8 +347,13 @@ def measure(template: Template, plan: Plan, scratch: str | None = None, strategi
                 shutil.rmtree(os.path.join(work, s.replace("+", "_")), ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"mode": "measure", "count": plan.count, "template_bytes": template.size,
-            "template_written_bytes": template.written_bytes(), "strategies": out}
+    return {
+        "mode": "measure",
+        "count": plan.count,
+        "template_bytes": template.size,
+        "template_written_bytes": template.written_bytes(),
+        "strategies": out,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -364,8 +382,12 @@ def calibrate(template: Template, scratch: str | None = None) -> dict:
                 r.deploy_one("c2")
                 t2 = time.perf_counter()
                 three = r.physical()
-                costs[s] = {"seconds": (t2 - t1) / 2, "first_bytes": one - base_b, "next_bytes": (three - base_b) // 3,
-                            "base_bytes": base_b}
+                costs[s] = {
+                    "seconds": (t2 - t1) / 2,
+                    "first_bytes": one - base_b,
+                    "next_bytes": (three - base_b) // 3,
+                    "base_bytes": base_b,
+                }
                 if s == "full+sis":
                     t0 = time.perf_counter()
                     r.dedup_run()
@@ -385,12 +407,20 @@ def model(template: Template, plan: Plan, costs: dict) -> dict:
     w = template.written_bytes()
     bs = 4096
     base = costs["full"]["base_bytes"]
-    per_vm = {"full": costs["full"]["next_bytes"], "full+sis": costs["full+sis"]["next_bytes"],
-              "full+inline": costs["full+inline"]["next_bytes"], "clone": costs["clone"]["next_bytes"],
-              "clone+sis": costs["clone"]["next_bytes"]}
-    secs = {"full": costs["full"]["seconds"], "full+sis": costs["full"]["seconds"],
-            "full+inline": costs["full+inline"]["seconds"], "clone": costs["clone"]["seconds"],
-            "clone+sis": costs["clone"]["seconds"]}
+    per_vm = {
+        "full": costs["full"]["next_bytes"],
+        "full+sis": costs["full+sis"]["next_bytes"],
+        "full+inline": costs["full+inline"]["next_bytes"],
+        "clone": costs["clone"]["next_bytes"],
+        "clone+sis": costs["clone"]["next_bytes"],
+    }
+    secs = {
+        "full": costs["full"]["seconds"],
+        "full+sis": costs["full"]["seconds"],
+        "full+inline": costs["full+inline"]["seconds"],
+        "clone": costs["clone"]["seconds"],
+        "clone+sis": costs["clone"]["seconds"],
+    }
     # After a scan every full copy keeps only its own metadata.
     residual = max(0, (costs["full+sis"]["after_scan_bytes"] - costs["full+sis"]["base_bytes"]) // 3)
     # Churn: k random blocks per LUN, drawn with replacement.
@@ -408,14 +438,29 @@ def model(template: Template, plan: Plan, costs: dict) -> dict:
         # A churned block is new unique data, except that on a plain full
         # copy, rewriting a written block frees the block it replaces.
         add = distinct * (hole_frac if s == "full" else 1.0) * bs
-        out[s] = {"strategy": s, "deploy_seconds": n * secs[s], "peak_bytes": peak, "after_deploy_bytes": peak,
-                  "after_dedup_bytes": after_dedup, "after_churn_bytes": int(after_dedup + n * add)}
-    return {"mode": "model", "count": n, "template_bytes": template.size, "template_written_bytes": w,
-            "strategies": out, "costs": costs}
+        out[s] = {
+            "strategy": s,
+            "deploy_seconds": n * secs[s],
+            "peak_bytes": peak,
+            "after_deploy_bytes": peak,
+            "after_dedup_bytes": after_dedup,
+            "after_churn_bytes": int(after_dedup + n * add),
+        }
+    return {
+        "mode": "model",
+        "count": n,
+        "template_bytes": template.size,
+        "template_written_bytes": w,
+        "strategies": out,
+        "costs": costs,
+    }
 
 
-def model_error(predicted: dict, measured: dict,
-                keys=("peak_bytes", "after_dedup_bytes", "after_churn_bytes", "deploy_seconds")) -> dict:
+def model_error(
+    predicted: dict,
+    measured: dict,
+    keys=("peak_bytes", "after_dedup_bytes", "after_churn_bytes", "deploy_seconds"),
+) -> dict:
     """Relative error of each predicted figure against the measured one."""
     err = {}
     for s, m in measured["strategies"].items():
@@ -431,6 +476,7 @@ def plot(result: dict, path: str) -> str:
     """PNG of physical space over (simulated) time per strategy, with the
     deployment and dedup-run moments marked."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -450,19 +496,24 @@ def plot(result: dict, path: str) -> str:
             seen[p[0]] = j + 1
             xs.append(p[0] + 4.0 * j / per_hour[p[0]])
         ys = [p[1] / (1 << 20) for p in tl]
-        line, = ax.step(xs, ys, where="post", label=s)
-        for x, y, p in zip(xs, ys, tl):
-            kind = "dedup run" if p[2] == "dedup run" else ("reprovision" if p[2].startswith("reprovision vm") and
-                                                            p[2].endswith("0000") else None)
+        (line,) = ax.step(xs, ys, where="post", label=s)
+        for x, y, p in zip(xs, ys, tl, strict=False):
+            kind = (
+                "dedup run"
+                if p[2] == "dedup run"
+                else ("reprovision" if p[2].startswith("reprovision vm") and p[2].endswith("0000") else None)
+            )
             if kind:
                 ax.plot([x], [y], markers[kind], color=line.get_color(), markersize=7)
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
     ax.annotate("deploy", (0, ax.get_ylim()[1] * 0.95), color="grey")
     ax.set_xlabel("time (hours, simulated)")
     ax.set_ylabel("physical space (MiB)")
-    ax.set_title(f"Coppice compare: {result['count']} VMs, template "
-                 f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written "
-                 "(▼ dedup run, ▲ reprovision)")
+    ax.set_title(
+        f"Coppice compare: {result['count']} VMs, template "
+        f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written "
+        "(▼ dedup run, ▲ reprovision)"
+    )
     ax.legend(loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -31,7 +31,13 @@ import re
 import time
 
 from . import registry
-from .provisioning_errors import AddressPoolExhausted, BadCustSpec, CustSpecExists, CustSpecNotFound, SSHKeyUnreadable
+from .provisioning_errors import (
+    AddressPoolExhausted,
+    BadCustSpec,
+    CustSpecExists,
+    CustSpecNotFound,
+    SSHKeyUnreadable,
+)
 from .seed import SeedConfig, check_hostname
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}\Z")
@@ -56,12 +62,13 @@ class CustSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CustSpec":
+    def from_dict(cls, d: dict) -> CustSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in fields})
 
 
 # ---- pure parts -----------------------------------------------------------------------------
+
 
 def hostname_for(rule: str, vm: str, n: int = 0) -> str:
     """The guest host name a rule gives VM ``vm`` (number ``n`` in its batch)."""
@@ -71,8 +78,10 @@ def hostname_for(rule: str, vm: str, n: int = 0) -> str:
     try:
         return rule.format(vm=base, n=n).lower()
     except (KeyError, IndexError, ValueError) as e:
-        raise BadCustSpec(detail=f"hostname pattern {rule!r} is invalid ({e}): use {{vm}} and {{n}}, "
-                                 "e.g. '{vm}.lab.example' or 'node-{n:02}'") from None
+        raise BadCustSpec(
+            detail=f"hostname pattern {rule!r} is invalid ({e}): use {{vm}} and {{n}}, "
+            "e.g. '{vm}.lab.example' or 'node-{n:02}'"
+        ) from None
 
 
 def parse_network(text: str) -> dict:
@@ -80,14 +89,17 @@ def parse_network(text: str) -> dict:
     if text in (None, "", "dhcp"):
         return {"mode": "dhcp"}
     if not text.startswith("static:"):
-        raise BadCustSpec(detail=f"network {text!r} is invalid: use dhcp or static:NETWORK/PREFIX"
-                                 "[,gw=ADDR][,dns=ADDR+ADDR][,first=ADDR]")
-    parts = text[len("static:"):].split(",")
+        raise BadCustSpec(
+            detail=f"network {text!r} is invalid: use dhcp or static:NETWORK/PREFIX"
+            "[,gw=ADDR][,dns=ADDR+ADDR][,first=ADDR]"
+        )
+    parts = text[len("static:") :].split(",")
     try:
         net = ipaddress.ip_network(parts[0], strict=False)
     except ValueError as e:
-        raise BadCustSpec(detail=f"network {text!r}: {parts[0]!r} is not a network ({e}); "
-                                 "e.g. static:192.0.2.0/24") from None
+        raise BadCustSpec(
+            detail=f"network {text!r}: {parts[0]!r} is not a network ({e}); e.g. static:192.0.2.0/24"
+        ) from None
     hosts = net.num_addresses - (2 if net.version == 4 and net.prefixlen < 31 else 0)
     out = {"mode": "static", "network": net, "gateway": None, "dns": [], "first": None}
     for p in parts[1:]:
@@ -122,8 +134,9 @@ def candidate_addresses(net_spec: dict):
         yield a
 
 
-def render(spec: CustSpec, vm: str, n: int, instance_id: str, mac: str | None = None,
-           address: str | None = None) -> SeedConfig:
+def render(
+    spec: CustSpec, vm: str, n: int, instance_id: str, mac: str | None = None, address: str | None = None
+) -> SeedConfig:
     """The NoCloud seed of VM ``vm``: pure, no store."""
     hostname = hostname_for(spec.hostname, vm, n)
     check_hostname(hostname)
@@ -158,8 +171,10 @@ def render(spec: CustSpec, vm: str, n: int, instance_id: str, mac: str | None = 
             eth["nameservers"] = {"addresses": [str(a) for a in net["dns"]]}
         nc = {"version": 2, "ethernets": {"eth0": eth}}
     elif mac:
-        nc = {"version": 2, "ethernets": {"eth0": {"match": {"macaddress": mac}, "set-name": "eth0",
-                                                    "dhcp4": True}}}
+        nc = {
+            "version": 2,
+            "ethernets": {"eth0": {"match": {"macaddress": mac}, "set-name": "eth0", "dhcp4": True}},
+        }
     return SeedConfig(instance_id=instance_id, hostname=hostname, user_data=ud, network_config=nc)
 
 
@@ -178,30 +193,52 @@ def read_ssh_key(path: str) -> list[str]:
     return keys
 
 
-def build(name: str, hostname: str = "vm-name", user: str | None = None, ssh_key_file: str | None = None,
-          password_hash: str | None = None, network: str = "dhcp", runcmd=()) -> CustSpec:
+def build(
+    name: str,
+    hostname: str = "vm-name",
+    user: str | None = None,
+    ssh_key_file: str | None = None,
+    password_hash: str | None = None,
+    network: str = "dhcp",
+    runcmd=(),
+) -> CustSpec:
     """A checked spec (reads the key file); stores nothing."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise BadCustSpec(detail=f"name {name!r} is invalid: use letters, digits, '_', '.', '-', "
-                                 "starting with a letter, at most 64 characters")
+        raise BadCustSpec(
+            detail=f"name {name!r} is invalid: use letters, digits, '_', '.', '-', "
+            "starting with a letter, at most 64 characters"
+        )
     check_hostname(hostname_for(hostname, "vm-0", 0))
     if user is not None and not _USER.match(user):
-        raise BadCustSpec(detail=f"user {user!r} is invalid: use lower-case letters, digits, '_' and '-', "
-                                 "starting with a letter, at most 32 characters")
+        raise BadCustSpec(
+            detail=f"user {user!r} is invalid: use lower-case letters, digits, '_' and '-', "
+            "starting with a letter, at most 32 characters"
+        )
     keys = read_ssh_key(ssh_key_file) if ssh_key_file else []
     if password_hash is not None and not _CRYPT.match(password_hash):
-        raise BadCustSpec(detail="the password hash is not a crypt(3) hash; make one with "
-                                 "`openssl passwd -6` or `mkpasswd -m sha-512` (never pass a clear-text password)")
+        raise BadCustSpec(
+            detail="the password hash is not a crypt(3) hash; make one with "
+            "`openssl passwd -6` or `mkpasswd -m sha-512` (never pass a clear-text password)"
+        )
     parse_network(network)
     runcmd = [str(c) for c in runcmd]
     if any("\n" in c for c in runcmd):
         raise BadCustSpec(detail="a --runcmd command may not hold a newline; give several --runcmd")
-    return CustSpec(name=name, hostname=hostname or "vm-name", user=user, ssh_keys=keys,
-                    ssh_key_file=os.path.abspath(os.path.expanduser(ssh_key_file)) if ssh_key_file else None,
-                    password_hash=password_hash, network=network or "dhcp", runcmd=runcmd, created=time.time())
+    return CustSpec(
+        name=name,
+        hostname=hostname or "vm-name",
+        user=user,
+        ssh_keys=keys,
+        ssh_key_file=os.path.abspath(os.path.expanduser(ssh_key_file)) if ssh_key_file else None,
+        password_hash=password_hash,
+        network=network or "dhcp",
+        runcmd=runcmd,
+        created=time.time(),
+    )
 
 
 # ---- stored specs ---------------------------------------------------------------------------
+
 
 def create(filer, name: str, **kw) -> dict:
     spec = build(name, **kw)
@@ -247,8 +284,11 @@ def allocate_address(filer, spec: CustSpec, vm: str) -> str | None:
     if net["mode"] != "static":
         return None
     with filer.transaction():
-        leased = {k.split("/", 1)[1] for k, _ in registry.items(filer, registry.IPALLOC)
-                  if k.split("/", 1)[0] == spec.name}
+        leased = {
+            k.split("/", 1)[1]
+            for k, _ in registry.items(filer, registry.IPALLOC)
+            if k.split("/", 1)[0] == spec.name
+        }
         for a in candidate_addresses(net):
             if str(a) not in leased:
                 registry.put(filer, registry.IPALLOC, f"{spec.name}/{a}", vm)

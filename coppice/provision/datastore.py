@@ -77,9 +77,16 @@ def check_policy(policy: str) -> str:
 
 # ---- descriptor ---------------------------------------------------------------------------
 
+
 def new_descriptor(name: str) -> dict:
-    return {"format": FORMAT, "uuid": str(_uuid.uuid4()), "name": name, "lun_serials": {},
-            "created": time.time(), "resignatured_from": None}
+    return {
+        "format": FORMAT,
+        "uuid": str(_uuid.uuid4()),
+        "name": name,
+        "lun_serials": {},
+        "created": time.time(),
+        "resignatured_from": None,
+    }
 
 
 def is_datastore(filer, volume: str, snapshot: str | None = None) -> bool:
@@ -107,8 +114,12 @@ def create(filer, volume: str, name: str | None = None, size="1t", attach_: bool
         d = new_descriptor(name or volume)
         write_descriptor(filer, volume, d)
         if attach_:
-            registry.put(filer, registry.DATASTORE, volume, {"uuid": d["uuid"], "name": d["name"],
-                                                               "attached": time.time()})
+            registry.put(
+                filer,
+                registry.DATASTORE,
+                volume,
+                {"uuid": d["uuid"], "name": d["name"], "attached": time.time()},
+            )
     return d
 
 
@@ -121,6 +132,7 @@ def stamp(filer, volume: str, d: dict | None = None) -> dict:
 
 
 # ---- signature, attach, resignature -------------------------------------------------------
+
 
 def attached(filer) -> dict[str, dict]:
     return dict(registry.items(filer, registry.DATASTORE))
@@ -154,8 +166,9 @@ def resignature(filer, volume: str, name: str | None = None) -> dict:
         old = d["uuid"]
         d = dict(d, uuid=str(_uuid.uuid4()), name=name or resignature_name(d["name"]), resignatured_from=old)
         d = stamp(filer, volume, d)
-        registry.put(filer, registry.DATASTORE, volume, {"uuid": d["uuid"], "name": d["name"],
-                                                           "attached": time.time()})
+        registry.put(
+            filer, registry.DATASTORE, volume, {"uuid": d["uuid"], "name": d["name"], "attached": time.time()}
+        )
     return d
 
 
@@ -169,8 +182,14 @@ def attach(filer, volume: str, policy: str = "auto", known: dict | None = None) 
     with filer.transaction():
         d = descriptor(filer, volume)
         reason = copy_reason(filer, volume, d, known)
-        out = {"volume": volume, "old_name": d["name"], "old_uuid": d["uuid"], "copy": reason is not None,
-               "reason": reason, "resignatured": False}
+        out = {
+            "volume": volume,
+            "old_name": d["name"],
+            "old_uuid": d["uuid"],
+            "copy": reason is not None,
+            "reason": reason,
+            "resignatured": False,
+        }
         if reason is not None:
             if policy != "auto":
                 other = reason
@@ -178,8 +197,12 @@ def attach(filer, volume: str, policy: str = "auto", known: dict | None = None) 
             d = resignature(filer, volume)
             out["resignatured"] = True
         else:
-            registry.put(filer, registry.DATASTORE, volume, {"uuid": d["uuid"], "name": d["name"],
-                                                               "attached": time.time()})
+            registry.put(
+                filer,
+                registry.DATASTORE,
+                volume,
+                {"uuid": d["uuid"], "name": d["name"], "attached": time.time()},
+            )
         out.update(name=d["name"], uuid=d["uuid"])
         if known is not None:
             known[volume] = {"uuid": d["uuid"], "name": d["name"]}
@@ -204,16 +227,24 @@ def rename(filer, volume: str, new_name: str) -> dict:
         d = dict(descriptor(filer, volume), name=new_name)
         write_descriptor(filer, volume, d)
         if registry.get(filer, registry.DATASTORE, volume) is not None:
-            registry.put(filer, registry.DATASTORE, volume, {"uuid": d["uuid"], "name": new_name,
-                                                               "attached": time.time()})
+            registry.put(
+                filer,
+                registry.DATASTORE,
+                volume,
+                {"uuid": d["uuid"], "name": new_name, "attached": time.time()},
+            )
     return d
 
 
 # ---- VM folders -----------------------------------------------------------------------------
 
+
 def vm_slots(filer, volume: str, snapshot: str | None = None) -> list[str]:
-    return sorted(o.name[:-len(_VM_SUFFIX)] for o in filer.pool.list_objects(volume, snapshot)
-                  if o.kind == "file" and o.name.endswith(_VM_SUFFIX))
+    return sorted(
+        o.name[: -len(_VM_SUFFIX)]
+        for o in filer.pool.list_objects(volume, snapshot)
+        if o.kind == "file" and o.name.endswith(_VM_SUFFIX)
+    )
 
 
 def read_vm(filer, volume: str, slot: str, snapshot: str | None = None) -> dict:
@@ -237,6 +268,7 @@ def vms(filer, volume: str, snapshot: str | None = None) -> list[dict]:
 
 # ---- show -----------------------------------------------------------------------------------
 
+
 def list_volumes(filer) -> list[str]:
     return [v.name for v in filer.pool.list_volumes() if filer.pool.has_object(v.name, DESCRIPTOR)]
 
@@ -246,13 +278,19 @@ def info(filer, volume: str, known: dict | None = None) -> dict:
     known = attached(filer) if known is None else known
     rec = known.get(volume)
     origin = filer.pool.origin_of(volume)
-    return {"volume": volume, "name": d["name"], "uuid": d["uuid"],
-            "attached": rec is not None and rec.get("uuid") == d["uuid"],
-            "copy_of": copy_reason(filer, volume, d, known) if rec is None or rec.get("uuid") != d["uuid"] else None,
-            "resignatured_from": d.get("resignatured_from"),
-            "parent": f"{origin[0]}@{origin[1]}" if origin else None,
-            "vms": [r.get("name") for r in vms(filer, volume)],
-            "luns": sorted(current_serials(filer, volume))}
+    return {
+        "volume": volume,
+        "name": d["name"],
+        "uuid": d["uuid"],
+        "attached": rec is not None and rec.get("uuid") == d["uuid"],
+        "copy_of": copy_reason(filer, volume, d, known)
+        if rec is None or rec.get("uuid") != d["uuid"]
+        else None,
+        "resignatured_from": d.get("resignatured_from"),
+        "parent": f"{origin[0]}@{origin[1]}" if origin else None,
+        "vms": [r.get("name") for r in vms(filer, volume)],
+        "luns": sorted(current_serials(filer, volume)),
+    }
 
 
 def show(filer, volume: str | None = None) -> list[dict]:

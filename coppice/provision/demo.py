@@ -21,6 +21,7 @@ import time
 def _savings(filer) -> dict:
     try:
         from ..dedup.report import savings
+
         return savings(filer.pool)
     except Exception:
         return filer.df(savings=True)
@@ -33,13 +34,18 @@ def run_demo(pool_dir: str, console, count: int = 4, boot: bool = True) -> dict:
     from .provisioner import Provisioner, Target
 
     out: dict = {}
-    f = Filer.open(pool_dir) if os.path.exists(os.path.join(pool_dir)) and os.listdir(pool_dir) else Filer.create(pool_dir)
+    f = (
+        Filer.open(pool_dir)
+        if os.path.exists(os.path.join(pool_dir)) and os.listdir(pool_dir)
+        else Filer.create(pool_dir)
+    )
     sock = os.path.abspath(pool_dir) + ".nbd.sock"
     srv = NBDServer(f.resolver(), host="127.0.0.1", port=0, unix_path=sock).start()
     uri = "test:///default"
     if boot and os.geteuid() == 0:
         try:
             from .hypervisor import ensure_system_libvirtd
+
             ensure_system_libvirtd()
             uri = "qemu:///system"
         except Exception as e:
@@ -49,25 +55,39 @@ def run_demo(pool_dir: str, console, count: int = 4, boot: bool = True) -> dict:
         tt = guest_image.build_tiny_template(os.environ.get("COPPICE_GUEST_CACHE"))
         name = "tiny"
         if name not in {t["name"] for t in template.list_(f)}:
-            r = template.import_image(f, name, tt.disk_image, kernel=tt.kernel, initrd=tt.initrd,
-                                      cmdline=tt.cmdline)
-            console.print(f"template {name} imported in {r['import_seconds']} s; base snapshot "
-                          f"{r['volume']}@base; generalized: {', '.join(r['generalized']['cleared'])}")
+            r = template.import_image(
+                f, name, tt.disk_image, kernel=tt.kernel, initrd=tt.initrd, cmdline=tt.cmdline
+            )
+            console.print(
+                f"template {name} imported in {r['import_seconds']} s; base snapshot "
+                f"{r['volume']}@base; generalized: {', '.join(r['generalized']['cleared'])}"
+            )
         if "demo" not in {c["name"] for c in custspec.list_(f)}:
             custspec.create(f, "demo", user="ops", runcmd=["echo provisioned by coppice"])
         stem = f"demo{int(time.time()) % 100000}n"
         p = Provisioner(f)
         try:
             t0 = time.perf_counter()
-            s = p.provision(name, count, stem + "{n}", "demo", uri, start=False,
-                            target=Target(host="127.0.0.1", port=srv.address[1]))
+            s = p.provision(
+                name,
+                count,
+                stem + "{n}",
+                "demo",
+                uri,
+                start=False,
+                target=Target(host="127.0.0.1", port=srv.address[1]),
+            )
             d = s.to_dict()
-            console.print(f"[bold]{d['created']} VMs provisioned[/] in {time.perf_counter() - t0:.2f} s "
-                          f"({', '.join(f'{k} {v:.1f} ms' for k, v in d['stage_per_vm_ms'].items())} per VM)")
+            console.print(
+                f"[bold]{d['created']} VMs provisioned[/] in {time.perf_counter() - t0:.2f} s "
+                f"({', '.join(f'{k} {v:.1f} ms' for k, v in d['stage_per_vm_ms'].items())} per VM)"
+            )
             for r in s.ok:
                 rec = vm.get(f, r.name)
-                console.print(f"  {r.name}: clone /vol/{rec['volume']}, LUN IDs {list(rec['lun_ids'].values())}, "
-                              f"mac {rec['mac']}")
+                console.print(
+                    f"  {r.name}: clone /vol/{rec['volume']}, LUN IDs {list(rec['lun_ids'].values())}, "
+                    f"mac {rec['mac']}"
+                )
             out["vms"] = [r.name for r in s.ok]
             if uri == "qemu:///system" and s.ok:
                 first = s.ok[0].name
@@ -76,7 +96,9 @@ def run_demo(pool_dir: str, console, count: int = 4, boot: bool = True) -> dict:
                 hv.start(first)
                 hv.wait_for_shutoff(first, timeout=120)
                 log = open(vm.get(f, first)["serial_log"], errors="replace").read().replace("\r", "")
-                banner = [ln for ln in log.splitlines() if re.match(r"(Coppice guest .* login:|COPPICE-)", ln)]
+                banner = [
+                    ln for ln in log.splitlines() if re.match(r"(Coppice guest .* login:|COPPICE-)", ln)
+                ]
                 for ln in banner:
                     console.print(f"  [green]{ln}[/]")
                 out["banner"] = banner
@@ -88,9 +110,11 @@ def run_demo(pool_dir: str, console, count: int = 4, boot: bool = True) -> dict:
         out["savings"] = sv
         pool = sv.get("pool", sv) if isinstance(sv, dict) else {}
         if "logical_bytes" in pool:
-            console.print(f"[bold]df -s[/]: logical {pool['logical_bytes'] >> 10} KiB stored in "
-                          f"{pool['physical_bytes'] >> 10} KiB; clones saved {pool.get('saved_clones_bytes', 0) >> 10} KiB, "
-                          f"thin provisioning {pool.get('saved_zero_bytes', 0) >> 10} KiB")
+            console.print(
+                f"[bold]df -s[/]: logical {pool['logical_bytes'] >> 10} KiB stored in "
+                f"{pool['physical_bytes'] >> 10} KiB; clones saved {pool.get('saved_clones_bytes', 0) >> 10} KiB, "
+                f"thin provisioning {pool.get('saved_zero_bytes', 0) >> 10} KiB"
+            )
         else:
             console.print(f"df -s: {pool}")
     finally:

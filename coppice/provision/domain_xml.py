@@ -28,7 +28,7 @@ import random
 import re
 import uuid as _uuid
 import xml.etree.ElementTree as ET
-from typing import Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
 
 from .errors import BadDomainXML
 
@@ -49,7 +49,7 @@ class NbdSource:
     export: str
     host: str | None = "127.0.0.1"
     port: int | None = 10809
-    socket: str | None = None   # set: Unix socket transport; host and port ignored
+    socket: str | None = None  # set: Unix socket transport; host and port ignored
     tls: bool = False
 
     def __post_init__(self) -> None:
@@ -63,15 +63,15 @@ class FileSource:
     path: str
 
 
-Source = Union[NbdSource, FileSource]
+Source = NbdSource | FileSource
 
 
 @dataclasses.dataclass(frozen=True)
 class Disk:
-    target: str                 # vda, vdb, sda, hdc
+    target: str  # vda, vdb, sda, hdc
     source: Source
-    device: str = "disk"        # disk | cdrom
-    bus: str = "virtio"         # virtio | scsi | ide
+    device: str = "disk"  # disk | cdrom
+    bus: str = "virtio"  # virtio | scsi | ide
     readonly: bool = False
     format: str = "raw"
     serial: str | None = None
@@ -87,8 +87,8 @@ class DirectBoot:
 @dataclasses.dataclass(frozen=True)
 class Interface:
     mac: str
-    type: str = "user"          # user (QEMU slirp, needs nothing on the host) | network | bridge
-    source: str | None = None   # network name or bridge device
+    type: str = "user"  # user (QEMU slirp, needs nothing on the host) | network | bridge
+    source: str | None = None  # network name or bridge device
     model: str = "virtio"
 
 
@@ -98,7 +98,7 @@ class DomainSpec:
     uuid: str = dataclasses.field(default_factory=lambda: new_uuid())
     memory_mib: int = 256
     vcpus: int = 1
-    domain_type: str = "qemu"   # TCG; 'kvm' where the host has it
+    domain_type: str = "qemu"  # TCG; 'kvm' where the host has it
     boot: DirectBoot | None = None
     disks: list[Disk] = dataclasses.field(default_factory=list)
     interfaces: list[Interface] = dataclasses.field(default_factory=list)
@@ -117,16 +117,18 @@ def new_uuid() -> str:
 def random_mac(rng: random.Random | None = None) -> str:
     """A MAC in QEMU's locally administered 52:54:00 range."""
     r = rng or random.SystemRandom()
-    return "52:54:00:%02x:%02x:%02x" % (r.randrange(256), r.randrange(256), r.randrange(256))
+    return f"52:54:00:{r.randrange(256):02x}:{r.randrange(256):02x}:{r.randrange(256):02x}"
 
 
 # -- validation ----------------------------------------------------------------
 
+
 def check_name(name: str) -> None:
-    if not name or len(name) > 200 or "/" in name or name.strip() != name or \
-            any(ord(c) < 32 for c in name):
-        raise BadDomainXML(detail=f"domain name {name!r} must be 1 to 200 printable characters, "
-                                  "with no '/' and no leading or trailing space")
+    if not name or len(name) > 200 or "/" in name or name.strip() != name or any(ord(c) < 32 for c in name):
+        raise BadDomainXML(
+            detail=f"domain name {name!r} must be 1 to 200 printable characters, "
+            "with no '/' and no leading or trailing space"
+        )
 
 
 def _check_uuid(u: str) -> str:
@@ -147,13 +149,17 @@ def _check_disk(d: Disk) -> None:
     if not _TARGET.match(d.target):
         raise BadDomainXML(detail=f"disk target {d.target!r} must look like vda, sdb or hdc")
     if d.bus not in _BUSES:
-        raise BadDomainXML(detail=f"disk {d.target}: bus {d.bus!r} is not one of {', '.join(_BUSES)} "
-                                  "(SATA needs AHCI, which the cloud kernel lacks)")
+        raise BadDomainXML(
+            detail=f"disk {d.target}: bus {d.bus!r} is not one of {', '.join(_BUSES)} "
+            "(SATA needs AHCI, which the cloud kernel lacks)"
+        )
     if d.device not in ("disk", "cdrom"):
         raise BadDomainXML(detail=f"disk {d.target}: device {d.device!r} must be disk or cdrom")
     if d.device == "cdrom" and d.bus == "virtio":
-        raise BadDomainXML(detail=f"disk {d.target}: QEMU has no virtio cdrom; put the cdrom on "
-                                  "bus 'scsi' (virtio-scsi) or 'ide', or make it a virtio disk")
+        raise BadDomainXML(
+            detail=f"disk {d.target}: QEMU has no virtio cdrom; put the cdrom on "
+            "bus 'scsi' (virtio-scsi) or 'ide', or make it a virtio disk"
+        )
     if isinstance(d.source, NbdSource):
         s = d.source
         if not s.export:
@@ -168,6 +174,7 @@ def _check_disk(d: Disk) -> None:
 
 
 # -- render -------------------------------------------------------------------
+
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     e = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items() if v is not None})
@@ -227,8 +234,10 @@ def _metadata_element(parent: ET.Element, metadata: Mapping[str, str]) -> None:
 def render_domain_xml(spec: DomainSpec) -> str:
     check_name(spec.name)
     if spec.memory_mib < 16 or spec.vcpus < 1:
-        raise BadDomainXML(detail=f"domain {spec.name}: needs at least 16 MiB of memory and 1 vCPU "
-                                  f"(got {spec.memory_mib} MiB, {spec.vcpus} vCPUs)")
+        raise BadDomainXML(
+            detail=f"domain {spec.name}: needs at least 16 MiB of memory and 1 vCPU "
+            f"(got {spec.memory_mib} MiB, {spec.vcpus} vCPUs)"
+        )
     if spec.domain_type not in ("qemu", "kvm", "test"):
         raise BadDomainXML(detail=f"domain type {spec.domain_type!r} must be qemu (TCG), kvm or test")
     targets = [d.target for d in spec.disks]
@@ -289,6 +298,7 @@ def _interface_element(devices: ET.Element, i: Interface) -> None:
 
 # -- parse --------------------------------------------------------------------
 
+
 def _root(xml: str) -> ET.Element:
     try:
         root = ET.fromstring(xml)
@@ -308,8 +318,9 @@ def _parse_source(disk_el: ET.Element) -> Source | None:
         host = src.find("host")
         tls = src.get("tls") == "yes"
         if host is not None and host.get("transport") == "unix":
-            return NbdSource(export=src.get("name", ""), host=None, port=None,
-                             socket=host.get("socket"), tls=tls)
+            return NbdSource(
+                export=src.get("name", ""), host=None, port=None, socket=host.get("socket"), tls=tls
+            )
         name = host.get("name") if host is not None else None
         port = host.get("port") if host is not None else None
         return NbdSource(export=src.get("name", ""), host=name, port=int(port) if port else 10809, tls=tls)
@@ -333,43 +344,65 @@ def parse_domain_xml(xml: str, *, strict: bool = True) -> DomainSpec:
     memory_mib = 256
     if mem is not None and mem.text:
         unit = (mem.get("unit") or "KiB").lower()
-        scale = {"b": 1 / 2**20, "bytes": 1 / 2**20, "k": 1 / 1024, "kib": 1 / 1024,
-                 "m": 1, "mib": 1, "g": 1024, "gib": 1024}.get(unit, 1 / 1024)
+        scale = {
+            "b": 1 / 2**20,
+            "bytes": 1 / 2**20,
+            "k": 1 / 1024,
+            "kib": 1 / 1024,
+            "m": 1,
+            "mib": 1,
+            "g": 1024,
+            "gib": 1024,
+        }.get(unit, 1 / 1024)
         memory_mib = int(int(mem.text) * scale)
     boot = None
     os_el = root.find("os")
     if os_el is not None and os_el.findtext("kernel"):
-        boot = DirectBoot(kernel=os_el.findtext("kernel") or "", initrd=os_el.findtext("initrd"),
-                          cmdline=os_el.findtext("cmdline") or "")
+        boot = DirectBoot(
+            kernel=os_el.findtext("kernel") or "",
+            initrd=os_el.findtext("initrd"),
+            cmdline=os_el.findtext("cmdline") or "",
+        )
     type_el = os_el.find("type") if os_el is not None else None
     disks: list[Disk] = []
     interfaces: list[Interface] = []
     serial_log = None
     devices = root.find("devices")
-    for d in (devices.findall("disk") if devices is not None else []):
+    for d in devices.findall("disk") if devices is not None else []:
         tgt = d.find("target")
         src = _parse_source(d)
         if src is None:
             if strict:
-                raise BadDomainXML(detail=f"disk {tgt.get('dev') if tgt is not None else '?'} of domain "
-                                          f"{name} has a source Coppice does not model (type={d.get('type')})")
+                raise BadDomainXML(
+                    detail=f"disk {tgt.get('dev') if tgt is not None else '?'} of domain "
+                    f"{name} has a source Coppice does not model (type={d.get('type')})"
+                )
             continue
         drv = d.find("driver")
-        disks.append(Disk(target=tgt.get("dev", "") if tgt is not None else "", source=src,
-                          device=d.get("device", "disk"),
-                          bus=tgt.get("bus", "virtio") if tgt is not None else "virtio",
-                          readonly=d.find("readonly") is not None,
-                          format=(drv.get("type") if drv is not None else None) or "raw",
-                          serial=d.findtext("serial")))
-    for i in (devices.findall("interface") if devices is not None else []):
+        disks.append(
+            Disk(
+                target=tgt.get("dev", "") if tgt is not None else "",
+                source=src,
+                device=d.get("device", "disk"),
+                bus=tgt.get("bus", "virtio") if tgt is not None else "virtio",
+                readonly=d.find("readonly") is not None,
+                format=(drv.get("type") if drv is not None else None) or "raw",
+                serial=d.findtext("serial"),
+            )
+        )
+    for i in devices.findall("interface") if devices is not None else []:
         mac = i.find("mac")
         src = i.find("source")
         model = i.find("model")
-        interfaces.append(Interface(mac=mac.get("address", "") if mac is not None else "",
-                                    type=i.get("type", "user"),
-                                    source=(src.get("network") or src.get("bridge")) if src is not None else None,
-                                    model=model.get("type", "virtio") if model is not None else "virtio"))
-    for s in (devices.findall("serial") if devices is not None else []):
+        interfaces.append(
+            Interface(
+                mac=mac.get("address", "") if mac is not None else "",
+                type=i.get("type", "user"),
+                source=(src.get("network") or src.get("bridge")) if src is not None else None,
+                model=model.get("type", "virtio") if model is not None else "virtio",
+            )
+        )
+    for s in devices.findall("serial") if devices is not None else []:
         src = s.find("source")
         if s.get("type") == "file" and src is not None:
             serial_log = src.get("path")
@@ -380,26 +413,41 @@ def parse_domain_xml(xml: str, *, strict: bool = True) -> DomainSpec:
         for child in vm:
             md[child.tag.split("}", 1)[1]] = child.text or ""
     return DomainSpec(
-        name=name, uuid=root.findtext("uuid") or "", memory_mib=memory_mib,
-        vcpus=int(root.findtext("vcpu") or 1), domain_type=root.get("type", "qemu"),
-        boot=boot, disks=disks, interfaces=interfaces, serial_log=serial_log,
+        name=name,
+        uuid=root.findtext("uuid") or "",
+        memory_mib=memory_mib,
+        vcpus=int(root.findtext("vcpu") or 1),
+        domain_type=root.get("type", "qemu"),
+        boot=boot,
+        disks=disks,
+        interfaces=interfaces,
+        serial_log=serial_log,
         on_poweroff=root.findtext("on_poweroff") or "destroy",
         on_reboot=root.findtext("on_reboot") or "restart",
         on_crash=root.findtext("on_crash") or "destroy",
         machine=(type_el.get("machine") if type_el is not None else None) or "pc",
-        metadata=md)
+        metadata=md,
+    )
 
 
 # -- rewrite ------------------------------------------------------------------
 
-DiskMap = Union[Mapping[str, Source], Callable[[Disk], "Source | None"]]
+DiskMap = Mapping[str, Source] | Callable[[Disk], "Source | None"]
 
 
-def rewrite_domain_xml(xml: str, *, name: str | None = None, uuid: str | None = None,
-                       macs: str | Sequence[str] = "keep", disks: DiskMap | None = None,
-                       serial_log: str | None = None, cmdline: str | None = None,
-                       kernel: str | None = None, initrd: str | None = None,
-                       metadata: Mapping[str, str] | None = None) -> str:
+def rewrite_domain_xml(
+    xml: str,
+    *,
+    name: str | None = None,
+    uuid: str | None = None,
+    macs: str | Sequence[str] = "keep",
+    disks: DiskMap | None = None,
+    serial_log: str | None = None,
+    cmdline: str | None = None,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
     """xml with only the named parts changed.
 
     uuid: a UUID, or "new". macs: "keep", "new" (a fresh random MAC per
@@ -435,7 +483,7 @@ def rewrite_domain_xml(xml: str, *, name: str | None = None, uuid: str | None = 
             new = [_check_mac(m) for m in macs]
             if len(new) != len(ifaces):
                 raise BadDomainXML(detail=f"{len(new)} MACs given for {len(ifaces)} interfaces")
-        for i, mac in zip(ifaces, new):
+        for i, mac in zip(ifaces, new, strict=False):
             m = i.find("mac")
             if m is None:
                 m = ET.Element("mac")
@@ -490,11 +538,15 @@ def _repoint_disks(devices: ET.Element, disks: DiskMap) -> None:
                 continue
             t = el.find("target")
             drv = el.find("driver")
-            old = Disk(target=tgt, source=src, device=el.get("device", "disk"),
-                       bus=t.get("bus", "virtio") if t is not None else "virtio",
-                       readonly=el.find("readonly") is not None,
-                       format=(drv.get("type") if drv is not None else None) or "raw",
-                       serial=el.findtext("serial"))
+            old = Disk(
+                target=tgt,
+                source=src,
+                device=el.get("device", "disk"),
+                bus=t.get("bus", "virtio") if t is not None else "virtio",
+                readonly=el.find("readonly") is not None,
+                format=(drv.get("type") if drv is not None else None) or "raw",
+                serial=el.findtext("serial"),
+            )
             new = disks(old)
             if new is not None:
                 _check_disk(dataclasses.replace(old, source=new))
@@ -502,14 +554,23 @@ def _repoint_disks(devices: ET.Element, disks: DiskMap) -> None:
         return
     unknown = set(disks) - set(by_target)
     if unknown:
-        raise BadDomainXML(detail=f"no disk with target {', '.join(sorted(unknown))}; the definition "
-                                  f"has {', '.join(sorted(by_target)) or 'no disks'}")
+        raise BadDomainXML(
+            detail=f"no disk with target {', '.join(sorted(unknown))}; the definition "
+            f"has {', '.join(sorted(by_target)) or 'no disks'}"
+        )
     for tgt, src in disks.items():
         _source_element(by_target[tgt], src)
 
 
-def clone_domain_xml(xml: str, *, name: str, disks: DiskMap | None = None,
-                     serial_log: str | None = None, metadata: Mapping[str, str] | None = None) -> str:
+def clone_domain_xml(
+    xml: str,
+    *,
+    name: str,
+    disks: DiskMap | None = None,
+    serial_log: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
     """A definition for a clone: new name, new UUID, a new MAC per interface, disks repointed."""
-    return rewrite_domain_xml(xml, name=name, uuid="new", macs="new", disks=disks,
-                              serial_log=serial_log, metadata=metadata)
+    return rewrite_domain_xml(
+        xml, name=name, uuid="new", macs="new", disks=disks, serial_log=serial_log, metadata=metadata
+    )

@@ -35,8 +35,19 @@ from . import datastore as ds
 from . import registry
 from . import template as tpl
 from .domain_xml import Disk, DomainSpec, Interface, random_mac, render_domain_xml
-from .provisioner import (DEFAULT_IGROUP, TEST_URI, Target, check_vm_name, destroy_volume, domain_xml_for,
-                          ensure_igroup, map_all, new_instance_id, unique_mac, write_seed)
+from .provisioner import (
+    DEFAULT_IGROUP,
+    TEST_URI,
+    Target,
+    check_vm_name,
+    destroy_volume,
+    domain_xml_for,
+    ensure_igroup,
+    map_all,
+    new_instance_id,
+    unique_mac,
+    write_seed,
+)
 from .provisioning_errors import BadNamePattern, DatastoreIsCopy, VMExists
 from .revert import Revert
 from .seed import build_seed_iso
@@ -50,8 +61,9 @@ def set_policy(filer, uri: str, policy: str) -> None:
     registry.put(filer, registry.POLICY, uri, ds.check_policy(policy))
 
 
-def create_vm(filer, volume: str, name: str, disk_size="64m", memory_mib: int = 128,
-              target: Target | None = None) -> dict:
+def create_vm(
+    filer, volume: str, name: str, disk_size="64m", memory_mib: int = 128, target: Target | None = None
+) -> dict:
     """A new VM folder (record, definition, empty disk LUN) on datastore ``volume``."""
     check_vm_name(name)
     target = target or Target.parse(None)
@@ -60,39 +72,80 @@ def create_vm(filer, volume: str, name: str, disk_size="64m", memory_mib: int = 
     lun = ds.disk_lun(slot)
     with filer.transaction():
         filer.lun_create(f"/vol/{volume}/{lun}", disk_size)
-        spec = DomainSpec(name=name, memory_mib=memory_mib,
-                          disks=[Disk(target="vda", source=target.source(f"/vol/{volume}/{lun}"))],
-                          interfaces=[Interface(mac=random_mac())])
-        rec = {"name": name, "uuid": spec.uuid, "mac": spec.interfaces[0].mac, "instance_id": new_instance_id(),
-               "hostname": name.replace("_", "-").lower(), "template": None, "base_snapshot": None,
-               "memory_mib": memory_mib, "vcpus": 1, "disks": [{"lun": lun, "target": "vda"}], "seed": None,
-               "cmdline": None, "created": time.time()}
+        spec = DomainSpec(
+            name=name,
+            memory_mib=memory_mib,
+            disks=[Disk(target="vda", source=target.source(f"/vol/{volume}/{lun}"))],
+            interfaces=[Interface(mac=random_mac())],
+        )
+        rec = {
+            "name": name,
+            "uuid": spec.uuid,
+            "mac": spec.interfaces[0].mac,
+            "instance_id": new_instance_id(),
+            "hostname": name.replace("_", "-").lower(),
+            "template": None,
+            "base_snapshot": None,
+            "memory_mib": memory_mib,
+            "vcpus": 1,
+            "disks": [{"lun": lun, "target": "vda"}],
+            "seed": None,
+            "cmdline": None,
+            "created": time.time(),
+        }
         ds.write_vm(filer, volume, slot, rec, render_domain_xml(spec))
         ds.stamp(filer, volume)
     return dict(rec, slot=slot)
 
 
 def _index(filer, name, volume, slot, rec, uri, igroup, ids, target, state_dir):
-    registry.put(filer, registry.VM, name, {
-        "name": name, "volume": volume, "slot": slot, "template": rec.get("template"),
-        "base_snapshot": rec.get("base_snapshot"), "uri": uri, "uuid": rec["uuid"], "mac": rec["mac"],
-        "instance_id": rec.get("instance_id"), "hostname": rec.get("hostname"), "custspec": rec.get("custspec"),
-        "address": rec.get("address"), "igroup": igroup, "luns": list(ids), "lun_ids": ids,
-        "target": target.to_dict(), "serial_log": f"{state_dir}/serial/{name}.log", "created": time.time()})
+    registry.put(
+        filer,
+        registry.VM,
+        name,
+        {
+            "name": name,
+            "volume": volume,
+            "slot": slot,
+            "template": rec.get("template"),
+            "base_snapshot": rec.get("base_snapshot"),
+            "uri": uri,
+            "uuid": rec["uuid"],
+            "mac": rec["mac"],
+            "instance_id": rec.get("instance_id"),
+            "hostname": rec.get("hostname"),
+            "custspec": rec.get("custspec"),
+            "address": rec.get("address"),
+            "igroup": igroup,
+            "luns": list(ids),
+            "lun_ids": ids,
+            "target": target.to_dict(),
+            "serial_log": f"{state_dir}/serial/{name}.log",
+            "created": time.time(),
+        },
+    )
 
 
 def _luns(rec: dict) -> list[str]:
     return [d["lun"] for d in rec["disks"]] + ([rec["seed"]] if rec.get("seed") else [])
 
 
-def register_datastore(filer, volume: str, uri: str = TEST_URI, igroup: str = DEFAULT_IGROUP,
-                       target: Target | None = None, hv=None, state_dir: str | None = None) -> list[dict]:
+def register_datastore(
+    filer,
+    volume: str,
+    uri: str = TEST_URI,
+    igroup: str = DEFAULT_IGROUP,
+    target: Target | None = None,
+    hv=None,
+    state_dir: str | None = None,
+) -> list[dict]:
     """Register every VM of an attached datastore as it is (same names and identities)."""
     target = target or Target.parse(None)
     state_dir = state_dir or tpl.default_state_dir(filer)
     own_hv = hv is None
     if hv is None:
         from .hypervisor import Hypervisor
+
         hv = Hypervisor.open(uri)
     out = []
     try:
@@ -111,7 +164,9 @@ def register_datastore(filer, volume: str, uri: str = TEST_URI, igroup: str = DE
             for v in vms:
                 slot = v.pop("slot")
                 ids = map_all(filer, volume, igroup, _luns(v))
-                xml = domain_xml_for(filer, volume, slot, v, target, state_dir, ds.read_domain(filer, volume, slot))
+                xml = domain_xml_for(
+                    filer, volume, slot, v, target, state_dir, ds.read_domain(filer, volume, slot)
+                )
                 hv.define(xml)
                 rv.add(lambda n=v["name"]: hv.remove(n))
                 _index(filer, v["name"], volume, slot, v, uri, igroup, ids, target, state_dir)
@@ -124,19 +179,32 @@ def register_datastore(filer, volume: str, uri: str = TEST_URI, igroup: str = DE
     return out
 
 
-def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True, uri: str = TEST_URI,
-                    igroup: str = DEFAULT_IGROUP, target: Target | None = None,
-                    name_pattern: str = "{vm}-{clone}", resignature: bool | None = None, start: bool = False,
-                    hv=None, state_dir: str | None = None) -> dict:
+def clone_datastore(
+    filer,
+    src: str,
+    snap: str,
+    new: str,
+    register: bool = True,
+    uri: str = TEST_URI,
+    igroup: str = DEFAULT_IGROUP,
+    target: Target | None = None,
+    name_pattern: str = "{vm}-{clone}",
+    resignature: bool | None = None,
+    start: bool = False,
+    hv=None,
+    state_dir: str | None = None,
+) -> dict:
     """See the module docstring; returns what was done."""
     target = target or Target.parse(None)
     state_dir = state_dir or tpl.default_state_dir(filer)
     t0 = time.monotonic()
     ds.descriptor(filer, src, snap)  # NotADatastore / SnapshotNotFound before anything
     from ..filer.names import check_volume
+
     check_volume(new)
     if filer.pool.has_volume(new):
         from ..filer.errors import VolumeExists
+
         raise VolumeExists(name=new)
     policy = get_policy(filer, uri)
     parent_vms = ds.vms(filer, src, snap)
@@ -152,6 +220,7 @@ def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True,
     own_hv = hv is None
     if register and hv is None:
         from .hypervisor import Hypervisor
+
         hv = Hypervisor.open(uri)
     try:
         if register:
@@ -172,8 +241,15 @@ def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True,
                 d = ds.descriptor(filer, new)
                 reason = ds.copy_reason(filer, new, d)
                 d = ds.resignature(filer, new)
-                attach = {"volume": new, "old_name": ds.descriptor(filer, src, snap)["name"], "copy": reason is not None,
-                          "reason": reason, "resignatured": True, "name": d["name"], "uuid": d["uuid"]}
+                attach = {
+                    "volume": new,
+                    "old_name": ds.descriptor(filer, src, snap)["name"],
+                    "copy": reason is not None,
+                    "reason": reason,
+                    "resignatured": True,
+                    "name": d["name"],
+                    "uuid": d["uuid"],
+                }
             else:
                 attach = ds.attach(filer, new, "auto")
             out["datastore"] = attach
@@ -181,21 +257,35 @@ def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True,
                 used_macs = {v.get("mac") for _, v in registry.items(filer, registry.VM)}
                 for v in ds.vms(filer, new):
                     slot = v.pop("slot")
-                    rec = dict(v, name=names[slot], uuid=str(_uuid.uuid4()), mac=unique_mac(used_macs),
-                               instance_id=new_instance_id(), created=time.time())
+                    rec = dict(
+                        v,
+                        name=names[slot],
+                        uuid=str(_uuid.uuid4()),
+                        mac=unique_mac(used_macs),
+                        instance_id=new_instance_id(),
+                        created=time.time(),
+                    )
                     if rec.get("seed"):
                         spec = cs.CustSpec.from_dict(rec.get("custspec_data") or {"name": "default"})
                         if rec.get("address"):  # the parent keeps its address; the copy leases its own
                             rec["address"] = cs.allocate_address(filer, spec, rec["name"])
                             rv.add(lambda s=spec.name, a=rec["address"]: cs.release_address(filer, s, a))
                         rec["hostname"] = cs.hostname_for(spec.hostname, rec["name"], rec.get("n") or 0)
-                        cfg = cs.render(spec, rec["name"], rec.get("n") or 0, rec["instance_id"], rec["mac"],
-                                        rec.get("address"))
+                        cfg = cs.render(
+                            spec,
+                            rec["name"],
+                            rec.get("n") or 0,
+                            rec["instance_id"],
+                            rec["mac"],
+                            rec.get("address"),
+                        )
                         write_seed(filer, f"/vol/{new}/{rec['seed']}", build_seed_iso(cfg), create=False)
                     else:
                         rec["hostname"] = rec["name"].replace("_", "-").lower()
                     ids = map_all(filer, new, igroup, _luns(rec))
-                    xml = domain_xml_for(filer, new, slot, rec, target, state_dir, ds.read_domain(filer, new, slot))
+                    xml = domain_xml_for(
+                        filer, new, slot, rec, target, state_dir, ds.read_domain(filer, new, slot)
+                    )
                     ds.write_vm(filer, new, slot, rec, xml)
                     hv.define(xml)
                     rv.add(lambda n=rec["name"]: hv.remove(n))
@@ -203,8 +293,16 @@ def clone_datastore(filer, src: str, snap: str, new: str, register: bool = True,
                     rv.add(lambda n=rec["name"]: registry.delete(filer, registry.VM, n))
                     if start:
                         hv.start(rec["name"])
-                    out["vms"].append({"name": rec["name"], "from": v["name"], "slot": slot, "uuid": rec["uuid"],
-                                       "mac": rec["mac"], "luns": ids})
+                    out["vms"].append(
+                        {
+                            "name": rec["name"],
+                            "from": v["name"],
+                            "slot": slot,
+                            "uuid": rec["uuid"],
+                            "mac": rec["mac"],
+                            "luns": ids,
+                        }
+                    )
             rv.success()
     finally:
         if own_hv and hv is not None:

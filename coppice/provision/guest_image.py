@@ -91,10 +91,19 @@ DISK_SIZE = 64 * 1024 * 1024
 # Load order matters: each module after its dependencies (checked against
 # the modules' own depends= at build time).
 MODULES = (
-    "virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
-    "virtio_pci", "virtio_blk",
-    "scsi_common", "scsi_mod", "virtio_scsi", "cdrom", "sr_mod",
-    "libata", "ata_piix",
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_blk",
+    "scsi_common",
+    "scsi_mod",
+    "virtio_scsi",
+    "cdrom",
+    "sr_mod",
+    "libata",
+    "ata_piix",
     "isofs",
 )
 
@@ -198,8 +207,9 @@ def _recipe_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def build_tiny_template(cache_dir: str | os.PathLike | None = None, *,
-                        kernel_deb: str | None = None) -> TinyTemplate:
+def build_tiny_template(
+    cache_dir: str | os.PathLike | None = None, *, kernel_deb: str | None = None
+) -> TinyTemplate:
     """Build (or reuse) the tiny template under cache_dir and return its files.
 
     kernel_deb: a linux-image-*-cloud-amd64 .deb to use instead of
@@ -225,11 +235,18 @@ def build_tiny_template(cache_dir: str | os.PathLike | None = None, *,
         if not disk.exists():
             _write_template_disk(disk, kver)
         machine_id = read_identity(disk).get("machine-id", "")
-        return TinyTemplate(kernel=str(kernel), initrd=str(initrd), disk_image=str(disk),
-                            cmdline=BASE_CMDLINE, kernel_version=kver, machine_id=machine_id)
+        return TinyTemplate(
+            kernel=str(kernel),
+            initrd=str(initrd),
+            disk_image=str(disk),
+            cmdline=BASE_CMDLINE,
+            kernel_version=kver,
+            machine_id=machine_id,
+        )
 
 
 # -- kernel -----------------------------------------------------------------
+
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
     try:
@@ -249,8 +266,9 @@ def _kernel_package() -> str:
         raise KernelPackageUnavailable(package=KERNEL_METAPACKAGE, detail=str(e)) from e
     m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\b", out)
     if not m:
-        raise KernelPackageUnavailable(package=KERNEL_METAPACKAGE,
-                                       detail="apt-cache shows no versioned linux-image dependency")
+        raise KernelPackageUnavailable(
+            package=KERNEL_METAPACKAGE, detail="apt-cache shows no versioned linux-image dependency"
+        )
     return m.group(1)
 
 
@@ -286,7 +304,7 @@ def _kernel_tree(cache: Path, kernel_deb: str | None) -> tuple[Path, str]:
     else:
         # Reuse any kernel already unpacked rather than asking apt again.
         for done in sorted(cache.glob("kernel-*/.complete")):
-            kver = done.parent.name[len("kernel-"):]
+            kver = done.parent.name[len("kernel-") :]
             return done.parent, kver
         deb = _apt_download(_kernel_package(), debs)
     pkg = _deb_field(deb, "Package")
@@ -323,11 +341,12 @@ def _busybox(cache: Path) -> Path:
 def _is_static_elf(path: Path) -> bool:
     # A dynamically linked ELF carries a PT_INTERP program header (type 3).
     import struct
+
     with open(path, "rb") as f:
         hdr = f.read(64)
         if hdr[:4] != b"\x7fELF" or hdr[4] != 2:
             return False
-        phoff, = struct.unpack_from("<Q", hdr, 32)
+        (phoff,) = struct.unpack_from("<Q", hdr, 32)
         phentsize, phnum = struct.unpack_from("<HH", hdr, 54)
         f.seek(phoff)
         ph = f.read(phentsize * phnum)
@@ -335,6 +354,7 @@ def _is_static_elf(path: Path) -> bool:
 
 
 # -- modules and initramfs ---------------------------------------------------
+
 
 def _find_modules(moddir: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
@@ -382,8 +402,21 @@ class _Cpio:
 
     def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         nameb = name.encode() + b"\x00"
-        fields = [self.ino, mode, 0, 0, 2 if stat.S_ISDIR(mode) else 1, 0, len(data),
-                  0, 0, rdev[0], rdev[1], len(nameb), 0]
+        fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            2 if stat.S_ISDIR(mode) else 1,
+            0,
+            len(data),
+            0,
+            0,
+            rdev[0],
+            rdev[1],
+            len(nameb),
+            0,
+        ]
         self.ino += 1
         hdr = b"070701" + b"".join(b"%08X" % f for f in fields)
         self.buf.write(hdr + nameb)
@@ -412,8 +445,23 @@ def build_initramfs(moddir: Path, busybox: Path) -> bytes:
     """A gzip'd newc cpio: busybox, /init, the modules MODULES needs, /dev/console."""
     mods = resolve_modules(Path(moddir))
     a = _Cpio()
-    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc", "root", "mnt", "mnt/seed",
-              "lib", "lib/modules", "usr", "usr/bin", "usr/sbin"):
+    for d in (
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "etc",
+        "root",
+        "mnt",
+        "mnt/seed",
+        "lib",
+        "lib/modules",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+    ):
         a.dir(d)
     # Without /dev/console in the archive the kernel starts init with no stdio.
     a.chardev("dev/console", 5, 1)
@@ -428,13 +476,17 @@ def build_initramfs(moddir: Path, busybox: Path) -> bytes:
 
 # -- template disk -------------------------------------------------------------
 
+
 def template_header(kernel_version: str) -> bytes:
-    lines = TEMPLATE_MAGIC + (
-        f"kernel={kernel_version}\n"
-        f"identity-offset={IDENTITY_OFFSET}\n"
-        f"marker-offset={MARKER_OFFSET}\n"
-        f"disk-size={DISK_SIZE}\n"
-    ).encode()
+    lines = (
+        TEMPLATE_MAGIC
+        + (
+            f"kernel={kernel_version}\n"
+            f"identity-offset={IDENTITY_OFFSET}\n"
+            f"marker-offset={MARKER_OFFSET}\n"
+            f"disk-size={DISK_SIZE}\n"
+        ).encode()
+    )
     return lines.ljust(HEADER_SIZE, b"\x00")
 
 
@@ -478,6 +530,7 @@ def is_template_disk(disk: str | os.PathLike) -> bool:
 
 
 # -- helpers -----------------------------------------------------------------
+
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")

@@ -74,27 +74,30 @@ _UNDEFINE_FLAGS = (
 class DomainInfo:
     name: str
     uuid: str
-    state: str          # running, shutoff, paused, ... (see _STATES)
-    id: int | None      # the running domain's id, None when shut off
+    state: str  # running, shutoff, paused, ... (see _STATES)
+    id: int | None  # the running domain's id, None when shut off
     persistent: bool
 
 
 class Hypervisor:
     """One libvirt connection; every method takes a domain name."""
 
-    def __init__(self, conn: "libvirt.virConnect", uri: str) -> None:
+    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
         self._conn = conn
         self.uri = uri
 
     @classmethod
-    def open(cls, uri: str = SYSTEM_URI) -> "Hypervisor":
+    def open(cls, uri: str = SYSTEM_URI) -> Hypervisor:
         if uri.startswith("qemu:///embed"):
             _start_event_loop()  # the embedded driver runs its event loop in our process
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
-            hint = (" Start the daemon with coppice.provision.hypervisor.ensure_system_libvirtd() "
-                    "(as root)." if uri.startswith("qemu:///system") else "")
+            hint = (
+                " Start the daemon with coppice.provision.hypervisor.ensure_system_libvirtd() (as root)."
+                if uri.startswith("qemu:///system")
+                else ""
+            )
             raise LibvirtUnavailable(uri=uri, detail=f"{e.get_error_message()}.{hint}") from None
         return cls(conn, uri)
 
@@ -106,21 +109,21 @@ class Hypervisor:
                 pass
             self._conn = None
 
-    def __enter__(self) -> "Hypervisor":
+    def __enter__(self) -> Hypervisor:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # -- helpers ---------------------------------------------------------
-    def _err(self, e: "libvirt.libvirtError", name: str | None = None) -> Exception:
+    def _err(self, e: libvirt.libvirtError, name: str | None = None) -> Exception:
         code = e.get_error_code()
         if name is not None and code == libvirt.VIR_ERR_NO_DOMAIN:
             return DomainNotFound(name=name, uri=self.uri)
         what = f"domain {name}: " if name else ""
         return HypervisorError(uri=self.uri, detail=what + (e.get_error_message() or str(e)))
 
-    def _dom(self, name: str) -> "libvirt.virDomain":
+    def _dom(self, name: str) -> libvirt.virDomain:
         try:
             return self._conn.lookupByName(name)
         except libvirt.libvirtError as e:
@@ -141,8 +144,13 @@ class Hypervisor:
         try:
             st = d.state()[0]
             did = d.ID()
-            return DomainInfo(name=d.name(), uuid=d.UUIDString(), state=_STATES.get(st, str(st)),
-                              id=did if did >= 0 else None, persistent=bool(d.isPersistent()))
+            return DomainInfo(
+                name=d.name(),
+                uuid=d.UUIDString(),
+                state=_STATES.get(st, str(st)),
+                id=did if did >= 0 else None,
+                persistent=bool(d.isPersistent()),
+            )
         except libvirt.libvirtError as e:
             raise self._err(e, name) from None
 
@@ -181,12 +189,16 @@ class Hypervisor:
                 raise DomainExists(name=name, uri=self.uri)
             # libvirt redefines a name only under its existing UUID.
             from .domain_xml import rewrite_domain_xml
+
             xml = rewrite_domain_xml(xml, uuid=self.lookup(name).uuid)
         try:
             return self._conn.defineXML(xml).name()
         except libvirt.libvirtError as e:
-            if e.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_DOM_EXIST) \
-                    and "already exists" in (e.get_error_message() or "") and name:
+            if (
+                e.get_error_code() in (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_ERR_DOM_EXIST)
+                and "already exists" in (e.get_error_message() or "")
+                and name
+            ):
                 raise DomainExists(name=name, uri=self.uri) from None
             raise self._err(e, name) from None
 
@@ -219,8 +231,11 @@ class Hypervisor:
         try:
             d.undefineFlags(_UNDEFINE_FLAGS)
         except libvirt.libvirtError as e:
-            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT,
-                                          libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
+            if e.get_error_code() not in (
+                libvirt.VIR_ERR_INVALID_ARG,
+                libvirt.VIR_ERR_NO_SUPPORT,
+                libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+            ):
                 raise self._err(e, name) from None
             try:
                 d.undefine()
@@ -264,6 +279,7 @@ def _start_event_loop() -> None:
         if _event_loop_started:
             return
         import threading
+
         libvirt.virEventRegisterDefaultImpl()
 
         def run() -> None:
@@ -282,6 +298,7 @@ def connect(uri: str = SYSTEM_URI, *, start_daemon: bool = True) -> Hypervisor:
 
 
 # -- the system daemon, started by hand --------------------------------------
+
 
 def _pid_alive(pidfile: str) -> bool:
     try:
@@ -321,7 +338,7 @@ def _configure_qemu_conf(path: str, tls_cert_dir: str | None) -> bool:
                 inside = False
             continue
         # The same key set twice is ambiguous; ours win, theirs are commented out.
-        if re.match(r"\s*(%s)\s*=" % "|".join(managed), line):
+        if re.match(r"\s*({})\s*=".format("|".join(managed)), line):
             line = "# (coppice) " + line
         keep.append(line)
     if tls_cert_dir is None:
@@ -348,6 +365,7 @@ def _ensure_qemu_account() -> None:
     """
     import grp
     import pwd
+
     try:
         grp.getgrnam("libvirt-qemu")
     except KeyError:
@@ -355,8 +373,20 @@ def _ensure_qemu_account() -> None:
     try:
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
-        _run_root(["useradd", "--system", "--gid", "libvirt-qemu", "--no-create-home",
-                   "--home-dir", "/var/lib/libvirt", "--shell", "/usr/sbin/nologin", "libvirt-qemu"])
+        _run_root(
+            [
+                "useradd",
+                "--system",
+                "--gid",
+                "libvirt-qemu",
+                "--no-create-home",
+                "--home-dir",
+                "/var/lib/libvirt",
+                "--shell",
+                "/usr/sbin/nologin",
+                "libvirt-qemu",
+            ]
+        )
 
 
 def _run_root(cmd: list[str]) -> None:
@@ -365,24 +395,41 @@ def _run_root(cmd: list[str]) -> None:
     except OSError as e:
         raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"{cmd[0]}: {e}") from None
     if r.returncode not in (0, 9):  # 9: created meanwhile by a concurrent caller
-        raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"{' '.join(cmd)} exited {r.returncode}: "
-                                 f"{r.stderr.strip()}")
+        raise LibvirtUnavailable(
+            uri=SYSTEM_URI, detail=f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}"
+        )
 
 
 def _spawn_daemon(path: str) -> None:
     # The directories the libvirt-daemon-system package would have made.
-    for d in ("/var/log/libvirt", "/var/log/libvirt/qemu", "/var/lib/libvirt", "/var/cache/libvirt",
-              "/run/libvirt"):
+    for d in (
+        "/var/log/libvirt",
+        "/var/log/libvirt/qemu",
+        "/var/lib/libvirt",
+        "/var/cache/libvirt",
+        "/run/libvirt",
+    ):
         os.makedirs(d, exist_ok=True)
     if not os.access(path, os.X_OK):
-        raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"{path} is missing; install the Debian "
-                                 "packages libvirt-daemon and libvirt-daemon-driver-qemu "
-                                 "(bash scripts/install.sh)")
-    r = subprocess.run([path, "--daemon"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True, timeout=30, start_new_session=True)
+        raise LibvirtUnavailable(
+            uri=SYSTEM_URI,
+            detail=f"{path} is missing; install the Debian "
+            "packages libvirt-daemon and libvirt-daemon-driver-qemu "
+            "(bash scripts/install.sh)",
+        )
+    r = subprocess.run(
+        [path, "--daemon"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+    )
     if r.returncode != 0:
-        raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"{path} --daemon exited {r.returncode}: "
-                                 f"{r.stderr.strip()[-400:]}")
+        raise LibvirtUnavailable(
+            uri=SYSTEM_URI, detail=f"{path} --daemon exited {r.returncode}: {r.stderr.strip()[-400:]}"
+        )
 
 
 def _stop_libvirtd(timeout: float = 15.0) -> None:
@@ -423,8 +470,9 @@ def _answers(uri: str) -> str | None:
             pass
 
 
-def ensure_system_libvirtd(*, tls_cert_dir: str | None = None, timeout: float = 90.0,
-                           qemu_conf: str = QEMU_CONF) -> None:
+def ensure_system_libvirtd(
+    *, tls_cert_dir: str | None = None, timeout: float = 90.0, qemu_conf: str = QEMU_CONF
+) -> None:
     """Make qemu:///system answer, starting virtlogd and libvirtd by hand if needed.
 
     tls_cert_dir: a directory with ca-cert.pem, client-cert.pem and
@@ -435,8 +483,11 @@ def ensure_system_libvirtd(*, tls_cert_dir: str | None = None, timeout: float = 
     if os.geteuid() != 0:
         if _answers(SYSTEM_URI) is None:
             return
-        raise LibvirtUnavailable(uri=SYSTEM_URI, detail="the system libvirt daemon is not running "
-                                 "and only root can start it; run as root, or use test:///default")
+        raise LibvirtUnavailable(
+            uri=SYSTEM_URI,
+            detail="the system libvirt daemon is not running "
+            "and only root can start it; run as root, or use test:///default",
+        )
     Path(_LOCK).parent.mkdir(parents=True, exist_ok=True)
     with open(_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -454,10 +505,14 @@ def ensure_system_libvirtd(*, tls_cert_dir: str | None = None, timeout: float = 
         reason = _answers(SYSTEM_URI)
         while reason is not None:
             if time.monotonic() > deadline:
-                raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"libvirtd did not answer within "
-                                         f"{timeout} s: {reason}")
+                raise LibvirtUnavailable(
+                    uri=SYSTEM_URI, detail=f"libvirtd did not answer within {timeout} s: {reason}"
+                )
             if not _pid_alive("/run/libvirtd.pid") and time.monotonic() > deadline - timeout + 5:
-                raise LibvirtUnavailable(uri=SYSTEM_URI, detail=f"libvirtd exited at start ({reason}); "
-                                         f"check {qemu_conf} and run `{LIBVIRTD} -v` to see why")
+                raise LibvirtUnavailable(
+                    uri=SYSTEM_URI,
+                    detail=f"libvirtd exited at start ({reason}); "
+                    f"check {qemu_conf} and run `{LIBVIRTD} -v` to see why",
+                )
             time.sleep(0.2)
             reason = _answers(SYSTEM_URI)

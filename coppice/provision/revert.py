@@ -34,7 +34,7 @@ class Revert:
                 log.warning("undo step failed: %s", e)
                 self.errors.append(e)
 
-    def __enter__(self) -> "Revert":
+    def __enter__(self) -> Revert:
         return self
 
     def __exit__(self, *exc) -> None:

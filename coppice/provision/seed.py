@@ -57,8 +57,8 @@ class SeedConfig:
 
     instance_id: str
     hostname: str
-    user_data: str | dict | None = None          # dict -> #cloud-config
-    network_config: str | dict | None = None     # None -> DHCP on every ethernet
+    user_data: str | dict | None = None  # dict -> #cloud-config
+    network_config: str | dict | None = None  # None -> DHCP on every ethernet
     extra_meta_data: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -67,9 +67,11 @@ def check_hostname(hostname: str) -> None:
         raise BadSeed(detail=f"hostname {hostname!r} must be 1 to 253 characters")
     for label in hostname.split("."):
         if not _HOST_LABEL.match(label):
-            raise BadSeed(detail=f"hostname {hostname!r} is not a valid host name: use letters, "
-                                 "digits and '-', labels of at most 63 characters separated by "
-                                 "'.', not starting or ending with '-'")
+            raise BadSeed(
+                detail=f"hostname {hostname!r} is not a valid host name: use letters, "
+                "digits and '-', labels of at most 63 characters separated by "
+                "'.', not starting or ending with '-'"
+            )
 
 
 def _yaml_scalar(v: Any) -> str:
@@ -81,9 +83,12 @@ def _yaml_scalar(v: Any) -> str:
         return repr(v)
     s = str(v)
     # Plain only when YAML cannot read it as anything but this string.
-    if re.fullmatch(r"[A-Za-z0-9_./][A-Za-z0-9_./ -]*", s) and not s.endswith(" ") and \
-            s.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "y", "n", "~") and \
-            not re.fullmatch(r"[-+]?[0-9._]+(e[-+]?[0-9]+)?", s, re.I):
+    if (
+        re.fullmatch(r"[A-Za-z0-9_./][A-Za-z0-9_./ -]*", s)
+        and not s.endswith(" ")
+        and s.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "y", "n", "~")
+        and not re.fullmatch(r"[-+]?[0-9._]+(e[-+]?[0-9]+)?", s, re.I)
+    ):
         return s
     return json.dumps(s)  # a JSON string is a valid YAML double-quoted scalar
 
@@ -109,9 +114,11 @@ def to_yaml(obj: Any, indent: int = 0) -> str:
         for v in obj:
             if isinstance(v, (dict, list)) and v:
                 inner = to_yaml(v, indent + 2)
-                out.append(f"{pad}- {inner[indent + 2:]}")
+                out.append(f"{pad}- {inner[indent + 2 :]}")
             else:
-                out.append(f"{pad}- {_yaml_scalar(v) if not isinstance(v, (dict, list)) else ('{}' if isinstance(v, dict) else '[]')}\n")
+                out.append(
+                    f"{pad}- {_yaml_scalar(v) if not isinstance(v, (dict, list)) else ('{}' if isinstance(v, dict) else '[]')}\n"
+                )
     else:
         out.append(f"{pad}{_yaml_scalar(obj)}\n")
     return "".join(out)
@@ -161,12 +168,12 @@ def build_seed_iso(cfg: SeedConfig, path: str | os.PathLike | None = None) -> by
     """The seed as ISO 9660 bytes; also written to path (atomically) when given."""
     files = render_seed_files(cfg)
     iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, vol_ident=VOLUME_LABEL, sys_ident="LINUX",
-            joliet=3, rock_ridge="1.09")
+    iso.new(interchange_level=3, vol_ident=VOLUME_LABEL, sys_ident="LINUX", joliet=3, rock_ridge="1.09")
     for name, iso_path in _FILES:
         data = files[name]
-        iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=name,
-                   joliet_path="/" + name, file_mode=0o100444)
+        iso.add_fp(
+            io.BytesIO(data), len(data), iso_path, rr_name=name, joliet_path="/" + name, file_mode=0o100444
+        )
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()

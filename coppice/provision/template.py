@@ -55,12 +55,16 @@ def default_state_dir(filer) -> str:
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         from ..errors import InvalidArgument
-        raise InvalidArgument(detail=f"template name {name!r} is invalid: use letters, digits and '_', "
-                                     "starting with a letter, at most 51 characters")
+
+        raise InvalidArgument(
+            detail=f"template name {name!r} is invalid: use letters, digits and '_', "
+            "starting with a letter, at most 51 characters"
+        )
     return name
 
 
 # ---- image reading ------------------------------------------------------------------------
+
 
 def image_info(path: str) -> dict:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -70,8 +74,10 @@ def image_info(path: str) -> dict:
         raise BadImage(path=path, detail=f"qemu-img cannot read it: {r.stderr.strip()}")
     info = json.loads(r.stdout)
     if info.get("backing-filename"):
-        raise BadImage(path=path, detail="it has a backing file; flatten it first "
-                                         "(`qemu-img convert -O qcow2 IMAGE FLAT`)")
+        raise BadImage(
+            path=path,
+            detail="it has a backing file; flatten it first (`qemu-img convert -O qcow2 IMAGE FLAT`)",
+        )
     return info
 
 
@@ -112,25 +118,37 @@ def copy_into_lun(filer, lun_path: str, raw_path: str, size: int) -> int:
 
 # ---- generalization ------------------------------------------------------------------------
 
+
 def generalize(filer, lun_path: str) -> dict:
     """Clear what makes the golden VM one machine, as far as the layout is known."""
     from . import guest_image as gi
+
     dev = filer.open_lun(lun_path)
     try:
         head = bytes(dev.pread(0, len(gi.TEMPLATE_MAGIC)))
         if head == gi.TEMPLATE_MAGIC:
-            region = bytes(dev.pread(gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE)).rstrip(b"\0").decode(errors="replace")
+            region = (
+                bytes(dev.pread(gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE)).rstrip(b"\0").decode(errors="replace")
+            )
             keys = [ln.split("=", 1)[0] for ln in region.splitlines() if "=" in ln]
             dev.pwrite(gi.IDENTITY_OFFSET, gi.identity_region(None))
             dev.flush()
-            return {"method": "coppice-tiny", "cleared": keys or [], "region": [gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE]}
+            return {
+                "method": "coppice-tiny",
+                "cleared": keys or [],
+                "region": [gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE],
+            }
     finally:
         dev.close()
-    return {"method": "none", "cleared": [],
-            "why": "unknown disk layout: give every guest its identity through the customization spec"}
+    return {
+        "method": "none",
+        "cleared": [],
+        "why": "unknown disk layout: give every guest its identity through the customization spec",
+    }
 
 
 # ---- boot files ----------------------------------------------------------------------------
+
 
 def boot_paths(filer, volume: str, slot: str, record: dict, state_dir: str) -> tuple[str | None, str | None]:
     """Host paths of the VM's kernel and initrd (materialized once per content hash)."""
@@ -154,9 +172,21 @@ def boot_paths(filer, volume: str, slot: str, record: dict, state_dir: str) -> t
 
 # ---- import --------------------------------------------------------------------------------
 
-def import_image(filer, name: str, image: str, *, memory_mib: int = 256, vcpus: int = 1,
-                 os_type: str = "linux", kernel: str | None = None, initrd: str | None = None,
-                 cmdline: str | None = None, state_dir: str | None = None, progress=None) -> dict:
+
+def import_image(
+    filer,
+    name: str,
+    image: str,
+    *,
+    memory_mib: int = 256,
+    vcpus: int = 1,
+    os_type: str = "linux",
+    kernel: str | None = None,
+    initrd: str | None = None,
+    cmdline: str | None = None,
+    state_dir: str | None = None,
+    progress=None,
+) -> dict:
     """See the module docstring; returns ``show(name)``."""
     check_name(name)
     if registry.get(filer, registry.TEMPLATE, name) is not None:
@@ -183,30 +213,48 @@ def import_image(filer, name: str, image: str, *, memory_mib: int = 256, vcpus: 
         ds.create(filer, volume, name=f"template-{name}", size=max(1 << 30, 4 * vsize))
         revert.add(lambda: (filer.vol_destroy(volume, force=True), ds.forget(filer, volume)))
         lun = f"/vol/{volume}/{ds.disk_lun(SLOT)}"
-        filer.lun_create(lun, vsize, ostype="linux" if os_type == "linux" else "image",
-                         comment=f"template {name}")
+        filer.lun_create(
+            lun, vsize, ostype="linux" if os_type == "linux" else "image", comment=f"template {name}"
+        )
         step(f"reading {info.get('format')} image")
         with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
             raw = image
             if info.get("format") != "raw":
                 raw = os.path.join(tmp, "disk.raw")
-                r = subprocess.run(["qemu-img", "convert", "-O", "raw", image, raw], capture_output=True, text=True)
+                r = subprocess.run(
+                    ["qemu-img", "convert", "-O", "raw", image, raw], capture_output=True, text=True
+                )
                 if r.returncode != 0:
                     raise BadImage(path=image, detail=f"qemu-img convert failed: {r.stderr.strip()}")
             written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
-        record = {"name": name, "uuid": None, "mac": None, "template": name, "base_snapshot": BASE_SNAPSHOT,
-                  "memory_mib": memory_mib, "vcpus": vcpus, "os_type": os_type,
-                  "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}], "seed": None,
-                  "cmdline": cmdline or ("console=ttyS0" if boot else None), "created": time.time()}
+        record = {
+            "name": name,
+            "uuid": None,
+            "mac": None,
+            "template": name,
+            "base_snapshot": BASE_SNAPSHOT,
+            "memory_mib": memory_mib,
+            "vcpus": vcpus,
+            "os_type": os_type,
+            "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}],
+            "seed": None,
+            "cmdline": cmdline or ("console=ttyS0" if boot else None),
+            "created": time.time(),
+        }
         with filer.transaction():
             for kind, data in boot.items():
                 filer.file_write(volume, f"{SLOT}.{kind}", data)
                 record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
         kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
-        spec = DomainSpec(name=f"template-{name}", memory_mib=memory_mib, vcpus=vcpus,
-                          boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
-                          disks=[Disk(target="vda", source=NbdSource(export=lun))],
-                          interfaces=[Interface(mac=random_mac())], metadata={"template": name})
+        spec = DomainSpec(
+            name=f"template-{name}",
+            memory_mib=memory_mib,
+            vcpus=vcpus,
+            boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
+            disks=[Disk(target="vda", source=NbdSource(export=lun))],
+            interfaces=[Interface(mac=random_mac())],
+            metadata={"template": name},
+        )
         record["uuid"] = spec.uuid
         record["mac"] = spec.interfaces[0].mac
         ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
@@ -215,11 +263,23 @@ def import_image(filer, name: str, image: str, *, memory_mib: int = 256, vcpus: 
         filer.snap_create(volume, IMPORTED_SNAPSHOT)
         gen = generalize(filer, lun)
         filer.snap_create(volume, BASE_SNAPSHOT)
-        rec = {"name": name, "volume": volume, "slot": SLOT, "base_snapshot": BASE_SNAPSHOT,
-               "image": os.path.abspath(image), "format": info.get("format"), "virtual_size": vsize,
-               "imported_bytes": written, "generalized": gen, "memory_mib": memory_mib, "vcpus": vcpus,
-               "os_type": os_type, "boot": bool(boot), "created": time.time(),
-               "import_seconds": round(time.monotonic() - t0, 3)}
+        rec = {
+            "name": name,
+            "volume": volume,
+            "slot": SLOT,
+            "base_snapshot": BASE_SNAPSHOT,
+            "image": os.path.abspath(image),
+            "format": info.get("format"),
+            "virtual_size": vsize,
+            "imported_bytes": written,
+            "generalized": gen,
+            "memory_mib": memory_mib,
+            "vcpus": vcpus,
+            "os_type": os_type,
+            "boot": bool(boot),
+            "created": time.time(),
+            "import_seconds": round(time.monotonic() - t0, 3),
+        }
         registry.put(filer, registry.TEMPLATE, name, rec)
         revert.add(lambda: registry.delete(filer, registry.TEMPLATE, name))
         revert.success()
@@ -257,10 +317,14 @@ def delete(filer, name: str) -> None:
     if rec is None:
         raise TemplateNotFound(name=name)
     vms = dependents(filer, name)
-    clones = [c for c in filer.vol_info(rec["volume"])["clones"]] if filer.pool.has_volume(rec["volume"]) else []
+    clones = (
+        [c for c in filer.vol_info(rec["volume"])["clones"]] if filer.pool.has_volume(rec["volume"]) else []
+    )
     if vms or clones:
         names = vms or clones
-        raise TemplateBusy(name=name, count=len(names), vms=", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+        raise TemplateBusy(
+            name=name, count=len(names), vms=", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        )
     with filer.transaction():
         if filer.pool.has_volume(rec["volume"]):
             filer.vol_destroy(rec["volume"], force=True)

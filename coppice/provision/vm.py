@@ -45,6 +45,7 @@ def _state(hvs: dict, rec: dict) -> str:
     try:
         if uri not in hvs:
             from .hypervisor import Hypervisor
+
             hvs[uri] = Hypervisor.open(uri)
         hv = hvs[uri]
         return hv.state(rec["name"]) if hv.exists(rec["name"]) else "undefined"
@@ -58,16 +59,27 @@ def _close(hvs: dict) -> None:
 
 
 def _row(rec: dict, state: str) -> dict:
-    return {"name": rec["name"], "state": state, "template": rec.get("template"),
-            "base_snapshot": rec.get("base_snapshot"), "clone": rec.get("volume"), "uri": rec.get("uri"),
-            "hostname": rec.get("hostname"), "address": rec.get("address"), "mac": rec.get("mac"),
-            "uuid": rec.get("uuid")}
+    return {
+        "name": rec["name"],
+        "state": state,
+        "template": rec.get("template"),
+        "base_snapshot": rec.get("base_snapshot"),
+        "clone": rec.get("volume"),
+        "uri": rec.get("uri"),
+        "hostname": rec.get("hostname"),
+        "address": rec.get("address"),
+        "mac": rec.get("mac"),
+        "uuid": rec.get("uuid"),
+    }
 
 
 def list_(filer, hypervisors: dict | None = None, with_state: bool = True) -> list[dict]:
     hvs = hypervisors if hypervisors is not None else {}
     try:
-        return [_row(rec, _state(hvs, rec) if with_state else "-") for _, rec in registry.items(filer, registry.VM)]
+        return [
+            _row(rec, _state(hvs, rec) if with_state else "-")
+            for _, rec in registry.items(filer, registry.VM)
+        ]
     finally:
         if hypervisors is None:
             _close(hvs)
@@ -87,12 +99,21 @@ def show(filer, name: str, hypervisors: dict | None = None) -> dict:
         if hypervisors is None:
             _close(hvs)
     vi = filer.vol_info(rec["volume"]) if filer.pool.has_volume(rec["volume"]) else None
-    out.update({"slot": rec.get("slot"), "instance_id": rec.get("instance_id"), "custspec": rec.get("custspec"),
-                "igroup": rec.get("igroup"), "luns": rec.get("lun_ids"), "serial_log": rec.get("serial_log"),
-                "target": rec.get("target"), "created": rec.get("created"),
-                "own_bytes": max(0, vi["used"] - vi["shared"]) if vi else None,
-                "shared_bytes": vi["shared"] if vi else None,
-                "datastore": ds.descriptor(filer, rec["volume"])["name"] if vi else None})
+    out.update(
+        {
+            "slot": rec.get("slot"),
+            "instance_id": rec.get("instance_id"),
+            "custspec": rec.get("custspec"),
+            "igroup": rec.get("igroup"),
+            "luns": rec.get("lun_ids"),
+            "serial_log": rec.get("serial_log"),
+            "target": rec.get("target"),
+            "created": rec.get("created"),
+            "own_bytes": max(0, vi["used"] - vi["shared"]) if vi else None,
+            "shared_bytes": vi["shared"] if vi else None,
+            "datastore": ds.descriptor(filer, rec["volume"])["name"] if vi else None,
+        }
+    )
     return out
 
 
@@ -100,11 +121,16 @@ def _hv(uri: str, factory=None):
     if factory is not None:
         return factory(uri)
     from .hypervisor import Hypervisor
+
     return Hypervisor.open(uri)
 
 
 def _others_on_volume(filer, rec: dict) -> list[str]:
-    return [k for k, v in registry.items(filer, registry.VM) if v.get("volume") == rec["volume"] and k != rec["name"]]
+    return [
+        k
+        for k, v in registry.items(filer, registry.VM)
+        if v.get("volume") == rec["volume"] and k != rec["name"]
+    ]
 
 
 def destroy(filer, name: str, force: bool = False, hypervisor_factory=None) -> dict:
@@ -141,8 +167,9 @@ def destroy(filer, name: str, force: bool = False, hypervisor_factory=None) -> d
     return {"name": name, "destroyed": True, "volume": vol}
 
 
-def _reclone(filer, name: str, snapshot: str | None, force: bool, state_dir: str | None,
-             hypervisor_factory=None) -> dict:
+def _reclone(
+    filer, name: str, snapshot: str | None, force: bool, state_dir: str | None, hypervisor_factory=None
+) -> dict:
     rec = get(filer, name)
     trec = tpl.get(filer, rec["template"])
     snap = snapshot or rec["base_snapshot"]
@@ -150,8 +177,11 @@ def _reclone(filer, name: str, snapshot: str | None, force: bool, state_dir: str
     vol, slot = rec["volume"], rec["slot"]
     if _others_on_volume(filer, rec):
         from ..errors import InvalidArgument
-        raise InvalidArgument(detail=f"VM {name} shares datastore {vol} with other VMs; refresh and recompose "
-                                     "work on VMs with a clone of their own (made by `vm provision`)")
+
+        raise InvalidArgument(
+            detail=f"VM {name} shares datastore {vol} with other VMs; refresh and recompose "
+            "work on VMs with a clone of their own (made by `vm provision`)"
+        )
     hv = _hv(rec["uri"], hypervisor_factory)
     try:
         running = hv.exists(name) and hv.state(name) not in ("shutoff", "crashed")
@@ -170,9 +200,25 @@ def _reclone(filer, name: str, snapshot: str | None, force: bool, state_dir: str
         try:
             new_base = ds.vms(filer, tmp, None)
             base = next((v for v in new_base if v["slot"] == slot), new_base[0])
-            record = dict(base, **{k: old[k] for k in ("name", "uuid", "mac", "instance_id", "hostname", "seed",
-                                                       "custspec", "custspec_data", "address", "n")
-                                   if k in old})
+            record = dict(
+                base,
+                **{
+                    k: old[k]
+                    for k in (
+                        "name",
+                        "uuid",
+                        "mac",
+                        "instance_id",
+                        "hostname",
+                        "seed",
+                        "custspec",
+                        "custspec_data",
+                        "address",
+                        "n",
+                    )
+                    if k in old
+                },
+            )
             record.pop("slot", None)
             record["template"], record["base_snapshot"] = trec["name"], snap
             if seed is not None:
@@ -207,23 +253,35 @@ def _reclone(filer, name: str, snapshot: str | None, force: bool, state_dir: str
     return show(filer, name)
 
 
-def refresh(filer, name: str, force: bool = False, state_dir: str | None = None, hypervisor_factory=None) -> dict:
+def refresh(
+    filer, name: str, force: bool = False, state_dir: str | None = None, hypervisor_factory=None
+) -> dict:
     return _reclone(filer, name, None, force, state_dir, hypervisor_factory)
 
 
-def recompose(filer, name: str, snapshot: str, force: bool = False, state_dir: str | None = None,
-              hypervisor_factory=None) -> dict:
+def recompose(
+    filer,
+    name: str,
+    snapshot: str,
+    force: bool = False,
+    state_dir: str | None = None,
+    hypervisor_factory=None,
+) -> dict:
     return _reclone(filer, name, snapshot, force, state_dir, hypervisor_factory)
 
 
 def seed_files(filer, name: str) -> dict:
     """The VM's seed as the guest reads it (meta-data, user-data, ...)."""
     from .seed import read_seed_iso
+
     rec = get(filer, name)
     vm = ds.read_vm(filer, rec["volume"], rec["slot"])
     dev = filer.open_lun(f"/vol/{rec['volume']}/{vm['seed']}")
     try:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in read_seed_iso(bytes(dev.pread(0, dev.size))).items()}
+        return {
+            k: (v.decode() if isinstance(v, bytes) else v)
+            for k, v in read_seed_iso(bytes(dev.pread(0, dev.size))).items()
+        }
     finally:
         dev.close()
 

@@ -34,20 +34,34 @@ class Served:
         self.pool = pool
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("COPPICE_URL", None)
-        self.proc = subprocess.Popen(coppice_cmd("--pool", pool, "serve", "--api", "127.0.0.1:0",
-                                                 "--nbd", "127.0.0.1:0", *extra_args),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            coppice_cmd("--pool", pool, "serve", "--api", "127.0.0.1:0", "--nbd", "127.0.0.1:0", *extra_args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         line = self.proc.stdout.readline()
         if "ready" not in line:
             self.proc.kill()
             raise RuntimeError(f"daemon did not start: {line!r} {self.proc.stderr.read()}")
         m = re.search(r"api=(\S+) nbd=(\S+):(\d+) socket=(\S+) pid=(\d+)", line)
-        self.url, self.nbd_host, self.nbd_port, self.socket, self.pid = \
-            m.group(1), m.group(2), int(m.group(3)), m.group(4), int(m.group(5))
+        self.url, self.nbd_host, self.nbd_port, self.socket, self.pid = (
+            m.group(1),
+            m.group(2),
+            int(m.group(3)),
+            m.group(4),
+            int(m.group(5)),
+        )
         with open(os.path.join(pool, "api.token")) as f:
             self.token = f.read().strip()
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
-        self.unix = httpx.Client(base_url="http://coppice", transport=httpx.HTTPTransport(uds=self.socket), timeout=30)
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
+        self.unix = httpx.Client(
+            base_url="http://coppice", transport=httpx.HTTPTransport(uds=self.socket), timeout=30
+        )
 
     def stop(self, sig=signal.SIGTERM, timeout=30) -> int:
         self.http.close()
@@ -71,6 +85,7 @@ def pool_path():
     d = tempfile.mkdtemp(prefix="coppice-api-", dir=base)
     p = os.path.join(d, "pool")
     from coppice.filer import Filer
+
     Filer.create(p).close()
     yield p
     shutil.rmtree(d, ignore_errors=True)

@@ -43,6 +43,7 @@ def test_unix_socket_needs_no_token(served):
 def test_token_survives_restart(pool_path):
     # a restart reuses the token, so configured clients keep working
     from tests.api.conftest import Served
+
     a = Served(pool_path)
     tok = a.token
     assert a.stop() == 0
@@ -58,6 +59,7 @@ def test_second_opener_gets_an_error_naming_the_daemon(served):
     # opening the pool directly while the daemon owns it fails, naming pid, API and socket
     from coppice.engine.pool import PoolInUse
     from coppice.filer import Filer
+
     try:
         Filer.open(served.pool)
     except PoolInUse as e:

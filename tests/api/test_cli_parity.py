@@ -28,15 +28,27 @@ SCRIPT = [
 ]
 
 READS = [
-    ["vol", "show"], ["vol", "show", "--json"], ["lun", "show"], ["lun", "show", "-m"], ["lun", "show", "--json"],
-    ["igroup", "show"], ["snap", "list", "v1"], ["snap", "list", "v1", "--json"], ["vol", "clone", "show"],
-    ["df"], ["df", "-s"], ["pool", "info"], ["snap", "sched", "c1"], ["vol", "options", "v1"],
+    ["vol", "show"],
+    ["vol", "show", "--json"],
+    ["lun", "show"],
+    ["lun", "show", "-m"],
+    ["lun", "show", "--json"],
+    ["igroup", "show"],
+    ["snap", "list", "v1"],
+    ["snap", "list", "v1", "--json"],
+    ["vol", "clone", "show"],
+    ["df"],
+    ["df", "-s"],
+    ["pool", "info"],
+    ["snap", "sched", "c1"],
+    ["vol", "options", "v1"],
 ]
 
 
 def _serials(pool: str) -> set[str]:
     # LUN serials are random (ONTAP-style, letters and maybe digits): read the real ones
     from coppice.filer import Filer
+
     f = Filer.open(pool)
     try:
         return {lun["serial"] for lun in f.lun_show(snapshots=True) if lun.get("serial")}
@@ -54,14 +66,20 @@ def _norm(text: str, pool: str, serials: set[str] = frozenset()) -> str:
     text = re.sub(r'("created(_iso)?": )[^,\n]+', r"\1T", text)
     text = re.sub(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?", "T", text)
     text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", text)
-    text = re.sub(r"\b[A-Za-z0-9]{12}\b", lambda m: "S" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group()) else m.group(), text)
+    text = re.sub(
+        r"\b[A-Za-z0-9]{12}\b",
+        lambda m: "S" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group()) else m.group(),
+        text,
+    )
     return text
 
 
 def _run_all(pool, cmds):
     # In-process (typer's CliRunner): the same Typer app as the `coppice` command, 100x faster.
     from typer.testing import CliRunner
+
     from coppice.cli.main import app
+
     runner = CliRunner()
     out = []
     for c in cmds:
@@ -74,6 +92,7 @@ def _run_all(pool, cmds):
 
 def test_same_output_with_and_without_daemon(pool_path, tmp_path):
     from coppice.filer import Filer
+
     direct_pool = str(tmp_path / "direct")
     Filer.create(direct_pool).close()
 
@@ -89,11 +108,14 @@ def test_same_output_with_and_without_daemon(pool_path, tmp_path):
     stopped_reads = _run_all(pool_path, READS)
 
     sa, sb = _serials(pool_path), _serials(direct_pool)
-    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct):
-        assert (rc_a, _norm(out_a, pool_path, sa), _norm(err_a, pool_path, sa)) == \
-               (rc_b, _norm(out_b, direct_pool, sb), _norm(err_b, direct_pool, sb)), cmd
+    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct, strict=False):
+        assert (rc_a, _norm(out_a, pool_path, sa), _norm(err_a, pool_path, sa)) == (
+            rc_b,
+            _norm(out_b, direct_pool, sb),
+            _norm(err_b, direct_pool, sb),
+        ), cmd
     assert any(rc for _, rc, _, _ in live) and any(not rc for _, rc, _, _ in live)
     # the same pool read through the daemon and then directly: byte for byte the same
-    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live_reads, stopped_reads):
+    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live_reads, stopped_reads, strict=False):
         assert (rc_a, out_a, err_a) == (rc_b, out_b, err_b), cmd
         assert rc_a == 0, (cmd, err_a)

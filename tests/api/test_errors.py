@@ -9,8 +9,12 @@ def test_not_found_is_404_with_the_filer_message(served):
     # a missing volume: 404, the error class and the same message the CLI prints
     r = served.http.get("/volumes/nope")
     assert r.status_code == 404
-    assert r.json() == {"error": "VolumeNotFound", "status": 404, "exit_code": 2,
-                        "message": "Volume nope not found; `coppice vol show` lists the volumes."}
+    assert r.json() == {
+        "error": "VolumeNotFound",
+        "status": 404,
+        "exit_code": 2,
+        "message": "Volume nope not found; `coppice vol show` lists the volumes.",
+    }
 
 
 def test_conflict_is_409(served):
@@ -34,8 +38,9 @@ def test_bad_input_is_4xx_never_500(served):
     ]
     for verb, path, body in cases:
         # json.dumps escapes lone surrogates as \\udXXX, as a hostile client would send them
-        r = served.http.request(verb, path, content=json.dumps(body).encode(),
-                                headers={"content-type": "application/json"})
+        r = served.http.request(
+            verb, path, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
         assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
         assert r.json()["message"]
     r = served.http.post("/volumes", content=b"{not json", headers={"content-type": "application/json"})
@@ -54,7 +59,21 @@ def test_openapi_lists_every_resource(served):
     # /openapi.json is published and covers the resources of the issue
     spec = served.http.get("/openapi.json").json()
     paths = set(spec["paths"])
-    for p in ("/pool", "/volumes", "/volumes/{vol}/snapshots", "/clones", "/clones/{vol}/split", "/luns",
-              "/igroups", "/maps", "/volumes/{vol}/schedule", "/schedules", "/dedup", "/dedup/scans",
-              "/jobs", "/jobs/{job_id}", "/health"):
+    for p in (
+        "/pool",
+        "/volumes",
+        "/volumes/{vol}/snapshots",
+        "/clones",
+        "/clones/{vol}/split",
+        "/luns",
+        "/igroups",
+        "/maps",
+        "/volumes/{vol}/schedule",
+        "/schedules",
+        "/dedup",
+        "/dedup/scans",
+        "/jobs",
+        "/jobs/{job_id}",
+        "/health",
+    ):
         assert p in paths, p

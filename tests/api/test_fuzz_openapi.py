@@ -13,18 +13,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.api.conftest import Served
 
 NAMES = ["v", "c", "s", "g", "lun0", "nope", "hourly.0", "1bad", "a/b", "..", "", "x" * 300]
 LUN_PATHS = ["/vol/v/lun0", "/vol/c/lun0", "/vol/v/.snapshot/s/lun0", "/vol/v", "lun0", "/vol/nope/x"]
-SKIP = {("POST", "/pool/fsck")}   # slow and uninteresting to repeat
+SKIP = {("POST", "/pool/fsck")}  # slow and uninteresting to repeat
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     from coppice.filer import Filer
+
     p = str(tmp_path_factory.mktemp("fuzz") / "pool")
     Filer.create(p).close()
     s = Served(p)
@@ -45,10 +47,15 @@ def _resolve(spec, schema):
     return schema
 
 
-junk = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False)
-                    | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                    max_leaves=6)
+junk = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def from_schema(spec, schema, name="", depth=0):
@@ -62,9 +69,13 @@ def from_schema(spec, schema, name="", depth=0):
         if "enum" in schema:
             return st.sampled_from(schema["enum"])
         pool = LUN_PATHS if "path" in name else NAMES
-        return st.sampled_from(pool) | st.text(max_size=40) | st.sampled_from(["1g", "10m", "0", "-5", "1e9", "0 2 6@8"])
+        return (
+            st.sampled_from(pool)
+            | st.text(max_size=40)
+            | st.sampled_from(["1g", "10m", "0", "-5", "1e9", "0 2 6@8"])
+        )
     if t == "integer":
-        return st.integers(schema.get("minimum", -2 ** 40) - 2, schema.get("maximum", 2 ** 40) + 2)
+        return st.integers(schema.get("minimum", -(2**40)) - 2, schema.get("maximum", 2**40) + 2)
     if t == "number":
         return st.floats(allow_nan=False, allow_infinity=False)
     if t == "boolean":
@@ -100,9 +111,12 @@ def requests(draw, spec):
     for p in op.get("parameters", []):
         schema = p.get("schema", {})
         if p["in"] == "path":
-            val = draw(st.sampled_from(NAMES[:7]) | st.text(alphabet=st.characters(blacklist_categories=("Cs",)),
-                                                            min_size=1, max_size=20))
+            val = draw(
+                st.sampled_from(NAMES[:7])
+                | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+            )
             from urllib.parse import quote
+
             url = url.replace("{" + p["name"] + "}", quote(val, safe=""))
         elif p["in"] == "query" and (p.get("required") or draw(st.booleans())):
             v = draw(from_schema(spec, schema, p["name"]) if draw(st.integers(0, 4)) else junk)
@@ -133,8 +147,13 @@ def test_no_5xx_for_any_request(daemon):
     def check(req):
         verb, url, query, body = req
         content = None if body is None else json.dumps(body).encode()
-        r = daemon.http.request(verb, url, params=query, content=content,
-                                headers={"content-type": "application/json"} if content is not None else {})
+        r = daemon.http.request(
+            verb,
+            url,
+            params=query,
+            content=content,
+            headers={"content-type": "application/json"} if content is not None else {},
+        )
         seen.append(r.status_code)
         assert r.status_code < 500, (verb, url, query, body, r.status_code, r.text)
         if r.status_code >= 400:

@@ -20,6 +20,7 @@ def _slow(gate: threading.Event):
                     pass
             ctx.check()
         return {"from": start}
+
     return run
 
 
@@ -52,7 +53,7 @@ def test_restart_resumes_resumable_and_fails_the_rest(pool_dir):
     a = jr.submit("slow")
     b = jr.submit("once")
     time.sleep(0.3)
-    jr.shutdown(timeout=10)       # asks the jobs to stop; they stop at ctx.check()
+    jr.shutdown(timeout=10)  # asks the jobs to stop; they stop at ctx.check()
     gate.set()
     assert jr.get(a["id"])["state"] == "interrupted"
     assert jr.get(b["id"])["state"] == "failed"
@@ -74,8 +75,11 @@ def test_restart_resumes_resumable_and_fails_the_rest(pool_dir):
 
 def test_job_left_running_by_a_killed_daemon_is_failed_with_reason(pool):
     # a record still 'running' from a dead daemon (kill -9) is not left pretending to run
-    pool.kv_put("jobs", "deadbeef", {"id": "deadbeef", "kind": "scrub", "state": "running", "params": {},
-                                     "pid": 999999, "created": 1.0})
+    pool.kv_put(
+        "jobs",
+        "deadbeef",
+        {"id": "deadbeef", "kind": "scrub", "state": "running", "params": {}, "pid": 999999, "created": 1.0},
+    )
     jr = JobRunner(pool)
     jr.register("scrub", lambda ctx: None, resumable=False)
     assert jr.recover() == []

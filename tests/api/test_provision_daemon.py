@@ -14,32 +14,57 @@ from tests.provision.prov_helpers import small_image
 def script(image: str, keyfile: str) -> list[list[str]]:
     return [
         ["template", "import", "tpl1", "--image", image, "--memory", "128"],
-        ["template", "import", "tpl1", "--image", image],                  # exists
+        ["template", "import", "tpl1", "--image", image],  # exists
         ["template", "import", "bad name", "--image", image],
-        ["template", "list"], ["template", "show", "tpl1"], ["template", "show", "nope"],
-        ["custspec", "create", "cs1", "--hostname", "{vm}", "--user", "u1", "--ssh-key", keyfile,
-         "--runcmd", "echo hi"],
+        ["template", "list"],
+        ["template", "show", "tpl1"],
+        ["template", "show", "nope"],
+        [
+            "custspec",
+            "create",
+            "cs1",
+            "--hostname",
+            "{vm}",
+            "--user",
+            "u1",
+            "--ssh-key",
+            keyfile,
+            "--runcmd",
+            "echo hi",
+        ],
         ["custspec", "create", "cs2", "--ssh-key", keyfile + ".missing"],
         ["custspec", "create", "cs3", "--password-hash", "clear"],
-        ["custspec", "list"], ["custspec", "show", "cs1"], ["custspec", "show", "nope"],
+        ["custspec", "list"],
+        ["custspec", "show", "cs1"],
+        ["custspec", "show", "nope"],
         ["vm", "provision", "--template", "tpl1", "--count", "2", "--name", "pdweb{n}", "--customize", "cs1"],
         ["vm", "provision", "--template", "nope", "--count", "1", "--name", "x{n}"],
         ["vm", "provision", "--template", "tpl1", "--count", "0", "--name", "x{n}"],
-        ["vm", "provision", "--template", "tpl1", "--count", "1", "--name", "pdweb1"],       # exists
+        ["vm", "provision", "--template", "tpl1", "--count", "1", "--name", "pdweb1"],  # exists
         ["vm", "provision", "--template", "tpl1", "--count", "1", "--name", "pdjs{n}", "--json"],
-        ["vm", "list"], ["vm", "show", "pdweb1"], ["vm", "show", "nope"],
-        ["vm", "refresh", "pdweb1"], ["vm", "recompose", "pdweb1", "--snapshot", "imported"],
+        ["vm", "list"],
+        ["vm", "show", "pdweb1"],
+        ["vm", "show", "nope"],
+        ["vm", "refresh", "pdweb1"],
+        ["vm", "recompose", "pdweb1", "--snapshot", "imported"],
         ["vm", "recompose", "pdweb1", "--snapshot", "nope"],
-        ["vm", "destroy", "pdweb2"], ["vm", "show", "pdweb2"],
-        ["datastore", "show"], ["datastore", "show", "pdweb1"],
-        ["datastore", "rename", "pdweb1", "renamed"], ["datastore", "resignature", "pdweb1"],
+        ["vm", "destroy", "pdweb2"],
+        ["vm", "show", "pdweb2"],
+        ["datastore", "show"],
+        ["datastore", "show", "pdweb1"],
+        ["datastore", "rename", "pdweb1", "renamed"],
+        ["datastore", "resignature", "pdweb1"],
         ["datastore", "show", "--json", "pdweb1"],
         ["datastore", "clone", "tpl_tpl1", "base", "dsc1", "--register", "--yes"],
         ["datastore", "clone", "tpl_tpl1", "nope", "dsc2"],
-        ["datastore", "policy"], ["datastore", "policy", "off"], ["datastore", "policy", "never"],
-        ["template", "delete", "tpl1"],                                      # VMs depend on it
-        ["vm", "list"], ["vm", "show", "--json", "pdweb1"],
-        ["vm", "destroy", "pdweb1"], ["vm", "destroy", "pdjs1"],
+        ["datastore", "policy"],
+        ["datastore", "policy", "off"],
+        ["datastore", "policy", "never"],
+        ["template", "delete", "tpl1"],  # VMs depend on it
+        ["vm", "list"],
+        ["vm", "show", "--json", "pdweb1"],
+        ["vm", "destroy", "pdweb1"],
+        ["vm", "destroy", "pdjs1"],
     ]
 
 
@@ -59,12 +84,17 @@ def _norm(text: str, pool: str, image_dir: str) -> str:
 
 def _run_all(pool, cmds):
     from typer.testing import CliRunner
+
     from coppice.cli.main import app
+
     runner = CliRunner()
     out = []
     for c in cmds:
-        r = runner.invoke(app, ["--pool", pool, *c],
-                          env={"COPPICE_URL": None, "COPPICE_NBD": None, "COPPICE_CONNECT": None, "COLUMNS": "200"})
+        r = runner.invoke(
+            app,
+            ["--pool", pool, *c],
+            env={"COPPICE_URL": None, "COPPICE_NBD": None, "COPPICE_CONNECT": None, "COLUMNS": "200"},
+        )
         if r.exception is not None and not isinstance(r.exception, SystemExit):
             raise r.exception
         out.append((c, r.exit_code, r.stdout, r.stderr))
@@ -73,7 +103,9 @@ def _run_all(pool, cmds):
 
 def test_provisioner_same_output_with_and_without_daemon(pool_path, tmp_path):
     import libvirt
+
     from coppice.filer import Filer
+
     image = small_image(str(tmp_path / "golden.raw"))
     keyfile = tmp_path / "id.pub"
     keyfile.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBv0 test@coppice\n")
@@ -84,7 +116,7 @@ def test_provisioner_same_output_with_and_without_daemon(pool_path, tmp_path):
     served = Served(pool_path)
     try:
         live = _run_all(pool_path, cmds)
-        assert served.proc.poll() is None          # the daemon owned the pool all along
+        assert served.proc.poll() is None  # the daemon owned the pool all along
         # the batch was a daemon job, and its VMs' disks point at the daemon's own NBD listener
         jobs = served.http.get("/jobs", params={"kind": "provision"}).json()
         assert [j["state"] for j in jobs] == ["done", "done"], jobs
@@ -98,13 +130,18 @@ def test_provisioner_same_output_with_and_without_daemon(pool_path, tmp_path):
     finally:
         keep.close()
 
-    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct):
-        assert (rc_a, _norm(out_a, pool_path, str(tmp_path)), _norm(err_a, pool_path, str(tmp_path))) == \
-               (rc_b, _norm(out_b, direct_pool, str(tmp_path)), _norm(err_b, direct_pool, str(tmp_path))), cmd
+    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct, strict=False):
+        assert (rc_a, _norm(out_a, pool_path, str(tmp_path)), _norm(err_a, pool_path, str(tmp_path))) == (
+            rc_b,
+            _norm(out_b, direct_pool, str(tmp_path)),
+            _norm(err_b, direct_pool, str(tmp_path)),
+        ), cmd
     by_cmd = {tuple(c): (rc, out, err) for c, rc, out, err in live}
     assert by_cmd[tuple(cmds[12])][0] == 0 and "2 of 2 VMs provisioned" in by_cmd[tuple(cmds[12])][1]
     assert by_cmd[tuple(cmds[13])][0] != 0 and by_cmd[tuple(cmds[5])][0] != 0
     target = json.loads(by_cmd[("vm", "show", "--json", "pdweb1")][1])["target"]
     assert (target["host"], target["port"]) == (served.nbd_host, served.nbd_port), target
-    direct_target = json.loads(next(o for c, _, o, _ in direct if c == ["vm", "show", "--json", "pdweb1"]))["target"]
+    direct_target = json.loads(next(o for c, _, o, _ in direct if c == ["vm", "show", "--json", "pdweb1"]))[
+        "target"
+    ]
     assert direct_target["port"] == 10809

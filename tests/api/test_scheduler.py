@@ -19,12 +19,17 @@ def test_failing_task_is_retried_and_never_stops_the_others():
         if len(calls["flaky"]) <= 2:
             raise RuntimeError("disk hiccup")
 
-    sched = Scheduler([Task("flaky", flaky, interval=60, retry=5),
-                       Task("steady", lambda now: calls["steady"].append(now), interval=60)],
-                      clock=clock, sleep=clock.sleep)
+    sched = Scheduler(
+        [
+            Task("flaky", flaky, interval=60, retry=5),
+            Task("steady", lambda now: calls["steady"].append(now), interval=60),
+        ],
+        clock=clock,
+        sleep=clock.sleep,
+    )
     sched.run_until(600)
-    assert calls["flaky"][:3] == [0, 5, 15]            # retried after 5 s, then 10 s
-    assert len(calls["steady"]) == 10                  # every minute, undisturbed
+    assert calls["flaky"][:3] == [0, 5, 15]  # retried after 5 s, then 10 s
+    assert len(calls["steady"]) == 10  # every minute, undisturbed
     st = {s["name"]: s for s in sched.status()}
     assert st["flaky"]["failures"] == 2 and st["flaky"]["consecutive_failures"] == 0
     assert st["flaky"]["last_error"] is None
@@ -39,8 +44,11 @@ def test_scheduler_thread_survives_a_task_that_always_fails():
         hits.append(now)
         raise ValueError("always")
 
-    sched = Scheduler([Task("boom", boom, interval=10, retry=1)], clock=clock,
-                      sleep=lambda s, stop=None: (clock.advance(s), time.sleep(0.001)))
+    sched = Scheduler(
+        [Task("boom", boom, interval=10, retry=1)],
+        clock=clock,
+        sleep=lambda s, stop=None: (clock.advance(s), time.sleep(0.001)),
+    )
     sched.start()
     time.sleep(0.2)
     sched.stop()
@@ -52,7 +60,7 @@ def test_a_week_of_snapshot_schedule_in_a_second(pool_dir):
     from coppice.daemon import default_tasks
     from coppice.filer import Filer
 
-    start = dt.datetime(2026, 1, 4, 0, 30)          # a Sunday, half past midnight
+    start = dt.datetime(2026, 1, 4, 0, 30)  # a Sunday, half past midnight
     clock = FakeClock(start.timestamp())
     f = Filer.create(pool_dir, clock=lambda: dt.datetime.fromtimestamp(clock()))
     try:

@@ -13,7 +13,7 @@ from tests.api.conftest import Served
 from tests.nbd.rawclient import RawClient
 
 BLOCK = 4096
-NBLOCKS = 2048          # an 8 MiB LUN, overwritten round and round
+NBLOCKS = 2048  # an 8 MiB LUN, overwritten round and round
 
 
 def _payload(i: int, seq: int) -> bytes:
@@ -29,7 +29,7 @@ def test_sigterm_during_write_stream_loses_no_flushed_data(pool_path):
     size, _ = c.go("/vol/v/lun0")
     assert size == NBLOCKS * BLOCK
 
-    flushed: dict[int, int] = {}    # block -> seq, as of the last acknowledged FLUSH
+    flushed: dict[int, int] = {}  # block -> seq, as of the last acknowledged FLUSH
     pending: dict[int, int] = {}
     stop = threading.Event()
     errors = []
@@ -38,7 +38,7 @@ def test_sigterm_during_write_stream_loses_no_flushed_data(pool_path):
         seq = 0
         try:
             while not stop.is_set():
-                for _ in range(16):               # 16 writes, then a flush
+                for _ in range(16):  # 16 writes, then a flush
                     seq += 1
                     i = (seq * 7919) % NBLOCKS
                     c.request(P.CMD_WRITE, i * BLOCK, BLOCK, data=_payload(i, seq))
@@ -52,7 +52,7 @@ def test_sigterm_during_write_stream_loses_no_flushed_data(pool_path):
                     return
                 flushed.update(pending)
                 pending.clear()
-        except (EOFError, OSError, AssertionError) as e:   # the server went away mid-request
+        except (EOFError, OSError, AssertionError) as e:  # the server went away mid-request
             errors.append(e)
 
     t = threading.Thread(target=writer)
@@ -68,11 +68,15 @@ def test_sigterm_during_write_stream_loses_no_flushed_data(pool_path):
     assert rc == 0, s.stderr
 
     from coppice.filer import Filer
+
     f = Filer.open(pool_path)
     try:
         dev = f.open_lun("/vol/v/lun0")
-        lost = [i for i, seq in flushed.items()
-                if struct.unpack(">QQ", bytes(dev.pread(i * BLOCK, 16))) < (i, seq)]
+        lost = [
+            i
+            for i, seq in flushed.items()
+            if struct.unpack(">QQ", bytes(dev.pread(i * BLOCK, 16))) < (i, seq)
+        ]
         dev.close()
     finally:
         f.close()

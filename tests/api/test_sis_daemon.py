@@ -12,22 +12,36 @@ from tests.api.conftest import Served
 
 SCRIPT = [
     ["status"],
-    ["on", "/vol/a"], ["on", "b"], ["on", "/vol/nope"], ["on", "a/b/c"],
+    ["on", "/vol/a"],
+    ["on", "b"],
+    ["on", "/vol/nope"],
+    ["on", "a/b/c"],
     ["config", "-i", "on", "-s", "sun-sat@0", "/vol/a"],
-    ["config"], ["config", "--json", "/vol/a"], ["config", "--json"],
-    ["config", "-s", "someday", "/vol/a"], ["config", "-i", "on", "/vol/nope"], ["config", "-i", "maybe", "/vol/a"],
-    ["config", "-i", "on"], ["config", "/vol/nope"],
-    ["start", "/vol/nope"], ["start", "/vol/c"],
+    ["config"],
+    ["config", "--json", "/vol/a"],
+    ["config", "--json"],
+    ["config", "-s", "someday", "/vol/a"],
+    ["config", "-i", "on", "/vol/nope"],
+    ["config", "-i", "maybe", "/vol/a"],
+    ["config", "-i", "on"],
+    ["config", "/vol/nope"],
+    ["start", "/vol/nope"],
+    ["start", "/vol/c"],
     ["start", "-s"],
     ["start", "--json"],
-    ["status"], ["status", "-l"], ["status", "--json", "/vol/b"], ["status", "/vol/nope"],
-    ["off", "/vol/b"], ["config"],
+    ["status"],
+    ["status", "-l"],
+    ["status", "--json", "/vol/b"],
+    ["status", "/vol/nope"],
+    ["off", "/vol/b"],
+    ["config"],
 ]
 
 
 def _setup(pool: str) -> None:
     # three volumes, a and b holding the same 1 MiB (256 blocks), c without sis
     from coppice.engine import Pool
+
     data = os.urandom(1 << 20)
     p = Pool.open(pool)
     try:
@@ -45,15 +59,22 @@ def _norm(text: str, pool: str) -> str:
     text = text.replace(pool, "POOL")
     text = re.sub(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d)?", "T", text)
     text = re.sub(r"\b\d+:\d\d:\d\d\b", "H:MM:SS", text)
-    text = re.sub(r'("(id|job|cursor)": )("[0-9a-f]+"|\d+)', r"\1X", text)   # a scan's random id and hash cursor
-    text = re.sub(r'("(started|finished|updated|created|seconds|elapsed|[a-z_]*_s|[a-z_]*seconds)": )[0-9.e+-]+',
-                  r"\1N", text)
+    text = re.sub(
+        r'("(id|job|cursor)": )("[0-9a-f]+"|\d+)', r"\1X", text
+    )  # a scan's random id and hash cursor
+    text = re.sub(
+        r'("(started|finished|updated|created|seconds|elapsed|[a-z_]*_s|[a-z_]*seconds)": )[0-9.e+-]+',
+        r"\1N",
+        text,
+    )
     return text
 
 
 def _run_all(pool, cmds):
     from typer.testing import CliRunner
+
     from coppice.cli.main import app
+
     runner = CliRunner()
     out = []
     for c in cmds:
@@ -72,7 +93,7 @@ def test_sis_same_output_with_and_without_daemon(pool_path, tmp_path):
     served = Served(pool_path)
     try:
         live = _run_all(pool_path, SCRIPT)
-        assert served.proc.poll() is None      # the daemon owned the pool all along
+        assert served.proc.poll() is None  # the daemon owned the pool all along
         # the scan really ran as a daemon job
         jobs = served.http.get("/jobs", params={"kind": "dedup_scan"}).json()
         assert [j["state"] for j in jobs] == ["done", "done"]
@@ -82,10 +103,13 @@ def test_sis_same_output_with_and_without_daemon(pool_path, tmp_path):
     direct = _run_all(direct_pool, SCRIPT)
     stopped_reads = _run_all(pool_path, [["status", "-l"], ["config", "--json"]])
 
-    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct):
-        assert (rc_a, _norm(out_a, pool_path), _norm(err_a, pool_path)) == \
-               (rc_b, _norm(out_b, direct_pool), _norm(err_b, direct_pool)), cmd
-    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live_reads, stopped_reads):
+    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live, direct, strict=False):
+        assert (rc_a, _norm(out_a, pool_path), _norm(err_a, pool_path)) == (
+            rc_b,
+            _norm(out_b, direct_pool),
+            _norm(err_b, direct_pool),
+        ), cmd
+    for (cmd, rc_a, out_a, err_a), (_, rc_b, out_b, err_b) in zip(live_reads, stopped_reads, strict=False):
         assert (rc_a, out_a, err_a) == (rc_b, out_b, err_b), cmd
     by_cmd = {tuple(c): (rc, out, err) for c, rc, out, err in live}
     # the scan shared b's copy of a, and the bar was drawn on stderr

@@ -24,6 +24,7 @@ class Cli:
     def dump(self):
         """Everything observable: the pool's namespace and every --json view."""
         from coppice.engine import Pool
+
         p = Pool.open(self.pool)
         try:
             d = p.dump()
@@ -32,9 +33,13 @@ class Cli:
         vols = self.json("vol", "show")
         for v in vols:
             v.pop("available")  # the host file system's free space moves on its own
-        return {"pool": d, "vol": vols, "lun": self.json("lun", "show", "--snapshots"),
-                "igroup": self.json("igroup", "show"),
-                "snap": {v["name"]: self.json("snap", "list", v["name"]) for v in vols}}
+        return {
+            "pool": d,
+            "vol": vols,
+            "lun": self.json("lun", "show", "--snapshots"),
+            "igroup": self.json("igroup", "show"),
+            "snap": {v["name"]: self.json("snap", "list", v["name"]) for v in vols},
+        }
 
 
 @pytest.fixture

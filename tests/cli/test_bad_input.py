@@ -101,5 +101,6 @@ def test_nosnap_volume_refuses_snapshots(setup):
 
 def test_missing_pool_says_how_to_create_one(tmp_path):
     from tests.cli.conftest import Cli
+
     r = Cli(str(tmp_path / "none"))("vol", "show", code=2)
     assert "coppice pool create" in r.stderr

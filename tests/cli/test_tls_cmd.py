@@ -35,16 +35,25 @@ def test_tls_init_and_client_cert_work_with_nbdinfo(tmp_path, pool_dir):
     f.lun_create("/vol/v/lun0", "8m")
     f.igroup_create("g1", ["iqn.2026-01.org.example:host1"])
     f.lun_map("/vol/v/lun0", "g1")
-    srv = NBDServer(f.resolver(), port=0, tls_context=server_context(tls_dir, require_client_cert=True),
-                    require_tls=True).start()
+    srv = NBDServer(
+        f.resolver(), port=0, tls_context=server_context(tls_dir, require_client_cert=True), require_tls=True
+    ).start()
     try:
         port = srv.address[1]
-        ok = subprocess.run(["nbdinfo", "--list", f"nbds://127.0.0.1:{port}?tls-certificates={cdir}"],
-                            capture_output=True, text=True, timeout=30)
+        ok = subprocess.run(
+            ["nbdinfo", "--list", f"nbds://127.0.0.1:{port}?tls-certificates={cdir}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ok.returncode == 0, ok.stderr
         assert "/vol/v/lun0" in ok.stdout
-        denied = subprocess.run(["nbdinfo", "--list", f"nbds://127.0.0.1:{port}?tls-certificates={other}"],
-                                capture_output=True, text=True, timeout=30)
+        denied = subprocess.run(
+            ["nbdinfo", "--list", f"nbds://127.0.0.1:{port}?tls-certificates={other}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert "/vol/v/lun0" not in denied.stdout
     finally:
         srv.shutdown()

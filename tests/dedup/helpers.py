@@ -15,6 +15,7 @@ def rand_bytes(n: int, seed: int) -> bytes:
 def make_copies(pool, n: int, data: bytes, size: int | None = None, sis: bool = True, prefix: str = "v"):
     """n volumes, each with one LUN holding ``data`` at offset 0."""
     from coppice import dedup
+
     names = []
     for i in range(n):
         v = f"{prefix}{i}"

@@ -16,7 +16,7 @@ def main():
     scanner.MATCH_BATCH_ROWS = 64
     scanner.MATCH_BATCH_GROUPS = 16
     scanner.MIRROR_SECONDS = 0.0
-    scanner.MATCH_RUN_BLOCKS = 32   # short runs, so the kill lands mid-match
+    scanner.MATCH_RUN_BLOCKS = 32  # short runs, so the kill lands mid-match
     pool = Pool.open(path)
     fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 

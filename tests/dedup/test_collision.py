@@ -27,7 +27,7 @@ def test_group_by_content_checks_bytes_not_only_digest(monkeypatch):
             return b"same"
 
     monkeypatch.setattr(index.blake3, "blake3", FakeBlake)
-    monkeypatch.setattr(index, "SMALL_GROUP", 0)     # force the digest path
+    monkeypatch.setattr(index, "SMALL_GROUP", 0)  # force the digest path
     blocks = {1: b"x" * BS, 2: b"y" * BS, 3: b"x" * BS}
     classes = group_by_content([1, 2, 3], blocks.__getitem__)
     assert sorted(sorted(c) for c in classes) == [[1, 3], [2]]
@@ -42,12 +42,12 @@ def test_colliding_fingerprints_never_merge_different_blocks(pool):
         pool.create_object(v, "lun", 512 * BS)
         dedup.config.set_enabled(pool, v, True)
     pool.open_object("a", "lun").pwrite(0, distinct)
-    pool.open_object("b", "lun").pwrite(0, distinct[:128 * BS] + rand_bytes(128 * BS, 12))
+    pool.open_object("b", "lun").pwrite(0, distinct[: 128 * BS] + rand_bytes(128 * BS, 12))
     before = digest_all(pool)
     job = dedup.scan(pool, fingerprint=lambda data: 42)
     c = job["counters"]
-    assert c["collisions"] == 1                 # one fingerprint, many contents
-    assert c["shared"] == 128                   # only the truly equal half of b
+    assert c["collisions"] == 1  # one fingerprint, many contents
+    assert c["shared"] == 128  # only the truly equal half of b
     assert digest_all(pool) == before
     assert used_blocks(pool) == 256 + 128
     assert_clean(pool)

@@ -25,6 +25,7 @@ def test_rewrite_during_scan_is_never_lost(pool):
             written.append(True)
 
     from coppice.dedup import scanner
+
     old = scanner.MATCH_BATCH_GROUPS
     scanner.MATCH_BATCH_GROUPS = 32
     try:
@@ -32,7 +33,7 @@ def test_rewrite_during_scan_is_never_lost(pool):
     finally:
         scanner.MATCH_BATCH_GROUPS = old
     assert written
-    assert job["counters"]["refused"] > 0          # stale rows were refused by the engine
+    assert job["counters"]["refused"] > 0  # stale rows were refused by the engine
     assert bytes(pool.open_object("v2", "lun").pread(0, COPY)) == new
     assert bytes(pool.open_object("v1", "lun").pread(0, COPY)) == data
     assert_clean(pool)
@@ -50,24 +51,25 @@ def test_writer_thread_not_stalled_by_scan(pool):
     stop = threading.Event()
     done = []
     last = {}
-    seen = {}   # phase -> writer's completed-write counts at each progress report
+    seen = {}  # phase -> writer's completed-write counts at each progress report
 
     def writer():
         i = 0
         while not stop.is_set():
-            blk = (i % 256)
+            blk = i % 256
             payload = i.to_bytes(8, "little") * (BS // 8)
             h.pwrite(blk * BS, payload)
             done.append(i)
             last[blk] = payload
             i += 1
-            time.sleep(0)   # let the scan thread in, as a network client would
+            time.sleep(0)  # let the scan thread in, as a network client would
 
     def progress(phase, n, total):
         seen.setdefault(phase, []).append(len(done))
-        time.sleep(0.002)   # a scan batch boundary: the writer gets the lock
+        time.sleep(0.002)  # a scan batch boundary: the writer gets the lock
 
     from coppice.dedup import scanner
+
     old = scanner.MATCH_BATCH_GROUPS
     scanner.MATCH_BATCH_GROUPS = 16
     th = threading.Thread(target=writer)

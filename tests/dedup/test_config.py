@@ -30,6 +30,7 @@ def test_parse_schedule_rejects(bad):
 def test_settings_persist_and_follow_rename(pool_dir):
     # Settings survive reopen and a volume rename (keyed by volume id).
     from coppice.engine import Pool
+
     p = Pool.create(pool_dir)
     p.create_volume("a")
     config.set_enabled(p, "a", True)
@@ -41,7 +42,7 @@ def test_settings_persist_and_follow_rename(pool_dir):
     rec = config.get(p, "b")
     assert rec["enabled"] and rec["inline"] and rec["schedule"] == "sat@3"
     config.set_enabled(p, "b", False)
-    assert config.get(p, "b")["inline"] is False        # sis off stops inline too
+    assert config.get(p, "b")["inline"] is False  # sis off stops inline too
     p.close()
 
 

@@ -20,7 +20,7 @@ def test_inline_keeps_n_copies_at_one(pool):
         dedup.config.set_inline(pool, v, True)
         h = pool.open_object(v, "lun")
         for off in range(0, COPY, 64 << 10):
-            h.pwrite(off, data[off:off + (64 << 10)])
+            h.pwrite(off, data[off : off + (64 << 10)])
             assert used_blocks(pool) <= COPY // BS
         assert used_blocks(pool) == COPY // BS
     for i in range(4):
@@ -42,7 +42,7 @@ def test_inline_off_volume_stores_full_copy(pool):
     pool.open_object("on1", "lun").pwrite(0, data)
     pool.open_object("plain", "lun").pwrite(0, data)
     assert used_blocks(pool) == 2 * COPY // BS
-    dedup.scan(pool)                     # post-process catches what inline did not do
+    dedup.scan(pool)  # post-process catches what inline did not do
     assert used_blocks(pool) == COPY // BS
     assert_clean(pool)
 
@@ -87,6 +87,7 @@ def test_inline_stale_candidate_is_verified(pool):
 def test_compact_table_bounded_and_lossy():
     # The in-memory table never grows: 16 bytes a slot, old entries evicted.
     from coppice.dedup.index import CompactTable
+
     t = CompactTable(1024)
     assert t.nbytes == 1024 * 16
     for i in range(1, 5000):

@@ -22,8 +22,11 @@ COPY = 4 << 20
 
 def run_until(pool_dir, report, phase, min_done):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
-    child = subprocess.Popen([sys.executable, "-m", "tests.dedup.scan_child", pool_dir, report, "0.01"],
-                             env=env, cwd=os.path.dirname(os.path.dirname(HERE)))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.dedup.scan_child", pool_dir, report, "0.01"],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(HERE)),
+    )
     deadline = time.time() + 30
     try:
         while time.time() < deadline:
@@ -64,7 +67,7 @@ def test_kill9_mid_scan_loses_nothing_and_resumes(pool_dir, phase, min_done):
         assert st["status"] == "Pending" and st["phase"] == phase
         job = dedup.Scanner(p).resume()
         assert job["state"] == "done"
-        assert job["id"] == st["job"]["id"]          # resumed, not restarted
+        assert job["id"] == st["job"]["id"]  # resumed, not restarted
         assert digest_all(p) == before
         assert_clean(p)
         # one copy + the 64 rewritten blocks of v1

@@ -27,7 +27,7 @@ def test_runs_interrupted_by_differing_blocks(pool):
     other = bytearray(data)
     diff = list(range(50, n, 100))
     for i in diff:
-        other[i * BS:(i + 1) * BS] = rand_bytes(BS, 1000 + i)
+        other[i * BS : (i + 1) * BS] = rand_bytes(BS, 1000 + i)
     _two(pool, data, bytes(other), n * BS)
     before = digest_all(pool)
     job = dedup.scan(pool)
@@ -52,7 +52,7 @@ def test_misaligned_copies_are_shared(pool):
         del pool.share_run
     assert job["counters"]["shared"] == n
     assert used_blocks(pool) == n + 37
-    assert len(calls) < n // 16                       # runs, not block by block
+    assert len(calls) < n // 16  # runs, not block by block
     assert digest_all(pool) == before
     assert_clean(pool)
 
@@ -85,13 +85,13 @@ def test_block_rewritten_between_collect_and_match(pool):
 
     def progress(phase, done, total):
         if phase == "sort" and not hit:
-            pool.open_object("b", "lun").pwrite(300 * BS, fresh)     # blocks 300-302 of b
+            pool.open_object("b", "lun").pwrite(300 * BS, fresh)  # blocks 300-302 of b
             hit.append(True)
 
     job = dedup.Scanner(pool, progress=progress).start()
     assert hit
     got = bytes(pool.open_object("b", "lun").pread(0, n * BS))
-    assert got == data[:300 * BS] + fresh + data[303 * BS:]
+    assert got == data[: 300 * BS] + fresh + data[303 * BS :]
     assert bytes(pool.open_object("a", "lun").pread(0, n * BS)) == data
     assert job["counters"]["shared"] == n - 3
     assert used_blocks(pool) == n + 3

@@ -7,7 +7,7 @@ from coppice import dedup
 
 from .helpers import BS, assert_clean, digest_all, make_copies, rand_bytes, used_blocks
 
-COPY = 4 << 20            # 1024 blocks of random data per copy
+COPY = 4 << 20  # 1024 blocks of random data per copy
 NCOPIES = 5
 
 
@@ -49,7 +49,7 @@ def test_half_overlap_saves_half(pool):
     pool.create_object("x", "lun", COPY)
     pool.create_object("y", "lun", COPY)
     pool.open_object("x", "lun").pwrite(0, a + b)
-    pool.open_object("y", "lun").pwrite(0, c + a)     # the shared half at another offset
+    pool.open_object("y", "lun").pwrite(0, c + a)  # the shared half at another offset
     for v in ("x", "y"):
         dedup.config.set_enabled(pool, v, True)
     dedup.scan(pool)
@@ -57,7 +57,7 @@ def test_half_overlap_saves_half(pool):
     assert used_blocks(pool) == lun + lun // 2
     s = dedup.savings(pool)
     assert s["pool"]["saved_dedup_blocks"] == lun // 2
-    assert s["pool"]["percent_saved"] == 25.0            # of both LUNs' data
+    assert s["pool"]["percent_saved"] == 25.0  # of both LUNs' data
     assert s["volumes"]["y"]["saved_dedup_blocks"] + s["volumes"]["x"]["saved_dedup_blocks"] == lun // 2
     assert bytes(pool.open_object("y", "lun").pread(0, COPY)) == c + a
     assert_clean(pool)
@@ -107,7 +107,7 @@ def test_incremental_scan_skips_unchanged_leaves(pool):
     job = dedup.scan(pool)
     c = job["counters"]
     assert c["shared"] == COPY // BS
-    assert c["skipped"] >= COPY // BS            # the first volume's unchanged leaves
+    assert c["skipped"] >= COPY // BS  # the first volume's unchanged leaves
     assert used_blocks(pool) == COPY // BS
     full = dedup.scan(pool, full=True)
     assert full["counters"]["skipped"] == 0 and full["counters"]["shared"] == 0
@@ -140,10 +140,10 @@ def test_stale_index_entry_is_dropped(pool):
     # An indexed canonical block that was freed is not used as a target.
     data = rand_bytes(COPY, 10)
     make_copies(pool, 1, data)
-    dedup.scan(pool)                           # indexes v0's blocks
-    pool.delete_volume("v0")                   # frees them
+    dedup.scan(pool)  # indexes v0's blocks
+    pool.delete_volume("v0")  # frees them
     pool.checkpoint()
-    make_copies(pool, 2, data, prefix="w")     # may reuse the PBNs, or not
+    make_copies(pool, 2, data, prefix="w")  # may reuse the PBNs, or not
     dedup.scan(pool)
     assert used_blocks(pool) == COPY // BS
     assert bytes(pool.open_object("w1", "lun").pread(0, COPY)) == data

@@ -20,7 +20,7 @@ NBLOCKS = 2048
 
 def block(lbn, seq):
     head = struct.pack("<QQ", lbn, seq)
-    return (head * (BS // len(head)))
+    return head * (BS // len(head))
 
 
 def main():

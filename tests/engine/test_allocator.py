@@ -1,6 +1,7 @@
 """The allocator hands out each free block once and merges what returns."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coppice.engine.allocator import Allocator
 
@@ -18,7 +19,7 @@ def test_release_merges_and_lowers_high_water():
     a.release(10, 5)
     a.release(15, 5)
     assert a.extents() == [(10, 10)]
-    a.release(50, 51)          # the tail: next_pbn drops instead
+    a.release(50, 51)  # the tail: next_pbn drops instead
     assert a.next_pbn == 50
     assert a.used == 39
 
@@ -27,7 +28,7 @@ def test_claim_takes_exact_blocks():
     a = Allocator([(10, 10)], 100)
     a.claim(12, 2)
     assert a.extents() == [(10, 2), (14, 6)]
-    a.claim(150, 1)            # above the high-water mark
+    a.claim(150, 1)  # above the high-water mark
     assert a.next_pbn == 151 and a.is_free(120) and not a.is_free(150)
 
 

@@ -3,8 +3,8 @@ the pool's dump is identical before and after every refused call."""
 
 import pytest
 
-from coppice.errors import CoppiceError
 from coppice.engine import Pool
+from coppice.errors import CoppiceError
 
 BS = 4096
 
@@ -40,8 +40,11 @@ CASES = [
     ("read past end", lambda p: p.open_object("v", "lun0").pread(15 * BS, 2 * BS), "outside"),
     ("write to snapshot", lambda p: p.open_object("v", "lun0", "s").pwrite(0, b"y"), "read-only"),
     ("split a non-clone", lambda p: list(p.split_clone_steps("v")), "not a clone"),
-    ("rename snapshot onto another", lambda p: (p.create_snapshot("v", "t"), p.rename_snapshot("v", "t", "s")),
-     "already exists"),
+    (
+        "rename snapshot onto another",
+        lambda p: (p.create_snapshot("v", "t"), p.rename_snapshot("v", "t", "s")),
+        "already exists",
+    ),
 ]
 
 
@@ -83,6 +86,6 @@ def test_failed_transaction_rolls_back_everything(populated):
         with p.transaction():
             p.create_volume("w")
             p.create_snapshot("v", "s2")
-            p.create_volume("w")   # fails: duplicate
+            p.create_volume("w")  # fails: duplicate
     assert p.dump() == before
     assert p.fsck().clean

@@ -32,7 +32,7 @@ def test_threads_write_flush_and_checkpoint(pool_dir):
                 if i % 97 == 0:
                     p.checkpoint()
                 if i == 200 and t == 0:
-                    p.create_snapshot("v", "mid")   # a management op among the writes
+                    p.create_snapshot("v", "mid")  # a management op among the writes
         except Exception as e:  # surfaced below
             errors.append(e)
 

@@ -19,7 +19,11 @@ def test_thin_1tib_object_costs_metadata_only(pool):
     assert h.extents(0, 1 << 40) == [(0, 1 << 40, 3)]
     h.pwrite(1 << 39, b"z" * BS)
     assert pool.pool_space()["used_blocks"] == 1
-    assert h.extents((1 << 39) - BS, 3 * BS) == [((1 << 39) - BS, BS, 3), (1 << 39, BS, 0), ((1 << 39) + BS, BS, 3)]
+    assert h.extents((1 << 39) - BS, 3 * BS) == [
+        ((1 << 39) - BS, BS, 3),
+        (1 << 39, BS, 0),
+        ((1 << 39) + BS, BS, 3),
+    ]
 
 
 def test_snapshot_and_clone_touch_no_pages(pool):
@@ -47,9 +51,9 @@ def test_writes_never_change_snapshots_or_clones(pool):
     pool.open_object("c", "lun").pwrite(500 * BS, b"c" * 300 * BS)
     assert bytes(pool.open_object("v", "lun", "s").pread(0, 1024 * BS)) == orig
     c = bytes(pool.open_object("c", "lun").pread(0, 1024 * BS))
-    assert c[:500 * BS] == orig[:500 * BS] and c[800 * BS:] == orig[800 * BS:]
+    assert c[: 500 * BS] == orig[: 500 * BS] and c[800 * BS :] == orig[800 * BS :]
     v = bytes(pool.open_object("v", "lun").pread(0, 1024 * BS))
-    assert v == orig[:100 * BS] + b"v" * 300 * BS + orig[400 * BS:]
+    assert v == orig[: 100 * BS] + b"v" * 300 * BS + orig[400 * BS :]
 
 
 def test_clone_of_clone_chain_reads_at_constant_depth(pool):
@@ -68,7 +72,7 @@ def test_clone_of_clone_chain_reads_at_constant_depth(pool):
     assert heights == {0}
     data = bytes(pool.open_object("v19", "lun").pread(0, 64 * BS))
     for i in range(1, 20):
-        assert data[i * BS:(i + 1) * BS] == bytes([65 + i]) * BS
+        assert data[i * BS : (i + 1) * BS] == bytes([65 + i]) * BS
     assert pool.fsck().clean
 
 
@@ -77,7 +81,7 @@ def test_delete_frees_exactly_unshared_blocks(pool):
     pool.create_object("v", "lun", 1000 * BS)
     pool.open_object("v", "lun").pwrite(0, os.urandom(1000 * BS))
     pool.create_snapshot("v", "s")
-    pool.open_object("v", "lun").pwrite(0, os.urandom(100 * BS))   # 100 new, 100 held by s
+    pool.open_object("v", "lun").pwrite(0, os.urandom(100 * BS))  # 100 new, 100 held by s
     assert pool.pool_space()["used_blocks"] == 1100
     pool.delete_snapshot("v", "s")
     assert pool.pool_space()["used_blocks"] == 1000
@@ -110,7 +114,7 @@ def test_split_copies_shared_blocks_then_parent_snapshot_deletes(pool):
     assert pool.space("c").unique_blocks == 600
     pool.delete_snapshot("v", "s")
     pool.delete_volume("v")
-    assert bytes(pool.open_object("c", "lun").pread(0, 600 * BS)) == b"q" * 100 * BS + data[100 * BS:]
+    assert bytes(pool.open_object("c", "lun").pread(0, 600 * BS)) == b"q" * 100 * BS + data[100 * BS :]
     assert pool.pool_space()["used_blocks"] == 600
     assert pool.fsck().clean
 
@@ -135,14 +139,14 @@ def test_memory_is_bounded_by_the_page_cache(pool_dir):
     p.create_object("v", "lun", 1 << 30)
     h = p.open_object("v", "lun")
     blk = b"m" * BS
-    for i in range(0, 1 << 18, 512):       # touch 512 distinct leaves
+    for i in range(0, 1 << 18, 512):  # touch 512 distinct leaves
         h.pwrite(i * BS, blk)
     p.checkpoint()
     assert len(p.cache.clean) + len(p.cache.dirty) <= p.cache.capacity + p.cache.dirty_limit
     for i in range(0, 1 << 18, 512):
         assert bytes(h.pread(i * BS, BS)) == blk
     assert len(p.cache.clean) <= p.cache.capacity
-    assert p.cache.loads > 512   # pages really were paged back in
+    assert p.cache.loads > 512  # pages really were paged back in
     p.close()
 
 
@@ -155,7 +159,7 @@ def test_restore_snapshot(pool):
     h.pwrite(0, b"2" * 10 * BS)
     pool.create_object("v", "later", BS)
     pool.restore_snapshot("v", "s")
-    assert bytes(h.pread(0, 10 * BS)) == b"1" * 10 * BS   # the open handle follows
+    assert bytes(h.pread(0, 10 * BS)) == b"1" * 10 * BS  # the open handle follows
     assert [o.name for o in pool.list_objects("v")] == ["a"]
     assert pool.fsck().clean
 
@@ -183,9 +187,9 @@ def test_unaligned_io(pool):
     for off, ln in [(1, 10), (BS - 3, 7), (2 * BS + 100, 3 * BS), (9 * BS + 4000, 96)]:
         pay = os.urandom(ln)
         h.pwrite(off, pay)
-        ref[off:off + ln] = pay
+        ref[off : off + ln] = pay
     h.trim(BS + 5, BS)
-    ref[BS + 5:2 * BS + 5] = bytes(BS)
+    ref[BS + 5 : 2 * BS + 5] = bytes(BS)
     assert bytes(h.pread(0, 10 * BS)) == bytes(ref)
     assert bytes(h.pread(3, 5000)) == bytes(ref[3:5003])
 
@@ -228,9 +232,9 @@ def test_unallocated_blocks(pool):
     pool.create_object("v", "lun", 2000 * BS)
     h = pool.open_object("v", "lun")
     assert h.unallocated_blocks(0, 2000 * BS) == 2000
-    h.pwrite(10 * BS, os.urandom(600 * BS))     # spans two leaves
+    h.pwrite(10 * BS, os.urandom(600 * BS))  # spans two leaves
     assert h.unallocated_blocks(0, 2000 * BS) == 1400
-    assert h.unallocated_blocks(5 * BS + 1, 10 * BS) == 5   # blocks 5..15 touched, 5..9 holes
+    assert h.unallocated_blocks(5 * BS + 1, 10 * BS) == 5  # blocks 5..15 touched, 5..9 holes
     assert h.unallocated_blocks(600 * BS, 20 * BS) == 10
 
 
@@ -242,7 +246,7 @@ def test_share_run_shares_the_equal_prefix_only(pool):
         pool.create_object(v, "lun", 64 * BS)
     pool.open_object("a", "lun").pwrite(0, data)
     other = bytearray(data)
-    other[40 * BS] ^= 1                      # block 40 differs
+    other[40 * BS] ^= 1  # block 40 differs
     pool.open_object("b", "lun").pwrite(0, bytes(other))
     pool.checkpoint()
     pa = [p for _, p, _ in pool.iter_blocks("a", "lun")]

@@ -20,7 +20,7 @@ NBLOCKS = 2048
 
 
 def parse(journal):
-    writes = {}   # lbn -> list of seq, ascending
+    writes = {}  # lbn -> list of seq, ascending
     flushed = 0
     snaps = []
     with open(journal) as f:
@@ -48,8 +48,17 @@ def test_kill9_loses_no_flushed_write(pool_dir):
     rnd = random.Random(1234)
     seq_base = 0
     for trial in range(20):
-        child = subprocess.Popen([sys.executable, os.path.join(HERE, "crash_child.py"), pool_dir, journal,
-                                  str(trial), str(seq_base)], env={**os.environ, "PYTHONPATH": os.getcwd()})
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(HERE, "crash_child.py"),
+                pool_dir,
+                journal,
+                str(trial),
+                str(seq_base),
+            ],
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
         time.sleep(rnd.uniform(0.3, 1.2))
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -58,7 +67,7 @@ def test_kill9_loses_no_flushed_write(pool_dir):
         try:
             data = pool.open_object("v", "lun").pread(0, NBLOCKS * BS)
             for lbn, seqs in writes.items():
-                blk = bytes(data[lbn * BS:(lbn + 1) * BS])
+                blk = bytes(data[lbn * BS : (lbn + 1) * BS])
                 durable = max((s for s in seqs if s <= flushed), default=None)
                 got_lbn, got_seq = struct.unpack_from("<QQ", blk)
                 if blk == bytes(BS):
@@ -68,7 +77,9 @@ def test_kill9_loses_no_flushed_write(pool_dir):
                 assert got_lbn == lbn, f"block {lbn} holds block {got_lbn}'s data"
                 assert got_seq in seqs, f"block {lbn} holds seq {got_seq} never written there"
                 if durable is not None:
-                    assert got_seq >= durable, f"trial {trial}: block {lbn} went back from {durable} to {got_seq}"
+                    assert got_seq >= durable, (
+                        f"trial {trial}: block {lbn} went back from {durable} to {got_seq}"
+                    )
             names = {s.name for s in pool.list_snapshots("v")}
             missing = set(snaps) - names
             assert not missing, f"snapshots lost: {missing}"
@@ -87,7 +98,7 @@ def test_kill9_loses_no_flushed_write(pool_dir):
             pool.close()
             top = 0
             for lbn in range(NBLOCKS):
-                blk = bytes(data[lbn * BS:(lbn + 1) * BS])
+                blk = bytes(data[lbn * BS : (lbn + 1) * BS])
                 if blk != bytes(BS):
                     _, sq = struct.unpack_from("<QQ", blk)
                     f.write(f"W {lbn} 1 {sq}\n")

@@ -35,12 +35,12 @@ def test_flipped_byte_is_caught_by_scrub_and_read(pool, pool_dir):
         h.pread(10 * BS, BS)
     msg = str(ei.value)
     assert "volume v" in msg and "lun0" in msg and str(10 * BS) in msg
-    assert ei.value.errno == 5   # EIO for the NBD target
+    assert ei.value.errno == 5  # EIO for the NBD target
     # A read spanning it fails too; the neighbours alone read fine.
     with pytest.raises(BlockCorrupt):
         h.pread(8 * BS, 4 * BS)
-    assert bytes(h.pread(0, 10 * BS)) == data[:10 * BS]
-    assert bytes(h.pread(11 * BS, 53 * BS)) == data[11 * BS:]
+    assert bytes(h.pread(0, 10 * BS)) == data[: 10 * BS]
+    assert bytes(h.pread(11 * BS, 53 * BS)) == data[11 * BS :]
 
 
 def test_scrub_clean_pool_reports_every_block_once(pool):
@@ -51,7 +51,7 @@ def test_scrub_clean_pool_reports_every_block_once(pool):
     pool.clone_volume("c", "v", "s")
     rep = pool.scrub()
     assert rep.clean
-    assert rep.blocks_checked == 100   # shared blocks are read once
+    assert rep.blocks_checked == 100  # shared blocks are read once
 
 
 def test_corrupt_metadata_page_is_detected(pool, pool_dir):
@@ -60,6 +60,7 @@ def test_corrupt_metadata_page_is_detected(pool, pool_dir):
     pool.open_object("v", "a").pwrite(0, os.urandom(100 * BS))
     pool.close()
     import sqlite3
+
     db = sqlite3.connect(os.path.join(pool_dir, "pool.db"))
     pid, data = db.execute("SELECT id, data FROM pages WHERE level=0").fetchone()
     bad = bytearray(data)

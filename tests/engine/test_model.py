@@ -7,13 +7,14 @@ import os
 import shutil
 import tempfile
 
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from coppice.engine import Pool
 
 BS = 4096
-SIZE = 64 * BS * 10   # spans several leaves' worth with a small cache
+SIZE = 64 * BS * 10  # spans several leaves' worth with a small cache
 
 
 class EngineModel(RuleBasedStateMachine):
@@ -39,21 +40,26 @@ class EngineModel(RuleBasedStateMachine):
     def datasets(self):
         return sorted(self.model, key=lambda k: (k[0], k[1] or ""))
 
-    @rule(data=st.data(), off=st.integers(0, SIZE - 1), ln=st.integers(1, 3 * 2048 * 4), seed=st.integers(0, 255),
-          fua=st.booleans())
+    @rule(
+        data=st.data(),
+        off=st.integers(0, SIZE - 1),
+        ln=st.integers(1, 3 * 2048 * 4),
+        seed=st.integers(0, 255),
+        fua=st.booleans(),
+    )
     def write(self, data, off, ln, seed, fua):
         vol = data.draw(st.sampled_from(self.volumes()))
         ln = min(ln, SIZE - off)
         payload = bytes((seed + i * 7) % 251 for i in range(ln)) if seed % 5 else bytes(ln)
         self.pool.open_object(vol, "lun").pwrite(off, payload, fua=fua)
-        self.model[(vol, None)][off:off + ln] = payload
+        self.model[(vol, None)][off : off + ln] = payload
 
     @rule(data=st.data(), off=st.integers(0, SIZE - 1), ln=st.integers(1, SIZE))
     def trim(self, data, off, ln):
         vol = data.draw(st.sampled_from(self.volumes()))
         ln = min(ln, SIZE - off)
         self.pool.open_object(vol, "lun").trim(off, ln)
-        self.model[(vol, None)][off:off + ln] = bytes(ln)
+        self.model[(vol, None)][off : off + ln] = bytes(ln)
 
     @rule(data=st.data())
     def snapshot(self, data):
@@ -123,6 +129,7 @@ class EngineModel(RuleBasedStateMachine):
         assert rep.clean, rep.problems
 
 
-EngineModel.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
-                                         suppress_health_check=list(HealthCheck))
+EngineModel.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+)
 test_engine_model = EngineModel.TestCase

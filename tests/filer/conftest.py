@@ -52,4 +52,5 @@ def unchanged(filer):
         with pytest.raises(exc, match=match) as ei:
             yield ei
         assert filer.dump() == before
+
     return check

@@ -7,8 +7,9 @@ def test_clone_luns_come_up_offline_naming_the_collision(runbook):
     f = runbook
     parent = f.lun_info("/vol/fvol_master/lun0")
     r = f.clone_create("fvol_clone1", "fvol_master", "clone_base_snapshot")
-    assert r["messages"] == ["LUN /vol/fvol_clone1/lun0 is offline: LUN ID 0 in igroup esx1 is held by "
-                             "/vol/fvol_master/lun0"]
+    assert r["messages"] == [
+        "LUN /vol/fvol_clone1/lun0 is offline: LUN ID 0 in igroup esx1 is held by /vol/fvol_master/lun0"
+    ]
     lun = f.lun_info("/vol/fvol_clone1/lun0")
     assert not lun["online"] and lun["maps"] == [{"igroup": "esx1", "lun_id": 0}]
     assert lun["serial"] != parent["serial"]  # clone LUNs get new serial numbers
@@ -38,7 +39,11 @@ def test_clone_inherits_options_but_no_schedule(runbook):
     f.snap_reserve("fvol_master", 10)
     f.clone_create("c1", "fvol_master", "clone_base_snapshot")
     v = f.vol_info("c1")
-    assert v["snap_sched"] == "0 0 0" and v["snap_reserve"] == 10 and v["parent"] == "fvol_master@clone_base_snapshot"
+    assert (
+        v["snap_sched"] == "0 0 0"
+        and v["snap_reserve"] == 10
+        and v["parent"] == "fvol_master@clone_base_snapshot"
+    )
     f.clone_create("c2", "fvol_master", "clone_base_snapshot", schedule="0 1 0")
     assert f.vol_info("c2")["snap_sched"] == "0 1 0"
 
@@ -84,4 +89,5 @@ def test_clone_show(runbook):
     runbook.clone_create("c1", "fvol_master", "clone_base_snapshot")
     rows = runbook.clone_show()
     assert [(r["volume"], r["parent_volume"], r["parent_snapshot"]) for r in rows] == [
-        ("c1", "fvol_master", "clone_base_snapshot")]
+        ("c1", "fvol_master", "clone_base_snapshot")
+    ]

@@ -7,7 +7,11 @@ from coppice.nbd.blockdev import Initiator
 
 def test_create_add_remove_show(filer, unchanged):
     g = filer.igroup_create("esx1", ["iqn.2026-01.org.example:host1"], ostype="vmware")
-    assert (g["initiators"], g["protocol"], g["ostype"]) == (["iqn.2026-01.org.example:host1"], "iscsi", "vmware")
+    assert (g["initiators"], g["protocol"], g["ostype"]) == (
+        ["iqn.2026-01.org.example:host1"],
+        "iscsi",
+        "vmware",
+    )
     filer.igroup_add("esx1", "192.0.2.0/24")
     with unchanged(InitiatorExists):
         filer.igroup_add("esx1", "IQN.2026-01.org.example:host1")

@@ -1,15 +1,28 @@
 import pytest
 
 from coppice.errors import ReadOnly
-from coppice.filer.errors import (BadOption, LunBusy, LunExists, LunNotFound, LunOffline, LunTooSmall,
-                                  VolumeFull, VolumeNotFound)
+from coppice.filer.errors import (
+    BadOption,
+    LunBusy,
+    LunExists,
+    LunNotFound,
+    LunOffline,
+    LunTooSmall,
+    VolumeFull,
+    VolumeNotFound,
+)
 
 
 def test_create_show_attributes(filer):
     filer.vol_create("v", "1g")
     lun = filer.lun_create("/vol/v/lun0", "10m", ostype="vmware", comment="ds1")
-    assert (lun["size"], lun["ostype"], lun["online"], lun["maps"], lun["comment"]) == (10 << 20, "vmware", True, [],
-                                                                                       "ds1")
+    assert (lun["size"], lun["ostype"], lun["online"], lun["maps"], lun["comment"]) == (
+        10 << 20,
+        "vmware",
+        True,
+        [],
+        "ds1",
+    )
     assert len(lun["serial"]) == 12
     assert [x["path"] for x in filer.lun_show()] == ["/vol/v/lun0"]
 

@@ -26,7 +26,11 @@ def test_omitted_id_is_lowest_free(two):
     assert f.lun_map("/vol/v/a", "g", 0) == 0
     assert f.lun_map("/vol/v/b", "g", 2) == 2
     assert f.lun_map("/vol/v/c", "g") == 1
-    assert [(m["path"], m["lun_id"]) for m in f.lun_maps()] == [("/vol/v/a", 0), ("/vol/v/c", 1), ("/vol/v/b", 2)]
+    assert [(m["path"], m["lun_id"]) for m in f.lun_maps()] == [
+        ("/vol/v/a", 0),
+        ("/vol/v/c", 1),
+        ("/vol/v/b", 2),
+    ]
 
 
 def test_bad_maps_are_refused(two, unchanged):

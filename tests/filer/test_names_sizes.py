@@ -11,9 +11,18 @@ def test_good_volume_names(name):
     assert check_volume(name) == name
 
 
-@pytest.mark.parametrize("name,why", [("", "empty"), ("1vol", "starts with '1'"), ("vol-1", "'-' is not allowed"),
-                                      ("a" * 256, "256 characters"), ("völ", "'ö' is not allowed"),
-                                      ("a/b", "'/' is not allowed"), ("a b", "' ' is not allowed")])
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("", "empty"),
+        ("1vol", "starts with '1'"),
+        ("vol-1", "'-' is not allowed"),
+        ("a" * 256, "256 characters"),
+        ("völ", "'ö' is not allowed"),
+        ("a/b", "'/' is not allowed"),
+        ("a b", "' ' is not allowed"),
+    ],
+)
 def test_bad_volume_names_say_why(name, why):
     with pytest.raises(BadName, match=why):
         check_volume(name)
@@ -38,9 +47,20 @@ def test_lun_paths():
         parse_lun_path("/vol/v/.snapshot/s/lun0")
 
 
-@pytest.mark.parametrize("text,n", [("20g", 20 << 30), ("512m", 512 << 20), ("1t", 1 << 40), ("4k", 4096),
-                                    ("20GB", 20 << 30), ("20GiB", 20 << 30), ("1.5g", 3 << 29), ("100", 100),
-                                    (4096, 4096)])
+@pytest.mark.parametrize(
+    "text,n",
+    [
+        ("20g", 20 << 30),
+        ("512m", 512 << 20),
+        ("1t", 1 << 40),
+        ("4k", 4096),
+        ("20GB", 20 << 30),
+        ("20GiB", 20 << 30),
+        ("1.5g", 3 << 29),
+        ("100", 100),
+        (4096, 4096),
+    ],
+)
 def test_parse_size(text, n):
     assert parse_size(text) == n
 
@@ -52,4 +72,10 @@ def test_bad_sizes(text):
 
 
 def test_format_size():
-    assert [format_size(x) for x in (0, 20 << 30, 1536 << 20, 4096, 100)] == ["0", "20g", "1.5g", "4k", "100b"]
+    assert [format_size(x) for x in (0, 20 << 30, 1536 << 20, 4096, 100)] == [
+        "0",
+        "20g",
+        "1.5g",
+        "4k",
+        "100b",
+    ]

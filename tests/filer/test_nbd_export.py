@@ -2,7 +2,6 @@
 igroup access by IP network, read-only snapshot exports, ENOSPC at the
 volume's size, and revocation on unmap."""
 
-
 import pytest
 
 nbd = pytest.importorskip("nbd")

@@ -1,6 +1,6 @@
 import pytest
 
-from coppice.errors import NotFound
+from coppice.errors import CoppiceError, NotFound
 from coppice.nbd.blockdev import BlockDevice, Initiator
 
 HOST1 = Initiator("iqn.2026-01.org.example:host1", "192.0.2.10", tls=True)
@@ -20,7 +20,10 @@ def names(res, who):
 
 
 def test_initiator_sees_only_luns_mapped_to_its_igroup(runbook, res):
-    assert names(res, HOST1) == ["/vol/fvol_master/lun0", "/vol/fvol_master/.snapshot/clone_base_snapshot/lun0"]
+    assert names(res, HOST1) == [
+        "/vol/fvol_master/lun0",
+        "/vol/fvol_master/.snapshot/clone_base_snapshot/lun0",
+    ]
     assert names(res, OTHER) == [] and names(res, NET) == []
     with pytest.raises(NotFound):
         res.open_export("/vol/fvol_master/lun0", OTHER)
@@ -61,7 +64,7 @@ def test_revoke_fires_on_unmap_offline_destroy(runbook, res):
     assert got == ["/vol/fvol_master/lun0", "/vol/fvol_master/lun0"]
     got.clear()
     # a refused command revokes nothing
-    with pytest.raises(Exception):
+    with pytest.raises(CoppiceError):
         runbook.vol_destroy("fvol_master")
     assert got == []
     runbook.vol_destroy("fvol_master", force=True)

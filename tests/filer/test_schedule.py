@@ -41,8 +41,10 @@ def test_nightly_weekly_precedence_and_catchup(filer):
     assert [a["created"] for a in filer.snap_sched_tick(T(4, 0))] == ["nightly.0", "hourly.0"]
     # the daemon was down a day and a half: one of each kind due, the newest
     acts = filer.snap_sched_tick(T(5, 13))
-    assert [(a["created"], a["slot"]) for a in acts] == [("nightly.0", "2024-03-05T00:00:00"),
-                                                         ("hourly.0", "2024-03-05T13:00:00")]
+    assert [(a["created"], a["slot"]) for a in acts] == [
+        ("nightly.0", "2024-03-05T00:00:00"),
+        ("hourly.0", "2024-03-05T13:00:00"),
+    ]
     names = {s["name"] for s in filer.snap_list("v")}
     assert names == {"weekly.0", "nightly.0", "nightly.1", "hourly.0", "hourly.1"}
 

@@ -1,6 +1,6 @@
-from coppice.filer.errors import VolumeFull
-
 import pytest
+
+from coppice.filer.errors import VolumeFull
 
 
 def test_df_splits_active_and_snapshot_space(filer):

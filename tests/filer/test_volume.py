@@ -1,7 +1,15 @@
 import pytest
 
-from coppice.filer.errors import (BadOption, SnapshotBusy, SnapshotsDisabled, VolumeBusy, VolumeExists,
-                                  VolumeFull, VolumeNotFound, VolumeTooSmall)
+from coppice.filer.errors import (
+    BadOption,
+    SnapshotBusy,
+    SnapshotsDisabled,
+    VolumeBusy,
+    VolumeExists,
+    VolumeFull,
+    VolumeNotFound,
+    VolumeTooSmall,
+)
 
 
 def test_create_and_show(filer):

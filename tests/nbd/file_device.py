@@ -16,7 +16,7 @@ import ctypes.util
 import errno
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from coppice.errors import NotFound, ReadOnly
 from coppice.nbd.blockdev import EXTENT_HOLE, EXTENT_ZERO, Initiator
@@ -37,8 +37,14 @@ def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
 class FileDevice:
     """A test-only block device backed by the file at ``path``."""
 
-    def __init__(self, path: str, size: int | None = None, read_only: bool = False,
-                 block_size: int = 4096, can_multi_conn: bool = True):
+    def __init__(
+        self,
+        path: str,
+        size: int | None = None,
+        read_only: bool = False,
+        block_size: int = 4096,
+        can_multi_conn: bool = True,
+    ):
         self.path = path
         if size is not None and not read_only:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -109,7 +115,7 @@ class FileDevice:
             except OSError as e:
                 if e.errno != errno.ENXIO:
                     raise
-                data = end          # no data after pos: hole to the end
+                data = end  # no data after pos: hole to the end
             if data > pos:
                 hole_end = min(data, end)
                 out.append((pos, hole_end - pos, EXTENT_HOLE | EXTENT_ZERO))
@@ -130,8 +136,11 @@ class DictResolver:
     """In-test ExportResolver: ``exports`` maps a name to (factory,
     description); ``allow(name, initiator)`` decides access (default: all)."""
 
-    def __init__(self, exports: dict[str, tuple[Callable[[], object], str]] | None = None,
-                 allow: Callable[[str, Initiator], bool] | None = None):
+    def __init__(
+        self,
+        exports: dict[str, tuple[Callable[[], object], str]] | None = None,
+        allow: Callable[[str, Initiator], bool] | None = None,
+    ):
         self.exports = dict(exports or {})
         self.allow = allow or (lambda name, initiator: True)
         self.callbacks: list[Callable[[str], None]] = []
@@ -141,8 +150,7 @@ class DictResolver:
 
     def list_exports(self, initiator: Initiator) -> list[tuple[str, str]]:
         self.seen.append(initiator)
-        return [(n, d) for n, (_, d) in sorted(self.exports.items())
-                if self.allow(n, initiator)]
+        return [(n, d) for n, (_, d) in sorted(self.exports.items()) if self.allow(n, initiator)]
 
     def open_export(self, name: str, initiator: Initiator):
         self.seen.append(initiator)

@@ -70,8 +70,9 @@ class RawClient:
         if meta:
             n = name.encode()
             q = P.META_BASE_ALLOCATION.encode()
-            self.option(P.OPT_SET_META_CONTEXT,
-                        struct.pack(">I", len(n)) + n + struct.pack(">II", 1, len(q)) + q)
+            self.option(
+                P.OPT_SET_META_CONTEXT, struct.pack(">I", len(n)) + n + struct.pack(">II", 1, len(q)) + q
+            )
             reps = self.replies_until_final()
             assert reps[-1][1] == P.REP_ACK, reps
         n = name.encode()
@@ -86,8 +87,15 @@ class RawClient:
 
     # transmission ---------------------------------------------------------
 
-    def request(self, cmd: int, offset: int = 0, length: int = 0, flags: int = 0,
-                data: bytes = b"", magic: int = P.REQUEST_MAGIC) -> int:
+    def request(
+        self,
+        cmd: int,
+        offset: int = 0,
+        length: int = 0,
+        flags: int = 0,
+        data: bytes = b"",
+        magic: int = P.REQUEST_MAGIC,
+    ) -> int:
         self.handle += 1
         self.sock.sendall(P.REQUEST.pack(magic, flags, cmd, self.handle, offset, length) + data)
         return self.handle

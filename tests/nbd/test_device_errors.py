@@ -49,7 +49,9 @@ def test_checksum_failure_is_eio_and_connection_survives(serve, structured):
     s = serve()
     path = s.path("disk")
     s.resolver.exports["bad"] = (
-        lambda: Faulty(FileDevice(path), 8192, Corruption(detail="checksum mismatch")), "bad")
+        lambda: Faulty(FileDevice(path), 8192, Corruption(detail="checksum mismatch")),
+        "bad",
+    )
     h = nbd.NBD()
     h.set_request_structured_replies(structured)
     h.add_meta_context("base:allocation")
@@ -65,8 +67,7 @@ def test_full_volume_is_enospc(serve):
     # NoSpace from the device is ENOSPC on the write that hit it.
     s = serve()
     path = s.path("disk")
-    s.resolver.exports["full"] = (
-        lambda: Faulty(FileDevice(path), 0, NoSpace(detail="volume full")), "full")
+    s.resolver.exports["full"] = (lambda: Faulty(FileDevice(path), 0, NoSpace(detail="volume full")), "full")
     h = nbd.NBD()
     h.connect_uri(s.uri("full"))
     assert err_of(h.pwrite, b"x" * 4096, 0) == errno.ENOSPC
@@ -79,8 +80,7 @@ def test_unexpected_exception_is_eio(serve):
     # A bug in a device (not a CoppiceError) is EIO for that request only.
     s = serve()
     path = s.path("disk")
-    s.resolver.exports["buggy"] = (
-        lambda: Faulty(FileDevice(path), 0, ZeroDivisionError("bug")), "buggy")
+    s.resolver.exports["buggy"] = (lambda: Faulty(FileDevice(path), 0, ZeroDivisionError("bug")), "buggy")
     h = nbd.NBD()
     h.connect_uri(s.uri("buggy"))
     assert err_of(h.pread, 512, 0) == errno.EIO

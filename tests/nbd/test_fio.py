@@ -13,7 +13,20 @@ pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not ins
 def test_fio_verify_crc32c(serve, rw, bs, depth):
     # Every block fio writes (pipelined, QD up to 32) reads back with a valid checksum.
     s = serve()
-    p = run("fio", "--name=verify", "--ioengine=nbd", f"--uri={s.uri()}", f"--rw={rw}",
-            f"--bs={bs}", f"--iodepth={depth}", "--size=8M", "--verify=crc32c",
-            "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=terse", timeout=120)
+    p = run(
+        "fio",
+        "--name=verify",
+        "--ioengine=nbd",
+        f"--uri={s.uri()}",
+        f"--rw={rw}",
+        f"--bs={bs}",
+        f"--iodepth={depth}",
+        "--size=8M",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--verify_fatal=1",
+        "--verify_state_save=0",
+        "--output-format=terse",
+        timeout=120,
+    )
     assert "verify" not in p.stderr.lower() or "bad" not in p.stderr.lower(), p.stderr

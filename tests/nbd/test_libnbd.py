@@ -17,7 +17,7 @@ def connect(s, export="disk", structured=True, meta=True, strict=True):
     if meta:
         h.add_meta_context("base:allocation")
     if not strict:
-        h.set_strict_mode(0)      # let bad requests reach the server
+        h.set_strict_mode(0)  # let bad requests reach the server
     h.connect_uri(s.uri(export))
     return h
 
@@ -69,7 +69,7 @@ def extents(h, length, offset=0, flags=0):
 
     def cb(ctx, off, entries, err):
         assert ctx == "base:allocation"
-        out.extend(zip(entries[0::2], entries[1::2]))
+        out.extend(zip(entries[0::2], entries[1::2], strict=False))
         return 0
 
     h.block_status(length, offset, cb, flags)
@@ -111,7 +111,7 @@ def test_flush_fua_trim_zero(serve):
 def err_of(fn, *args):
     with pytest.raises(nbd.Error) as ei:
         fn(*args)
-    e = ei.value.errno     # libnbd gives the errno's name
+    e = ei.value.errno  # libnbd gives the errno's name
     return getattr(errno, e) if isinstance(e, str) else e
 
 

@@ -41,8 +41,11 @@ def test_read_only_export_refuses_writes(serve):
     p = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0 0 64k", s.uri("ro"))
     assert "read 65536/65536" in p.stdout
     p = run("qemu-io", "-f", "raw", "-c", "write 0 4k", s.uri("ro"), check=False)
-    assert p.returncode != 0 or "Operation not permitted" in p.stdout + p.stderr \
+    assert (
+        p.returncode != 0
+        or "Operation not permitted" in p.stdout + p.stderr
         or "read-only" in (p.stdout + p.stderr).lower()
+    )
 
 
 def test_unix_socket(serve):

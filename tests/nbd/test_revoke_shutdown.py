@@ -34,7 +34,7 @@ def test_revoke_cuts_open_connections_to_that_export(serve):
     victim.pwrite(b"v" * 4096, 0)
     bystander.pwrite(b"b" * 4096, 0)
     assert wait_for(lambda: len(s.server.connections()) == 2)
-    s.resolver.revoke("disk")               # resolver -> on_revoke -> server.revoke
+    s.resolver.revoke("disk")  # resolver -> on_revoke -> server.revoke
     with pytest.raises(nbd.Error):
         victim.pread(4096, 0)
     with pytest.raises(nbd.Error):

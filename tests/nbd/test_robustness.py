@@ -77,7 +77,7 @@ def test_malformed_options_get_invalid_and_unknown_gets_unsup(busy):
     s, h, data = busy
     c = RawClient(s.port)
     c.greeting()
-    c.option(P.OPT_GO, struct.pack(">I", 1000) + b"disk")       # name overruns data
+    c.option(P.OPT_GO, struct.pack(">I", 1000) + b"disk")  # name overruns data
     assert c.reply()[1] == P.REP_ERR_INVALID
     c.option(P.OPT_LIST, b"junk")
     assert c.reply()[1] == P.REP_ERR_INVALID
@@ -85,7 +85,7 @@ def test_malformed_options_get_invalid_and_unknown_gets_unsup(busy):
     assert c.reply()[1] == P.REP_ERR_UNSUP
     c.option(P.OPT_SET_META_CONTEXT, b"\0\0\0\4disk\0\0\0\0")  # before STRUCTURED_REPLY
     assert c.reply()[1] == P.REP_ERR_INVALID
-    c.option(P.OPT_STARTTLS)                                     # TLS not configured
+    c.option(P.OPT_STARTTLS)  # TLS not configured
     assert c.reply()[1] == P.REP_ERR_POLICY
     c.option(P.OPT_GO, struct.pack(">I", 2) + b"\xff\xfe" + struct.pack(">H", 0))  # not UTF-8
     assert c.reply()[1] == P.REP_ERR_INVALID
@@ -127,17 +127,17 @@ def test_oversized_read_and_bad_flags_get_einval_and_connection_survives(busy):
     assert c.simple_reply()[0] == P.EINVAL
     c.request(P.CMD_READ, 0, 512, flags=0x8000)
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(P.CMD_READ, 4 * MiB, 1)                    # past the end
+    c.request(P.CMD_READ, 4 * MiB, 1)  # past the end
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(P.CMD_READ, 2**64 - 512, 1024)             # offset+length overflows 64 bits
+    c.request(P.CMD_READ, 2**64 - 512, 1024)  # offset+length overflows 64 bits
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(99, 0, 0)                                   # unknown command
+    c.request(99, 0, 0)  # unknown command
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(P.CMD_FLUSH, 1, 0)                          # FLUSH must have zero offset/length
+    c.request(P.CMD_FLUSH, 1, 0)  # FLUSH must have zero offset/length
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(P.CMD_BLOCK_STATUS, 0, 512)                 # no meta context negotiated
+    c.request(P.CMD_BLOCK_STATUS, 0, 512)  # no meta context negotiated
     assert c.simple_reply()[0] == P.EINVAL
-    c.request(P.CMD_WRITE, 4 * MiB - 2, 4, data=b"abcd")   # past the end: ENOSPC, payload drained
+    c.request(P.CMD_WRITE, 4 * MiB - 2, 4, data=b"abcd")  # past the end: ENOSPC, payload drained
     assert c.simple_reply()[0] == P.ENOSPC
     c.request(P.CMD_READ, MiB, 8)
     err, _, payload = c.simple_reply(8)
@@ -158,7 +158,7 @@ def test_structured_error_chunk_for_bad_read(busy):
     assert magic == P.STRUCTURED_REPLY_MAGIC and typ == P.REPLY_TYPE_ERROR
     assert flags & P.REPLY_FLAG_DONE and rhandle == handle
     err, mlen = struct.unpack_from(">IH", payload)
-    assert err == P.EINVAL and b"past the end" in payload[6:6 + mlen]
+    assert err == P.EINVAL and b"past the end" in payload[6 : 6 + mlen]
     c.request(P.CMD_READ, MiB, 4)
     magic, flags, typ, _, payload = c.any_reply()
     assert typ == P.REPLY_TYPE_OFFSET_DATA and payload == struct.pack(">Q", MiB) + data[:4]
@@ -182,10 +182,11 @@ def test_disconnect_with_requests_in_flight(busy):
     c = RawClient(s.port)
     c.greeting()
     c.go("disk")
-    for i in range(50):
+    for _i in range(50):
         c.request(P.CMD_READ, 0, MiB)
-    c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_LINGER,
-                      struct.pack("ii", 1, 0))    # RST, not FIN
+    c.sock.setsockopt(
+        __import__("socket").SOL_SOCKET, __import__("socket").SO_LINGER, struct.pack("ii", 1, 0)
+    )  # RST, not FIN
     c.close()
     still_fine(h, data)
 
@@ -250,7 +251,9 @@ def test_info_does_not_enter_transmission(serve):
     c = RawClient(s.port)
     c.greeting()
     n = b"disk"
-    c.option(P.OPT_INFO, struct.pack(">I", len(n)) + n + struct.pack(">HHH", 2, P.INFO_NAME, P.INFO_DESCRIPTION))
+    c.option(
+        P.OPT_INFO, struct.pack(">I", len(n)) + n + struct.pack(">HHH", 2, P.INFO_NAME, P.INFO_DESCRIPTION)
+    )
     infos = {}
     for _opt, rep, d in c.replies_until_final():
         if rep == P.REP_INFO:
@@ -270,6 +273,7 @@ def test_slow_handshake_is_cut_at_the_deadline(serve):
     # A client trickling its handshake is dropped when the deadline passes,
     # however often it sends a byte.
     import time
+
     s = serve(handshake_timeout=0.5)
     c = RawClient(s.port)
     c.greeting()

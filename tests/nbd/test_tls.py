@@ -43,11 +43,13 @@ def test_nbdinfo_over_tls_with_client_cert(serve, pki):
     # nbds:// with tls-certificates: the initiator is the cert's CN.
     d, clients = pki
     s = serve(size=MiB, allow=allow_host_a, tls_context=tls.server_context(d))
-    out = run("nbdinfo", "--list", "--json",
-              s.uri("disk", "nbds", f"tls-certificates={clients['host-a']}")).stdout
+    out = run(
+        "nbdinfo", "--list", "--json", s.uri("disk", "nbds", f"tls-certificates={clients['host-a']}")
+    ).stdout
     assert {e["export-name"] for e in json.loads(out)["exports"]} == {"disk", "ro", "other"}
-    out = run("nbdinfo", "--list", "--json",
-              s.uri("other", "nbds", f"tls-certificates={clients['host-b']}")).stdout
+    out = run(
+        "nbdinfo", "--list", "--json", s.uri("other", "nbds", f"tls-certificates={clients['host-b']}")
+    ).stdout
     assert {e["export-name"] for e in json.loads(out)["exports"]} == {"ro", "other"}
     names = {i.name for i in s.resolver.seen if i.tls}
     assert names == {"host-a", "host-b"}
@@ -61,11 +63,20 @@ def test_qemu_img_with_tls_creds_object(serve, pki):
     opts = f"driver=nbd,host=127.0.0.1,port={s.port},export=disk,tls-creds=tls0"
     p = run("qemu-img", "info", "--object", obj, "--image-opts", opts)
     assert "4 MiB" in p.stdout
-    run("qemu-io", "--object", obj, "--image-opts", opts,
-        "-c", "write -P 0x61 0 1M", "-c", "read -P 0x61 0 1M")
+    run(
+        "qemu-io",
+        "--object",
+        obj,
+        "--image-opts",
+        opts,
+        "-c",
+        "write -P 0x61 0 1M",
+        "-c",
+        "read -P 0x61 0 1M",
+    )
     obj_b = f"tls-creds-x509,id=tls0,dir={clients['host-b']},endpoint=client"
     p = run("qemu-img", "info", "--object", obj_b, "--image-opts", opts, check=False)
-    assert p.returncode != 0        # host-b is not allowed "disk"
+    assert p.returncode != 0  # host-b is not allowed "disk"
 
 
 def test_libnbd_tls_data_roundtrip(serve, pki):
@@ -112,10 +123,15 @@ def test_untrusted_client_cert_is_rejected(serve, pki, workdir):
     tls.create_client_cert(rogue, "host-a", os.path.join(rogue, "c"))
     # trust our server CA but present the rogue client cert
     import shutil
+
     shutil.copy(os.path.join(d, "ca-cert.pem"), os.path.join(rogue, "c", "ca-cert.pem"))
     s = serve(size=MiB, tls_context=tls.server_context(d), require_tls=True)
-    p = run("nbdinfo", "--list", s.uri("disk", "nbds", f"tls-certificates={os.path.join(rogue, 'c')}"),
-            check=False)
+    p = run(
+        "nbdinfo",
+        "--list",
+        s.uri("disk", "nbds", f"tls-certificates={os.path.join(rogue, 'c')}"),
+        check=False,
+    )
     assert p.returncode != 0
 
 

@@ -31,6 +31,7 @@ TLS_BASE = "/var/lib/coppice/test-libvirt-nbd-tls"
 
 def _tls_dirs():
     from coppice.nbd import tls
+
     server, client = f"{TLS_BASE}/server", f"{TLS_BASE}/client"
     os.makedirs(server, exist_ok=True)
     tls.init_tls_dir(server)
@@ -47,6 +48,7 @@ def nbd_tls_dirs():
 @pytest.fixture(scope="session")
 def system_libvirt(nbd_tls_dirs):
     from coppice.provision.hypervisor import Hypervisor, ensure_system_libvirtd
+
     # Configure TLS before opening the session's connection: a restart would drop it.
     ensure_system_libvirtd(tls_cert_dir=nbd_tls_dirs[1])
     h = Hypervisor.open("qemu:///system")
@@ -97,8 +99,12 @@ class QemuNbd:
         else:
             cmd += ["-b", "127.0.0.1", "-p", str(self.port)]
         if tls_dir:
-            cmd += ["--object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint=server",
-                    "--tls-creds", "tls0"]
+            cmd += [
+                "--object",
+                f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint=server",
+                "--tls-creds",
+                "tls0",
+            ]
         self.proc = subprocess.Popen(cmd + [path], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
@@ -118,6 +124,7 @@ class QemuNbd:
 
     def source(self, tls=False):
         from coppice.provision.domain_xml import NbdSource
+
         if self.socket:
             return NbdSource(self.export, socket=self.socket, tls=tls)
         return NbdSource(self.export, host="127.0.0.1", port=self.port, tls=tls)

@@ -56,6 +56,7 @@ def filer(pool_dir):
 @pytest.fixture
 def hv():
     from coppice.provision.hypervisor import Hypervisor
+
     h = Hypervisor.open(TEST_URI)
     yield h
     h.close()
@@ -69,5 +70,6 @@ def image(tmp_path):
 @pytest.fixture
 def tpl(filer, image):
     from coppice.provision import template
+
     template.import_image(filer, "gold", image, memory_mib=64)
     return "gold"

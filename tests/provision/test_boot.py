@@ -34,9 +34,15 @@ def copy_root(template, dst):
 
 
 def guest(template, name, root_src, seed_disk, log):
-    return render_domain_xml(DomainSpec(
-        name=name, memory_mib=256, boot=DirectBoot(template.kernel, template.initrd, template.cmdline),
-        disks=[Disk("vda", root_src), seed_disk], serial_log=log))
+    return render_domain_xml(
+        DomainSpec(
+            name=name,
+            memory_mib=256,
+            boot=DirectBoot(template.kernel, template.initrd, template.cmdline),
+            disks=[Disk("vda", root_src), seed_disk],
+            serial_log=log,
+        )
+    )
 
 
 def check_identity(log, hostname, iid, template):
@@ -79,7 +85,7 @@ def test_two_guests_in_parallel(tiny_template, system_libvirt, qemu_nbd, workdir
     # two guests at once, seeds served over NBD as virtio-scsi cdroms: each gets its own identity
     hv = system_libvirt
     guests = []
-    for i, host in enumerate(("web001", "web002")):
+    for _i, host in enumerate(("web001", "web002")):
         name = domain_names(host)
         iid = f"iid-{uuid.uuid4()}"
         root = copy_root(tiny_template, f"{workdir}/{host}.raw")
@@ -88,8 +94,15 @@ def test_two_guests_in_parallel(tiny_template, system_libvirt, qemu_nbd, workdir
         root_nbd = qemu_nbd(root, f"/vol/ds/{host}")  # export names may start with '/'
         seed_nbd = qemu_nbd(seed, f"/vol/ds/{host}.seed", readonly=True)
         log = f"{workdir}/{host}.log"
-        hv.define(guest(tiny_template, name, root_nbd.source(),
-                        Disk("sda", seed_nbd.source(), device="cdrom", bus="scsi", readonly=True), log))
+        hv.define(
+            guest(
+                tiny_template,
+                name,
+                root_nbd.source(),
+                Disk("sda", seed_nbd.source(), device="cdrom", bus="scsi", readonly=True),
+                log,
+            )
+        )
         guests.append((name, host, iid, root, root_nbd, log))
     t0 = time.monotonic()
     for g in guests:
@@ -97,7 +110,7 @@ def test_two_guests_in_parallel(tiny_template, system_libvirt, qemu_nbd, workdir
     for g in guests:
         hv.wait_for_shutoff(g[0], BOOT_TIMEOUT)
     print(f"two guests, start to both shut off: {time.monotonic() - t0:.1f} s")
-    for name, host, iid, root, root_nbd, log in guests:
+    for _name, host, iid, root, root_nbd, log in guests:
         check_identity(log, host, iid, tiny_template)
         root_nbd.stop()
         assert read_marker(root) == f"COPPICE-MARKER {host} {iid}"
@@ -114,8 +127,15 @@ def test_boot_over_unix_socket_with_ide_seed(tiny_template, system_libvirt, qemu
     nbd = qemu_nbd(root, "root", socket_path=f"{workdir}/nbd.sock")
     log = f"{workdir}/serial.log"
     hv = system_libvirt
-    hv.define(guest(tiny_template, name, nbd.source(),
-                    Disk("hdc", FileSource(seed), device="cdrom", bus="ide", readonly=True), log))
+    hv.define(
+        guest(
+            tiny_template,
+            name,
+            nbd.source(),
+            Disk("hdc", FileSource(seed), device="cdrom", bus="ide", readonly=True),
+            log,
+        )
+    )
     hv.start(name)
     hv.wait_for_shutoff(name, BOOT_TIMEOUT)
     check_identity(log, "unix01", iid, tiny_template)
@@ -133,7 +153,9 @@ def test_boot_over_tls(tiny_template, system_libvirt, nbd_tls_dirs, qemu_nbd, wo
     nbd = qemu_nbd(root, "root", tls_dir=nbd_tls_dirs[0])
     log = f"{workdir}/serial.log"
     hv = system_libvirt
-    hv.define(guest(tiny_template, name, nbd.source(tls=True), Disk("vdb", FileSource(seed), readonly=True), log))
+    hv.define(
+        guest(tiny_template, name, nbd.source(tls=True), Disk("vdb", FileSource(seed), readonly=True), log)
+    )
     hv.start(name)
     hv.wait_for_shutoff(name, BOOT_TIMEOUT)
     check_identity(log, "tls01", iid, tiny_template)

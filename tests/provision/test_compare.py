@@ -18,7 +18,7 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def template():
     data = bytearray(8 * MiB)
-    data[:4 * MiB] = os.urandom(4 * MiB)     # half data, half never written
+    data[: 4 * MiB] = os.urandom(4 * MiB)  # half data, half never written
     return C.Template({"disk0": bytes(data)})
 
 
@@ -115,8 +115,20 @@ def test_cli_json_and_bad_input(tmp_path):
     with open(img, "wb") as f:
         f.write(os.urandom(MiB))
         f.truncate(2 * MiB)
-    cmd = [sys.executable, "-m", "coppice.cli.main", "compare", "--image", str(img), "--count", "2",
-           "--days", "1", "--scratch", str(tmp_path / "s")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "coppice.cli.main",
+        "compare",
+        "--image",
+        str(img),
+        "--count",
+        "2",
+        "--days",
+        "1",
+        "--scratch",
+        str(tmp_path / "s"),
+    ]
     p = subprocess.run(cmd + ["--json"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)

@@ -29,8 +29,16 @@ def test_hostname_pattern():
         cs.build("s", hostname="{nope}")
 
 
-@pytest.mark.parametrize("kw", [dict(password_hash="secret"), dict(network="static:banana"),
-                                dict(network="dhcp6"), dict(user="Bad User"), dict(runcmd=["a\nb"])])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(password_hash="secret"),
+        dict(network="static:banana"),
+        dict(network="dhcp6"),
+        dict(user="Bad User"),
+        dict(runcmd=["a\nb"]),
+    ],
+)
 def test_bad_specs(kw):
     # a clear error for each bad field
     with pytest.raises(BadCustSpec):

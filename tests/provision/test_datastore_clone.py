@@ -33,7 +33,11 @@ def test_clone_register_three_vms(filer, hv):
     out = dsclone.clone_datastore(filer, "fvol_master", "clone_base", "fvol_clone1", uri=TEST_URI, hv=hv)
     a = out["datastore"]
     assert a["copy"] and a["resignatured"] and "fvol_master" in a["reason"]
-    assert a["name"].startswith("snap-") and a["name"].endswith("-prod") and len(a["name"]) == len("snap-12345678-prod")
+    assert (
+        a["name"].startswith("snap-")
+        and a["name"].endswith("-prod")
+        and len(a["name"]) == len("snap-12345678-prod")
+    )
     d = ds.descriptor(filer, "fvol_clone1")
     assert d["uuid"] != ds.descriptor(filer, "fvol_master")["uuid"] and d["resignatured_from"]
     assert len(out["vms"]) == 3

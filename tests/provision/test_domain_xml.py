@@ -6,19 +6,38 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from coppice.provision.domain_xml import (
-    DirectBoot, Disk, DomainSpec, FileSource, Interface, NbdSource, clone_domain_xml,
-    parse_domain_xml, random_mac, render_domain_xml, rewrite_domain_xml,
+    DirectBoot,
+    Disk,
+    DomainSpec,
+    FileSource,
+    Interface,
+    NbdSource,
+    clone_domain_xml,
+    parse_domain_xml,
+    random_mac,
+    render_domain_xml,
+    rewrite_domain_xml,
 )
 from coppice.provision.errors import BadDomainXML
 
 
 def spec(**kw):
     base = dict(
-        name="web001", uuid="0b5c1c2e-3f51-4a8e-9c5d-2a3e4f5a6b7c", memory_mib=256, vcpus=1,
+        name="web001",
+        uuid="0b5c1c2e-3f51-4a8e-9c5d-2a3e4f5a6b7c",
+        memory_mib=256,
+        vcpus=1,
         boot=DirectBoot("/k/vmlinuz", "/k/initrd.img", "console=ttyS0 coppice.root=vda"),
-        disks=[Disk("vda", NbdSource("/vol/ds1/web001", port=10809)),
-               Disk("sda", NbdSource("/vol/ds1/web001.seed", port=10809), device="cdrom",
-                    bus="scsi", readonly=True)],
+        disks=[
+            Disk("vda", NbdSource("/vol/ds1/web001", port=10809)),
+            Disk(
+                "sda",
+                NbdSource("/vol/ds1/web001.seed", port=10809),
+                device="cdrom",
+                bus="scsi",
+                readonly=True,
+            ),
+        ],
         interfaces=[Interface("52:54:00:12:34:56")],
         serial_log="/var/log/coppice/web001.log",
         metadata={"template": "tiny", "clone": "ds1_web001"},
@@ -65,9 +84,12 @@ def test_render_unix_socket_and_tls():
 
 def test_render_seed_as_file_and_scsi_controller():
     # a seed as a file cdrom on SCSI brings a virtio-scsi controller; a virtio-only VM has none
-    s = spec(disks=[Disk("vda", NbdSource("root")),
-                    Disk("sda", FileSource("/var/lib/coppice/seed.iso"), device="cdrom", bus="scsi",
-                         readonly=True)])
+    s = spec(
+        disks=[
+            Disk("vda", NbdSource("root")),
+            Disk("sda", FileSource("/var/lib/coppice/seed.iso"), device="cdrom", bus="scsi", readonly=True),
+        ]
+    )
     root = ET.fromstring(render_domain_xml(s))
     d = root.find("devices/disk[@device='cdrom']")
     assert d.get("type") == "file" and d.find("source").get("file") == "/var/lib/coppice/seed.iso"
@@ -79,18 +101,25 @@ def test_render_seed_as_file_and_scsi_controller():
 
 def test_parse_round_trip():
     # what render writes, parse reads back unchanged (both transports, metadata included)
-    s = spec(disks=[Disk("vda", NbdSource("root", port=10810)),
-                    Disk("vdb", NbdSource("seed", socket="/run/s.sock", tls=True), readonly=True),
-                    Disk("sda", FileSource("/x/seed.iso"), device="cdrom", bus="scsi", readonly=True)])
+    s = spec(
+        disks=[
+            Disk("vda", NbdSource("root", port=10810)),
+            Disk("vdb", NbdSource("seed", socket="/run/s.sock", tls=True), readonly=True),
+            Disk("sda", FileSource("/x/seed.iso"), device="cdrom", bus="scsi", readonly=True),
+        ]
+    )
     assert parse_domain_xml(render_domain_xml(s)) == s
 
 
 def test_clone_gets_new_identity_and_disks():
     # a clone: new name, new UUID, new MAC; disks repointed; everything else kept
     old = render_domain_xml(spec())
-    new = clone_domain_xml(old, name="web002",
-                           disks={"vda": NbdSource("/vol/ds1_clone/web001", host="10.1.1.1", port=10809)},
-                           serial_log="/var/log/coppice/web002.log")
+    new = clone_domain_xml(
+        old,
+        name="web002",
+        disks={"vda": NbdSource("/vol/ds1_clone/web001", host="10.1.1.1", port=10809)},
+        serial_log="/var/log/coppice/web002.log",
+    )
     a, b = parse_domain_xml(old), parse_domain_xml(new)
     assert b.name == "web002"
     assert b.uuid != a.uuid
@@ -107,6 +136,7 @@ def test_rewrite_with_function_and_nbd_to_file():
         if disk.device == "cdrom":
             return FileSource("/seeds/web001.iso")
         return NbdSource(disk.source.export.replace("/vol/ds1/", "/vol/ds2/"), port=10900)
+
     new = parse_domain_xml(rewrite_domain_xml(render_domain_xml(spec()), disks=move))
     assert new.disks[0].source == NbdSource("/vol/ds2/web001", port=10900)
     assert new.disks[1].source == FileSource("/seeds/web001.iso")
@@ -130,8 +160,13 @@ def test_rewrite_keeps_foreign_elements_and_drops_runtime_state():
       </devices>
       <qemu:commandline><qemu:arg value='-no-hpet'/></qemu:commandline>
     </domain>"""
-    out = rewrite_domain_xml(live, name="vm1-clone", uuid="new", macs=["52:54:00:00:00:01"],
-                             disks={"vda": NbdSource("vm1-clone-root")})
+    out = rewrite_domain_xml(
+        live,
+        name="vm1-clone",
+        uuid="new",
+        macs=["52:54:00:00:00:01"],
+        disks={"vda": NbdSource("vm1-clone-root")},
+    )
     root = ET.fromstring(out)
     assert root.get("id") is None
     assert not list(root.iter("alias"))
@@ -153,19 +188,22 @@ def test_metadata_replaced():
     assert "keep" in out
 
 
-@pytest.mark.parametrize("bad, why", [
-    (dict(name="a/b"), "name"),
-    (dict(name=""), "name"),
-    (dict(uuid="not-a-uuid"), "uuid"),
-    (dict(memory_mib=1), "memory"),
-    (dict(interfaces=[Interface("01:00:5e:00:00:01")]), "MAC"),
-    (dict(disks=[Disk("vda", NbdSource("x")), Disk("vda", NbdSource("y"))]), "target"),
-    (dict(disks=[Disk("sda", FileSource("/s.iso"), device="cdrom", bus="virtio")]), "cdrom"),
-    (dict(disks=[Disk("sda", FileSource("/s.iso"), bus="sata")]), "SATA"),
-    (dict(disks=[Disk("vda", FileSource("relative.raw"))]), "absolute"),
-    (dict(disks=[Disk("vda", NbdSource(""))]), "export"),
-    (dict(serial_log="log.txt"), "absolute"),
-])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        (dict(name="a/b"), "name"),
+        (dict(name=""), "name"),
+        (dict(uuid="not-a-uuid"), "uuid"),
+        (dict(memory_mib=1), "memory"),
+        (dict(interfaces=[Interface("01:00:5e:00:00:01")]), "MAC"),
+        (dict(disks=[Disk("vda", NbdSource("x")), Disk("vda", NbdSource("y"))]), "target"),
+        (dict(disks=[Disk("sda", FileSource("/s.iso"), device="cdrom", bus="virtio")]), "cdrom"),
+        (dict(disks=[Disk("sda", FileSource("/s.iso"), bus="sata")]), "SATA"),
+        (dict(disks=[Disk("vda", FileSource("relative.raw"))]), "absolute"),
+        (dict(disks=[Disk("vda", NbdSource(""))]), "export"),
+        (dict(serial_log="log.txt"), "absolute"),
+    ],
+)
 def test_bad_specs_refused(bad, why):
     # each mistake is refused with a message naming it
     with pytest.raises(BadDomainXML, match=why):

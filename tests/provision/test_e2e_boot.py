@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="qemu:///system needs 
 
 def _read(sock, export, offset, length):
     import nbd
+
     h = nbd.NBD()
     try:
         h.connect_uri(f"nbd+unix:///{export}?socket={sock}")
@@ -36,13 +37,22 @@ def test_three_vms_boot_from_their_clones(tiny_template, system_libvirt, workdir
     names = []
     try:
         t = tiny_template
-        template.import_image(f, "tiny", t.disk_image, kernel=t.kernel, initrd=t.initrd, cmdline=t.cmdline,
-                              memory_mib=256)
+        template.import_image(
+            f, "tiny", t.disk_image, kernel=t.kernel, initrd=t.initrd, cmdline=t.cmdline, memory_mib=256
+        )
         custspec.create(f, "e2e", user="ops", runcmd=["echo provisioned"])
         stem = f"e2e{uuid.uuid4().hex[:4]}n"
         p = Provisioner(f, state_dir=os.path.join(workdir, "state"))
-        s = p.provision("tiny", 3, stem + "{n}", "e2e", "qemu:///system", start=True, parallel=3,
-                        target=Target(host="127.0.0.1", port=srv.address[1]))
+        s = p.provision(
+            "tiny",
+            3,
+            stem + "{n}",
+            "e2e",
+            "qemu:///system",
+            start=True,
+            parallel=3,
+            target=Target(host="127.0.0.1", port=srv.address[1]),
+        )
         names = [r.name for r in s.ok]
         assert len(names) == 3, s.to_dict()["failed"]
         for n in names:

@@ -12,8 +12,12 @@ from coppice.provision.errors import GuestImageError
 
 
 def cpio_list(initrd):
-    out = subprocess.run(["cpio", "-it", "--quiet"], input=gzip.decompress(Path(initrd).read_bytes()),
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        ["cpio", "-it", "--quiet"],
+        input=gzip.decompress(Path(initrd).read_bytes()),
+        capture_output=True,
+        check=True,
+    )
     return out.stdout.decode().split()
 
 
@@ -21,7 +25,9 @@ def test_files_exist_and_cached(tiny_template):
     # kernel, initrd, disk are plain files; a second build returns at once with the same files
     for p in (tiny_template.kernel, tiny_template.initrd, tiny_template.disk_image):
         assert os.path.getsize(p) > 0
-    mtimes = [os.path.getmtime(p) for p in (tiny_template.kernel, tiny_template.initrd, tiny_template.disk_image)]
+    mtimes = [
+        os.path.getmtime(p) for p in (tiny_template.kernel, tiny_template.initrd, tiny_template.disk_image)
+    ]
     again = gi.build_tiny_template(Path(tiny_template.kernel).parent.parent)
     assert again == tiny_template
     assert mtimes == [os.path.getmtime(p) for p in (again.kernel, again.initrd, again.disk_image)]
@@ -39,13 +45,23 @@ def test_initramfs_contents(tiny_template):
 
 def test_module_order_respects_dependencies(tiny_template):
     # each module is loaded after every module it depends on; virtio_ring before virtio
-    moddir = Path(tiny_template.kernel).parent.parent / f"kernel-{tiny_template.kernel_version}" / \
-        "lib" / "modules" / tiny_template.kernel_version
+    moddir = (
+        Path(tiny_template.kernel).parent.parent
+        / f"kernel-{tiny_template.kernel_version}"
+        / "lib"
+        / "modules"
+        / tiny_template.kernel_version
+    )
     order = [n for n, _ in gi.resolve_modules(moddir)]
     for i, (name, path) in enumerate(gi.resolve_modules(moddir)):
         for dep in gi.module_depends(path):
             assert order.index(dep) < i, (name, dep)
-    assert order.index("virtio_ring") < order.index("virtio") < order.index("virtio_pci") < order.index("virtio_blk")
+    assert (
+        order.index("virtio_ring")
+        < order.index("virtio")
+        < order.index("virtio_pci")
+        < order.index("virtio_blk")
+    )
     with pytest.raises(GuestImageError, match="not found"):
         gi.resolve_modules(moddir, wanted=("no_such_module",))
 
@@ -55,7 +71,7 @@ def test_template_disk_layout(tiny_template):
     disk = tiny_template.disk_image
     assert os.path.getsize(disk) == gi.DISK_SIZE
     assert gi.is_template_disk(disk)
-    head = Path(disk).read_bytes()[:gi.HEADER_SIZE]
+    head = Path(disk).read_bytes()[: gi.HEADER_SIZE]
     assert head.startswith(b"COPPICE-TEMPLATE v1\n")
     assert f"kernel={tiny_template.kernel_version}".encode() in head
     ident = gi.read_identity(disk)

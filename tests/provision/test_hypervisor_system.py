@@ -1,10 +1,16 @@
 """The system libvirt daemon started by hand: qemu.conf block, idempotence, real QEMU driver."""
 
-
 import pytest
 
 from coppice.provision import hypervisor as hvmod
-from coppice.provision.domain_xml import DirectBoot, Disk, DomainSpec, FileSource, NbdSource, render_domain_xml
+from coppice.provision.domain_xml import (
+    DirectBoot,
+    Disk,
+    DomainSpec,
+    FileSource,
+    NbdSource,
+    render_domain_xml,
+)
 from coppice.provision.errors import DomainExists, HypervisorError
 
 
@@ -28,19 +34,26 @@ def test_ensure_is_idempotent_and_fast(system_libvirt):
     before = open("/run/libvirtd.pid").read().strip()
     hvmod.ensure_system_libvirtd()
     assert hvmod._pid_alive("/run/libvirtd.pid") and hvmod._pid_alive("/run/virtlogd.pid")
-    assert open("/run/libvirtd.pid").read().strip() == before   # not restarted
+    assert open("/run/libvirtd.pid").read().strip() == before  # not restarted
 
 
 def test_real_driver_accepts_our_definitions(system_libvirt, domain_names, tiny_template):
     # the QEMU driver (not only the test driver) accepts NBD TCP, unix, TLS and file seed disks
     hv = system_libvirt
     name = domain_names("def")
-    xml = render_domain_xml(DomainSpec(
-        name=name, boot=DirectBoot(tiny_template.kernel, tiny_template.initrd, tiny_template.cmdline),
-        disks=[Disk("vda", NbdSource("root", port=10809)),
-               Disk("vdb", NbdSource("data", socket="/run/coppice/nbd.sock", tls=True)),
-               Disk("sda", FileSource("/var/tmp/seed.iso"), device="cdrom", bus="scsi", readonly=True)],
-        serial_log="/var/tmp/x.log", metadata={"template": "tiny"}))
+    xml = render_domain_xml(
+        DomainSpec(
+            name=name,
+            boot=DirectBoot(tiny_template.kernel, tiny_template.initrd, tiny_template.cmdline),
+            disks=[
+                Disk("vda", NbdSource("root", port=10809)),
+                Disk("vdb", NbdSource("data", socket="/run/coppice/nbd.sock", tls=True)),
+                Disk("sda", FileSource("/var/tmp/seed.iso"), device="cdrom", bus="scsi", readonly=True),
+            ],
+            serial_log="/var/tmp/x.log",
+            metadata={"template": "tiny"},
+        )
+    )
     hv.define(xml)
     assert hv.state(name) == "shutoff"
     assert "tiny" in hv.xml(name)

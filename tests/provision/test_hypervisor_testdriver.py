@@ -4,7 +4,14 @@ import uuid
 
 import pytest
 
-from coppice.provision.domain_xml import DirectBoot, Disk, DomainSpec, FileSource, NbdSource, render_domain_xml
+from coppice.provision.domain_xml import (
+    DirectBoot,
+    Disk,
+    DomainSpec,
+    FileSource,
+    NbdSource,
+    render_domain_xml,
+)
 from coppice.provision.errors import DomainExists, DomainNotFound, HypervisorError, LibvirtUnavailable
 from coppice.provision.hypervisor import TEST_URI, Hypervisor
 
@@ -17,10 +24,18 @@ def hv():
 
 
 def xml(name, **kw):
-    return render_domain_xml(DomainSpec(
-        name=name, domain_type="test", boot=DirectBoot("/k", "/i", "console=ttyS0"),
-        disks=[Disk("vda", NbdSource("root", port=10809)),
-               Disk("sda", FileSource("/seed.iso"), device="cdrom", bus="scsi", readonly=True)], **kw))
+    return render_domain_xml(
+        DomainSpec(
+            name=name,
+            domain_type="test",
+            boot=DirectBoot("/k", "/i", "console=ttyS0"),
+            disks=[
+                Disk("vda", NbdSource("root", port=10809)),
+                Disk("sda", FileSource("/seed.iso"), device="cdrom", bus="scsi", readonly=True),
+            ],
+            **kw,
+        )
+    )
 
 
 def test_define_start_destroy_undefine(hv):
@@ -59,7 +74,7 @@ def test_xml_round_trip_keeps_nbd_disks(hv):
     hv.define(xml(name, metadata={"template": "tiny"}))
     try:
         out = hv.xml(name)
-        assert "protocol=\"nbd\"" in out or "protocol='nbd'" in out
+        assert 'protocol="nbd"' in out or "protocol='nbd'" in out
         assert "coppice.dev/xmlns" in out and "tiny" in out
     finally:
         hv.remove(name)
@@ -76,6 +91,7 @@ def test_missing_domain_errors(hv):
 
 def test_timeout_on_running_domain(hv):
     from coppice.provision.errors import DomainTimeout
+
     with pytest.raises(DomainTimeout, match="did not shut off"):
         hv.wait_for_shutoff("test", 0.3)  # the driver's built-in domain runs forever
 

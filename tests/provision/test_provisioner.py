@@ -6,8 +6,14 @@ import pytest
 from coppice.errors import CoppiceError
 from coppice.provision import custspec, datastore, registry, vm
 from coppice.provision.provisioner import Provisioner, expand_pattern
-from coppice.provision.provisioning_errors import (BadCount, BadNamePattern, SSHKeyUnreadable, TemplateNotFound,
-                                                   VMExists, VMRunning)
+from coppice.provision.provisioning_errors import (
+    BadCount,
+    BadNamePattern,
+    SSHKeyUnreadable,
+    TemplateNotFound,
+    VMExists,
+    VMRunning,
+)
 from coppice.provision.seed import read_seed_iso
 
 from .prov_helpers import TEST_URI, filer, hv, image, snapshot_state, tpl, uniq  # noqa: F401
@@ -55,24 +61,28 @@ def test_pattern_rules():
             expand_pattern(bad, 3)
 
 
-@pytest.mark.parametrize("kw, err", [
-    (dict(template="nope"), TemplateNotFound),
-    (dict(name_pattern="web"), BadNamePattern),
-    (dict(name_pattern="bad name{n}"), BadNamePattern),
-    (dict(count=0), BadCount),
-    (dict(count=-3), BadCount),
-    (dict(count=1_000_000), BadCount),
-    (dict(count=1, name_pattern="test"), VMExists),   # test:///default's own domain
-    (dict(custspec="missing"), CoppiceError),
-])
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        (dict(template="nope"), TemplateNotFound),
+        (dict(name_pattern="web"), BadNamePattern),
+        (dict(name_pattern="bad name{n}"), BadNamePattern),
+        (dict(count=0), BadCount),
+        (dict(count=-3), BadCount),
+        (dict(count=1_000_000), BadCount),
+        (dict(count=1, name_pattern="test"), VMExists),  # test:///default's own domain
+        (dict(custspec="missing"), CoppiceError),
+    ],
+)
 def test_bad_input_creates_nothing(filer, hv, tpl, kw, err):
     # each bad input is a clear error and nothing exists afterwards that did not before
     before = snapshot_state(filer, hv)
     args = dict(template=tpl, count=3, name_pattern=uniq("bad") + "{n}")
     args.update(kw)
     with pytest.raises(err) as ei:
-        Provisioner(filer).provision(args["template"], args["count"], args["name_pattern"],
-                                     args.get("custspec"), TEST_URI)
+        Provisioner(filer).provision(
+            args["template"], args["count"], args["name_pattern"], args.get("custspec"), TEST_URI
+        )
     assert str(ei.value)
     assert snapshot_state(filer, hv) == before
 

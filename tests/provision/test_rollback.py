@@ -14,6 +14,7 @@ def _fault_at(vm_name, stage):
     def fault(name, st):
         if name == vm_name and st == stage:
             raise InjectedFailure(stage=stage)
+
     return fault
 
 
@@ -55,8 +56,12 @@ def test_real_failure_define_rolls_back(filer, hv, tpl):
 
     def fault(name, st):
         if st == "map" and name == stem + "1":  # someone defines the name between validation and define
-            hv.define(hv.xml("test").replace("<name>test</name>", f"<name>{name}</name>")
-                      .replace(hv.lookup("test").uuid, "00000000-0000-4000-8000-00000000abcd"))
+            hv.define(
+                hv.xml("test")
+                .replace("<name>test</name>", f"<name>{name}</name>")
+                .replace(hv.lookup("test").uuid, "00000000-0000-4000-8000-00000000abcd")
+            )
+
     s = Provisioner(filer, fault=fault).provision(tpl, 1, stem + "{n}")
     assert s.failed and s.failed[0].failed_stage == "define"
     after = snapshot_state(filer, hv)

@@ -26,12 +26,14 @@ def test_import_formats(filer, tmp_path, fmt):
 def test_tiny_template_generalized_on_base_only(filer, tiny_template):
     # the machine-id stays in snapshot `imported`, is gone from `base`
     template.import_image(filer, "tiny", tiny_template.disk_image)
+
     def ident(snap):
         dev = filer.open_lun(f"/vol/tpl_tiny/.snapshot/{snap}/vm0.disk0")
         try:
             return bytes(dev.pread(gi.IDENTITY_OFFSET, 64)).rstrip(b"\0")
         finally:
             dev.close()
+
     assert ident("imported") == f"machine-id={tiny_template.machine_id}\n".encode()
     assert ident("base") == b""
 
@@ -55,6 +57,7 @@ def test_delete_refused_while_vms_depend(filer, tmp_path):
     with pytest.raises(TemplateBusy):
         template.delete(filer, "g")
     from coppice.provision import vm
+
     vm.destroy(filer, name)
     template.delete(filer, "g")
     assert template.list_(filer) == [] and not filer.pool.has_volume("tpl_g")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -16,12 +14,18 @@ class CloneCreate(Model):
     parent: Name
     snap: Name
     remap: bool = False
-    schedule: Optional[Text] = None
+    schedule: Text | None = None
 
 
 OPS = [
-    Op("clone_create", "POST", "/clones", body=CloneCreate, status=201,
-       summary="clone a volume from a snapshot (O(1)); LUNs whose maps collide come up offline"),
+    Op(
+        "clone_create",
+        "POST",
+        "/clones",
+        body=CloneCreate,
+        status=201,
+        summary="clone a volume from a snapshot (O(1)); LUNs whose maps collide come up offline",
+    ),
     Op("clone_show", "GET", "/clones", summary="the clone tree"),
     Op("clone_split_status", "GET", "/clones/{vol}/split", summary="split progress"),
     Op("clone_split_estimate", "GET", "/clones/{vol}/split/estimate", summary="space a split needs"),
@@ -38,11 +42,14 @@ def _split_job(runner, vol: str):
     return None
 
 
-@extra.post("/clones/{vol}/split", status_code=202,
-            summary="start splitting a clone from its parent (a job; poll /jobs/{id})")
+@extra.post(
+    "/clones/{vol}/split",
+    status_code=202,
+    summary="start splitting a clone from its parent (a job; poll /jobs/{id})",
+)
 def split_start(request: Request, vol: str):
     state = request.app.state
-    state.filer.clone_split_estimate(vol)      # refuse at once what cannot split (not a clone, no volume)
+    state.filer.clone_split_estimate(vol)  # refuse at once what cannot split (not a clone, no volume)
     running = _split_job(state.jobs, vol)
     if running is not None:
         return JSONResponse(running, status_code=202)
@@ -64,6 +71,7 @@ router.include_router(extra)
 
 def run_split(filer):
     """The clone_split job kind: steps with progress, stops between steps."""
+
     def run(ctx):
         vol = ctx.params["volume"]
         ctx.progress("split", 0, None)
@@ -73,4 +81,5 @@ def run_split(filer):
                 break
         ctx.check()
         return filer.clone_split_status(vol)
+
     return run

@@ -3,8 +3,6 @@ rename, attach, register, and the resignature policy of a host connection."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
@@ -26,9 +24,9 @@ class DatastoreClone(Model):
     name: Text = Field("{vm}-{clone}", description="new VM names")
     start: bool = False
     igroup: Name = "coppice_host"
-    resignature: Optional[bool] = Field(None, description="true: resignature a copy whatever the policy")
-    nbd: Optional[Text] = None
-    tls: Optional[bool] = None
+    resignature: bool | None = Field(None, description="true: resignature a copy whatever the policy")
+    nbd: Text | None = None
+    tls: bool | None = None
 
 
 class Rename(Model):
@@ -42,7 +40,7 @@ class Connect(Model):
 class Register(Model):
     connect: Text = "test:///default"
     igroup: Name = "coppice_host"
-    nbd: Optional[Text] = None
+    nbd: Text | None = None
 
 
 class Policy(Model):
@@ -51,40 +49,58 @@ class Policy(Model):
 
 
 @router.get("/datastores", summary="datastores: name, signature, attached or a copy, VMs")
-def show(request: Request, volume: Optional[str] = None):
+def show(request: Request, volume: str | None = None):
     from ...provision import datastore
+
     return to_jsonable(datastore.show(request.app.state.filer, volume))
 
 
-@router.post("/datastores/clones", status_code=201,
-             summary="clone a whole datastore from a snapshot; resignature; register every VM on it")
+@router.post(
+    "/datastores/clones",
+    status_code=201,
+    summary="clone a whole datastore from a snapshot; resignature; register every VM on it",
+)
 def clone(request: Request, body: DatastoreClone):
     from fastapi.responses import JSONResponse
+
     from ...provision import dsclone
+
     state = request.app.state
-    r = dsclone.clone_datastore(state.filer, body.src, body.snap, body.new, register=body.register_vms,
-                                uri=body.connect, igroup=body.igroup,
-                                target=daemon_target(state, body.nbd, body.tls), name_pattern=body.name,
-                                resignature=body.resignature, start=body.start,
-                                hv=hypervisors.of(state).get(body.connect) if body.register_vms else None)
+    r = dsclone.clone_datastore(
+        state.filer,
+        body.src,
+        body.snap,
+        body.new,
+        register=body.register_vms,
+        uri=body.connect,
+        igroup=body.igroup,
+        target=daemon_target(state, body.nbd, body.tls),
+        name_pattern=body.name,
+        resignature=body.resignature,
+        start=body.start,
+        hv=hypervisors.of(state).get(body.connect) if body.register_vms else None,
+    )
     return JSONResponse(to_jsonable(r), status_code=201)
 
 
 @router.post("/datastores/{volume}/resignature", summary="new signature (snap-XXXXXXXX-<name>), attached")
 def resignature(request: Request, volume: str):
     from ...provision import datastore
+
     return to_jsonable(datastore.resignature(request.app.state.filer, volume))
 
 
 @router.put("/datastores/{volume}/name", summary="rename the datastore (the volume keeps its name)")
 def rename(request: Request, volume: str, body: Rename):
     from ...provision import datastore
+
     return to_jsonable(datastore.rename(request.app.state.filer, volume, body.name))
 
 
 @router.post("/datastores/{volume}/attach", summary="attach; a copy is resignatured or refused by the policy")
 def attach(request: Request, volume: str, body: Connect | None = None):
     from ...provision import datastore, dsclone
+
     f = request.app.state.filer
     return to_jsonable(datastore.attach(f, volume, dsclone.get_policy(f, (body or Connect()).connect)))
 
@@ -92,22 +108,32 @@ def attach(request: Request, volume: str, body: Connect | None = None):
 @router.post("/datastores/{volume}/register", summary="register every VM of an attached datastore in libvirt")
 def register(request: Request, volume: str, body: Register | None = None):
     from ...provision import dsclone
+
     state = request.app.state
     body = body or Register()
-    return to_jsonable(dsclone.register_datastore(state.filer, volume, body.connect, body.igroup,
-                                                  daemon_target(state, body.nbd, None),
-                                                  hv=hypervisors.of(state).get(body.connect)))
+    return to_jsonable(
+        dsclone.register_datastore(
+            state.filer,
+            volume,
+            body.connect,
+            body.igroup,
+            daemon_target(state, body.nbd, None),
+            hv=hypervisors.of(state).get(body.connect),
+        )
+    )
 
 
 @router.get("/datastores/policy", summary="the resignature policy of a host connection")
 def get_policy(request: Request, connect: str = "test:///default"):
     from ...provision import dsclone
+
     return {"connect": connect, "policy": dsclone.get_policy(request.app.state.filer, connect)}
 
 
 @router.put("/datastores/policy", summary="set the resignature policy (auto, ask, off) of a host connection")
 def set_policy(request: Request, body: Policy):
     from ...provision import dsclone
+
     f = request.app.state.filer
     dsclone.set_policy(f, body.connect, body.policy)
     return {"connect": body.connect, "policy": dsclone.get_policy(f, body.connect)}

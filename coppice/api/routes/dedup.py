@@ -6,8 +6,6 @@ own cursor, and ``Scanner.start`` picks an unfinished scan up first.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -21,13 +19,13 @@ router = APIRouter(tags=["dedup"], dependencies=[Depends(require_token)])
 
 
 class SisConfig(Model):
-    enabled: Optional[bool] = None
-    inline: Optional[bool] = None
-    schedule: Optional[Text] = Field(None, description="day_list[@hour_list], e.g. sun-sat@0; - for none")
+    enabled: bool | None = None
+    inline: bool | None = None
+    schedule: Text | None = Field(None, description="day_list[@hour_list], e.g. sun-sat@0; - for none")
 
 
 class ScanStart(Model):
-    volumes: Optional[list[Name]] = Field(None, max_length=1024, description="default: every sis-enabled volume")
+    volumes: list[Name] | None = Field(None, max_length=1024, description="default: every sis-enabled volume")
     full: bool = Field(False, description="rescan everything, not only new blocks (`sis start -s`)")
 
 
@@ -36,34 +34,39 @@ def _pool(request):
 
 
 @router.get("/dedup", summary="sis status of every volume (state, progress, last run)")
-def status(request: Request, volume: Optional[str] = None):
+def status(request: Request, volume: str | None = None):
     from ... import dedup
+
     return to_jsonable(dedup.status(_pool(request), volume))
 
 
 @router.get("/dedup/savings", summary="space saved by dedup and by clones (`df -s`)")
-def savings(request: Request, volume: Optional[str] = None):
+def savings(request: Request, volume: str | None = None):
     from ... import dedup
+
     return to_jsonable(dedup.savings(_pool(request), volume))
 
 
 @router.get("/dedup/volumes", summary="every volume's sis settings, by volume name")
 def all_configs(request: Request):
     from ... import dedup
+
     return to_jsonable(dedup.config.all_volumes(_pool(request)))
 
 
 @router.get("/dedup/volumes/{vol}", summary="a volume's sis settings")
 def get_config(request: Request, vol: str):
     from ... import dedup
+
     pool = _pool(request)
-    pool.volume(vol)   # VolumeNotFound
+    pool.volume(vol)  # VolumeNotFound
     return to_jsonable(dedup.config.get(pool, vol))
 
 
 @router.put("/dedup/volumes/{vol}", summary="change a volume's sis settings (on/off, inline, schedule)")
 def put_config(request: Request, vol: str, body: SisConfig):
     from ... import dedup
+
     pool = _pool(request)
     pool.volume(vol)
     if body.enabled is not None:
@@ -88,6 +91,7 @@ def start_scan(request: Request, body: ScanStart | None = None):
         if j["state"] in ("queued", "running"):
             return JSONResponse(j, status_code=202)
     from ... import dedup
+
     pool = state.filer.pool
     for v in body.volumes or ():
         pool.volume(v)
@@ -100,16 +104,19 @@ def start_scan(request: Request, body: ScanStart | None = None):
 @router.get("/dedup/scans/pending", summary="the unfinished scan the next start resumes first, if any")
 def pending_scan(request: Request):
     from ...dedup.status import _job
+
     job, live = _job(_pool(request))
     if job is not None and (live or job.get("state") == "done"):
-        job = None   # a running scan is not pending: `POST /dedup/scans` follows it
+        job = None  # a running scan is not pending: `POST /dedup/scans` follows it
     return {"pending": to_jsonable({k: v for k, v in job.items() if k != "work"}) if job else None}
 
 
 def run_scan(pool):
     """The dedup_scan job kind: a Scanner that pauses when the job is asked to stop."""
+
     def run(ctx):
         from ...dedup import Scanner
+
         sc = None
 
         def progress(phase, done, total):
@@ -125,4 +132,5 @@ def run_scan(pool):
         if isinstance(result, dict) and result.get("state") == "paused":
             ctx.check()
         return {k: v for k, v in (result or {}).items() if k not in ("work",)}
+
     return run

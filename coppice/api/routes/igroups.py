@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field
 
 from ..ops import Model, Name, Op, Text, build_router
@@ -12,12 +10,12 @@ from ..ops import Model, Name, Op, Text, build_router
 class IgroupCreate(Model):
     name: Name
     initiators: list[Text] = Field(default_factory=list, max_length=1024)
-    ostype: Optional[Text] = None
-    protocol: Optional[Text] = None
+    ostype: Text | None = None
+    protocol: Text | None = None
 
 
 class IgroupShow(Model):
-    name: Optional[Name] = None
+    name: Name | None = None
 
 
 class IgroupDestroy(Model):
@@ -41,7 +39,13 @@ OPS = [
     Op("igroup_show", "GET", "/igroups", query=IgroupShow, summary="list igroups"),
     Op("igroup_destroy", "DELETE", "/igroups/{name}", query=IgroupDestroy, summary="destroy an igroup"),
     Op("igroup_add", "POST", "/igroups/{name}/initiators", body=Initiator, summary="add an initiator"),
-    Op("igroup_remove", "DELETE", "/igroups/{name}/initiators", query=Initiator, summary="remove an initiator"),
+    Op(
+        "igroup_remove",
+        "DELETE",
+        "/igroups/{name}/initiators",
+        query=Initiator,
+        summary="remove an initiator",
+    ),
     Op("igroup_rename", "POST", "/igroups/{old}/rename", body=IgroupRename, summary="rename an igroup"),
     Op("igroup_set", "PUT", "/igroups/{name}/ostype", body=IgroupSet, summary="set an igroup's ostype"),
 ]

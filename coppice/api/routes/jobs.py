@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 
@@ -14,7 +14,7 @@ State = Literal["queued", "running", "done", "failed", "cancelled", "interrupted
 
 
 @router.get("/jobs", summary="every job the pool remembers, oldest first")
-def list_jobs(request: Request, kind: Optional[str] = None, state: Optional[State] = None):
+def list_jobs(request: Request, kind: str | None = None, state: State | None = None):
     return request.app.state.jobs.list(kind=kind, state=state)
 
 

@@ -3,8 +3,6 @@ travels in the query or the body, never in the URL path."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..ops import Model, Name, Op, Size, Text, build_router
 
 LunPath = Text
@@ -13,13 +11,13 @@ LunPath = Text
 class LunCreate(Model):
     path: LunPath
     size: Size
-    ostype: Optional[Text] = None
-    comment: Optional[Text] = None
+    ostype: Text | None = None
+    comment: Text | None = None
 
 
 class LunShow(Model):
-    path: Optional[LunPath] = None
-    volume: Optional[Name] = None
+    path: LunPath | None = None
+    volume: Name | None = None
     snapshots: bool = False
 
 
@@ -64,8 +62,14 @@ OPS = [
     Op("lun_offline", "POST", "/luns/offline", body=LunRef, summary="take a LUN offline (cuts NBD clients)"),
     Op("lun_rename", "POST", "/luns/rename", body=LunRename, summary="rename (move) a LUN"),
     Op("lun_comment", "PUT", "/luns/comment", body=LunComment, summary="set a LUN's comment"),
-    Op("lun_clone_create", "POST", "/luns/clones", body=LunClone, status=201,
-       summary="clone a LUN from a snapshot inside its volume"),
+    Op(
+        "lun_clone_create",
+        "POST",
+        "/luns/clones",
+        body=LunClone,
+        status=201,
+        summary="clone a LUN from a snapshot inside its volume",
+    ),
 ]
 
 router = build_router(OPS, "luns")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
@@ -12,7 +10,7 @@ from ..ops import Model, Name, Op, build_router
 
 
 class Df(Model):
-    volume: Optional[Name] = None
+    volume: Name | None = None
     savings: bool = False
 
 
@@ -41,5 +39,7 @@ def run_scrub(filer):
             if len(a) >= 2:
                 ctx.progress("scrub", a[-2], a[-1])
             ctx.check()
+
         return filer.scrub(progress)
+
     return run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Optional
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
@@ -17,17 +16,33 @@ class Sched(Model):
 
 
 class Tick(Model):
-    now: Optional[_dt.datetime] = Field(None, description="the time to run the schedules at (default: now)")
-    volume: Optional[Name] = None
+    now: _dt.datetime | None = Field(None, description="the time to run the schedules at (default: now)")
+    volume: Name | None = None
 
 
 OPS = [
-    Op("snap_sched", "GET", "/volumes/{vol}/schedule", when=lambda p: p.get("spec") is None,
-       summary="a volume's snapshot schedule"),
-    Op("snap_sched", "PUT", "/volumes/{vol}/schedule", body=Sched, when=lambda p: p.get("spec") is not None,
-       summary="set a volume's snapshot schedule"),
-    Op("snap_sched_tick", "POST", "/schedules/tick", body=Tick,
-       summary="run the snapshot schedules now (create and expire by the keep counts)"),
+    Op(
+        "snap_sched",
+        "GET",
+        "/volumes/{vol}/schedule",
+        when=lambda p: p.get("spec") is None,
+        summary="a volume's snapshot schedule",
+    ),
+    Op(
+        "snap_sched",
+        "PUT",
+        "/volumes/{vol}/schedule",
+        body=Sched,
+        when=lambda p: p.get("spec") is not None,
+        summary="set a volume's snapshot schedule",
+    ),
+    Op(
+        "snap_sched_tick",
+        "POST",
+        "/schedules/tick",
+        body=Tick,
+        summary="run the snapshot schedules now (create and expire by the keep counts)",
+    ),
 ]
 
 router = build_router(OPS, "schedules")
@@ -43,7 +58,7 @@ def schedules(request: Request):
         if name:
             try:
                 vols[name] = filer.snap_sched(name)
-            except Exception as e:   # a volume destroyed meanwhile
+            except Exception as e:  # a volume destroyed meanwhile
                 vols[name] = {"error": str(e)}
     sched = getattr(request.app.state, "scheduler", None)
     return {"volumes": vols, "tasks": sched.status() if sched is not None else []}

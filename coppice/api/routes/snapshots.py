@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field
 
 from ..ops import Model, Name, Op, Text, build_router
@@ -26,15 +24,41 @@ class Sched(Model):
 
 
 OPS = [
-    Op("snap_create", "POST", "/volumes/{vol}/snapshots", body=SnapCreate, status=201, summary="create a snapshot"),
+    Op(
+        "snap_create",
+        "POST",
+        "/volumes/{vol}/snapshots",
+        body=SnapCreate,
+        status=201,
+        summary="create a snapshot",
+    ),
     Op("snap_list", "GET", "/volumes/{vol}/snapshots", summary="list a volume's snapshots, newest first"),
     Op("snap_delete", "DELETE", "/volumes/{vol}/snapshots/{name}", summary="delete a snapshot"),
-    Op("snap_rename", "POST", "/volumes/{vol}/snapshots/{old}/rename", body=SnapRename, summary="rename a snapshot"),
+    Op(
+        "snap_rename",
+        "POST",
+        "/volumes/{vol}/snapshots/{old}/rename",
+        body=SnapRename,
+        summary="rename a snapshot",
+    ),
     Op("snap_restore", "POST", "/volumes/{vol}/snapshots/{name}/restore", summary="SnapRestore the volume"),
-    Op("snap_reserve", "GET", "/volumes/{vol}/snap-reserve", result_key="percent",
-       when=lambda p: p.get("percent") is None, summary="the snapshot reserve"),
-    Op("snap_reserve", "PUT", "/volumes/{vol}/snap-reserve", body=Reserve, result_key="percent",
-       when=lambda p: p.get("percent") is not None, summary="set the snapshot reserve"),
+    Op(
+        "snap_reserve",
+        "GET",
+        "/volumes/{vol}/snap-reserve",
+        result_key="percent",
+        when=lambda p: p.get("percent") is None,
+        summary="the snapshot reserve",
+    ),
+    Op(
+        "snap_reserve",
+        "PUT",
+        "/volumes/{vol}/snap-reserve",
+        body=Reserve,
+        result_key="percent",
+        when=lambda p: p.get("percent") is not None,
+        summary="set the snapshot reserve",
+    ),
 ]
 
 router = build_router(OPS, "snapshots")

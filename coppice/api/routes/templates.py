@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -21,14 +19,15 @@ class TemplateImport(Model):
     memory_mib: int = Field(256, ge=1, le=1 << 24)
     vcpus: int = Field(1, ge=1, le=4096)
     os_type: Name = "linux"
-    kernel: Optional[Text] = None
-    initrd: Optional[Text] = None
-    cmdline: Optional[Text] = None
+    kernel: Text | None = None
+    initrd: Text | None = None
+    cmdline: Text | None = None
 
 
 @router.post("/templates", status_code=201, summary="import a disk image as a template (datastore tpl_NAME)")
 def import_template(request: Request, body: TemplateImport):
     from ...provision import template
+
     kw = body.model_dump()
     r = template.import_image(request.app.state.filer, kw.pop("name"), kw.pop("image"), **kw)
     return JSONResponse(to_jsonable(r), status_code=201)
@@ -37,17 +36,22 @@ def import_template(request: Request, body: TemplateImport):
 @router.get("/templates", summary="every template")
 def list_templates(request: Request):
     from ...provision import template
+
     return to_jsonable(template.list_(request.app.state.filer))
 
 
 @router.get("/templates/{name}", summary="a template and the VMs that depend on it")
 def show_template(request: Request, name: str):
     from ...provision import template
+
     return to_jsonable(template.show(request.app.state.filer, name))
 
 
-@router.delete("/templates/{name}", status_code=204, summary="delete a template (refused while VMs depend on it)")
+@router.delete(
+    "/templates/{name}", status_code=204, summary="delete a template (refused while VMs depend on it)"
+)
 def delete_template(request: Request, name: str):
     from ...provision import template
+
     template.delete(request.app.state.filer, name)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ connections are the daemon's (``coppice.api.hypervisors``).
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -29,16 +29,16 @@ router = APIRouter(tags=["vms"], dependencies=[Depends(require_token)])
 
 class Provision(Model):
     template: Name
-    count: int = Field(1, ge=-(2 ** 31), le=2 ** 31)    # range checked by the provisioner (its message)
+    count: int = Field(1, ge=-(2**31), le=2**31)  # range checked by the provisioner (its message)
     name: Text = Field(description="name pattern, e.g. web{n:03}")
-    customize: Optional[Name] = None
+    customize: Name | None = None
     connect: Text = "test:///default"
     start: bool = False
     igroup: Name = "coppice_host"
-    parallel: int = Field(1, ge=-(2 ** 31), le=2 ** 31)
+    parallel: int = Field(1, ge=-(2**31), le=2**31)
     on_error: Literal["stop", "skip"] | Text = "stop"
-    nbd: Optional[Text] = Field(None, description="HOST:PORT or unix:PATH; default: this daemon's NBD listener")
-    tls: Optional[bool] = Field(None, description="the target requires TLS; default: as this daemon serves")
+    nbd: Text | None = Field(None, description="HOST:PORT or unix:PATH; default: this daemon's NBD listener")
+    tls: bool | None = Field(None, description="the target requires TLS; default: as this daemon serves")
 
 
 class Force(Model):
@@ -53,6 +53,7 @@ class Recompose(Model):
 def daemon_target(state, nbd: str | None, tls: bool | None):
     """Where provisioned VMs reach their disks: ``nbd`` if given, else this daemon's NBD listener."""
     from ...provision.provisioner import Target
+
     if nbd:
         return Target.parse(nbd, tls=bool(tls))
     info = state.daemon_info or {}
@@ -62,12 +63,13 @@ def daemon_target(state, nbd: str | None, tls: bool | None):
         return Target.parse(None, tls=tls)
     host, _, port = addr.rpartition(":")
     if host in ("0.0.0.0", "::", "[::]", ""):
-        host = "127.0.0.1"   # listening everywhere: the host's own guests reach it on loopback
+        host = "127.0.0.1"  # listening everywhere: the host's own guests reach it on loopback
     return Target(host=host.strip("[]"), port=int(port), tls=tls)
 
 
 def _provisioner(state):
     from ...provision.provisioner import Provisioner
+
     return Provisioner(state.filer, hypervisor_factory=hypervisors.of(state).get)
 
 
@@ -79,7 +81,7 @@ def provision(request: Request, body: Provision):
     if not 1 <= body.parallel <= 64:
         raise InvalidArgument(detail=f"parallel {body.parallel!r} is invalid: use 1 to 64 workers")
     p = _provisioner(state)
-    try:   # everything checked before the job starts: errors are this call's 4xx
+    try:  # everything checked before the job starts: errors are this call's 4xx
         p.plan(body.template, body.count, body.name, body.customize, body.connect, body.igroup)
     finally:
         p.close()
@@ -91,8 +93,10 @@ def provision(request: Request, body: Provision):
 
 def run_provision(state):
     """The provision job kind: one batch, progress per VM."""
+
     def run(ctx):
         from ...provision.provisioner import STAGES, Target
+
         a = ctx.params
         totals: dict[str, float] = {}
         done = [0]
@@ -101,23 +105,37 @@ def run_provision(state):
             for k, v in r.stages.items():
                 totals[k] = totals.get(k, 0.0) + v
             done[0] += 1
-            ctx.progress("provision", done[0], a["count"],
-                         stage_totals={k: totals[k] for k in STAGES if k in totals})
+            ctx.progress(
+                "provision", done[0], a["count"], stage_totals={k: totals[k] for k in STAGES if k in totals}
+            )
 
         ctx.progress("provision", 0, a["count"], stage_totals={})
         p = _provisioner(state)
         try:
-            s = p.provision(a["template"], a["count"], a["name"], a["customize"], a["connect"], a["start"],
-                            a["igroup"], a["parallel"], a["on_error"], Target(**a["target"]), progress=progress)
+            s = p.provision(
+                a["template"],
+                a["count"],
+                a["name"],
+                a["customize"],
+                a["connect"],
+                a["start"],
+                a["igroup"],
+                a["parallel"],
+                a["on_error"],
+                Target(**a["target"]),
+                progress=progress,
+            )
         finally:
             p.close()
         return s.to_dict()
+
     return run
 
 
 @router.get("/vms", summary="the VMs Coppice made, with their libvirt state")
 def list_vms(request: Request):
     from ...provision import registry, vm
+
     state = request.app.state
     uris = [rec.get("uri") or "test:///default" for _, rec in registry.items(state.filer, registry.VM)]
     return to_jsonable(vm.list_(state.filer, hypervisors=hypervisors.of(state).for_uris(uris)))
@@ -126,30 +144,47 @@ def list_vms(request: Request):
 @router.get("/vms/{name}", summary="a VM: state, template, base snapshot, clone, space of its own")
 def show_vm(request: Request, name: str):
     from ...provision import vm
+
     state = request.app.state
     rec = vm.get(state.filer, name)
-    return to_jsonable(vm.show(state.filer, name,
-                               hypervisors=hypervisors.of(state).for_uris([rec.get("uri") or "test:///default"])))
+    return to_jsonable(
+        vm.show(
+            state.filer,
+            name,
+            hypervisors=hypervisors.of(state).for_uris([rec.get("uri") or "test:///default"]),
+        )
+    )
 
 
 @router.post("/vms/{name}/refresh", summary="discard the VM's changes: a new clone of its base snapshot")
 def refresh_vm(request: Request, name: str, body: Force | None = None):
     from ...provision import vm
+
     state = request.app.state
-    return to_jsonable(vm.refresh(state.filer, name, force=(body or Force()).force,
-                                  hypervisor_factory=hypervisors.of(state).get))
+    return to_jsonable(
+        vm.refresh(
+            state.filer, name, force=(body or Force()).force, hypervisor_factory=hypervisors.of(state).get
+        )
+    )
 
 
 @router.post("/vms/{name}/recompose", summary="move the VM to another snapshot of its template")
 def recompose_vm(request: Request, name: str, body: Recompose):
     from ...provision import vm
+
     state = request.app.state
-    return to_jsonable(vm.recompose(state.filer, name, body.snapshot, force=body.force,
-                                    hypervisor_factory=hypervisors.of(state).get))
+    return to_jsonable(
+        vm.recompose(
+            state.filer, name, body.snapshot, force=body.force, hypervisor_factory=hypervisors.of(state).get
+        )
+    )
 
 
 @router.delete("/vms/{name}", summary="undefine the VM, unmap its LUNs, destroy its clone")
 def destroy_vm(request: Request, name: str, force: bool = False):
     from ...provision import vm
+
     state = request.app.state
-    return to_jsonable(vm.destroy(state.filer, name, force=force, hypervisor_factory=hypervisors.of(state).get))
+    return to_jsonable(
+        vm.destroy(state.filer, name, force=force, hypervisor_factory=hypervisors.of(state).get)
+    )

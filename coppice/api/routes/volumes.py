@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
@@ -15,12 +14,12 @@ from ..ops import Model, Name, Op, Size, Text, build_router
 class VolumeCreate(Model):
     name: Name
     size: Size
-    guarantee: Optional[Text] = Field(None, description="none (thin, default) or volume (thick)")
-    snap_reserve: Optional[int | Text] = Field(None, description="percent of the volume kept for snapshots")
+    guarantee: Text | None = Field(None, description="none (thin, default) or volume (thick)")
+    snap_reserve: int | Text | None = Field(None, description="percent of the volume kept for snapshots")
 
 
 class VolumeShow(Model):
-    name: Optional[Name] = None
+    name: Name | None = None
 
 
 class VolumeDestroy(Model):
@@ -44,13 +43,24 @@ OPS = [
     Op("vol_create", "POST", "/volumes", body=VolumeCreate, status=201, summary="create a volume"),
     Op("vol_show", "GET", "/volumes", query=VolumeShow, summary="list volumes (or one)"),
     Op("vol_info", "GET", "/volumes/{name}", summary="one volume"),
-    Op("vol_destroy", "DELETE", "/volumes/{name}", query=VolumeDestroy, result_key="destroyed",
-       summary="destroy a volume"),
+    Op(
+        "vol_destroy",
+        "DELETE",
+        "/volumes/{name}",
+        query=VolumeDestroy,
+        result_key="destroyed",
+        summary="destroy a volume",
+    ),
     Op("vol_rename", "POST", "/volumes/{old}/rename", body=Rename, summary="rename a volume"),
     Op("vol_size", "PUT", "/volumes/{name}/size", body=Resize, summary="grow or shrink a volume"),
     Op("vol_options", "GET", "/volumes/{name}/options", summary="a volume's options"),
-    Op("vol_set_option", "PUT", "/volumes/{name}/options/{option}", body=OptionValue,
-       summary="set a volume option (nosnap, guarantee, snap_reserve, snap_sched)"),
+    Op(
+        "vol_set_option",
+        "PUT",
+        "/volumes/{name}/options/{option}",
+        body=OptionValue,
+        summary="set a volume option (nosnap, guarantee, snap_reserve, snap_sched)",
+    ),
     Op("file_list", "GET", "/volumes/{vol}/files", summary="small files in a volume"),
     Op("file_delete", "DELETE", "/volumes/{vol}/files/{name}", summary="delete a small file"),
 ]
@@ -64,7 +74,7 @@ class FileWrite(Model):
 
 
 class FileRead(Model):
-    snapshot: Optional[Name] = None
+    snapshot: Name | None = None
 
 
 files = APIRouter(tags=["volumes"], dependencies=[Depends(require_token)])
@@ -73,7 +83,9 @@ files = APIRouter(tags=["volumes"], dependencies=[Depends(require_token)])
 @files.put("/volumes/{vol}/files/{name}", status_code=204, summary="write a small file")
 def file_write(request: Request, vol: str, name: str, body: FileWrite):
     from fastapi import Response
+
     from ...errors import InvalidArgument
+
     try:
         data = base64.b64decode(body.data_base64, validate=True)
     except ValueError:
@@ -83,7 +95,7 @@ def file_write(request: Request, vol: str, name: str, body: FileWrite):
 
 
 @files.get("/volumes/{vol}/files/{name}", summary="read a small file (base64)")
-def file_read(request: Request, vol: str, name: str, snapshot: Optional[str] = None):
+def file_read(request: Request, vol: str, name: str, snapshot: str | None = None):
     data = request.app.state.filer.file_read(vol, name, snapshot)
     return {"name": name, "size": len(data), "data_base64": base64.b64encode(data).decode()}
 
