@@ -135,6 +135,8 @@ class Result:
     reprovision_seconds: float | None = None  # mean per cycle
     reprovision_peak_bytes: int | None = None
     timeline: list = field(default_factory=list)  # [hour, bytes, event]
+    # The first deployment against real time: [seconds since it began, bytes].
+    deploy_trace: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -221,12 +223,19 @@ class _Run:
         self._gen += 1
         t0 = time.perf_counter()
         peak = self.physical()
+        trace = self.res.deploy_trace if not self.res.deploy_trace else None
+        if trace is not None:
+            trace.append([0.0, peak])
         self.vms = []
         for i in range(self.plan.count):
             name = f"vm{self._gen}_{i:04d}"
             self.deploy_one(name)
             self.vms.append(name)
-            peak = max(peak, self.sample(f"{event} {name}"))
+            b = self.sample(f"{event} {name}")
+            if trace is not None:
+                # Sampling is outside the measured step: deploy time excludes it.
+                trace.append([round(time.perf_counter() - t0, 6), b])
+            peak = max(peak, b)
         return time.perf_counter() - t0, peak
 
     def destroy_all(self) -> None:
@@ -472,51 +481,146 @@ def model_error(
 # ---------------------------------------------------------------------------
 # drawing
 # ---------------------------------------------------------------------------
-def plot(result: dict, path: str) -> str:
-    """PNG of physical space over (simulated) time per strategy, with the
-    deployment and dedup-run moments marked."""
+STYLE = {  # colour, line style, marker: distinct even where two lines coincide
+    "full": ("#d62728", "-", "s"),
+    "full+sis": ("#ff7f0e", "--", "D"),
+    "full+inline": ("#9467bd", "-.", "^"),
+    "clone": ("#2ca02c", "-", "o"),
+    "clone+sis": ("#1f77b4", ":", "v"),
+}
+
+
+def _mib(b: float) -> float:
+    return b / (1 << 20)
+
+
+def figure(result: dict):
+    """The comparison as a matplotlib Figure (``plot`` saves it).
+
+    Top left: the first deployment, physical space against real seconds,
+    one line per strategy (markers at each VM, so a line under another
+    still shows). Top right: space after deployment and at the end, per
+    strategy, labelled in MiB. Bottom: one panel per strategy over the
+    simulated days, dedup runs and reprovisions marked, so no strategy's
+    line hides another's.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
-    markers = {"dedup run": "v", "reprovision": "^"}
-    for s, r in result["strategies"].items():
-        tl = r["timeline"]
-        # Events of one (simulated) hour happen in a burst; spread each burst
-        # over a few hours of the axis so a deployment's climb is visible.
-        per_hour: dict = {}
-        for p in tl:
-            per_hour[p[0]] = per_hour.get(p[0], 0) + 1
-        seen: dict = {}
-        xs = []
-        for p in tl:
-            j = seen.get(p[0], 0)
-            seen[p[0]] = j + 1
-            xs.append(p[0] + 4.0 * j / per_hour[p[0]])
-        ys = [p[1] / (1 << 20) for p in tl]
-        (line,) = ax.step(xs, ys, where="post", label=s)
-        for x, y, p in zip(xs, ys, tl, strict=False):
-            kind = (
-                "dedup run"
-                if p[2] == "dedup run"
-                else ("reprovision" if p[2].startswith("reprovision vm") and p[2].endswith("0000") else None)
-            )
-            if kind:
-                ax.plot([x], [y], markers[kind], color=line.get_color(), markersize=7)
-    ax.axvline(0, color="grey", linestyle=":", linewidth=1)
-    ax.annotate("deploy", (0, ax.get_ylim()[1] * 0.95), color="grey")
-    ax.set_xlabel("time (hours, simulated)")
-    ax.set_ylabel("physical space (MiB)")
-    ax.set_title(
-        f"Coppice compare: {result['count']} VMs, template "
-        f"{result['template_written_bytes'] / (1 << 20):.1f} MiB written "
-        "(▼ dedup run, ▲ reprovision)"
+    strategies = [s for s in STRATEGIES if s in result["strategies"]]
+    fig = plt.figure(figsize=(13, 8), dpi=100)
+    grid = fig.add_gridspec(
+        2, len(strategies), height_ratios=[1.15, 1], hspace=0.45, wspace=0.25, bottom=0.14
     )
-    ax.legend(loc="center right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    deploy = fig.add_subplot(grid[0, : len(strategies) // 2 + 1])
+    bars = fig.add_subplot(grid[0, len(strategies) // 2 + 1 :])
+
+    for s in strategies:
+        r = result["strategies"][s]
+        colour, ls, marker = STYLE[s]
+        tr = r.get("deploy_trace") or []
+        if tr:
+            deploy.plot(
+                [p[0] for p in tr],
+                [_mib(p[1]) for p in tr],
+                ls,
+                color=colour,
+                marker=marker,
+                markersize=4,
+                label=f"{s} ({r['deploy_seconds']:.2f} s)",
+            )
+    deploy.set_title(f"deploying {result['count']} VMs")
+    deploy.set_xlabel("real time (seconds)")
+    deploy.set_ylabel("physical space (MiB)")
+    deploy.grid(alpha=0.3)
+    deploy.legend(fontsize=8, loc="upper left")
+
+    x = range(len(strategies))
+    after = [_mib(result["strategies"][s]["after_deploy_bytes"]) for s in strategies]
+    final = [_mib(result["strategies"][s]["final_bytes"]) for s in strategies]
+    b1 = bars.bar([i - 0.2 for i in x], after, 0.4, label="after deploy", color="#bbbbbb")
+    b2 = bars.bar(
+        [i + 0.2 for i in x], final, 0.4, label="at the end", color=[STYLE[s][0] for s in strategies]
+    )
+    bars.bar_label(b1, fmt="%.0f", fontsize=7)
+    bars.bar_label(b2, fmt="%.0f", fontsize=7)
+    bars.set_xticks(list(x), strategies, fontsize=8, rotation=20)
+    bars.set_ylabel("MiB")
+    bars.set_title("physical space per strategy")
+    bars.legend(fontsize=8)
+
+    top = max(_mib(p[1]) for s in strategies for p in result["strategies"][s]["timeline"]) * 1.1
+    for k, s in enumerate(strategies):
+        ax = fig.add_subplot(grid[1, k], sharey=fig.axes[2] if k else None)
+        r = result["strategies"][s]
+        colour, ls, _ = STYLE[s]
+        tl = r["timeline"]
+        ax.step([p[0] / 24 for p in tl], [_mib(p[1]) for p in tl], where="post", color=colour, label=s)
+        runs = [p for p in tl if p[2] == "dedup run"]
+        if runs:
+            ax.plot(
+                [p[0] / 24 for p in runs],
+                [_mib(p[1]) for p in runs],
+                "v",
+                color="black",
+                markersize=6,
+                label="dedup run",
+            )
+        reprov = [p for p in tl if p[2].startswith("reprovision vm") and p[2].endswith("0000")]
+        if reprov:
+            ax.plot(
+                [p[0] / 24 for p in reprov],
+                [_mib(p[1]) for p in reprov],
+                "^",
+                color="grey",
+                markersize=6,
+                label="reprovision",
+            )
+        ax.set_title(s, color=colour, fontsize=10)
+        ax.set_ylim(0, top)
+        ax.set_xlabel("simulated days")
+        if k == 0:
+            ax.set_ylabel("physical space (MiB)")
+        ax.grid(alpha=0.3)
+        ax.annotate(
+            f"{_mib(r['final_bytes']):.0f} MiB",
+            (tl[-1][0] / 24, _mib(tl[-1][1])),
+            textcoords="offset points",
+            xytext=(-30, 6),
+            fontsize=8,
+        )
+
+    from matplotlib.lines import Line2D
+
+    fig.legend(
+        handles=[
+            Line2D([], [], marker="v", color="black", ls="", label="dedup run"),
+            Line2D([], [], marker="^", color="grey", ls="", label="reprovision (all VMs replaced)"),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+    )
+    saving = ""
+    if "clone" in result["strategies"] and "full" in result["strategies"]:
+        c = _mib(result["strategies"]["clone"]["after_deploy_bytes"])
+        f = _mib(result["strategies"]["full"]["after_deploy_bytes"])
+        saving = f": clones {c:,.0f} MiB vs full copies {f:,.0f} MiB"
+    fig.suptitle(
+        f"Coppice compare, {result['count']} VMs of a "
+        f"{_mib(result['template_written_bytes']):.1f} MiB template{saving}",
+        fontsize=12,
+    )
+    return fig
+
+
+def plot(result: dict, path: str) -> str:
+    """Write ``figure(result)`` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(result)
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -69,6 +69,29 @@ def test_model_within_20_percent(template, tmp_path):
     assert worst <= 0.20, err
 
 
+def test_figure_has_a_panel_per_strategy_and_the_saving(measured):
+    fig = C.figure(measured)
+    deploy, bars, *panels = fig.axes
+    # The deploy panel: one line per strategy against real seconds, a point per VM.
+    assert "seconds" in deploy.get_xlabel()
+    labels = [ln.get_label().split(" ")[0] for ln in deploy.get_lines()]
+    assert labels == list(C.STRATEGIES)
+    for ln in deploy.get_lines():
+        assert len(ln.get_xdata()) == measured["count"] + 1
+        assert list(ln.get_xdata()) == sorted(ln.get_xdata())
+    # One panel per strategy over simulated days; dedup runs marked only where they happen.
+    assert [ax.get_title() for ax in panels] == list(C.STRATEGIES)
+    for ax, s in zip(panels, C.STRATEGIES, strict=True):
+        marks = [ln for ln in ax.get_lines() if ln.get_label() == "dedup run"]
+        assert bool(marks) == s.endswith("+sis"), s
+    # The saving is written out, with the measured figures.
+    title = fig._suptitle.get_text()
+    c = measured["strategies"]["clone"]["after_deploy_bytes"] / MiB
+    f = measured["strategies"]["full"]["after_deploy_bytes"] / MiB
+    assert f"clones {c:,.0f} MiB vs full copies {f:,.0f} MiB" in title
+    assert len(bars.patches) == 2 * len(C.STRATEGIES)
+
+
 def test_plot_is_a_png(measured, tmp_path):
     out = C.plot(measured, str(tmp_path / "space.png"))
     with open(out, "rb") as f:
