@@ -46,10 +46,24 @@ def _secs(s) -> str:
     return "-" if s is None else f"{s:.3f} s"
 
 
+def _template_volume(f, name: str) -> str:
+    """A template's name (`coppice template list`) or, as before, its volume."""
+    from ..errors import NotFound
+    from ..provision import template as T
+
+    try:
+        return T.get(f, name)["volume"]
+    except NotFound:
+        return name
+
+
 @command
 def compare(
     template: str | None = typer.Option(
-        None, "--template", "-t", help="Template in the pool (its volume; the base snapshot is deployed)."
+        None,
+        "--template",
+        "-t",
+        help="Template in the pool, by its name (`template list`) or its volume; the base snapshot is deployed.",
     ),
     image: str | None = typer.Option(None, "--image", help="Or a disk image file (any qemu-img format)."),
     snapshot: str = typer.Option("base", "--snapshot", help="Template snapshot to deploy."),
@@ -97,7 +111,7 @@ def compare(
         where = scratch or os.path.dirname(os.path.abspath(image))
     else:
         with filer() as f:
-            tmpl = C.Template.from_filer(f, template, snapshot)
+            tmpl = C.Template.from_filer(f, _template_volume(f, template), snapshot)
             where = scratch or os.path.dirname(os.path.abspath(f.pool_info()["path"]))
     out = console()
     if model_:

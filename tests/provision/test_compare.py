@@ -161,3 +161,31 @@ def test_cli_json_and_bad_input(tmp_path):
     assert p.returncode != 0 and "--count 0 is invalid" in p.stderr
     p = subprocess.run(cmd + ["--churn", "lots"], capture_output=True, text=True)
     assert p.returncode != 0 and "--churn 'lots' is invalid" in p.stderr
+
+
+def test_cli_template_by_its_name(tmp_path):
+    """`--template tiny` names the template as `template import` made it
+    (its volume tpl_tiny works too), as the README shows."""
+    pool = str(tmp_path / "pool")
+    img = tmp_path / "t.raw"
+    with open(img, "wb") as f:
+        f.write(os.urandom(MiB))
+        f.truncate(2 * MiB)
+    cli = [sys.executable, "-m", "coppice.cli.main", "--pool", pool]
+    for args in (["pool", "create", pool], ["template", "import", "tiny", "--image", str(img)]):
+        p = subprocess.run(cli + args, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    runs = {}
+    for name in ("tiny", "tpl_tiny"):
+        p = subprocess.run(
+            cli + ["compare", "--template", name, "--count", "2", "--days", "0", "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert p.returncode == 0, p.stderr
+        runs[name] = json.loads(p.stdout)
+        assert runs[name]["template_written_bytes"] == MiB
+    p = subprocess.run(
+        cli + ["compare", "--template", "nosuch", "--count", "2"], capture_output=True, text=True
+    )
+    assert p.returncode != 0 and "nosuch" in p.stderr
