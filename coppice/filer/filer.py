@@ -56,6 +56,12 @@ strings like "20g"; ``now`` is a datetime, default the injected clock):
   -- small files (datastore descriptors, VM definitions)
   file_write(vol, name, data);  file_read(vol, name, snapshot=None) -> bytes
   file_list(vol, snapshot=None) -> list[dict];  file_delete(vol, name)
+  -- cheap lookups for the layers above (no space accounting)
+  path;  vol_exists(name) -> bool;  vol_names() -> list[str];  vol_parent(name) -> (vol, snap) | None
+  object_exists(vol, name, snapshot=None) -> bool;  lun_serials(vol, snapshot=None) -> {lun: serial}
+  -- records: JSON values the layers above keep in the pool (templates, VMs, ...)
+  kv_get(scope, key, default=None);  kv_put(scope, key, value);  kv_delete(scope, key)
+  kv_items(scope) -> [(key, value)]
 """
 
 from __future__ import annotations
@@ -356,3 +362,48 @@ class Filer:
 
                 raise BadOption(detail=f"{name} in volume {vol} is a LUN; use `coppice lun destroy`")
             self.pool.delete_object(vol, name)
+
+    # ---- cheap lookups for the layers above --------------------------------------------
+    # The provisioner asks these per VM in a batch; vol_info/lun_show would compute
+    # space accounting it does not need.
+    @property
+    def path(self) -> str:
+        """The pool's directory."""
+        return self.pool.path
+
+    def vol_exists(self, name: str) -> bool:
+        return self.pool.has_volume(name)
+
+    def vol_names(self) -> list[str]:
+        return [v.name for v in self.pool.list_volumes()]
+
+    def vol_parent(self, name: str) -> tuple[str, str] | None:
+        """(parent volume, snapshot) of a clone; None for a volume that is no clone."""
+        _vol.require(self, name)
+        return self.pool.origin_of(name)
+
+    def object_exists(self, vol: str, name: str, snapshot: str | None = None) -> bool:
+        """Whether the volume (or its snapshot) holds a LUN or file ``name``; False
+        when the volume or snapshot does not exist."""
+        return self.pool.has_object(vol, name, snapshot)
+
+    def lun_serials(self, vol: str, snapshot: str | None = None) -> dict[str, str]:
+        _vol.require(self, vol, snapshot)
+        return {
+            o.name: o.meta.get("serial", "") for o in self.pool.list_objects(vol, snapshot) if o.kind == "lun"
+        }
+
+    # ---- records -----------------------------------------------------------------------
+    # Small JSON values upper layers keep beside the filer's own metadata (one commit
+    # each, joining an enclosing transaction()).
+    def kv_get(self, scope: str, key: str, default=None):
+        return self.pool.kv_get(scope, key, default)
+
+    def kv_put(self, scope: str, key: str, value) -> None:
+        self.pool.kv_put(scope, key, value)
+
+    def kv_delete(self, scope: str, key: str) -> None:
+        self.pool.kv_delete(scope, key)
+
+    def kv_items(self, scope: str) -> list[tuple[str, object]]:
+        return self.pool.kv_items(scope)

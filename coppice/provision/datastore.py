@@ -90,7 +90,7 @@ def new_descriptor(name: str) -> dict:
 
 
 def is_datastore(filer, volume: str, snapshot: str | None = None) -> bool:
-    return filer.pool.has_volume(volume) and filer.pool.has_object(volume, DESCRIPTOR, snapshot)
+    return filer.vol_exists(volume) and filer.object_exists(volume, DESCRIPTOR, snapshot)
 
 
 def descriptor(filer, volume: str, snapshot: str | None = None) -> dict:
@@ -104,7 +104,7 @@ def write_descriptor(filer, volume: str, d: dict) -> None:
 
 
 def current_serials(filer, volume: str) -> dict[str, str]:
-    return {o.name: o.meta.get("serial", "") for o in filer.pool.list_objects(volume) if o.kind == "lun"}
+    return filer.lun_serials(volume)
 
 
 def create(filer, volume: str, name: str | None = None, size="1t", attach_: bool = True) -> dict:
@@ -241,9 +241,9 @@ def rename(filer, volume: str, new_name: str) -> dict:
 
 def vm_slots(filer, volume: str, snapshot: str | None = None) -> list[str]:
     return sorted(
-        o.name[: -len(_VM_SUFFIX)]
-        for o in filer.pool.list_objects(volume, snapshot)
-        if o.kind == "file" and o.name.endswith(_VM_SUFFIX)
+        f["name"][: -len(_VM_SUFFIX)]
+        for f in filer.file_list(volume, snapshot)
+        if f["name"].endswith(_VM_SUFFIX)
     )
 
 
@@ -270,14 +270,14 @@ def vms(filer, volume: str, snapshot: str | None = None) -> list[dict]:
 
 
 def list_volumes(filer) -> list[str]:
-    return [v.name for v in filer.pool.list_volumes() if filer.pool.has_object(v.name, DESCRIPTOR)]
+    return [v for v in filer.vol_names() if filer.object_exists(v, DESCRIPTOR)]
 
 
 def info(filer, volume: str, known: dict | None = None) -> dict:
     d = descriptor(filer, volume)
     known = attached(filer) if known is None else known
     rec = known.get(volume)
-    origin = filer.pool.origin_of(volume)
+    origin = filer.vol_parent(volume)
     return {
         "volume": volume,
         "name": d["name"],

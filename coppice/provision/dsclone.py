@@ -202,7 +202,7 @@ def clone_datastore(
     from ..filer.names import check_volume
 
     check_volume(new)
-    if filer.pool.has_volume(new):
+    if filer.vol_exists(new):
         from ..filer.errors import VolumeExists
 
         raise VolumeExists(name=new)

@@ -357,7 +357,7 @@ def unmap_all(filer, paths, igroup: str) -> None:
 
 
 def destroy_volume(filer, volume: str) -> None:
-    if filer.pool.has_volume(volume):
+    if filer.vol_exists(volume):
         filer.vol_destroy(volume, force=True)
     ds.forget(filer, volume)
 
@@ -428,7 +428,7 @@ class Provisioner:
             if nm in known:
                 raise VMExists(name=nm, where=f"Coppice made it on volume {known[nm]['volume']}")
             vol = volume_for_vm(nm)
-            if (vol in vols) if vols is not None else f.pool.has_volume(vol):
+            if (vol in vols) if vols is not None else f.vol_exists(vol):
                 raise VMExists(name=nm, where=f"volume {vol} exists")
         hosts = [
             cs.hostname_for(spec.hostname, nm, i)

@@ -27,16 +27,16 @@ POLICY = "provision.policy"
 
 
 def get(filer, scope: str, key: str, default=None):
-    return filer.pool.kv_get(scope, key, default)
+    return filer.kv_get(scope, key, default)
 
 
 def put(filer, scope: str, key: str, value) -> None:
-    filer.pool.kv_put(scope, key, value)
+    filer.kv_put(scope, key, value)
 
 
 def delete(filer, scope: str, key: str) -> None:
-    filer.pool.kv_delete(scope, key)
+    filer.kv_delete(scope, key)
 
 
 def items(filer, scope: str) -> list[tuple[str, object]]:
-    return filer.pool.kv_items(scope)
+    return filer.kv_items(scope)

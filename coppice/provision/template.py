@@ -49,7 +49,7 @@ def volume_for(name: str) -> str:
 
 
 def default_state_dir(filer) -> str:
-    return os.path.abspath(filer.pool.path) + ".provision"
+    return os.path.abspath(filer.path) + ".provision"
 
 
 def check_name(name: str) -> str:
@@ -192,7 +192,7 @@ def import_image(
     if registry.get(filer, registry.TEMPLATE, name) is not None:
         raise TemplateExists(name=name)
     volume = volume_for(name)
-    if filer.pool.has_volume(volume):
+    if filer.vol_exists(volume):
         raise TemplateExists(name=f"{name} (volume {volume} exists)")
     info = image_info(image)
     vsize = int(info["virtual-size"])
@@ -288,7 +288,7 @@ def import_image(
 
 def get(filer, name: str) -> dict:
     rec = registry.get(filer, registry.TEMPLATE, name)
-    if rec is None or not filer.pool.has_volume(rec["volume"]):
+    if rec is None or not filer.vol_exists(rec["volume"]):
         raise TemplateNotFound(name=name)
     return rec
 
@@ -317,16 +317,14 @@ def delete(filer, name: str) -> None:
     if rec is None:
         raise TemplateNotFound(name=name)
     vms = dependents(filer, name)
-    clones = (
-        [c for c in filer.vol_info(rec["volume"])["clones"]] if filer.pool.has_volume(rec["volume"]) else []
-    )
+    clones = [c for c in filer.vol_info(rec["volume"])["clones"]] if filer.vol_exists(rec["volume"]) else []
     if vms or clones:
         names = vms or clones
         raise TemplateBusy(
             name=name, count=len(names), vms=", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
         )
     with filer.transaction():
-        if filer.pool.has_volume(rec["volume"]):
+        if filer.vol_exists(rec["volume"]):
             filer.vol_destroy(rec["volume"], force=True)
         ds.forget(filer, rec["volume"])
         registry.delete(filer, registry.TEMPLATE, name)

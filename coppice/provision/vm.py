@@ -98,7 +98,7 @@ def show(filer, name: str, hypervisors: dict | None = None) -> dict:
     finally:
         if hypervisors is None:
             _close(hvs)
-    vi = filer.vol_info(rec["volume"]) if filer.pool.has_volume(rec["volume"]) else None
+    vi = filer.vol_info(rec["volume"]) if filer.vol_exists(rec["volume"]) else None
     out.update(
         {
             "slot": rec.get("slot"),
@@ -145,18 +145,18 @@ def destroy(filer, name: str, force: bool = False, hypervisor_factory=None) -> d
     finally:
         hv.close()
     vol = rec["volume"]
-    if filer.pool.has_volume(vol):
+    if filer.vol_exists(vol):
         with filer.transaction():
             for path in rec.get("luns") or []:
-                if filer.pool.has_object(vol, path.rsplit("/", 1)[1]):
+                if filer.object_exists(vol, path.rsplit("/", 1)[1]):
                     for m in filer.lun_info(path)["maps"]:
                         filer.lun_unmap(path, m["igroup"])
             if _others_on_volume(filer, rec):
                 for path in rec.get("luns") or []:
-                    if filer.pool.has_object(vol, path.rsplit("/", 1)[1]):
+                    if filer.object_exists(vol, path.rsplit("/", 1)[1]):
                         filer.lun_destroy(path, force=True)
                 for fn in (ds.vm_file(rec["slot"]), ds.domain_file(rec["slot"])):
-                    if filer.pool.has_object(vol, fn):
+                    if filer.object_exists(vol, fn):
                         filer.file_delete(vol, fn)
             else:
                 destroy_volume(filer, vol)
@@ -242,7 +242,7 @@ def _reclone(
                 luns = [d["lun"] for d in record["disks"]] + ([record["seed"]] if record.get("seed") else [])
                 ids.update(map_all(filer, vol, rec["igroup"], luns))
         except BaseException:
-            if filer.pool.has_volume(tmp):
+            if filer.vol_exists(tmp):
                 destroy_volume(filer, tmp)
             raise
         hv.define(xml, replace=True)

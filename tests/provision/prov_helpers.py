@@ -37,7 +37,7 @@ def uniq(stem):
 def snapshot_state(filer, hv):
     """Everything provisioning may create: volumes, maps, domains, index entries."""
     return {
-        "volumes": sorted(v.name for v in filer.pool.list_volumes()),
+        "volumes": sorted(filer.vol_names()),
         "maps": sorted((m["path"], m["igroup"], m["lun_id"]) for m in filer.lun_maps()),
         "domains": sorted(hv.list_domains()),
         "vms": sorted(k for k, _ in registry.items(filer, registry.VM)),

@@ -28,7 +28,7 @@ def test_provision_five_vms_each_with_its_own_identity(filer, hv, tpl):
     uuids, macs, ids = set(), set(), set()
     for r in s.results:
         rec = registry.get(filer, registry.VM, r.name)
-        assert filer.pool.origin_of(rec["volume"]) == ("tpl_gold", "base")
+        assert filer.vol_parent(rec["volume"]) == ("tpl_gold", "base")
         assert hv.exists(r.name) and hv.state(r.name) == "shutoff"
         xml = hv.xml(r.name)
         assert f"/vol/{rec['volume']}/vm0.disk0" in xml and f"/vol/{rec['volume']}/vm0.seed" in xml
@@ -115,7 +115,7 @@ def test_vm_list_show_destroy(filer, hv, tpl):
     with pytest.raises(VMRunning):
         vm.destroy(filer, stem + "1")
     vm.destroy(filer, stem + "1", force=True)
-    assert not hv.exists(stem + "1") and not filer.pool.has_volume(stem + "1")
+    assert not hv.exists(stem + "1") and not filer.vol_exists(stem + "1")
     assert stem + "1" not in {r["name"] for r in vm.list_(filer)}
     assert not [m for m in filer.lun_maps() if m["path"].startswith(f"/vol/{stem}1/")]
     hv.destroy(stem + "2")
@@ -156,7 +156,7 @@ def test_recompose_moves_to_newer_snapshot(filer, tpl):
     before = vm.show(filer, name)
     after = vm.recompose(filer, name, "v2")
     assert after["base_snapshot"] == "v2" and after["uuid"] == before["uuid"]
-    assert filer.pool.origin_of(name) == ("tpl_gold", "v2")
+    assert filer.vol_parent(name) == ("tpl_gold", "v2")
     dev = filer.open_lun(f"/vol/{name}/vm0.disk0")
     assert bytes(dev.pread(3 << 20, 8)) == b"v2 patch"
     dev.close()

@@ -46,7 +46,7 @@ def test_skip_goes_on(filer, hv, tpl):
     p = Provisioner(filer, fault=_fault_at(stem + "2", "map"))
     s = p.provision(tpl, 3, stem + "{n}", on_error="skip")
     assert sorted(r.name for r in s.ok) == [stem + "1", stem + "3"]
-    assert not filer.pool.has_volume(stem + "2") and not hv.exists(stem + "2")
+    assert not filer.vol_exists(stem + "2") and not hv.exists(stem + "2")
 
 
 def test_real_failure_define_rolls_back(filer, hv, tpl):
