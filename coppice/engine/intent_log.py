@@ -14,18 +14,18 @@ their epoch. The format is in ``format.py``.
 
 from __future__ import annotations
 
-import os
 from array import array
 
 from .checksum import block_checksum
+from .fileio import OS_FILES, Files
 from .format import LOG_CLEAR, LOG_HEADER, LOG_MAGIC, LOG_TRAILER, LOG_WRITE
 
 
 class IntentLog:
-    def __init__(self, path: str):
+    def __init__(self, path: str, files: Files = OS_FILES):
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        self.size = os.fstat(self.fd).st_size
+        self.file = files.open(path, append=True)
+        self.size = self.file.size()
         # Appends bump ``gen``; ``synced`` is the gen the last completed
         # fdatasync covered. sync() may run without the pool's lock, beside
         # appends: a record appended during an fdatasync keeps gen > synced,
@@ -46,28 +46,27 @@ class IntentLog:
 
     def _append(self, body: bytes) -> None:
         rec = body + LOG_TRAILER.pack(block_checksum(body))
-        os.write(self.fd, rec)
+        self.file.append_all(rec)
         self.size += len(rec)
         self.gen += 1
 
     def sync(self) -> None:
         gen = self.gen
         if gen != self.synced:
-            os.fdatasync(self.fd)
+            self.file.sync()
             if gen > self.synced:
                 self.synced = gen
 
     def reset(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
+        self.file.truncate(0)
+        self.file.sync()
         self.size = 0
         self.synced = self.gen
 
     def records(self, epoch: int):
         """(kind, obj, lbn, count, pbns, csums) of every intact record of
         ``epoch``, in the order they were appended."""
-        with open(self.path, "rb") as f:
-            data = f.read()
+        data = self.file.read_all()
         pos = 0
         hs, ts = LOG_HEADER.size, LOG_TRAILER.size
         while pos + hs + ts <= len(data):
@@ -92,4 +91,4 @@ class IntentLog:
             pos = end + ts
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.file.close()

@@ -39,8 +39,6 @@ from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import xxhash
-
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -51,9 +49,10 @@ from ..errors import (
     NotFound,
     ReadOnly,
 )
-from . import blockmap
+from . import blockmap, consistency_point, datapath
 from .allocator import Allocator
 from .checksum import block_checksum, zero_checksum
+from .fileio import OS_FILES, Files
 from .format import (
     DEFAULT_BLOCK_SIZE,
     FORMAT_VERSION,
@@ -65,8 +64,6 @@ from .format import (
 )
 from .intent_log import IntentLog
 from .page_cache import PageCache
-
-_xxh3 = xxhash.xxh3_64_intdigest  # == checksum.block_checksum, inlined on the hot path
 
 DEFAULT_CACHE_BYTES = 64 << 20
 LOG_LIMIT_BYTES = 64 << 20
@@ -154,22 +151,6 @@ def validate_name(what: str, name) -> str:
     return name
 
 
-def _contiguous_runs(pbns, lo: int, hi: int):
-    """(i, j, first PBN) for each run pbns[i:j] of consecutive non-zero PBNs
-    within [lo, hi): one pread or pwrite per run instead of per block."""
-    i = lo
-    while i < hi:
-        p = pbns[i]
-        if not p:
-            i += 1
-            continue
-        j = i + 1
-        while j < hi and pbns[j] == p + (j - i):
-            j += 1
-        yield i, j, p
-        i = j
-
-
 # --------------------------------------------------------------------------
 # In-memory records
 # --------------------------------------------------------------------------
@@ -241,6 +222,7 @@ class Pool:
         block_size: int = DEFAULT_BLOCK_SIZE,
         capacity: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        files: Files = OS_FILES,
     ) -> Pool:
         """Create a pool in directory ``path`` (created if missing, must not
         hold a pool). ``capacity`` in bytes caps the data it may hold;
@@ -284,21 +266,29 @@ class Pool:
         finally:
             db.close()
         open(os.path.join(path, "data", "blocks"), "ab").close()
-        return cls.open(path, cache_bytes=cache_bytes)
+        return cls.open(path, cache_bytes=cache_bytes, files=files)
 
     @classmethod
     def exists(cls, path: str) -> bool:
         return os.path.exists(os.path.join(path, "pool.db"))
 
     @classmethod
-    def open(cls, path: str, cache_bytes: int = DEFAULT_CACHE_BYTES, holder: str | None = None) -> Pool:
-        """Open the pool at ``path`` exclusively, replaying its intent log."""
+    def open(
+        cls,
+        path: str,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        holder: str | None = None,
+        files: Files = OS_FILES,
+    ) -> Pool:
+        """Open the pool at ``path`` exclusively, replaying its intent log.
+        ``files`` opens the data file and the intent log (tests pass one
+        that simulates power loss)."""
         path = os.path.abspath(path)
         if not cls.exists(path):
             raise PoolNotFound(path=path)
-        return cls(path, cache_bytes, holder)
+        return cls(path, cache_bytes, holder, files)
 
-    def __init__(self, path: str, cache_bytes: int, holder: str | None):
+    def __init__(self, path: str, cache_bytes: int, holder: str | None, files: Files = OS_FILES):
         self.path = path
         self._lock = threading.RLock()
         self._lockfd = os.open(os.path.join(path, "pool.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -319,10 +309,9 @@ class Pool:
         self.db.execute("PRAGMA synchronous=FULL")
         self.block_size = int(self._pool_value("block_size"))
         self.uuid = self._pool_value("uuid")
-        self.data_fd = os.open(os.path.join(path, "data", "blocks"), os.O_RDWR)
-        self.log = IntentLog(os.path.join(path, "intent.log"))
+        self.data = files.open(os.path.join(path, "data", "blocks"))
+        self.log = IntentLog(os.path.join(path, "intent.log"), files)
         self._zero_csum = zero_checksum(self.block_size)
-        self._zero_block = bytes(self.block_size)
         self._cache_bytes = cache_bytes
         # Inline deduplication, installed by the dedup layer: an object with
         # enabled(dataset_id) -> bool, lookup(checksum) -> PBN or 0 and
@@ -386,7 +375,7 @@ class Pool:
                     for i in range(count):
                         p = pbns[i]
                         if p:
-                            got = os.pread(self.data_fd, bs, p * bs)
+                            got = self.data.pread(bs, p * bs)
                             if len(got) != bs or block_checksum(got) != csums[i]:
                                 pbns[i] = 0
                                 csums[i] = 1  # marker: leave this block's mapping alone
@@ -412,7 +401,7 @@ class Pool:
             self._checkpoint()
             self.closed = True
             self.log.close()
-            os.close(self.data_fd)
+            self.data.close()
             self.db.close()
             os.close(self._lockfd)
 
@@ -437,83 +426,15 @@ class Pool:
             return  # the enclosing management transaction commits it
         if not force and not self._has_uncommitted():
             return
-        self._sync_data()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self._write_cp()
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            self._reload()
-            raise
-        self._post_commit()
+        consistency_point.commit(self)
 
     def _sync_data(self) -> None:
         # Data before the metadata that points at it.
         gen = self._data_gen
         if gen != self._synced_gen:
-            os.fdatasync(self.data_fd)
+            self.data.sync()
             if gen > self._synced_gen:
                 self._synced_gen = gen
-
-    def _write_cp(self) -> None:
-        """Everything in memory into the open transaction."""
-        db = self.db
-        self.cache.write_out()
-        frees = self._apply_block_deltas()
-        if frees:
-            self.alloc.release_many(frees)
-        if self._dirty_objs:
-            db.executemany(
-                "UPDATE objects SET name=?, kind=?, size=?, root=?, height=?, meta=? WHERE id=?",
-                [
-                    (o.name, o.kind, o.size, o.root, o.height, json.dumps(o.meta), o.id)
-                    for o in self._dirty_objs.values()
-                ],
-            )
-        db.execute("DELETE FROM free_extents")
-        db.executemany("INSERT INTO free_extents (start, count) VALUES (?, ?)", self.alloc.extents())
-        for k, v in (
-            ("next_pbn", self.alloc.next_pbn),
-            ("next_page_id", self.cache.next_page_id),
-            ("epoch", self.epoch + 1),
-        ):
-            db.execute("UPDATE pool SET value=? WHERE key=?", (str(v), k))
-
-    def _apply_block_deltas(self) -> list[int]:
-        """Fold pending block refcount changes into block_refs; return the
-        PBNs whose count reached 0."""
-        deltas = {p: d for p, d in self.cache.block_delta.items() if d}
-        if not deltas:
-            return []
-        db = self.db
-        stored = self._stored_refs(deltas)
-        frees, deletes, upserts = [], [], []
-        for p, d in deltas.items():
-            old = stored.get(p, 1)
-            new = old + d
-            if new < 0:
-                raise Corruption(
-                    detail=f"reference count of physical block {p} would drop below zero; run `coppice fsck`"
-                )
-            if new == 0:
-                frees.append(p)
-            if new <= 1:
-                if p in stored:
-                    deletes.append((p,))
-            else:
-                upserts.append((p, new))
-        if deletes:
-            db.executemany("DELETE FROM block_refs WHERE pbn=?", deletes)
-        if upserts:
-            db.executemany("INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)", upserts)
-        return frees
-
-    def _post_commit(self) -> None:
-        self.cache.committed()
-        self._dirty_objs.clear()
-        self.epoch += 1
-        self.log.reset()
 
     def _cp_due(self) -> bool:
         return self.cache.over_dirty_limit() or self.log.size > LOG_LIMIT_BYTES
@@ -547,20 +468,11 @@ class Pool:
             except BaseException:
                 self._txn_depth -= 1
                 if self._txn_depth == 0:
-                    self.db.execute("ROLLBACK")
-                    self._reload()
+                    consistency_point.abort(self)
                 raise
             self._txn_depth -= 1
             if self._txn_depth == 0:
-                try:
-                    self._sync_data()
-                    self._write_cp()
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    self._reload()
-                    raise
-                self._post_commit()
+                consistency_point.commit(self, begun=True)
 
     def _check_open(self):
         if self.closed:
@@ -1059,26 +971,20 @@ class Pool:
         out = bytearray(n * bs)
         omv = memoryview(out)
         end = lbn + n
-        fd = self.data_fd
         for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, end):
-            ents = leaf.ents
             s = max(lbn, base) - base
             e = min(end, base + LEAF_FANOUT) - base
-            for i, j, p in _contiguous_runs(ents, s, e):
-                dst = (base + i - lbn) * bs
-                cnt = j - i
-                got = os.preadv(fd, [omv[dst : dst + cnt * bs]], p * bs)
-                if got < cnt * bs:
-                    omv[dst + got : dst + cnt * bs] = bytes(cnt * bs - got)
-                for k in range(cnt):
-                    if block_checksum(omv[dst + k * bs : dst + (k + 1) * bs]) != ents[LEAF_FANOUT + i + k]:
-                        ds = self.datasets.get(o.dataset_id)
-                        raise BlockCorrupt(
-                            where=self._ds_label(ds) if ds else "?",
-                            object=o.name,
-                            offset=(base + i + k) * bs,
-                            pbn=p + k,
-                        )
+            bad = datapath.read_leaf_range(
+                self.data, omv, (base + s - lbn) * bs, leaf.ents, s, e, LEAF_FANOUT, bs
+            )
+            if bad is not None:
+                ds = self.datasets.get(o.dataset_id)
+                raise BlockCorrupt(
+                    where=self._ds_label(ds) if ds else "?",
+                    object=o.name,
+                    offset=(base + bad[0]) * bs,
+                    pbn=bad[1],
+                )
         return out
 
     def _write(self, o: ObjRec, offset: int, data: memoryview) -> None:
@@ -1108,14 +1014,8 @@ class Pool:
         contiguous run, one intent-log record, then the map update."""
         bs = self.block_size
         n = len(mv) // bs
-        x = _xxh3
-        csums = array("Q", [x(mv[a : a + bs]) or 1 for a in range(0, n * bs, bs)])
-        zc = self._zero_csum
-        # bytes(), not the memoryview itself: a memoryview compares element
-        # by element (~6 µs per 4 KiB), bytes with one memcmp.
-        zeros = [
-            i for i in range(n) if csums[i] == zc and bytes(mv[i * bs : (i + 1) * bs]) == self._zero_block
-        ]
+        csums = datapath.block_checksums(mv, bs)
+        zeros = datapath.zero_slots(mv, bs, csums, self._zero_csum)
         pbns = array("Q", bytes(8 * n))
         hook = self.inline_dedup
         if hook is not None and hook.enabled(o.dataset_id):
@@ -1130,7 +1030,7 @@ class Pool:
                 if (
                     cand
                     and not self.alloc.is_free(cand)
-                    and os.pread(self.data_fd, bs, cand * bs) == bytes(mv[i * bs : (i + 1) * bs])
+                    and self.data.pread(bs, cand * bs) == bytes(mv[i * bs : (i + 1) * bs])
                 ):
                     pbns[i] = cand
                     self.cache.incref_block(cand)
@@ -1141,19 +1041,12 @@ class Pool:
             if self.capacity is not None and self.alloc.used + m > self.capacity:
                 raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
             runs = self.alloc.allocate(m)
-            if not zeros and len(runs) == 1:
-                pbns = array("Q", range(runs[0][0], runs[0][0] + n))
-            else:
-                zset = set(zeros)
-                nz = [i for i in range(n) if i not in zset]
-                k = 0
-                for start, cnt in runs:
-                    for j in range(cnt):
-                        pbns[nz[k + j]] = start + j
-                    k += cnt
+            deduped = pbns
+            pbns = datapath.spread(runs, n, zeros)
+            for i in zeros:
+                pbns[i] = deduped[i]
             try:
-                for i, j, p in _contiguous_runs(pbns, 0, n):
-                    self._pwrite_all(mv[i * bs : j * bs], p * bs)
+                datapath.write_runs(self.data, mv, pbns, bs)
             except OSError as e:
                 for start, cnt in runs:
                     self.alloc.release(start, cnt)
@@ -1168,12 +1061,6 @@ class Pool:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
         self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
         self._map_blocks(o, lbn, pbns, csums)
-
-    def _pwrite_all(self, mv: memoryview, off: int) -> None:
-        while len(mv):
-            w = os.pwrite(self.data_fd, mv, off)
-            mv = mv[w:]
-            off += w
 
     def _map_blocks(self, o: ObjRec, lbn: int, pbns, csums, skip_marked: bool = False) -> None:
         cache = self.cache
@@ -1301,7 +1188,7 @@ class Pool:
         """The bytes of physical block ``pbn`` (verified when ``checksum``)."""
         with self._lock:
             bs = self.block_size
-            data = os.pread(self.data_fd, bs, pbn * bs)
+            data = self.data.pread(bs, pbn * bs)
             data = data + bytes(bs - len(data))
             if checksum is not None and block_checksum(data) != checksum:
                 raise BlockCorrupt(where="the pool", object="-", offset="-", pbn=pbn)
@@ -1335,7 +1222,7 @@ class Pool:
             bs = self.block_size
             if not target_pbn or self.alloc.is_free(target_pbn):
                 return [False] * len(rows)
-            target = os.pread(self.data_fd, bs, target_pbn * bs)
+            target = self.data.pread(bs, target_pbn * bs)
             if len(target) != bs:
                 return [False] * len(rows)
             tcsum = block_checksum(target)
@@ -1357,7 +1244,7 @@ class Pool:
                     leaf is None
                     or leaf.ents[slot] != expected_pbn
                     or leaf.ents[LEAF_FANOUT + slot] != tcsum
-                    or os.pread(self.data_fd, bs, expected_pbn * bs) != target
+                    or self.data.pread(bs, expected_pbn * bs) != target
                 ):
                     out.append(False)
                     continue
@@ -1402,13 +1289,6 @@ class Pool:
                     "Q", leaf.ents[LEAF_FANOUT + s : LEAF_FANOUT + e].tolist()
                 )
 
-            def read_run(pbns, k):
-                buf = bytearray(k * bs)
-                mv = memoryview(buf)
-                for i, j, p in _contiguous_runs(pbns, 0, k):
-                    os.preadv(self.data_fd, [mv[i * bs : j * bs]], p * bs)
-                return buf
-
             k = 0
             while (
                 k < n
@@ -1424,18 +1304,11 @@ class Pool:
             tgt = array("Q", target_pbns[:k])
             # bytearrays, not memoryviews: their == is one memcmp (a
             # memoryview compares element by element, ~50x slower).
-            a, b = read_run(cur, k), read_run(tgt, k)
-            if a == b:
-                good = k
-            else:
-                good = 0
-                while good < k and a[good * bs : (good + 1) * bs] == b[good * bs : (good + 1) * bs]:
-                    good += 1
+            a, b = datapath.read_runs(self.data, cur, k, bs), datapath.read_runs(self.data, tgt, k, bs)
+            good = datapath.equal_prefix(a, b, bs)
             # The stored checksums must describe the shared bytes too.
-            bv = memoryview(b)
-            good = next(
-                (i for i in range(good) if block_checksum(bv[i * bs : (i + 1) * bs]) != csums[i]), good
-            )
+            bad = datapath.first_mismatch(memoryview(b)[: good * bs], bs, csums)
+            good = good if bad < 0 else bad
             if not good:
                 return 0
             tgt, cs = tgt[:good], csums[:good]

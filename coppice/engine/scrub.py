@@ -9,7 +9,6 @@ object, byte offset), so a user knows what to restore.
 
 from __future__ import annotations
 
-import os
 from array import array
 from dataclasses import dataclass, field
 
@@ -91,7 +90,7 @@ def scrub(pool, progress=None) -> ScrubReport:
         j = i + 1
         while j < total and j - i < 256 and order[j] == order[i] + (j - i):
             j += 1
-        data = os.pread(pool.data_fd, (j - i) * bs, order[i] * bs)
+        data = pool.data.pread((j - i) * bs, order[i] * bs)
         data = data + bytes((j - i) * bs - len(data))
         mv = memoryview(data)
         for k in range(j - i):
