@@ -159,6 +159,7 @@ class Daemon:
 
     # ---- start ------------------------------------------------------------------------
     def start(self) -> Daemon:
+        from .api import space_history
         from .api.app import create_app, register_app_jobs, register_jobs
         from .api.auth import UnixMarker, ensure_token, token_path
         from .api.jobs import JobRunner
@@ -219,6 +220,7 @@ class Daemon:
             self.scheduler = Scheduler(clock=self.clock, **({"sleep": self.sleep} if self.sleep else {}))
             for task in default_tasks(self.filer, self.jobs, self.schedule_interval):
                 self.scheduler.add(task)
+            self.scheduler.add(space_history.task(self.filer))  # the console's space plot
 
             nbd_addr = self.nbd.address
             self.info = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from ..console import install as install_console
 from .errors import install_handlers
 from .routes import (
     clones,
@@ -88,6 +89,7 @@ def create_app(
     install_handlers(app)
     for mod in RESOURCES:
         app.include_router(mod.router)
+    install_console(app)  # the web console at / (coppice.console)
     return app
 
 

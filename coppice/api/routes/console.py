@@ -1,0 +1,284 @@
+"""/console/api: the read models and the few actions the web console needs beyond the REST API.
+
+Contract: every route needs the API's credentials (the bearer token, or a
+console session, which ``coppice.console.session`` turns into it) and is
+left out of ``/openapi.json`` (the console's own, not a public contract).
+Lists are paged and searched on the server, so a pool of 10,000 volumes or
+VMs sends the browser one page: ``q`` (case-insensitive substring of the
+name), ``offset``, ``limit`` (1..500); each answer is ``{total, offset,
+limit, rows}`` where ``total`` counts what matched.
+
+* ``GET /console/api/overview``: pool space, counts, NBD connections, jobs
+  running.
+* ``GET /console/api/space?hours=H``: the space history the daemon records
+  (``coppice.api.space_history``), plus a sample taken now.
+* ``GET /console/api/tree``: the volume tree flattened in display order —
+  each root volume, then under it its snapshots, and under each snapshot
+  the clones rooted there (recursively). A row matching ``q`` comes with
+  its ancestors, so a hit is never shown out of its place in the tree.
+* ``GET /console/api/luns``: LUNs with their maps and open NBD connections.
+* ``GET /console/api/vms``: VMs with template, snapshot, host (libvirt URI)
+  and state (asked of libvirt for the rows of the page only).
+* ``POST /console/api/vms/{name}/start|shutdown|poweroff``: the VM's power.
+* ``GET /console/api/events``: server-sent events, one ``job`` event per job
+  record that changed (all of them when the stream opens), so the console
+  shows progress as jobs run. A stream ends after ``STREAM_SECONDS`` (the
+  browser reconnects by itself) or when the daemon stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from .. import hypervisors
+from ..auth import require_token
+from ..codec import to_jsonable
+
+router = APIRouter(prefix="/console/api", include_in_schema=False, dependencies=[Depends(require_token)])
+
+Q = Annotated[str, Query(max_length=256)]
+Offset = Annotated[int, Query(ge=0, le=2**31)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+STREAM_SECONDS = 300.0
+POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 15.0
+
+
+def _page(rows: list, offset: int, limit: int) -> dict:
+    return {"total": len(rows), "offset": offset, "limit": limit, "rows": rows[offset : offset + limit]}
+
+
+def _match(q: str):
+    q = q.strip().lower()
+    return (lambda name: True) if not q else (lambda name: q in name.lower())
+
+
+@router.get("/overview")
+def overview(request: Request):
+    st = request.app.state
+    f = st.filer
+    info = f.pool_info()
+    vols = f.pool.list_volumes()
+    clones = sum(1 for v in vols if f.pool.origin_of(v.name) is not None)
+    nbd = getattr(st, "nbd", None)
+    jobs = st.jobs.list() if st.jobs is not None else []
+    from ...provision import registry
+
+    return to_jsonable(
+        {
+            "pool": info,
+            "volumes": len(vols),
+            "clones": clones,
+            "luns": len(f.lun_show()),
+            "vms": len(registry.items(f, registry.VM)),
+            "nbd_connections": len(nbd.connections()) if nbd is not None else None,
+            "jobs_running": sum(1 for j in jobs if j["state"] in ("queued", "running")),
+            "daemon": {
+                k: v for k, v in (st.daemon_info or {}).items() if k in ("api_url", "nbd", "pid", "tls")
+            },
+        }
+    )
+
+
+@router.get("/space")
+def space(request: Request, hours: Annotated[float, Query(gt=0, le=24 * 30)] = 24.0):
+    from .. import space_history
+
+    f = request.app.state.filer
+    now = time.time()
+    samples = space_history.SpaceHistory(f.pool.path).samples(since=now - hours * 3600)
+    samples.append(space_history.sample(f, now))
+    return {"interval": space_history.sample_interval(), "samples": samples}
+
+
+def _volume_row(v: dict, depth: int, split: dict | None) -> dict:
+    return {
+        "kind": "volume",
+        "name": v["name"],
+        "depth": depth,
+        "size": v["size"],
+        "used": v["used"],
+        "shared": v["shared"],
+        "available": v["available"],
+        "luns": v["luns"],
+        "snapshots": v["snapshots"],
+        "parent_volume": v["parent_volume"],
+        "parent_snapshot": v["parent_snapshot"],
+        "clone": v["parent_volume"] is not None,
+        "split": split,
+    }
+
+
+def _snapshot_row(s: dict, depth: int) -> dict:
+    return {
+        "kind": "snapshot",
+        "name": s["name"],
+        "volume": s["volume"],
+        "depth": depth,
+        "created": s["created"],
+        "busy": s["busy"],
+        "held_by": [f"clone {c}" for c in s.get("clones") or []],
+        "unique": s.get("unique"),
+    }
+
+
+def tree_rows(filer) -> list[dict]:
+    """Every volume and snapshot in display order (see the module docstring), with ``path``:
+    the indexes of the row's ancestors, so a search can bring them along."""
+    vols = {v["name"]: v for v in filer.vol_show()}
+    splits = {c["volume"]: c["split"] for c in filer.clone_show()}
+    children: dict[tuple[str, str], list[str]] = {}
+    for v in vols.values():
+        if v["parent_volume"] is not None:
+            children.setdefault((v["parent_volume"], v["parent_snapshot"]), []).append(v["name"])
+    rows: list[dict] = []
+
+    def add_volume(name: str, depth: int, ancestors: tuple) -> None:
+        v = vols[name]
+        row = _volume_row(v, depth, splits.get(name))
+        row["ancestors"] = ancestors
+        rows.append(row)
+        me = len(rows) - 1
+        snaps = filer.snap_list(name) if v["snapshots"] else []
+        for s in sorted(snaps, key=lambda s: s["created"]):
+            srow = _snapshot_row(s, depth + 1)
+            srow["ancestors"] = (*ancestors, me)
+            rows.append(srow)
+            sidx = len(rows) - 1
+            for c in sorted(children.get((name, s["name"]), ())):
+                add_volume(c, depth + 2, (*ancestors, me, sidx))
+
+    for name in sorted(vols):
+        if vols[name]["parent_volume"] is None or vols[name]["parent_volume"] not in vols:
+            add_volume(name, 0, ())
+    return rows
+
+
+@router.get("/tree")
+def tree(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
+    rows = tree_rows(request.app.state.filer)
+    if q.strip():
+        match = _match(q)
+        keep: set[int] = set()
+        for i, r in enumerate(rows):
+            if match(r["name"]):
+                keep.add(i)
+                keep.update(r["ancestors"])
+        for i in keep:
+            rows[i]["match"] = match(rows[i]["name"])
+        rows = [rows[i] for i in sorted(keep)]
+    for r in rows:
+        r.pop("ancestors", None)
+    return to_jsonable(_page(rows, offset, limit))
+
+
+def _nbd_counts(state) -> dict[str, int]:
+    nbd = getattr(state, "nbd", None)
+    counts: dict[str, int] = {}
+    if nbd is None:
+        return counts
+    for c in nbd.connections():
+        name = c["export"] or ""
+        name = name if name.startswith("/") else "/" + name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@router.get("/luns")
+def luns(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
+    st = request.app.state
+    match = _match(q)
+    rows = sorted((x for x in st.filer.lun_show() if match(x["path"])), key=lambda x: x["path"])
+    page = _page(rows, offset, limit)
+    counts = _nbd_counts(st)
+    for r in page["rows"]:
+        r["nbd_connections"] = counts.get(r["path"], 0)
+    page["nbd_available"] = getattr(st, "nbd", None) is not None
+    return to_jsonable(page)
+
+
+def _vm_state(hvs, rec: dict) -> str:
+    try:
+        hv = hvs.get(rec.get("uri") or "test:///default")
+        return hv.state(rec["name"]) if hv.exists(rec["name"]) else "undefined"
+    except Exception:
+        return "unknown"
+
+
+@router.get("/vms")
+def vms(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
+    from ...provision import vm
+
+    st = request.app.state
+    match = _match(q)
+    rows = sorted(
+        (r for r in vm.list_(st.filer, with_state=False) if match(r["name"])), key=lambda r: r["name"]
+    )
+    page = _page(rows, offset, limit)
+    hvs = hypervisors.of(st)
+    for r in page["rows"]:
+        r["state"] = _vm_state(hvs, r)
+    return to_jsonable(page)
+
+
+def _power(request: Request, name: str, action: str) -> dict:
+    from ...provision import vm
+
+    st = request.app.state
+    rec = vm.get(st.filer, name)  # VMNotFound: 404
+    hv = hypervisors.of(st).get(rec.get("uri") or "test:///default")
+    getattr(hv, action)(name)
+    return {"name": name, "state": _vm_state(hypervisors.of(st), rec)}
+
+
+@router.post("/vms/{name}/start")
+def vm_start(request: Request, name: str):
+    return _power(request, name, "start")
+
+
+@router.post("/vms/{name}/shutdown")
+def vm_shutdown(request: Request, name: str):
+    return _power(request, name, "shutdown")
+
+
+@router.post("/vms/{name}/poweroff")
+def vm_poweroff(request: Request, name: str):
+    return _power(request, name, "destroy")
+
+
+def _event(kind: str, data) -> str:
+    return f"event: {kind}\ndata: {json.dumps(to_jsonable(data), separators=(',', ':'))}\n\n"
+
+
+@router.get("/events")
+async def events(request: Request):
+    st = request.app.state
+
+    async def stream():
+        seen: dict[str, float] = {}
+        end = time.monotonic() + STREAM_SECONDS
+        beat = time.monotonic()
+        yield "retry: 2000\n\n"
+        while not getattr(st, "stopping", False) and time.monotonic() < end:
+            if await request.is_disconnected():
+                return
+            for rec in st.jobs.list() if st.jobs is not None else []:
+                if seen.get(rec["id"]) != rec.get("updated"):
+                    seen[rec["id"]] = rec.get("updated")
+                    yield _event("job", rec)
+            if time.monotonic() - beat > HEARTBEAT_SECONDS:
+                beat = time.monotonic()
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
