@@ -129,6 +129,7 @@ class Daemon:
         nbd: str = f"127.0.0.1:{DEFAULT_NBD_PORT}",
         tls_dir: str | None = None,
         require_tls: bool = False,
+        tls_client_cert_optional: bool = False,
         clock=None,
         sleep=None,
         schedule_interval: float = 60.0,
@@ -140,6 +141,7 @@ class Daemon:
         self.nbd_host, self.nbd_port = parse_hostport(nbd, DEFAULT_NBD_PORT, "--nbd")
         self.tls_dir = tls_dir
         self.require_tls = require_tls
+        self.tls_client_cert_optional = tls_client_cert_optional
         self.clock = clock or time.time
         self.sleep = sleep
         self.schedule_interval = schedule_interval
@@ -210,6 +212,7 @@ class Daemon:
                     unix_path=self.nbd_socket_path,
                     tls_context=tls_ctx,
                     require_tls=self.require_tls,
+                    require_client_cert=self.require_tls and not self.tls_client_cert_optional,
                 ).start()
             except CoppiceError as e:
                 raise ListenFailed(
@@ -405,10 +408,18 @@ def main(argv=None) -> int:  # `python -m coppice.daemon POOL` for systems witho
     ap.add_argument("--nbd", default=f"127.0.0.1:{DEFAULT_NBD_PORT}")
     ap.add_argument("--tls-dir")
     ap.add_argument("--require-tls", action="store_true")
+    ap.add_argument("--tls-client-cert-optional", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return Daemon(a.pool, api=a.api, nbd=a.nbd, tls_dir=a.tls_dir, require_tls=a.require_tls).run()
+        return Daemon(
+            a.pool,
+            api=a.api,
+            nbd=a.nbd,
+            tls_dir=a.tls_dir,
+            require_tls=a.require_tls,
+            tls_client_cert_optional=a.tls_client_cert_optional,
+        ).run()
     except CoppiceError as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBS=(
   qemu-utils qemu-system-x86 libnbd-bin python3-libnbd fio
+  nbdkit  # bench/nbd_vs_qemu_nbd.py's second baseline (its file plugin)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients python3-libvirt
   python3-venv python3-dev gcc busybox-static cpio xorriso openssl
   btrfs-progs duperemove

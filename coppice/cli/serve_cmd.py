@@ -26,10 +26,17 @@ def serve(
         "127.0.0.1:10809",
         "--nbd",
         metavar="HOST:PORT",
-        help="NBD target address; 'none' for the Unix socket POOL/nbd.sock only.",
+        help="NBD target address ('[::]:PORT' serves IPv6 and IPv4); 'none' for the Unix socket POOL/nbd.sock only.",
     ),
     tls_dir: str | None = typer.Option(None, "--tls-dir", help="NBD TLS directory (coppice.nbd.tls)."),
-    require_tls: bool = typer.Option(False, "--require-tls", help="Refuse NBD clients without TLS."),
+    require_tls: bool = typer.Option(
+        False, "--require-tls", help="Refuse NBD clients without TLS and a client certificate."
+    ),
+    tls_client_cert_optional: bool = typer.Option(
+        False,
+        "--tls-client-cert-optional",
+        help="With --require-tls, also accept TLS clients without a certificate (matched by address).",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ):
     """Serve the pool: NBD target, REST API (and POOL/coppice.sock), scheduler, jobs."""
@@ -39,4 +46,13 @@ def serve(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    raise typer.Exit(Daemon(pool_path(), api=api, nbd=nbd, tls_dir=tls_dir, require_tls=require_tls).run())
+    raise typer.Exit(
+        Daemon(
+            pool_path(),
+            api=api,
+            nbd=nbd,
+            tls_dir=tls_dir,
+            require_tls=require_tls,
+            tls_client_cert_optional=tls_client_cert_optional,
+        ).run()
+    )

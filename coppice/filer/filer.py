@@ -14,9 +14,11 @@ Contract:
 * Thread-safe: one re-entrant lock around management operations; the data
   path (``open_lun``) takes the pool's lock per I/O.
 * Revocation: ``on_revoke(cb)`` registers ``cb(export_name)``; it is called
-  after the commit of any operation that unmaps a LUN, takes it offline,
-  destroys it (or its volume or snapshot), or changes its content under a
-  client (SnapRestore).
+  after the commit of any operation that destroys a LUN (or its volume or
+  snapshot), renames or resizes it, or changes its content under a client
+  (SnapRestore). ``on_access_change(cb)`` is called the same way after an
+  unmap, an offline or an igroup member's removal, which change only who
+  may open it (the NBD target then re-checks each connection).
 
 API summary (``path`` is a LUN path ``/vol/VOL/LUN``; sizes are bytes or
 strings like "20g"; ``now`` is a datetime, default the injected clock):
@@ -90,7 +92,8 @@ class Filer:
         self.clock = clock or _dt.datetime.now
         self._lock = threading.RLock()
         self._revoke_cbs: list = []
-        self._pending_revokes: list[str] = []
+        self._pending_revokes: list[tuple[str, bool]] = []
+        self._access_cbs: list = []
         self._op_depth = 0
         self._budgets: dict[int, _space.Budget] = {}
         self._splits: dict[str, dict] = {}
@@ -133,8 +136,8 @@ class Filer:
             if self._op_depth == 0:
                 self._budgets.clear()
                 pending, self._pending_revokes = self._pending_revokes, []
-                for name in dict.fromkeys(pending):
-                    for cb in list(self._revoke_cbs):
+                for name, access_only in dict.fromkeys(pending):
+                    for cb in list(self._access_cbs if access_only else self._revoke_cbs):
                         try:
                             cb(name)
                         except Exception:  # a broken listener must not undo a committed change
@@ -142,11 +145,17 @@ class Filer:
 
     _op = transaction
 
-    def revoke_later(self, export_name: str) -> None:
-        self._pending_revokes.append(export_name)
+    def revoke_later(self, export_name: str, access_only: bool = False) -> None:
+        """After the commit, tell listeners the export changed: its content or
+        identity (``on_revoke``), or only who may open it (``access_only``:
+        ``on_access_change``, so the target cuts exactly who lost access)."""
+        self._pending_revokes.append((export_name, access_only))
 
     def on_revoke(self, callback) -> None:
         self._revoke_cbs.append(callback)
+
+    def on_access_change(self, callback) -> None:
+        self._access_cbs.append(callback)
 
     def now(self) -> _dt.datetime:
         return self.clock()

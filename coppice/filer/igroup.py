@@ -103,7 +103,7 @@ def destroy(f, name, force=False) -> None:
 
 def _revoke_mapped(f, name):
     for p in _mapped(f, name):
-        f.revoke_later(p)
+        f.revoke_later(p, access_only=True)
 
 
 def add(f, name, initiator) -> dict:

@@ -223,7 +223,7 @@ def set_online(f, path, online: bool) -> None:
         else:
             meta["online"] = False
             meta.pop("offline_reason", None)
-            f.revoke_later(path)
+            f.revoke_later(path, access_only=True)
         f.pool.set_object_meta(vol, name, meta)
 
 

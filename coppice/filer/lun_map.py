@@ -127,7 +127,7 @@ def unmap_lun(f, path: str, igroup: str) -> None:
             else:
                 meta.pop("offline_reason", None)
         f.pool.set_object_meta(vol, name, meta)
-        f.revoke_later(path)
+        f.revoke_later(path, access_only=True)
 
 
 def all_maps(f) -> list[dict]:

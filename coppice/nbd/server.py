@@ -97,6 +97,34 @@ def _cert_name(cert: dict | None) -> str | None:
     return None
 
 
+def _private_unix_listener(path: str) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 from the moment it
+    appears there: bound in a private directory, chmod-ed, then renamed
+    into place (the umask is per process and other threads may change it)."""
+    import tempfile
+
+    if os.path.exists(path) or os.path.islink(path):
+        os.unlink(path)  # a stale socket from an earlier run
+    tmpdir = tempfile.mkdtemp(prefix=".nbd-sock-", dir=os.path.dirname(os.path.abspath(path)))
+    tmp = os.path.join(tmpdir, "s")
+    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        us.bind(tmp)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+        us.listen(128)
+    except BaseException:
+        us.close()
+        raise
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        os.rmdir(tmpdir)
+    return us
+
+
 def _error_errno(exc: BaseException) -> int:
     if isinstance(exc, CoppiceError):
         return P.nbd_errno(getattr(exc, "errno", None))
@@ -122,8 +150,12 @@ class _Connection:
         self.device: BlockDevice | None = None
         self.closing = False
         self._open_gen = 0
+        self._access_gen = 0
         self._deadline: float | None = None
         self.thread: threading.Thread | None = None
+        self.handshaking = True  # counted against the per-address handshake limit
+        self.since = time.time()
+        self._refusal_logged = False
 
     # ------------------------------------------------------------------ life
 
@@ -135,6 +167,7 @@ class _Connection:
             if self._handshake():
                 self._deadline = None
                 self.sock.settimeout(None)
+                self.server._handshake_done(self)
                 self._transmission()
         except _Disconnect:
             pass
@@ -163,9 +196,17 @@ class _Connection:
     def _who(self) -> str:
         i = self.initiator
         peer = "unix" if i.unix else (i.address or "?")
-        name = f" {i.name}" if i.name else ""
+        name = f" cert={i.name!r}" if i.name else ""
         export = f" export={self.export_name!r}" if self.export_name is not None else ""
         return f"nbd client {peer}{name}{export}"
+
+    def _refused(self, export: str | None, reason: str) -> None:
+        """Tell the administrator, once per connection, who was refused what
+        and why; the client is told only what the spec allows."""
+        level = logging.DEBUG if self._refusal_logged else logging.WARNING
+        self._refusal_logged = True
+        what = f"export {export!r}" if export is not None else "the handshake"
+        log.log(level, "%s: refused %s: %s", self._who(), what, reason)
 
     def _cleanup(self) -> None:
         dev, self.device = self.device, None
@@ -281,6 +322,9 @@ class _Connection:
                 self._error(opt, P.REP_ERR_SHUTDOWN, "server is shutting down")
                 continue
             if server.require_tls and not self.tls and opt != P.OPT_STARTTLS:
+                self._refused(
+                    None, "TLS required (the server runs with --require-tls) and the client did not start it"
+                )
                 self._error(opt, P.REP_ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first")
                 continue
             if opt in (P.OPT_GO, P.OPT_INFO):
@@ -312,10 +356,16 @@ class _Connection:
             return None
 
     def _open(self, name: str) -> BlockDevice:
-        # Remember which revocation of this name we opened after, so a
-        # revoke() racing with the open is not missed (see _register_export).
+        # Remember which revocation of this name (and which access change)
+        # we opened after, so one racing with the open is not missed (see
+        # _attach).
         self._open_gen = self.server._revocations.get(name, 0)
-        return self.server.resolver.open_export(name, self.initiator)
+        self._access_gen = self.server._access_changes
+        try:
+            return self.server.resolver.open_export(name, self.initiator)
+        except CoppiceError as e:
+            self._refused(name, getattr(e, "reason", None) or str(e))
+            raise
 
     def _transmission_flags(self, dev: BlockDevice) -> int:
         flags = P.FLAG_HAS_FLAGS | P.FLAG_SEND_FLUSH
@@ -336,17 +386,19 @@ class _Connection:
     def _opt_export_name(self, data: bytes) -> bool:
         # This option cannot be answered with an error: on any failure the
         # spec says to terminate the session.
-        if self.server.require_tls and not self.tls:
-            raise _Disconnect()
         if self.server._shutting_down or self.closing:
             raise _Disconnect()
         name = self._decode_name(data)
         if name is None:
             raise ProtocolViolation(detail="export name is not a valid NBD string")
+        if self.server.require_tls and not self.tls:
+            self._refused(
+                name, "TLS required (the server runs with --require-tls) and the client did not start it"
+            )
+            raise _Disconnect()
         try:
             dev = self._open(name)
         except CoppiceError as e:
-            log.info("%s: EXPORT_NAME %r refused: %s", self._who(), name, e)
             raise _Disconnect() from e
         self._attach(name, dev)
         reply = P.EXPORT_NAME_REPLY.pack(dev.size, self._transmission_flags(dev))
@@ -364,7 +416,13 @@ class _Connection:
             # revoked or shut down while we were opening it
             dev.close()
             raise _Disconnect()
-        self.device = dev
+        self.device = dev  # from here on recheck() sees this connection
+        if self.server._access_changes != self._access_gen:
+            # access changed while we were opening it: decide again
+            why = self.server._authorize(self, dev)
+            if why:
+                self._refused(name, why)
+                raise _Disconnect()  # _cleanup closes the device
 
     def _opt_info(self, opt: int, data: bytes) -> bool:
         if len(data) < 6:
@@ -521,6 +579,15 @@ class _Connection:
         name = _cert_name(tls_sock.getpeercert())
         i = self.initiator
         self.initiator = Initiator(name=name, address=i.address, unix=i.unix, tls=True)
+        if name is None and self.server.require_client_cert:
+            # The TLS layer could refuse this itself, but then the log would
+            # say only "handshake failed"; the administrator needs the why.
+            self._refused(
+                None,
+                "TLS client certificate required (--require-tls; serve with "
+                "--tls-client-cert-optional to accept TLS clients without one)",
+            )
+            raise _Disconnect()
         # Nothing negotiated in clear text survives the upgrade.
         self.structured = False
         self.meta_export = None
@@ -834,9 +901,18 @@ class NBDServer:
     """An NBD server over a resolver's exports; see the module docstring.
 
     ``port=None`` serves no TCP (Unix socket only); ``port=0`` picks a free
-    port (see ``address``). ``tls_context`` is a server ``ssl.SSLContext``
-    (``coppice.nbd.tls.server_context``); it enables STARTTLS, and
-    ``require_tls`` makes it mandatory.
+    port (see ``address``); host ``::`` serves IPv6 and IPv4 (dual stack).
+    The Unix socket is created mode 0600 whatever the umask: its peer is
+    root's and sees every LUN. ``tls_context`` is a server
+    ``ssl.SSLContext`` (``coppice.nbd.tls.server_context``); it enables
+    STARTTLS, ``require_tls`` makes it mandatory, and then a client
+    certificate too unless ``require_client_cert=False``.
+
+    Admission: a peer that has not finished its handshake within
+    ``handshake_timeout`` seconds is dropped, and one address may hold at
+    most ``max_handshakes_per_address`` unfinished handshakes, so a peer
+    flooding the port cannot lock out the initiators of other addresses;
+    ``max_connections`` bounds everything.
     """
 
     def __init__(
@@ -847,8 +923,10 @@ class NBDServer:
         unix_path: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         require_tls: bool = False,
-        handshake_timeout: float = 30.0,
+        handshake_timeout: float = 10.0,
         max_connections: int = 1024,
+        max_handshakes_per_address: int = 16,
+        require_client_cert: bool | None = None,
     ):
         if require_tls and tls_context is None:
             raise NBDServerError(
@@ -865,6 +943,11 @@ class NBDServer:
         self.require_tls = require_tls
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
+        self.max_handshakes_per_address = max_handshakes_per_address
+        self.require_client_cert = require_tls if require_client_cert is None else require_client_cert
+        self._handshakes: dict[str, int] = {}  # address -> unfinished handshakes
+        self._limit_logged: dict[str, float] = {}  # address -> when we last said so
+        self._access_changes = 0  # recheck() count
         self._listeners: list[tuple[socket.socket, bool]] = []
         self._lock = threading.RLock()  # shutdown() may run in a signal handler
         self._conns: set[_Connection] = set()
@@ -877,7 +960,10 @@ class NBDServer:
         self._listening = False
         on_revoke = getattr(resolver, "on_revoke", None)
         if on_revoke is not None:
-            on_revoke(self.revoke)
+            if getattr(resolver, "authorize", None) is not None:
+                on_revoke(self.revoke, recheck=self.recheck)
+            else:
+                on_revoke(self.revoke)
 
     # ------------------------------------------------------------ listen
 
@@ -886,18 +972,17 @@ class NBDServer:
             return
         try:
             if self.port is not None:
-                family = socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
+                host = (self.host or "").strip("[]")
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                # "::" means every address: IPv4 too (IPV6_V6ONLY=0), so guests
+                # told 127.0.0.1 reach a server started with --nbd [::]:PORT.
+                dual = host == "::" and socket.has_dualstack_ipv6()
                 tcp = socket.create_server(
-                    (self.host, self.port), family=family, backlog=128, reuse_port=False
+                    (host, self.port), family=family, backlog=128, reuse_port=False, dualstack_ipv6=dual
                 )
                 self._listeners.append((tcp, False))
             if self.unix_path is not None:
-                if os.path.exists(self.unix_path):
-                    os.unlink(self.unix_path)  # a stale socket from an earlier run
-                us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                us.bind(self.unix_path)
-                us.listen(128)
-                self._listeners.append((us, True))
+                self._listeners.append((_private_unix_listener(self.unix_path), True))
         except OSError as e:
             for s, _ in self._listeners:
                 s.close()
@@ -960,22 +1045,57 @@ class NBDServer:
         if not unix:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c = _Connection(self, sock, unix)
+        addr = c.initiator.address
         with self._lock:
-            if self._shutting_down or len(self._conns) >= self.max_connections:
-                log.warning(
-                    "nbd: refusing a connection: %s",
-                    "shutting down"
-                    if self._shutting_down
-                    else f"{self.max_connections} connections already open",
+            why = None
+            if self._shutting_down:
+                why = "shutting down"
+            elif len(self._conns) >= self.max_connections:
+                why = f"{self.max_connections} connections already open"
+            elif addr is not None and self._handshakes.get(addr, 0) >= self.max_handshakes_per_address:
+                why = (
+                    f"{addr} already has {self.max_handshakes_per_address} unfinished handshakes "
+                    "(each is dropped after "
+                    f"{self.handshake_timeout:g}s)"
                 )
-                sock.close()
-                return
-            self._conns.add(c)
+            if why is None:
+                self._conns.add(c)
+                if addr is not None:
+                    self._handshakes[addr] = self._handshakes.get(addr, 0) + 1
+        if why is not None:
+            self._log_limit(addr, why)
+            sock.close()
+            return
         c.thread = threading.Thread(target=c.run, name="nbd-conn", daemon=True)
         c.thread.start()
 
+    def _log_limit(self, addr: str | None, why: str) -> None:
+        # A flood would otherwise write one line per refused connection.
+        now = time.monotonic()
+        key = addr or "?"
+        if now - self._limit_logged.get(key, -60.0) >= 10.0:
+            self._limit_logged[key] = now
+            log.warning("nbd: refusing a connection from %s: %s", key, why)
+
+    def _handshake_done(self, c: _Connection) -> None:
+        with self._lock:
+            self._handshake_finished(c)
+
+    def _handshake_finished(self, c: _Connection) -> None:
+        if not c.handshaking:
+            return
+        c.handshaking = False
+        addr = c.initiator.address
+        if addr is not None:
+            n = self._handshakes.get(addr, 0) - 1
+            if n > 0:
+                self._handshakes[addr] = n
+            else:
+                self._handshakes.pop(addr, None)
+
     def _forget(self, c: _Connection) -> None:
         with self._lock:
+            self._handshake_finished(c)
             self._conns.discard(c)
 
     def _register_export(self, c: _Connection) -> bool:
@@ -991,22 +1111,70 @@ class NBDServer:
     def connections(self) -> list[dict]:
         """What is connected, for status pages and tests."""
         with self._lock:
-            return [{"export": c.export_name, "initiator": c.initiator, "tls": c.tls} for c in self._conns]
+            return [
+                {
+                    "export": c.export_name,
+                    "initiator": c.initiator,
+                    "address": c.initiator.address,
+                    "name": c.initiator.name,
+                    "unix": c.initiator.unix,
+                    "tls": c.tls,
+                    "handshaking": c.handshaking,
+                    "since": c.since,
+                }
+                for c in self._conns
+            ]
+
+    def _authorize(self, c: _Connection, dev: BlockDevice) -> str | None:
+        authorize = getattr(self.resolver, "authorize", None)
+        if authorize is None or c.export_name is None:
+            return None
+        try:
+            return authorize(c.export_name, c.initiator, dev)
+        except Exception as e:  # fail closed
+            log.exception("%s: re-checking access failed", c._who())
+            return f"re-checking access failed: {e}"
+
+    def _cut_and_wait(self, victims: list[_Connection]) -> None:
+        for c in victims:
+            c.cut()
+        for c in victims:
+            if c.thread is not None and c.thread is not threading.current_thread():
+                c.thread.join(timeout=10)
 
     def revoke(self, export_name: str) -> int:
         """Cut every connection to ``export_name`` cleanly (their read
-        requests are answered, the device flushed and closed); returns how
-        many were cut. New opens are the resolver's to refuse."""
+        requests are answered, the device flushed and closed), then re-check
+        every other connection (the export may have been what authorized a
+        snapshot export); returns how many were cut. New opens are the
+        resolver's to refuse."""
         with self._lock:
             self._revocations[export_name] = self._revocations.get(export_name, 0) + 1
             victims = [c for c in self._conns if c.export_name == export_name]
             for c in victims:
                 c.cut()
-        for c in victims:
-            if c.thread is not None and c.thread is not threading.current_thread():
-                c.thread.join(timeout=10)
+        self._cut_and_wait(victims)
         if victims:
             log.info("nbd: revoked %d connection(s) to %r", len(victims), export_name)
+        return len(victims) + self.recheck(export_name)
+
+    def recheck(self, export_name: str | None = None) -> int:
+        """Who may open what changed (``export_name`` says where, for the
+        log): ask the resolver again for every open connection and cut
+        exactly those it now refuses. Returns how many were cut."""
+        with self._lock:
+            self._access_changes += 1
+            conns = [c for c in self._conns if c.device is not None and not c.closing]
+        victims = []
+        for c in conns:
+            dev = c.device
+            if dev is None:
+                continue
+            why = self._authorize(c, dev)
+            if why:
+                log.warning("%s: access withdrawn (%s); closing the connection", c._who(), why)
+                victims.append(c)
+        self._cut_and_wait(victims)
         return len(victims)
 
     def shutdown(self, timeout: float = 30.0) -> None:

@@ -1,8 +1,12 @@
 """Fixtures for black-box tests of the NBD server with real clients.
 
-Each test gets its own server on a free port (and a Unix socket), serving
-file-backed test devices (``file_device.FileDevice``) through an in-test
-resolver.
+``target`` (and ``product``) serve the product: filer LUNs (active, clone,
+snapshot) through the filer's export resolver and the NBD server, which is
+what the client suites (qemu-img, qemu-io, nbdinfo, nbdcopy, fio) run
+against. ``serve`` serves file-backed test devices
+(``file_device.FileDevice``) through an in-test resolver, for tests about
+the protocol alone (malformed input, fault injection, revocation
+mechanics). Each test gets its own server on a free port and a Unix socket.
 """
 
 from __future__ import annotations
@@ -82,9 +86,102 @@ def serve(workdir):
         s.shutdown(timeout=10)
 
 
+# Which Debian package brings each client program (scripts/install.sh installs them).
+TOOLS = {
+    "qemu-img": "qemu-utils",
+    "qemu-io": "qemu-utils",
+    "qemu-nbd": "qemu-utils",
+    "nbdinfo": "libnbd-bin",
+    "nbdcopy": "libnbd-bin",
+    "fio": "fio",
+}
+
+
 def run(*cmd, check=True, timeout=60, **kw) -> subprocess.CompletedProcess:
-    """Run a client program; on failure show its output."""
+    """Run a client program; on failure show its output. A program that is
+    not installed fails the test (these clients are the product's contract)."""
+    if shutil.which(cmd[0]) is None:
+        pkg = TOOLS.get(cmd[0], "its Debian package")
+        pytest.fail(f"{cmd[0]} is not installed: run scripts/install.sh (it installs {pkg})", pytrace=False)
     p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+# --------------------------------------------------------------------------
+# The product: filer LUNs behind the product's resolver and NBD server
+# --------------------------------------------------------------------------
+
+LUN_PATHS = {
+    # what a client test calls an export -> the LUN path served for it, per kind
+    "lun": {"disk": "/vol/v/disk", "other": "/vol/v/other", "ro": "/vol/v/.snapshot/ro/disk"},
+    "clone": {"disk": "/vol/c/disk", "other": "/vol/c/other", "ro": "/vol/c/.snapshot/ro/disk"},
+}
+
+
+class ProductServed(Served):
+    """The product's NBD server over a filer pool: volume ``v`` with LUNs
+    ``disk`` and ``other`` mapped to an igroup holding 127.0.0.1; for
+    ``kind="clone"`` the exports are the LUNs of ``c``, a FlexClone of ``v``
+    (remapped online). ``ro`` names a snapshot LUN of ``disk`` (read-only,
+    taken when the target started). Export names are LUN paths; ``uri()``
+    accepts the short names above or any LUN path."""
+
+    def __init__(self, server, filer, workdir, kind):
+        super().__init__(server, None, workdir)
+        self.filer = filer
+        self.kind = kind
+
+    def export(self, name: str) -> str:
+        return LUN_PATHS[self.kind].get(name, name)
+
+    def uri(self, export: str = "disk", scheme: str = "nbd", query: str = "") -> str:
+        return super().uri("/" + self.export(export).lstrip("/"), scheme, query)
+
+    def unix_uri(self, export: str = "disk") -> str:
+        return f"nbd+unix:///{self.export(export)}?socket={self.server.unix_path}"
+
+    def path(self, export: str = "disk") -> str:
+        raise AssertionError("a LUN has no backing file; read it through the filer or a client")
+
+
+@pytest.fixture
+def product(workdir):
+    """product(kind="lun"|"clone", size=16 MiB, **server_kwargs) -> ProductServed."""
+    from coppice.filer import Filer
+
+    started = []
+
+    def start(kind: str = "lun", size: int = 16 * MiB, **kwargs) -> ProductServed:
+        f = Filer.create(os.path.join(workdir, f"pool{len(started)}"))
+        f.vol_create("v", 8 * size)
+        for lun in ("disk", "other"):
+            f.lun_create(f"/vol/v/{lun}", size)
+        f.igroup_create("local", ["127.0.0.1"], protocol="nbd")
+        for lun in ("disk", "other"):
+            f.lun_map(f"/vol/v/{lun}", "local")
+        if kind == "clone":
+            f.snap_create("v", "base")
+            f.clone_create("c", "v", "base", remap=True)
+        vol = "c" if kind == "clone" else "v"
+        f.snap_create(vol, "ro")
+        kwargs.setdefault("unix_path", os.path.join(workdir, f"nbd{len(started)}.sock"))
+        server = NBDServer(f.resolver(), port=0, **kwargs).start()
+        started.append((server, f))
+        return ProductServed(server, f, workdir, kind)
+
+    yield start
+    for server, f in started:
+        server.shutdown(timeout=10)
+        f.close()
+
+
+@pytest.fixture(params=["lun", "clone"])
+def target(request, product):
+    """The client suites' target: the product's active and clone LUNs."""
+
+    def start(size: int = 16 * MiB, **kwargs) -> ProductServed:
+        return product(request.param, size, **kwargs)
+
+    return start

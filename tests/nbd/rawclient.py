@@ -10,13 +10,24 @@ from coppice.nbd import protocol as P
 
 
 class RawClient:
-    def __init__(self, port: int | None = None, unix_path: str | None = None, timeout: float = 10):
+    def __init__(
+        self,
+        port: int | None = None,
+        unix_path: str | None = None,
+        timeout: float = 10,
+        source: str | None = None,
+        host: str = "127.0.0.1",
+    ):
+        """``source`` binds the client's address (any of 127.0.0.0/8 works
+        on Linux), so one test can play several hosts."""
         if unix_path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(timeout)
             self.sock.connect(unix_path)
         else:
-            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            self.sock = socket.create_connection(
+                (host, port), timeout=timeout, source_address=(source, 0) if source else None
+            )
         self.handle = 0
 
     def close(self):
@@ -116,3 +127,38 @@ class RawClient:
         assert magic == P.STRUCTURED_REPLY_MAGIC, hex(magic)
         flags, typ, handle, length = struct.unpack(">HHQI", self.recv_exact(16))
         return magic, flags, typ, handle, self.recv_exact(length)
+
+    # conveniences for access tests -----------------------------------------
+
+    def try_go(self, name: str) -> int:
+        """Send GO for ``name``; the final reply type (REP_ACK if it opened)."""
+        n = name.encode()
+        self.option(P.OPT_GO, struct.pack(">I", len(n)) + n + struct.pack(">H", 0))
+        return self.replies_until_final()[-1][1]
+
+    def list_exports(self) -> list[str]:
+        self.option(P.OPT_LIST)
+        out = []
+        for _opt, rep, data in self.replies_until_final():
+            if rep == P.REP_SERVER:
+                (n,) = struct.unpack_from(">I", data)
+                out.append(data[4 : 4 + n].decode())
+        return out
+
+    def read(self, offset: int, length: int) -> bytes:
+        """A READ in transmission (simple replies); raises on an error reply."""
+        h = self.request(P.CMD_READ, offset, length)
+        err, handle, data = self.simple_reply(length)
+        assert handle == h
+        if err:
+            raise OSError(err, f"READ failed with NBD error {err}")
+        return data
+
+
+def open_export(port: int, name: str, source: str | None = None, unix_path: str | None = None) -> RawClient:
+    """A client in transmission on ``name``, from address ``source``."""
+    c = RawClient(port, unix_path=unix_path, source=source)
+    c.greeting()
+    rep = c.try_go(name)
+    assert rep == P.REP_ACK, f"GO {name} from {source or 'unix'} refused ({rep:#x})"
+    return c

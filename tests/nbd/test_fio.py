@@ -1,18 +1,15 @@
-"""fio --ioengine=nbd with crc32c verification."""
-
-import shutil
+"""fio --ioengine=nbd with crc32c verification, on the product's LUNs (active
+and clone)."""
 
 import pytest
 
 from tests.nbd.conftest import run
 
-pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
-
 
 @pytest.mark.parametrize("rw,bs,depth", [("randwrite", "4k", 32), ("write", "256k", 8)])
-def test_fio_verify_crc32c(serve, rw, bs, depth):
+def test_fio_verify_crc32c(target, rw, bs, depth):
     # Every block fio writes (pipelined, QD up to 32) reads back with a valid checksum.
-    s = serve()
+    s = target()
     p = run(
         "fio",
         "--name=verify",
