@@ -38,6 +38,9 @@ from .routes import (
     vms,
     volumes,
 )
+from .routes import (
+    nbd as nbd_routes,
+)
 
 RESOURCES = [
     health,
@@ -55,6 +58,7 @@ RESOURCES = [
     vms,
     datastores,
     jobs,
+    nbd_routes,
 ]
 
 API_VERSION = "1"

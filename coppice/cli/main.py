@@ -52,6 +52,9 @@ app.command("serve")(serve_cmd.serve)
 from . import tls_cmd  # noqa: E402  (`coppice tls init|client`, over coppice/nbd/tls.py)
 
 app.add_typer(tls_cmd.app, name="tls")
+from . import nbd_cmd  # noqa: E402  (`coppice nbd who`, the NBD target's owner)
+
+app.add_typer(nbd_cmd.app, name="nbd")
 from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
 
 app.command("compare")(compare_cmd.compare)

@@ -221,3 +221,64 @@ class FilerExportResolver:
                 "online": bool(meta.get("online", True)) and of is not None,
                 "igroups": groups,
             }
+
+
+def _how_matched(member: str) -> str:
+    net = (
+        _igroup._network(member)
+        if ("/" in member or member.replace(".", "").isdigit() or ":" in member)
+        else None
+    )
+    if net is not None:
+        return "address" if net.num_addresses == 1 else "network"
+    return "TLS certificate name"
+
+
+def who(filer, path: str | None = None, connections: list[dict] | None = None) -> dict:
+    """What ``coppice nbd who [PATH]`` shows: for a LUN path, the igroups
+    that authorize it and how each member is matched; the connections the
+    running target holds (to that LUN and its snapshot LUNs when a path is
+    given); ``connections`` None means no target runs here."""
+    import datetime as _dt
+
+    out: dict = {"lun": None, "connections": None}
+    serial = vol = None
+    if path is not None:
+        res = FilerExportResolver(filer)
+        lun = res.who(path)
+        for g in lun["igroups"]:
+            g["members"] = [{"initiator": m, "matched_by": _how_matched(m)} for m in g.pop("initiators")]
+        out["lun"] = lun
+        vol, _snap, _name = parse_lun_path(path, allow_snapshot=True)
+        with filer._lock:
+            auth = lun["authorized_by"]
+            if auth is not None:
+                serial = filer.pool.object_info(*parse_lun_path(auth)[::2]).meta.get("serial")
+    if connections is not None:
+        rows = []
+        for c in connections:
+            export = c.get("export")
+            if path is not None and export != path:
+                try:
+                    v, s, n = parse_lun_path(export, allow_snapshot=True)
+                    related = v == vol and s is not None and serial is not None
+                    related = related and filer.pool.object_info(v, n, s).meta.get("serial") == serial
+                except Exception:
+                    related = False
+                if not related:
+                    continue
+            since = c.get("since")
+            rows.append(
+                {
+                    "export": export,
+                    "address": "unix socket" if c.get("unix") else c.get("address"),
+                    "certificate_name": c.get("name"),
+                    "tls": bool(c.get("tls")),
+                    "state": "handshake" if c.get("handshaking") else "open",
+                    "since": _dt.datetime.fromtimestamp(since, _dt.UTC).isoformat(timespec="seconds")
+                    if since
+                    else None,
+                }
+            )
+        out["connections"] = rows
+    return out
