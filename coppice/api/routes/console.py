@@ -48,6 +48,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 STREAM_SECONDS = 300.0
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
+HELD_BY_SHOWN = 5
 
 
 def _page(rows: list, offset: int, limit: int) -> dict:
@@ -123,7 +124,9 @@ def _snapshot_row(s: dict, depth: int) -> dict:
         "depth": depth,
         "created": s["created"],
         "busy": s["busy"],
-        "held_by": [f"clone {c}" for c in s.get("clones") or []],
+        # a golden image's snapshot may hold thousands of clones: a few names and the count
+        "held_by": [f"clone {c}" for c in (s.get("clones") or [])[:HELD_BY_SHOWN]],
+        "held_by_count": len(s.get("clones") or []),
         "unique": s.get("unique"),
     }
 

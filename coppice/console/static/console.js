@@ -229,7 +229,8 @@ async function viewPool() {
           hoursBtn(1, "1 h"), hoursBtn(6, "6 h"), hoursBtn(24, "24 h"), hoursBtn(72, "3 days"))),
       plot(space.samples, state.hours),
       h("p", { class: "muted" }, `One sample every ${secs(space.interval)}, kept for 3 days in the pool (space-history.bin). `
-        + `${space.samples.length} sample(s) in this range.`)),
+        + `${space.samples.length} sample(s) in this range`
+        + (space.samples.length ? `, the first at ${when(space.samples[0].t)}.` : "."))),
   ];
 }
 
@@ -244,8 +245,12 @@ function plot(samples, hours) {
     return el;
   };
   const now = Date.now() / 1000;
-  const t0 = now - hours * 3600, t1 = now;
-  const pts = samples.filter((p) => p.t >= t0);
+  const since = now - hours * 3600;
+  const pts = samples.filter((p) => p.t >= since);
+  // A daemon younger than the range would squeeze its samples into the right edge: the axis
+  // starts at the first sample instead (the caption says what the range holds).
+  const t0 = pts.length > 1 ? Math.max(since, pts[0].t) : since, t1 = Math.max(now, t0 + 1);
+  const span = t1 - t0;
   const maxUsed = Math.max(1, ...pts.map((p) => p.used));
   const step = niceStep(maxUsed / 4);
   const yMax = Math.max(step * 4, step * Math.ceil(maxUsed / step));
@@ -253,7 +258,8 @@ function plot(samples, hours) {
   const y = (v) => T + (1 - v / yMax) * (H - T - B);
   const first = pts.length ? pts[0] : null, last = pts.length ? pts[pts.length - 1] : null;
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot", id: "space-plot", role: "img",
-    "aria-label": pts.length ? `Physical space used, last ${hours} h: from ${bytes(first.used)} to ${bytes(last.used)}, peak ${bytes(maxUsed)}` : "No samples yet" });
+    "aria-label": pts.length ? `Physical space used, last ${hours} h: from ${bytes(first.used)} to ${bytes(last.used)}, peak ${bytes(maxUsed)}, `
+      + `samples from ${new Date(pts[0].t * 1000).toLocaleString()}` : "No samples yet" });
   svg.append(s("title", {}, "Physical space used over time"));
   const axis = s("g", { class: "axis" });
   for (let v = 0; v <= yMax + 1; v += step) {
@@ -264,8 +270,9 @@ function plot(samples, hours) {
   for (let i = 0; i <= ticks; i++) {
     const t = t0 + (i * (t1 - t0)) / ticks;
     const d = new Date(t * 1000);
-    const label = hours > 24 ? d.toLocaleDateString([], { weekday: "short" }) + " " + d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-      : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const hm = { hour: "2-digit", minute: "2-digit" };
+    const label = span > 86400 ? d.toLocaleDateString([], { weekday: "short" }) + " " + d.toLocaleTimeString([], hm)
+      : span < 900 ? d.toLocaleTimeString([], { ...hm, second: "2-digit" }) : d.toLocaleTimeString([], hm);
     axis.append(s("text", { x: x(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" }, label));
   }
   svg.append(axis);
@@ -312,7 +319,7 @@ function treeRow(r) {
   if (r.kind === "volume") {
     const split = r.split ? pill(`${r.split.state}${r.split.total ? " " + pct(r.split.done, r.split.total) + " %" : ""}`, r.split.state)
       : r.clone ? pill("not split", "queued") : "–";
-    tr.append(name, h("td", {}, r.clone ? `clone of ${r.parent_volume}@${r.parent_snapshot}` : "volume"),
+    tr.append(name, h("td", { title: r.clone ? `clone of ${r.parent_volume}@${r.parent_snapshot}` : null }, r.clone ? "clone" : "volume"),
       h("td", { class: "num" }, bytes(r.size)), h("td", { class: "num" }, bytes(r.used)),
       h("td", { class: "num" }, r.clone ? bytes(r.shared) : "–"), h("td", {}, split),
       h("td", {}, `${r.luns} LUN(s), ${r.snapshots} snapshot(s)`),
@@ -321,10 +328,11 @@ function treeRow(r) {
         r.clone ? h("button", { type: "button", class: "small", "data-action": "split", "aria-label": `Split clone ${r.name}`, onclick: () => splitClone(r.name) }, "Split") : null,
         h("button", { type: "button", class: "small danger", "data-action": "delete", "aria-label": `Delete volume ${r.name}`, onclick: () => deleteVolume(r.name) }, "Delete")));
   } else {
-    tr.append(name, h("td", {}, `snapshot of ${r.volume}`), h("td", { class: "num" }, "–"),
+    tr.append(name, h("td", {}, "snapshot"), h("td", { class: "num" }, "–"),
       h("td", { class: "num", title: "blocks only this snapshot holds" }, r.unique === null || r.unique === undefined ? "–" : bytes(r.unique)),
       h("td", { class: "num" }, "–"), h("td", {}, "–"),
-      h("td", {}, r.busy ? h("span", {}, pill("busy", "busy"), " held by ", r.held_by.join(", ")) : when(r.created)),
+      h("td", {}, r.busy ? h("span", {}, pill("busy", "busy"), " held by ", r.held_by.join(", "),
+        r.held_by_count > r.held_by.length ? ` and ${r.held_by_count - r.held_by.length} more clone(s)` : "") : when(r.created)),
       h("td", { class: "actions" },
         h("button", { type: "button", class: "small", "data-action": "clone", "aria-label": `Clone snapshot ${r.name} of ${r.volume}`, onclick: () => cloneSnapshot(r.volume, r.name) }, "Clone"),
         h("button", { type: "button", class: "small danger", "data-action": "delete", "aria-label": `Delete snapshot ${r.name} of ${r.volume}`, onclick: () => deleteSnapshot(r.volume, r.name) }, "Delete")));

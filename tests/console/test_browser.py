@@ -1,0 +1,383 @@
+"""The web console in a real browser: Debian's chromium driven by Selenium (chromium-driver),
+headless, against a real `coppice serve` on loopback.
+
+One daemon and one browser serve the whole module, in order: sign in (a wrong token refused
+first), the runbook's state on the page, a clone made from the page, a refused action that
+changes nothing, 5 VMs provisioned on test:///default from the form, the space plot.
+Screenshots of each main view go to a temporary folder (printed; COPPICE_CONSOLE_SHOTS
+chooses it), so docs/img can be refreshed from a run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from tests.api.conftest import Served, run_cli
+from tests.provision.prov_helpers import small_image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT = 30
+
+
+def _need_browser():
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.fail(
+            f"browser tests need Debian's chromium and chromium-driver ({', '.join(missing)} missing): "
+            "run `bash scripts/install.sh` or `apt-get install chromium chromium-driver`"
+        )
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.fail("browser tests need selenium: run `bash scripts/install.sh` (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def shots():
+    d = os.environ.get("COPPICE_CONSOLE_SHOTS") or tempfile.mkdtemp(prefix="coppice-console-shots-")
+    os.makedirs(d, exist_ok=True)
+    print(f"\nconsole screenshots in {d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    """The FlexClone runbook's state: a volume with a LUN mapped, its snapshot, a clone whose
+    LUN was remapped to LUN ID 3 and brought online; a template to provision from."""
+    from coppice.filer import Filer
+
+    base = tmp_path_factory.mktemp("console-browser")
+    p = str(base / "pool")
+    with Filer.create(p) as f:
+        f.vol_create("fvol_master", "20g")
+        f.lun_create("/vol/fvol_master/lun0", "10g", ostype="linux")
+        dev = f.open_lun("/vol/fvol_master/lun0")
+        dev.pwrite(0, os.urandom(4 << 20))  # data the clones share with their parent
+        dev.flush()
+        dev.close()
+        f.igroup_create("esx1", ["iqn.2026-01.org.example:host1"], ostype="linux")
+        f.lun_map("/vol/fvol_master/lun0", "esx1", 0)
+        f.snap_create("fvol_master", "clone_base_snapshot")
+        f.clone_create("fvol_clone1", "fvol_master", "clone_base_snapshot")
+        f.lun_unmap("/vol/fvol_clone1/lun0", "esx1")
+        f.lun_map("/vol/fvol_clone1/lun0", "esx1", 3)
+        f.lun_online("/vol/fvol_clone1/lun0")
+    old = os.environ.get("COPPICE_SPACE_SAMPLE_SECONDS")
+    os.environ["COPPICE_SPACE_SAMPLE_SECONDS"] = "1"
+    try:
+        s = Served(p)
+    finally:
+        if old is None:
+            os.environ.pop("COPPICE_SPACE_SAMPLE_SECONDS", None)
+        else:
+            os.environ["COPPICE_SPACE_SAMPLE_SECONDS"] = old
+    image = small_image(str(base / "tiny.raw"))
+    r = s.http.post("/templates", json={"name": "tiny", "image": image, "memory_mib": 128})
+    assert r.status_code == 201, r.text
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1366,900",
+    ):
+        opts.add_argument(a)
+    profile = tempfile.mkdtemp(prefix="coppice-chromium-")
+    opts.add_argument(f"--user-data-dir={profile}")
+    try:
+        drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    except Exception as e:
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.fail(f"cannot start headless chromium through {CHROMEDRIVER}: {e}")
+    drv.set_page_load_timeout(WAIT)
+    yield drv
+    drv.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait(drv, cond, what: str, timeout: float = WAIT):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(drv, timeout, poll_frequency=0.1).until(lambda d: cond(d))
+    except TimeoutException:
+        raise AssertionError(
+            f"timed out waiting for {what}; page: {drv.current_url}\n{body_text(drv)[:2000]}"
+        ) from None
+
+
+def body_text(drv) -> str:
+    from selenium.webdriver.common.by import By
+
+    return drv.find_element(By.TAG_NAME, "body").text
+
+
+def css(drv, sel):
+    from selenium.webdriver.common.by import By
+
+    return drv.find_elements(By.CSS_SELECTOR, sel)
+
+
+def goto(drv, view: str, ready_sel: str):
+    drv.execute_script(f"location.hash = '#{view}'")
+    wait(drv, lambda d: d.execute_script("return document.getElementById('main').dataset.view") == view, view)
+    return wait(drv, lambda d: css(d, ready_sel), ready_sel)
+
+
+def tree_row(drv, kind: str, name: str):
+    rows = css(drv, f'#tree tr[data-kind="{kind}"][data-name="{name}"]')
+    return rows[0] if rows else None
+
+
+def pool_state(d: Served) -> dict:
+    h = d.http
+    vols = h.get("/volumes").json()
+    return {
+        "volumes": sorted((v["name"], v["parent"], v["snapshots"]) for v in vols),
+        "snapshots": {v["name"]: h.get(f"/volumes/{v['name']}/snapshots").json() for v in vols},
+        "luns": h.get("/luns").json(),
+        "maps": h.get("/maps").json(),
+        "used": h.get("/pool").json()["used_bytes"],
+    }
+
+
+# ---- the flows, in order ------------------------------------------------------------------------
+
+
+def test_sign_in_wrong_token_refused_then_right_token(daemon, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    drv.get(daemon.url + "/")
+    drv.find_element(By.ID, "token").send_keys("not-the-token")
+    drv.save_screenshot(os.path.join(shots, "00-sign-in.png"))
+    drv.find_element(By.ID, "signin").click()
+    err = wait(drv, lambda d: css(d, "form.signin .error"), "the refusal")[0]
+    assert "Wrong token" in err.text
+    assert not css(drv, "#main[data-view]") and drv.get_cookie("coppice_session") is None
+    drv.find_element(By.ID, "token").send_keys(daemon.token)
+    drv.find_element(By.ID, "signin").click()
+    wait(drv, lambda d: css(d, "#pool-kpis"), "the pool view")
+    cookie = drv.get_cookie("coppice_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert drv.execute_script("return document.cookie") == ""  # HttpOnly: not readable by scripts
+    wait(drv, lambda d: "live" in d.find_element(By.ID, "live").text, "the live job stream")
+
+
+def test_runbook_state_tree_and_luns(daemon, browser, shots):
+    drv = browser
+    goto(drv, "volumes", "#tree tbody tr")
+    master = tree_row(drv, "volume", "fvol_master")
+    snap = tree_row(drv, "snapshot", "clone_base_snapshot")
+    clone = tree_row(drv, "volume", "fvol_clone1")
+    assert master is not None and snap is not None and clone is not None, body_text(drv)
+    rows = css(drv, "#tree tbody tr")
+    order = [r.get_attribute("data-name") for r in rows]
+    assert order.index("fvol_master") < order.index("clone_base_snapshot") < order.index("fvol_clone1")
+    assert [r.get_attribute("aria-level") for r in (master, snap, clone)] == ["1", "2", "3"]
+    assert "busy" in snap.text and "held by clone fvol_clone1" in snap.text
+    assert "clone" in clone.text and "not split" in clone.text
+    assert "4.00 MiB" in clone.text  # shared with its parent: the 4 MiB written before the snapshot
+    drv.save_screenshot(os.path.join(shots, "01-volumes.png"))
+    css(drv, "#tree")[0].screenshot(os.path.join(shots, "volume-tree.png"))
+
+    goto(drv, "luns", "#luns tbody tr")
+    lun = css(drv, '#luns tr[data-path="/vol/fvol_clone1/lun0"]')[0]
+    assert "esx1 = LUN 3" in lun.text and "online" in lun.text
+    master_lun = css(drv, '#luns tr[data-path="/vol/fvol_master/lun0"]')[0]
+    assert "esx1 = LUN 0" in master_lun.text
+    ig = css(drv, '#igroups tr[data-igroup="esx1"]')[0]
+    assert "iqn.2026-01.org.example:host1" in ig.text and "LUN 3 → /vol/fvol_clone1/lun0" in ig.text
+    # NBD connections per LUN come from the daemon's target: none open now
+    assert lun.find_elements("css selector", "td")[4].text == "0"
+    drv.save_screenshot(os.path.join(shots, "02-luns.png"))
+
+
+def test_clone_from_the_page(daemon, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    goto(drv, "volumes", "#tree tbody tr")
+    tree_row(drv, "snapshot", "clone_base_snapshot").find_element(
+        By.CSS_SELECTOR, '[data-action="clone"]'
+    ).click()
+    dlg = wait(
+        drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None and d, "clone dialog"
+    )
+    assert dlg.switch_to.active_element.get_attribute("id") == "f-new"  # focus lands in the form
+    drv.find_element(By.ID, "f-new").send_keys("fvol_clone2")
+    drv.find_element(By.ID, "f-remap").click()
+    drv.save_screenshot(os.path.join(shots, "03-clone-dialog.png"))
+    drv.find_element(By.ID, "dialog-ok").click()
+    wait(drv, lambda d: tree_row(d, "volume", "fvol_clone2"), "the new clone in the tree")
+    assert drv.find_element(By.ID, "dialog").get_attribute("open") is None
+    row = tree_row(drv, "volume", "fvol_clone2")
+    assert row.get_attribute("aria-level") == "3"
+    assert (
+        row.find_elements("css selector", "td")[1].get_attribute("title")
+        == "clone of fvol_master@clone_base_snapshot"
+    )
+    assert "clone fvol_clone2" in tree_row(drv, "snapshot", "clone_base_snapshot").text
+    out = run_cli(daemon.pool, "vol", "clone", "show")
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split()[0]: ln.split() for ln in out.stdout.splitlines()[1:] if ln.strip()}
+    assert lines["fvol_clone2"][1:3] == ["fvol_master", "clone_base_snapshot"], out.stdout
+    # --remap from the form: the clone's LUN came up online with the lowest free ID
+    lun = daemon.http.get("/luns/info", params={"path": "/vol/fvol_clone2/lun0"}).json()
+    assert lun["online"] and lun["maps"] == [{"igroup": "esx1", "lun_id": 1}]
+
+
+def test_refused_delete_of_busy_snapshot_changes_nothing(daemon, browser, shots):
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    before = pool_state(daemon)
+    goto(drv, "volumes", "#tree tbody tr")
+    tree_row(drv, "snapshot", "clone_base_snapshot").find_element(
+        By.CSS_SELECTOR, '[data-action="delete"]'
+    ).click()
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "delete dialog")
+    drv.find_element(By.ID, "dialog-ok").click()
+    err = wait(drv, lambda d: [e for e in css(d, "#dialog-error") if e.is_displayed()], "the API's refusal")[
+        0
+    ]
+    # the API's own message, word for word (asking the API again is refused the same way)
+    r = daemon.http.delete("/volumes/fvol_master/snapshots/clone_base_snapshot")
+    assert r.status_code == 409
+    assert err.text == r.json()["message"]
+    assert "snapshot is busy: clone" in err.text
+    drv.save_screenshot(os.path.join(shots, "04-refused.png"))
+    drv.find_element(By.ID, "dialog-cancel").click()
+    assert pool_state(daemon) == before
+
+
+def test_provision_five_vms_from_the_form(daemon, browser, shots):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    drv = browser
+    goto(drv, "vms", "#provision-form")
+    Select(drv.find_element(By.ID, "pv-template")).select_by_value("tiny")
+    count = drv.find_element(By.ID, "pv-count")
+    count.clear()
+    count.send_keys("5")
+    name = drv.find_element(By.ID, "pv-name")
+    name.clear()
+    name.send_keys("cweb{n:02}")
+    connect = drv.find_element(By.ID, "pv-connect")
+    assert connect.get_attribute("value") == "test:///default"
+    seen = []  # progress the page showed while the job ran (it is pushed by the event stream)
+    drv.find_element(By.ID, "pv-submit").click()
+
+    def finished(d):
+        # the panel is redrawn by every job event (and the whole view once the job ends)
+        try:
+            job = css(d, "#provision-job .job")
+            if not job:
+                return False
+            pct = css(d, "#provision-percent")
+            if pct:
+                seen.append(pct[0].text)
+            return job[0].get_attribute("data-state") in ("done", "failed")
+        except StaleElementReferenceException:
+            return False
+
+    wait(drv, finished, "the provisioning job to finish", timeout=90)
+    # the VM list is refreshed when the job ends; the panel keeps the finished job
+    wait(drv, lambda d: len(css(d, "#vms tr[data-vm]")) == 5, "5 VMs in the list")
+    job = drv.find_element(By.CSS_SELECTOR, "#provision-job .job")
+    assert job.get_attribute("data-state") == "done", job.text
+    assert drv.find_element(By.ID, "provision-percent").text == "100 %"
+    assert drv.find_element(By.ID, "provision-progress").get_attribute("value") == "100"
+    names = [li.get_attribute("data-vm") for li in css(drv, "#provisioned li")]
+    assert names == [f"cweb{n:02}" for n in range(1, 6)]
+    assert "Stage time" in job.text and "clone" in job.text
+    assert seen, "no progress was shown"
+    for n in range(1, 6):
+        row = css(drv, f'#vms tr[data-vm="cweb{n:02}"]')[0]
+        assert "tiny" in row.text and "test:///default" in row.text
+    drv.save_screenshot(os.path.join(shots, "05-vms.png"))
+    api_vms = sorted(v["name"] for v in daemon.http.get("/vms").json())
+    assert api_vms == [f"cweb{n:02}" for n in range(1, 6)]
+
+    goto(drv, "jobs", "#jobs tbody tr[data-job]")
+    row = css(drv, '#jobs tr[data-state="done"]')[0]
+    assert "provision" in row.text and "100 %" in row.text
+    drv.save_screenshot(os.path.join(shots, "06-jobs.png"))
+
+
+def test_nbd_connection_per_lun_and_space_plot(daemon, browser, shots):
+    """A real NBD client writes 8 MiB into the new clone's LUN and stays connected: the LUNs
+    view counts its connection, and the space plot (sampled by the daemon) shows the growth."""
+    import nbd
+
+    drv = browser
+    before = daemon.http.get("/pool").json()["used_bytes"]
+    r = daemon.http.post("/maps", json={"path": "/vol/fvol_clone2/lun0", "igroup": "coppice_host"})
+    assert r.status_code == 201, r.text
+    h = nbd.NBD()
+    h.set_export_name("/vol/fvol_clone2/lun0")
+    h.connect_tcp(daemon.nbd_host, str(daemon.nbd_port))
+    try:
+        data = os.urandom(1 << 20)
+        for i in range(8):
+            h.pwrite(data, (16 << 20) + i * len(data))
+        h.flush()
+        goto(drv, "luns", "#luns tbody tr")
+        row = css(drv, '#luns tr[data-path="/vol/fvol_clone2/lun0"]')[0]
+        assert row.find_elements("css selector", "td")[4].text == "1", row.text
+        assert "coppice_host = LUN" in row.text
+        drv.save_screenshot(os.path.join(shots, "02-luns-nbd.png"))
+    finally:
+        h.shutdown()
+
+    assert daemon.http.get("/pool").json()["used_bytes"] >= before + (8 << 20)
+
+    goto(drv, "pool", "#space-plot")
+
+    def plotted(d):
+        # "24 h" re-reads the history (the daemon samples every second here)
+        css(d, '#space-card button[aria-pressed="true"]')[0].click()
+        time.sleep(0.5)
+        samples = daemon.http.get("/console/api/space").json()["samples"]
+        grown = [x for x in samples if x["used"] >= before + (8 << 20)]
+        return (
+            len(grown) >= 3
+            and len(css(d, "#space-plot circle")) >= 6
+            and "B" in css(d, "#saved-clones")[0].text
+        )
+
+    wait(drv, plotted, "samples after the write, and the savings")
+    label = css(drv, "#space-plot")[0].get_attribute("aria-label")
+    assert label.startswith("Physical space used, last 24 h"), label
+    assert css(drv, "#space-plot path.line")
+    saved = css(drv, "#saved-clones")[0].text
+    assert saved != "0 B", saved  # the clones share the master's 4 MiB
+    drv.execute_script("document.getElementById('status').replaceChildren()")
+    drv.save_screenshot(os.path.join(shots, "07-pool.png"))
+    css(drv, "#space-card")[0].screenshot(os.path.join(shots, "space-plot.png"))
+    # the whole tree after the runs: the runbook's clones, the page's clone, the template's VMs
+    goto(drv, "volumes", "#tree tbody tr")
+    wait(drv, lambda d: tree_row(d, "volume", "cweb05"), "the VMs' clones in the tree")
+    assert tree_row(drv, "volume", "cweb01").get_attribute("aria-level") == "3"
+    css(drv, "#tree")[0].screenshot(os.path.join(shots, "volume-tree-full.png"))
