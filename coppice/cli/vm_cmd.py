@@ -156,6 +156,13 @@ def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
         typer.echo(
             "per VM by stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in d["stage_per_vm_ms"].items())
         )
+        if d.get("created") and d.get("nbd"):
+            typer.echo(
+                f"guests reach their disks at {d['nbd']}, mapped to igroup {d['igroup']} "
+                "(`coppice igroup show` lists the initiators it admits)"
+            )
+        for w in d.get("warnings") or []:
+            typer.echo(f"warning: {w}")
         for fl in d["failed"]:
             typer.echo(f"FAILED {fl['vm']} at {fl['stage']}: {fl['error']} (rolled back)")
         if d["skipped"]:

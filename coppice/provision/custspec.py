@@ -9,7 +9,7 @@ Contract:
   go away later), the password hash looks like a crypt(3) hash, the network
   is ``dhcp`` or ``static:POOL`` with POOL a CIDR network, optionally
   ``static:NET,gw=GW,dns=DNS1+DNS2,first=ADDR``.
-* ``render(spec, vm, n, instance_id, mac, address)`` is pure: it returns
+* ``render(spec, vm, n, instance_id, mac, address, template)`` is pure: it returns
   the ``seed.SeedConfig`` of one guest (meta-data: fresh instance-id and
   local-hostname; user-data: #cloud-config with hostname, user, keys,
   password, runcmd; network-config v2 matched on the VM's MAC).
@@ -18,8 +18,9 @@ Contract:
   leases are released when the VM is destroyed or rolled back.
 
 The hostname rule is ``vm-name`` (the VM's name, '_' turned into '-') or a
-pattern with ``{vm}`` and ``{n}`` (the VM's number in its batch), e.g.
-``{vm}.lab.example`` or ``node-{n:02}``.
+pattern (``pattern`` module) with ``{vm}``, ``{n}`` (the VM's number in its
+batch, ``{n:03}`` zero-padded) and ``{template}``, e.g. ``{vm}.lab.example``
+or ``node-{n:02}``; nothing else (no attribute access, bounded width).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import re
 import time
 
 from . import registry
+from .pattern import PatternError, compile_pattern
 from .provisioning_errors import (
     AddressPoolExhausted,
     BadCustSpec,
@@ -70,18 +72,27 @@ class CustSpec:
 # ---- pure parts -----------------------------------------------------------------------------
 
 
-def hostname_for(rule: str, vm: str, n: int = 0) -> str:
-    """The guest host name a rule gives VM ``vm`` (number ``n`` in its batch)."""
+HOSTNAME_FIELDS = ("vm", "n", "template")
+
+
+def hostname_pattern(rule: str):
+    """The compiled hostname rule (``pattern`` module: {vm}, {n}, {n:03}, {template})."""
+    try:
+        return compile_pattern(rule, set(HOSTNAME_FIELDS))
+    except PatternError as e:
+        raise BadCustSpec(
+            detail=f"hostname pattern {rule!r} is invalid: {e}. Use {{vm}}, {{n}} (or {{n:03}}) and "
+            "{template}, e.g. '{vm}.lab.example' or 'node-{n:02}'"
+        ) from None
+
+
+def hostname_for(rule: str, vm: str, n: int = 0, template: str | None = None) -> str:
+    """The guest host name a rule gives VM ``vm`` (number ``n`` in its batch, made from ``template``)."""
     base = vm.replace("_", "-").lower()
     if rule in (None, "", "vm-name"):
         return base
-    try:
-        return rule.format(vm=base, n=n).lower()
-    except (KeyError, IndexError, ValueError) as e:
-        raise BadCustSpec(
-            detail=f"hostname pattern {rule!r} is invalid ({e}): use {{vm}} and {{n}}, "
-            "e.g. '{vm}.lab.example' or 'node-{n:02}'"
-        ) from None
+    tname = (template or "template").replace("_", "-").lower()
+    return hostname_pattern(rule).expand(vm=base, n=n, template=tname).lower()
 
 
 def parse_network(text: str) -> dict:
@@ -135,10 +146,16 @@ def candidate_addresses(net_spec: dict):
 
 
 def render(
-    spec: CustSpec, vm: str, n: int, instance_id: str, mac: str | None = None, address: str | None = None
+    spec: CustSpec,
+    vm: str,
+    n: int,
+    instance_id: str,
+    mac: str | None = None,
+    address: str | None = None,
+    template: str | None = None,
 ) -> SeedConfig:
     """The NoCloud seed of VM ``vm``: pure, no store."""
-    hostname = hostname_for(spec.hostname, vm, n)
+    hostname = hostname_for(spec.hostname, vm, n, template)
     check_hostname(hostname)
     ud: dict = {"hostname": hostname.split(".")[0], "preserve_hostname": False}
     if "." in hostname:

@@ -248,7 +248,17 @@ def vm_slots(filer, volume: str, snapshot: str | None = None) -> list[str]:
 
 
 def read_vm(filer, volume: str, slot: str, snapshot: str | None = None) -> dict:
-    return json.loads(filer.file_read(volume, vm_file(slot), snapshot))
+    """The VM folder's record, its names and digests checked before anyone uses them."""
+    from .records import check_vm_config
+
+    where = f"{volume}{'@' + snapshot if snapshot else ''}/{vm_file(slot)}"
+    try:
+        d = json.loads(filer.file_read(volume, vm_file(slot), snapshot))
+    except ValueError as e:
+        from .provisioning_errors import BadRecord
+
+        raise BadRecord(what="VM folder", name=where, why=f"it is not JSON ({e})") from None
+    return check_vm_config(d, where)
 
 
 def read_domain(filer, volume: str, slot: str, snapshot: str | None = None) -> str:

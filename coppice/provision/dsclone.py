@@ -32,25 +32,15 @@ import uuid as _uuid
 
 from . import custspec as cs
 from . import datastore as ds
-from . import registry
+from . import registry, steps
 from . import template as tpl
 from .domain_xml import Disk, DomainSpec, Interface, random_mac, render_domain_xml
-from .provisioner import (
-    DEFAULT_IGROUP,
-    TEST_URI,
-    Target,
-    check_vm_name,
-    destroy_volume,
-    domain_xml_for,
-    ensure_igroup,
-    map_all,
-    new_instance_id,
-    unique_mac,
-    write_seed,
-)
+from .pattern import PatternError, compile_pattern
+from .provisioner import TEST_URI, check_vm_name, new_instance_id, unique_mac
 from .provisioning_errors import BadNamePattern, DatastoreIsCopy, VMExists
+from .records import Target
 from .revert import Revert
-from .seed import build_seed_iso
+from .steps import DEFAULT_IGROUP, destroy_volume, domain_xml_for, ensure_igroup
 
 
 def get_policy(filer, uri: str) -> str:
@@ -98,36 +88,40 @@ def create_vm(
     return dict(rec, slot=slot)
 
 
-def _index(filer, name, volume, slot, rec, uri, igroup, ids, target, state_dir):
-    registry.put(
-        filer,
-        registry.VM,
-        name,
-        {
-            "name": name,
-            "volume": volume,
-            "slot": slot,
-            "template": rec.get("template"),
-            "base_snapshot": rec.get("base_snapshot"),
-            "uri": uri,
-            "uuid": rec["uuid"],
-            "mac": rec["mac"],
-            "instance_id": rec.get("instance_id"),
-            "hostname": rec.get("hostname"),
-            "custspec": rec.get("custspec"),
-            "address": rec.get("address"),
-            "igroup": igroup,
-            "luns": list(ids),
-            "lun_ids": ids,
-            "target": target.to_dict(),
-            "serial_log": f"{state_dir}/serial/{name}.log",
-            "created": time.time(),
-        },
+# Per VM of a cloned datastore (after the seed, when it has one): its folder, maps and
+# index entry commit together; then libvirt.
+CLONE_VM_PLAN = (steps.Atomic((steps.RESIGNATURE, steps.MAP, steps.INDEX)), steps.DEFINE)
+
+
+def _clone_vm(filer, volume: str, v: dict, names: dict, used_macs: set) -> steps.VMBuild:
+    """A VM of the cloned datastore with its new name and identity, ready for the steps."""
+    slot = v.pop("slot")
+    config = dict(
+        v,
+        name=names[slot],
+        uuid=str(_uuid.uuid4()),
+        mac=unique_mac(used_macs),
+        instance_id=new_instance_id(),
+        created=time.time(),
     )
-
-
-def _luns(rec: dict) -> list[str]:
-    return [d["lun"] for d in rec["disks"]] + ([rec["seed"]] if rec.get("seed") else [])
+    spec = None
+    if config.get("seed"):
+        spec = cs.CustSpec.from_dict(config.get("custspec_data") or {"name": "default"})
+        config["hostname"] = cs.hostname_for(
+            spec.hostname, config["name"], config.get("n") or 0, config.get("template")
+        )
+    else:
+        config["hostname"] = config["name"].replace("_", "-").lower()
+    return steps.VMBuild(
+        name=config["name"],
+        volume=volume,
+        slot=slot,
+        config=config,
+        base_xml=ds.read_domain(filer, volume, slot),
+        spec=spec,
+        lease=bool(config.get("address")),  # the parent keeps its address; the copy leases its own
+        attach=False,  # the datastore was attached once, by policy
+    )
 
 
 def register_datastore(
@@ -160,18 +154,22 @@ def register_datastore(
         for v in vms:
             if hv.exists(v["name"]) or registry.get(filer, registry.VM, v["name"]) is not None:
                 raise VMExists(name=v["name"], where=f"defined in libvirt at {uri} or known to Coppice")
+        flow = steps.Flow(filer=filer, hv=hv, uri=uri, igroup=igroup, target=target, state_dir=state_dir)
         with Revert() as rv:
             for v in vms:
                 slot = v.pop("slot")
-                ids = map_all(filer, volume, igroup, _luns(v))
-                xml = domain_xml_for(
-                    filer, volume, slot, v, target, state_dir, ds.read_domain(filer, volume, slot)
+                vm = steps.VMBuild(
+                    name=v["name"],
+                    volume=volume,
+                    slot=slot,
+                    config=v,
+                    base_xml=ds.read_domain(filer, volume, slot),
                 )
-                hv.define(xml)
-                rv.add(lambda n=v["name"]: hv.remove(n))
-                _index(filer, v["name"], volume, slot, v, uri, igroup, ids, target, state_dir)
-                rv.add(lambda n=v["name"]: registry.delete(filer, registry.VM, n))
-                out.append({"name": v["name"], "slot": slot, "uuid": v["uuid"], "mac": v["mac"], "luns": ids})
+                vm.xml = domain_xml_for(filer, volume, slot, v, target, state_dir, vm.base_xml)
+                steps.run(flow, vm, rv, (steps.MAP, steps.DEFINE, steps.INDEX))
+                out.append(
+                    {"name": v["name"], "slot": slot, "uuid": v["uuid"], "mac": v["mac"], "luns": vm.lun_ids}
+                )
             rv.success()
     finally:
         if own_hv:
@@ -208,13 +206,13 @@ def clone_datastore(
         raise VolumeExists(name=new)
     policy = get_policy(filer, uri)
     parent_vms = ds.vms(filer, src, snap)
+    try:
+        pattern = compile_pattern(name_pattern, {"vm", "clone"}, numbers=())
+    except PatternError as e:
+        raise BadNamePattern(pattern=name_pattern, why=f"{e}; use {{vm}} and {{clone}}") from None
     names = {}
     for v in parent_vms:
-        try:
-            nm = name_pattern.format(vm=v["name"], clone=new.replace("_", "-"))
-        except (KeyError, IndexError, ValueError) as e:
-            raise BadNamePattern(pattern=name_pattern, why=f"{e}; use {{vm}} and {{clone}}") from None
-        names[v["slot"]] = check_vm_name(nm)
+        names[v["slot"]] = check_vm_name(pattern.expand(vm=v["name"], clone=new.replace("_", "-")))
     if len(set(names.values())) != len(names):
         raise BadNamePattern(pattern=name_pattern, why="it gives two VMs the same name")
     own_hv = hv is None
@@ -254,53 +252,24 @@ def clone_datastore(
                 attach = ds.attach(filer, new, "auto")
             out["datastore"] = attach
             if register:
+                flow = steps.Flow(
+                    filer=filer, hv=hv, uri=uri, igroup=igroup, target=target, state_dir=state_dir
+                )
                 used_macs = {v.get("mac") for _, v in registry.items(filer, registry.VM)}
                 for v in ds.vms(filer, new):
-                    slot = v.pop("slot")
-                    rec = dict(
-                        v,
-                        name=names[slot],
-                        uuid=str(_uuid.uuid4()),
-                        mac=unique_mac(used_macs),
-                        instance_id=new_instance_id(),
-                        created=time.time(),
+                    vm = _clone_vm(filer, new, v, names, used_macs)
+                    plan = (
+                        ((steps.SEED,) if vm.spec else ()) + CLONE_VM_PLAN + ((steps.START,) if start else ())
                     )
-                    if rec.get("seed"):
-                        spec = cs.CustSpec.from_dict(rec.get("custspec_data") or {"name": "default"})
-                        if rec.get("address"):  # the parent keeps its address; the copy leases its own
-                            rec["address"] = cs.allocate_address(filer, spec, rec["name"])
-                            rv.add(lambda s=spec.name, a=rec["address"]: cs.release_address(filer, s, a))
-                        rec["hostname"] = cs.hostname_for(spec.hostname, rec["name"], rec.get("n") or 0)
-                        cfg = cs.render(
-                            spec,
-                            rec["name"],
-                            rec.get("n") or 0,
-                            rec["instance_id"],
-                            rec["mac"],
-                            rec.get("address"),
-                        )
-                        write_seed(filer, f"/vol/{new}/{rec['seed']}", build_seed_iso(cfg), create=False)
-                    else:
-                        rec["hostname"] = rec["name"].replace("_", "-").lower()
-                    ids = map_all(filer, new, igroup, _luns(rec))
-                    xml = domain_xml_for(
-                        filer, new, slot, rec, target, state_dir, ds.read_domain(filer, new, slot)
-                    )
-                    ds.write_vm(filer, new, slot, rec, xml)
-                    hv.define(xml)
-                    rv.add(lambda n=rec["name"]: hv.remove(n))
-                    _index(filer, rec["name"], new, slot, rec, uri, igroup, ids, target, state_dir)
-                    rv.add(lambda n=rec["name"]: registry.delete(filer, registry.VM, n))
-                    if start:
-                        hv.start(rec["name"])
+                    steps.run(flow, vm, rv, plan)
                     out["vms"].append(
                         {
-                            "name": rec["name"],
+                            "name": vm.name,
                             "from": v["name"],
-                            "slot": slot,
-                            "uuid": rec["uuid"],
-                            "mac": rec["mac"],
-                            "luns": ids,
+                            "slot": vm.slot,
+                            "uuid": vm.config["uuid"],
+                            "mac": vm.config["mac"],
+                            "luns": vm.lun_ids,
                         }
                     )
             rv.success()

@@ -8,25 +8,23 @@ Contract:
   count 0 or absurd, a name already in libvirt / in Coppice / taken by a
   volume, not enough free LUN IDs in the igroup or addresses in a static
   pool — and raises before anything is created.
-* Each VM then goes through the stages ``STAGES``:
-    clone        FlexClone of the template's base snapshot (O(1));
-    seed         its NoCloud seed (custspec.render -> seed.build_seed_iso)
-                 written into a new LUN ``<slot>.seed`` of the clone;
-    resignature  the clone is a copy of the template's datastore: it is
-                 attached, resignatured, and its VM folder rewritten with the
-                 new identity (name, UUID, MAC, instance-id, hostname);
-    map          every LUN of the clone mapped to the host's igroup with the
-                 lowest free LUN IDs, online;
-    define       the libvirt domain defined: new name, UUID, MAC, NBD disks
-                 pointing at the target (host/port or Unix socket, TLS),
-                 the seed as a SCSI cdrom; the VM entered in the pool's index;
-    start        (with ``start``) the domain started.
-  Every stage registers its undo right after it acts; a failure rolls
+* Each VM then goes through the named steps of ``steps`` (``PLAN``):
+  clone (FlexClone of the template's base snapshot, O(1), with an empty seed
+  LUN) -> seed (its NoCloud seed from the customization spec, a static
+  address leased) -> resignature (the clone, a copy of the template's
+  datastore, attached and resignatured; its VM folder rewritten with the new
+  identity: name, UUID, MAC, instance-id, hostname) -> map (every LUN to
+  the igroup at the lowest free LUN IDs, online) -> index (the VM's
+  ``VMRecord`` in the pool) -> define (libvirt: NBD disks pointing at the
+  target, the seed as a SCSI cdrom) -> start (with ``start``).
+  Every step registers its undo right after it acts; a failure rolls
   that VM back completely (no orphan clone, map, seed, lease or domain),
   then the batch stops (``on_error="stop"``: VMs not begun are reported
   skipped) or goes on (``"skip"``).
-* Returns a ``Summary``: per-VM results with per-stage seconds, totals per
-  stage, which VMs failed at which stage and why.
+* Returns a ``Summary`` (``records``): per-VM results with per-stage seconds
+  (``STAGES``; the index entry counts in ``map``), totals per stage, which
+  VMs failed at which stage and why, the igroup and NBD address the guests
+  use, and warnings (a template whose base snapshot is not generalized).
 * ``parallel`` > 1 runs VMs in threads: the filer serializes its
   transactions, libvirt connections are thread-safe.
 * ``fault(vm, stage)``: a test hook called at the end of every stage (after
@@ -36,10 +34,8 @@ Contract:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import os
 import re
-import string
 import threading
 import time
 import uuid as _uuid
@@ -47,143 +43,29 @@ import uuid as _uuid
 from ..errors import InvalidArgument
 from . import custspec as cs
 from . import datastore as ds
-from . import registry
+from . import registry, steps
 from . import template as tpl
-from .domain_xml import (
-    DirectBoot,
-    Disk,
-    Interface,
-    NbdSource,
-    parse_domain_xml,
-    random_mac,
-    render_domain_xml,
-)
+from .domain_xml import random_mac
+from .pattern import PatternError, compile_pattern
 from .provisioning_errors import BadCount, BadNamePattern, BadVMName, StageFailed, VMExists
+from .records import STAGES, Summary, Target, VMPlan, VMResult
 from .revert import Revert
 from .seed import build_seed_iso
+from .steps import DEFAULT_IGROUP, MAX_LUN_ID, ensure_igroup, free_lun_ids, seed_size
 
-STAGES = ("clone", "seed", "resignature", "map", "define", "start")
-DEFAULT_IGROUP = "coppice_host"
-DEFAULT_INITIATORS = ("127.0.0.1", "::1")
 MAX_COUNT = 4096
-MAX_LUN_ID = 4095
 TEST_URI = "test:///default"
 _VM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 _SEED_ALIGN = 64 * 1024
 
-
-# ---- plain data -----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Target:
-    """Where VMs reach their disks: the NBD target (``coppice serve``)."""
-
-    host: str | None = "127.0.0.1"
-    port: int | None = 10809
-    socket: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, text: str | None, tls: bool = False) -> Target:
-        """'HOST:PORT', 'HOST', ':PORT' or 'unix:/PATH'; default from $COPPICE_NBD."""
-        text = text or os.environ.get("COPPICE_NBD") or "127.0.0.1:10809"
-        if text.startswith("unix:"):
-            return cls(host=None, port=None, socket=text[5:], tls=tls)
-        host, _, port = text.rpartition(":") if ":" in text else (text, "", "10809")
-        try:
-            return cls(host=host.strip("[]") or "127.0.0.1", port=int(port or 10809), tls=tls)
-        except ValueError:
-            raise InvalidArgument(
-                detail=f"NBD target {text!r} is invalid: use HOST:PORT or unix:/PATH"
-            ) from None
-
-    def source(self, export: str) -> NbdSource:
-        return NbdSource(export=export, host=self.host, port=self.port, socket=self.socket, tls=self.tls)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class VMPlan:
-    name: str
-    n: int
-    volume: str
-    uuid: str
-    mac: str
-    instance_id: str
-    hostname: str
-
-
-@dataclasses.dataclass
-class VMResult:
-    name: str
-    n: int
-    volume: str
-    ok: bool = False
-    skipped: bool = False
-    error: str | None = None
-    failed_stage: str | None = None
-    stages: dict = dataclasses.field(default_factory=dict)
-    lun_ids: dict = dataclasses.field(default_factory=dict)
-    uuid: str | None = None
-    mac: str | None = None
-    address: str | None = None
-    rollback_errors: list = dataclasses.field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["stages"] = {k: round(v, 6) for k, v in self.stages.items()}
-        return d
-
-
-@dataclasses.dataclass
-class Summary:
-    template: str
-    requested: int
-    results: list
-    seconds: float
-    parallel: int
-    uri: str
-
-    @property
-    def ok(self) -> list:
-        return [r for r in self.results if r.ok]
-
-    @property
-    def failed(self) -> list:
-        return [r for r in self.results if not r.ok and not r.skipped]
-
-    @property
-    def skipped(self) -> list:
-        return [r for r in self.results if r.skipped]
-
-    def stage_totals(self) -> dict:
-        tot: dict[str, float] = {}
-        for r in self.results:
-            for k, v in r.stages.items():
-                tot[k] = tot.get(k, 0.0) + v
-        return {k: tot[k] for k in STAGES if k in tot}
-
-    def to_dict(self) -> dict:
-        done = len(self.ok)
-        return {
-            "template": self.template,
-            "requested": self.requested,
-            "created": done,
-            "failed": [{"vm": r.name, "stage": r.failed_stage, "error": r.error} for r in self.failed],
-            "skipped": [r.name for r in self.skipped],
-            "seconds": round(self.seconds, 3),
-            "per_vm_seconds": round(self.seconds / done, 6) if done else None,
-            "parallel": self.parallel,
-            "uri": self.uri,
-            "stage_seconds": {k: round(v, 4) for k, v in self.stage_totals().items()},
-            "stage_per_vm_ms": {
-                k: round(1000 * v / max(1, len(self.results)), 3) for k, v in self.stage_totals().items()
-            },
-            "vms": [r.to_dict() for r in self.results],
-        }
+# One VM of a batch: clone and its empty seed LUN commit together; resignature,
+# map and the index entry commit together; then libvirt.
+PLAN = (
+    steps.Atomic((steps.CLONE,)),
+    steps.SEED,
+    steps.Atomic((steps.RESIGNATURE, steps.MAP, steps.INDEX)),
+    steps.DEFINE,
+)
 
 
 # ---- names ----------------------------------------------------------------------------------
@@ -200,22 +82,14 @@ def check_vm_name(name: str) -> str:
 
 
 def expand_pattern(pattern: str, count: int, start: int = 1) -> list[str]:
-    """Names for VMs start..start+count-1; checks the pattern."""
-    if not isinstance(pattern, str) or not pattern:
-        raise BadNamePattern(pattern=pattern, why="it is empty")
+    """Names for VMs start..start+count-1; checks the pattern (``pattern`` module, field {n})."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
-    except ValueError as e:
+        pat = compile_pattern(pattern, {"n"})
+    except PatternError as e:
         raise BadNamePattern(pattern=pattern, why=str(e)) from None
-    for fld in fields:
-        if fld != "n":
-            raise BadNamePattern(pattern=pattern, why=f"unknown field {{{fld}}}: only {{n}} is known")
-    if count > 1 and not fields:
+    if count > 1 and not pat.fields:
         raise BadNamePattern(pattern=pattern, why=f"it has no {{n}}, so all {count} VMs would have one name")
-    try:
-        names = [pattern.format(n=i) for i in range(start, start + count)]
-    except (ValueError, IndexError, KeyError) as e:
-        raise BadNamePattern(pattern=pattern, why=str(e)) from None
+    names = [pat.expand(n=i) for i in range(start, start + count)]
     for nm in names:
         try:
             check_vm_name(nm)
@@ -244,122 +118,28 @@ def unique_mac(used: set) -> str:
             return m
 
 
-# ---- the pieces shared with vm.py and dsclone.py --------------------------------------------
+def generalization_warning(trec: dict) -> str | None:
+    """A warning when the template's base snapshot was not generalized, else None.
 
-
-def ensure_igroup(filer, igroup: str) -> None:
-    if not any(g["name"] == igroup for g in filer.igroup_show()):
-        if igroup != DEFAULT_IGROUP:
-            from ..filer.errors import IgroupNotFound
-
-            raise IgroupNotFound(name=igroup)
-        filer.igroup_create(igroup, DEFAULT_INITIATORS, ostype="linux", protocol="nbd")
-
-
-def free_lun_ids(filer, igroup: str) -> int:
-    used = {m["lun_id"] for m in filer.lun_maps() if m["igroup"] == igroup}
-    return MAX_LUN_ID + 1 - len(used)
-
-
-def seed_size(iso_len: int) -> int:
-    return max(_SEED_ALIGN, -(-iso_len // _SEED_ALIGN) * _SEED_ALIGN)
-
-
-def write_seed(
-    filer, path: str, iso: bytes, create: bool = True, flush: bool = True, size: int | None = None
-) -> None:
-    size = size or seed_size(len(iso))
-    if create:
-        filer.lun_create(path, size, ostype="linux", comment="cloud-init NoCloud seed")
-    dev = filer.open_lun(path)
-    try:
-        if len(iso) > dev.size:
-            filer.lun_resize(path, seed_size(len(iso)))
-        elif not create:
-            dev.zero(0, dev.size)
-        dev.pwrite(0, iso)
-        if flush:
-            dev.flush()
-    finally:
-        dev.close()
-
-
-def domain_xml_for(
-    filer, volume: str, slot: str, record: dict, target: Target, state_dir: str, base_xml: str
-) -> str:
-    """The libvirt definition of the VM in ``record``, built on the datastore's
-    definition ``base_xml`` (hardware kept; identity, disks, boot, log replaced)."""
-    spec = parse_domain_xml(base_xml, strict=False)
-    disks = [
-        Disk(target=d["target"], source=target.source(f"/vol/{volume}/{d['lun']}")) for d in record["disks"]
-    ]
-    if record.get("seed"):
-        disks.append(
-            Disk(
-                target="sda",
-                source=target.source(f"/vol/{volume}/{record['seed']}"),
-                device="cdrom",
-                bus="scsi",
-                readonly=True,
-            )
-        )
-    kernel, initrd = tpl.boot_paths(filer, volume, slot, record, state_dir)
-    boot = (
-        DirectBoot(kernel=kernel, initrd=initrd, cmdline=record.get("cmdline") or "console=ttyS0")
-        if kernel
-        else spec.boot
+    Reads the template record defensively: ``generalized`` may be a bool or a
+    report dict (``ok``, or ``method`` with ``none`` meaning nothing was done)."""
+    g = trec.get("generalized")
+    if isinstance(g, bool):
+        ok, why = g, None
+    elif isinstance(g, dict):
+        ok = bool(g["ok"]) if "ok" in g else g.get("method") not in (None, "", "none")
+        why = g.get("why") or g.get("detail")
+    else:
+        ok, why = False, "the template record says nothing about generalization"
+    if ok:
+        return None
+    return (
+        f"template {trec.get('name')} is not generalized"
+        + (f" ({why})" if why else "")
+        + ": its clones share the golden VM's identity (machine-id, SSH host keys, "
+        "cloud-init state) except what the customization spec sets; generalize the image "
+        "before importing it, or import a template Coppice can generalize"
     )
-    ifaces = (
-        [dataclasses.replace(spec.interfaces[0], mac=record["mac"])]
-        if spec.interfaces
-        else [Interface(mac=record["mac"])]
-    )
-    log = os.path.join(state_dir, "serial", f"{record['name']}.log")
-    meta = {
-        "template": record.get("template") or "",
-        "volume": volume,
-        "slot": slot,
-        "instance-id": record.get("instance_id") or "",
-    }
-    spec = dataclasses.replace(
-        spec,
-        name=record["name"],
-        uuid=record["uuid"],
-        disks=disks,
-        boot=boot,
-        interfaces=ifaces + list(spec.interfaces[1:]),
-        serial_log=log,
-        metadata=meta,
-    )
-    return render_domain_xml(spec)
-
-
-def map_all(filer, volume: str, igroup: str, luns: list[str]) -> dict:
-    """Map the LUNs (lowest free IDs) and bring them online, in one transaction."""
-    ids = {}
-    with filer.transaction():
-        for lun in luns:
-            path = f"/vol/{volume}/{lun}"
-            info = filer.lun_info(path)
-            have = {m["igroup"]: m["lun_id"] for m in info["maps"]}
-            ids[path] = have[igroup] if igroup in have else filer.lun_map(path, igroup)
-            if not info["online"]:
-                filer.lun_online(path)
-    return ids
-
-
-def unmap_all(filer, paths, igroup: str) -> None:
-    for p in paths:
-        try:
-            filer.lun_unmap(p, igroup)
-        except Exception:
-            pass  # already unmapped or gone: nothing left to undo
-
-
-def destroy_volume(filer, volume: str) -> None:
-    if filer.vol_exists(volume):
-        filer.vol_destroy(volume, force=True)
-    ds.forget(filer, volume)
 
 
 # ---- the provisioner ------------------------------------------------------------------------
@@ -431,7 +211,7 @@ class Provisioner:
             if (vol in vols) if vols is not None else f.vol_exists(vol):
                 raise VMExists(name=nm, where=f"volume {vol} exists")
         hosts = [
-            cs.hostname_for(spec.hostname, nm, i)
+            cs.hostname_for(spec.hostname, nm, i, trec["name"])
             for i, nm in zip(range(start_index, start_index + count), names, strict=False)
         ]
         from .seed import check_hostname
@@ -513,31 +293,32 @@ class Provisioner:
         target = target or Target.parse(None)
         ensure_igroup(self.filer, igroup)
         os.makedirs(os.path.join(self.state_dir, "serial"), exist_ok=True)
-        hv = self.hypervisor(connect_uri)
-        base = ds.vms(self.filer, trec["volume"], trec["base_snapshot"])
-        ctx = {
-            "trec": trec,
-            "spec": spec,
-            "hv": hv,
-            "uri": connect_uri,
-            "start": start,
-            "igroup": igroup,
-            "target": target,
-            "base": base[0],
-            "known": ds.attached(self.filer),
-            "base_xml": ds.read_domain(self.filer, trec["volume"], trec["slot"], trec["base_snapshot"]),
-            # one size for every seed of the batch (a typical seed is well under 64 KiB)
-            "seed_size": seed_size(
+        f = self.filer
+        flow = steps.Flow(
+            filer=f,
+            hv=self.hypervisor(connect_uri),
+            uri=connect_uri,
+            igroup=igroup,
+            target=target,
+            state_dir=self.state_dir,
+            known=ds.attached(f),
+            fault=self.fault,
+        )
+        base = ds.vms(f, trec["volume"], trec["base_snapshot"])[0]
+        base.pop("slot", None)
+        base_xml = ds.read_domain(f, trec["volume"], trec["slot"], trec["base_snapshot"])
+        # one size for every seed of the batch (a typical seed is well under 64 KiB)
+        p0 = plans[0]
+        size = (
+            seed_size(
                 len(
                     build_seed_iso(
-                        cs.render(
-                            spec, plans[0].name, plans[0].n, plans[0].instance_id, plans[0].mac, "192.0.2.1"
-                        )
+                        cs.render(spec, p0.name, p0.n, p0.instance_id, p0.mac, "192.0.2.1", trec["name"])
                     )
                 )
             )
-            + _SEED_ALIGN,
-        }
+            + _SEED_ALIGN
+        )
         stop = threading.Event()
         t0 = time.monotonic()
         results: list[VMResult] = []
@@ -551,7 +332,7 @@ class Provisioner:
                     skipped=True,
                     error="not attempted: an earlier VM failed and on_error is stop",
                 )
-            r = self._one(p, ctx)
+            r = self._one(flow, p, trec, spec, base, base_xml, size, start)
             if not r.ok and on_error == "stop":
                 stop.set()
             if progress:
@@ -563,6 +344,7 @@ class Provisioner:
         else:
             with cf.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="provision") as ex:
                 results = list(ex.map(run, plans))
+        warning = generalization_warning(trec)
         return Summary(
             template=template,
             requested=count,
@@ -570,129 +352,51 @@ class Provisioner:
             seconds=time.monotonic() - t0,
             parallel=parallel,
             uri=connect_uri,
+            igroup=igroup,
+            target=target,
+            warnings=[warning] if warning else [],
         )
 
-    def _one(self, p: VMPlan, ctx: dict) -> VMResult:
-        f = self.filer
-        trec, spec, hv = ctx["trec"], ctx["spec"], ctx["hv"]
+    def _one(self, flow, p: VMPlan, trec, spec, base, base_xml, size, start) -> VMResult:
+        """One VM through ``PLAN`` (and start); a failure undoes all it did."""
         slot = trec["slot"]
+        config = dict(
+            base,
+            name=p.name,
+            uuid=p.uuid,
+            mac=p.mac,
+            instance_id=p.instance_id,
+            hostname=p.hostname,
+            seed=ds.seed_lun(slot),
+            template=trec["name"],
+            base_snapshot=trec["base_snapshot"],
+            custspec=spec.name if spec.created else None,
+            custspec_data=spec.to_dict(),
+            address=None,
+            n=p.n,
+            created=time.time(),
+        )
+        vm = steps.VMBuild(
+            name=p.name,
+            volume=p.volume,
+            slot=slot,
+            config=config,
+            base_xml=base_xml,
+            clone_from=(trec["volume"], trec["base_snapshot"]),
+            seed_size=size,
+            spec=spec,
+            lease=True,
+        )
         res = VMResult(name=p.name, n=p.n, volume=p.volume, uuid=p.uuid, mac=p.mac)
-        cur = {"stage": None, "t": 0.0}
-
-        def begin(stage):
-            cur["stage"], cur["t"] = stage, time.perf_counter()
-
-        def end():
-            if self.fault is not None:
-                self.fault(p.name, cur["stage"])
-            res.stages[cur["stage"]] = time.perf_counter() - cur["t"]
-
         with Revert() as rv:
             try:
-                begin("clone")
-                seed_path = f"/vol/{p.volume}/{ds.seed_lun(slot)}"
-                with f.transaction():  # clone and its empty seed LUN: one commit
-                    f.clone_create(p.volume, trec["volume"], trec["base_snapshot"], remap=True)
-                    rv.add(lambda: destroy_volume(f, p.volume))
-                    f.lun_create(
-                        seed_path, ctx["seed_size"], ostype="linux", comment="cloud-init NoCloud seed"
-                    )
-                end()
-
-                begin("seed")
-                address = cs.allocate_address(f, spec, p.name)
-                if address:
-                    res.address = address
-                    rv.add(lambda: cs.release_address(f, spec.name, address))
-                cfg = cs.render(spec, p.name, p.n, p.instance_id, p.mac, address)
-                # no flush: the next stage's commit syncs the data before its metadata
-                write_seed(
-                    f, seed_path, build_seed_iso(cfg), create=False, flush=False, size=ctx["seed_size"]
-                )
-                end()
-
-                with f.transaction():  # resignature, map and the VM's index entry: one commit
-                    begin("resignature")
-                    base = ctx["base"]
-                    record = dict(
-                        base,
-                        name=p.name,
-                        uuid=p.uuid,
-                        mac=p.mac,
-                        instance_id=p.instance_id,
-                        hostname=p.hostname,
-                        seed=ds.seed_lun(slot),
-                        template=trec["name"],
-                        base_snapshot=trec["base_snapshot"],
-                        custspec=spec.name if spec.created else None,
-                        custspec_data=spec.to_dict(),
-                        address=address,
-                        n=p.n,
-                        created=time.time(),
-                    )
-                    record.pop("slot", None)
-                    ds.attach(f, p.volume, "auto", known=ctx["known"])
-                    rv.add(lambda: (ds.forget(f, p.volume), ctx["known"].pop(p.volume, None)))
-                    xml = domain_xml_for(
-                        f, p.volume, slot, record, ctx["target"], self.state_dir, ctx["base_xml"]
-                    )
-                    ds.write_vm(f, p.volume, slot, record, xml)
-                    end()
-
-                    begin("map")
-                    luns = [d["lun"] for d in record["disks"]] + [record["seed"]]
-                    res.lun_ids = map_all(f, p.volume, ctx["igroup"], luns)
-                    rv.add(lambda: unmap_all(f, list(res.lun_ids), ctx["igroup"]))
-                    registry.put(
-                        f,
-                        registry.VM,
-                        p.name,
-                        {
-                            "name": p.name,
-                            "volume": p.volume,
-                            "slot": slot,
-                            "template": trec["name"],
-                            "base_snapshot": trec["base_snapshot"],
-                            "uri": ctx["uri"],
-                            "uuid": p.uuid,
-                            "mac": p.mac,
-                            "instance_id": p.instance_id,
-                            "hostname": p.hostname,
-                            "custspec": record["custspec"],
-                            "address": address,
-                            "igroup": ctx["igroup"],
-                            "luns": list(res.lun_ids),
-                            "lun_ids": res.lun_ids,
-                            "target": ctx["target"].to_dict(),
-                            "n": p.n,
-                            "serial_log": os.path.join(self.state_dir, "serial", f"{p.name}.log"),
-                            "created": time.time(),
-                        },
-                    )
-                    rv.add(lambda: registry.delete(f, registry.VM, p.name))
-                    end()
-                    t_map = time.perf_counter()
-                res.stages["map"] += time.perf_counter() - t_map  # the commit of the three stages above
-
-                begin("define")
-                hv.define(xml)
-                rv.add(lambda: hv.remove(p.name))
-                end()
-
-                if ctx["start"]:
-                    begin("start")
-                    log = os.path.join(self.state_dir, "serial", f"{p.name}.log")
-                    if os.path.exists(log):
-                        os.unlink(log)
-                    hv.start(p.name)
-                    rv.add(lambda: hv.destroy(p.name))
-                    end()
+                steps.run(flow, vm, rv, PLAN + ((steps.START,) if start else ()))
                 rv.success()
                 res.ok = True
             except Exception as e:
-                res.failed_stage = cur["stage"]
+                res.failed_stage = vm.failed_stage
                 res.error = str(e) or type(e).__name__
-                res.stages[cur["stage"]] = time.perf_counter() - cur["t"]
+        res.stages, res.lun_ids, res.address = vm.stages, vm.lun_ids, config.get("address")
         res.rollback_errors = [str(e) for e in rv.errors]
         return res
 

@@ -77,8 +77,8 @@ class AddressPoolExhausted(Busy):
 
 
 class BadNamePattern(InvalidArgument):
-    """Invalid VM name pattern {pattern!r}: {why}. Use a Python format string
-    with {{n}} for the VM's number, e.g. 'web{{n:03}}'."""
+    """Invalid VM name pattern {pattern!r}: {why}. Write the name with {{n}}
+    for the VM's number, zero-padded as {{n:03}}, e.g. 'web{{n:03}}'."""
 
 
 class BadCount(InvalidArgument):
@@ -108,3 +108,11 @@ class StageFailed(CoppiceError):
 
 class InjectedFailure(CoppiceError):
     """Injected failure at stage {stage} (test hook)"""
+
+
+class BadRecord(CoppiceError):
+    """The stored {what} record {name!r} is damaged: {why}. Coppice refuses to
+    use it (a value from a record never becomes a host path unchecked);
+    `coppice vm destroy` or re-importing the template replaces it."""
+
+    http_status = 409

@@ -35,6 +35,7 @@ from . import datastore as ds
 from . import registry
 from .domain_xml import DirectBoot, Disk, DomainSpec, Interface, NbdSource, random_mac, render_domain_xml
 from .provisioning_errors import BadImage, TemplateBusy, TemplateExists, TemplateNotFound
+from .records import check_digest
 from .revert import Revert
 
 SLOT = "vm0"
@@ -158,6 +159,7 @@ def boot_paths(filer, volume: str, slot: str, record: dict, state_dir: str) -> t
         if not sha:
             out.append(None)
             continue
+        check_digest(sha, f"{kind}_sha256", record.get("name") or slot)  # it becomes a directory name
         path = os.path.join(state_dir, "boot", sha, "vmlinuz" if kind == "kernel" else "initrd.img")
         if not os.path.exists(path):
             data = filer.file_read(volume, f"{slot}.{kind}")

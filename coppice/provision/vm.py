@@ -27,28 +27,49 @@ import secrets
 
 from . import custspec as cs
 from . import datastore as ds
-from . import registry
+from . import registry, steps
 from . import template as tpl
-from .provisioner import Target, destroy_volume, domain_xml_for, map_all, write_seed
 from .provisioning_errors import VMNotFound, VMRunning
+from .records import VMRecord
+from .revert import Revert
+from .steps import destroy_volume
+
+# What a VM keeps across refresh and recompose: its identity and its seed.
+_KEPT = (
+    "name",
+    "uuid",
+    "mac",
+    "instance_id",
+    "hostname",
+    "seed",
+    "custspec",
+    "custspec_data",
+    "address",
+    "n",
+)
+
+
+def record(filer, name: str) -> VMRecord:
+    """The VM's index entry, checked (``records.VMRecord.from_dict``)."""
+    d = registry.get(filer, registry.VM, name)
+    if d is None:
+        raise VMNotFound(name=name)
+    return VMRecord.from_dict(d)
 
 
 def get(filer, name: str) -> dict:
-    rec = registry.get(filer, registry.VM, name)
-    if rec is None:
-        raise VMNotFound(name=name)
-    return rec
+    return record(filer, name).to_dict()
 
 
-def _state(hvs: dict, rec: dict) -> str:
-    uri = rec.get("uri") or "test:///default"
+def _state(hvs: dict, rec: VMRecord) -> str:
+    uri = rec.uri or "test:///default"
     try:
         if uri not in hvs:
             from .hypervisor import Hypervisor
 
             hvs[uri] = Hypervisor.open(uri)
         hv = hvs[uri]
-        return hv.state(rec["name"]) if hv.exists(rec["name"]) else "undefined"
+        return hv.state(rec.name) if hv.exists(rec.name) else "undefined"
     except Exception:
         return "unknown"
 
@@ -58,28 +79,29 @@ def _close(hvs: dict) -> None:
         hv.close()
 
 
-def _row(rec: dict, state: str) -> dict:
+def _row(rec: VMRecord, state: str) -> dict:
     return {
-        "name": rec["name"],
+        "name": rec.name,
         "state": state,
-        "template": rec.get("template"),
-        "base_snapshot": rec.get("base_snapshot"),
-        "clone": rec.get("volume"),
-        "uri": rec.get("uri"),
-        "hostname": rec.get("hostname"),
-        "address": rec.get("address"),
-        "mac": rec.get("mac"),
-        "uuid": rec.get("uuid"),
+        "template": rec.template,
+        "base_snapshot": rec.base_snapshot,
+        "clone": rec.volume,
+        "uri": rec.uri,
+        "hostname": rec.hostname,
+        "address": rec.address,
+        "mac": rec.mac,
+        "uuid": rec.uuid,
     }
+
+
+def _records(filer) -> list[VMRecord]:
+    return [VMRecord.from_dict(d) for _, d in registry.items(filer, registry.VM)]
 
 
 def list_(filer, hypervisors: dict | None = None, with_state: bool = True) -> list[dict]:
     hvs = hypervisors if hypervisors is not None else {}
     try:
-        return [
-            _row(rec, _state(hvs, rec) if with_state else "-")
-            for _, rec in registry.items(filer, registry.VM)
-        ]
+        return [_row(rec, _state(hvs, rec) if with_state else "-") for rec in _records(filer)]
     finally:
         if hypervisors is None:
             _close(hvs)
@@ -91,27 +113,27 @@ def own_bytes(filer, volume: str) -> int:
 
 
 def show(filer, name: str, hypervisors: dict | None = None) -> dict:
-    rec = get(filer, name)
+    rec = record(filer, name)
     hvs = hypervisors if hypervisors is not None else {}
     try:
         out = _row(rec, _state(hvs, rec))
     finally:
         if hypervisors is None:
             _close(hvs)
-    vi = filer.vol_info(rec["volume"]) if filer.vol_exists(rec["volume"]) else None
+    vi = filer.vol_info(rec.volume) if filer.vol_exists(rec.volume) else None
     out.update(
         {
-            "slot": rec.get("slot"),
-            "instance_id": rec.get("instance_id"),
-            "custspec": rec.get("custspec"),
-            "igroup": rec.get("igroup"),
-            "luns": rec.get("lun_ids"),
-            "serial_log": rec.get("serial_log"),
-            "target": rec.get("target"),
-            "created": rec.get("created"),
+            "slot": rec.slot,
+            "instance_id": rec.instance_id,
+            "custspec": rec.custspec,
+            "igroup": rec.igroup,
+            "luns": rec.lun_ids,
+            "serial_log": rec.serial_log,
+            "target": rec.target,
+            "created": rec.created,
             "own_bytes": max(0, vi["used"] - vi["shared"]) if vi else None,
             "shared_bytes": vi["shared"] if vi else None,
-            "datastore": ds.descriptor(filer, rec["volume"])["name"] if vi else None,
+            "datastore": ds.descriptor(filer, rec.volume)["name"] if vi else None,
         }
     )
     return out
@@ -125,17 +147,15 @@ def _hv(uri: str, factory=None):
     return Hypervisor.open(uri)
 
 
-def _others_on_volume(filer, rec: dict) -> list[str]:
+def _others_on_volume(filer, rec: VMRecord) -> list[str]:
     return [
-        k
-        for k, v in registry.items(filer, registry.VM)
-        if v.get("volume") == rec["volume"] and k != rec["name"]
+        k for k, v in registry.items(filer, registry.VM) if v.get("volume") == rec.volume and k != rec.name
     ]
 
 
 def destroy(filer, name: str, force: bool = False, hypervisor_factory=None) -> dict:
-    rec = get(filer, name)
-    hv = _hv(rec["uri"], hypervisor_factory)
+    rec = record(filer, name)
+    hv = _hv(rec.uri, hypervisor_factory)
     try:
         if hv.exists(name):
             state = hv.state(name)
@@ -144,37 +164,53 @@ def destroy(filer, name: str, force: bool = False, hypervisor_factory=None) -> d
             hv.remove(name)
     finally:
         hv.close()
-    vol = rec["volume"]
+    vol = rec.volume
     if filer.vol_exists(vol):
         with filer.transaction():
-            for path in rec.get("luns") or []:
-                if filer.object_exists(vol, path.rsplit("/", 1)[1]):
-                    for m in filer.lun_info(path)["maps"]:
-                        filer.lun_unmap(path, m["igroup"])
+            present = [p for p in rec.luns if filer.object_exists(vol, p.rsplit("/", 1)[1])]
+            for path in present:
+                for m in filer.lun_info(path)["maps"]:
+                    filer.lun_unmap(path, m["igroup"])
             if _others_on_volume(filer, rec):
-                for path in rec.get("luns") or []:
-                    if filer.object_exists(vol, path.rsplit("/", 1)[1]):
-                        filer.lun_destroy(path, force=True)
-                for fn in (ds.vm_file(rec["slot"]), ds.domain_file(rec["slot"])):
+                for path in present:
+                    filer.lun_destroy(path, force=True)
+                for fn in (ds.vm_file(rec.slot), ds.domain_file(rec.slot)):
                     if filer.object_exists(vol, fn):
                         filer.file_delete(vol, fn)
             else:
                 destroy_volume(filer, vol)
     else:
         ds.forget(filer, vol)
-    cs.release_address(filer, rec.get("custspec"), rec.get("address"))
+    cs.release_address(filer, rec.custspec, rec.address)
     registry.delete(filer, registry.VM, name)
     return {"name": name, "destroyed": True, "volume": vol}
+
+
+def _swap_step(old_luns: list[str]) -> steps.Step:
+    """The refreshed clone takes the VM's volume name, datastore attachment and LUN IDs."""
+
+    def swap(flow: steps.Flow, vm: steps.VMBuild, rv: Revert) -> None:
+        f = flow.filer
+        kept = {p: f.lun_info(p)["maps"] for p in old_luns}
+        f.vol_destroy(vm.volume, force=True)
+        ds.forget(f, vm.volume)
+        f.vol_rename(vm.work_volume, vm.volume)
+        ds.attach(f, vm.volume, "auto")
+        for p, maps in kept.items():
+            for m in maps:
+                f.lun_map(p, m["igroup"], m["lun_id"])
+
+    return steps.Step("swap", "map", swap)
 
 
 def _reclone(
     filer, name: str, snapshot: str | None, force: bool, state_dir: str | None, hypervisor_factory=None
 ) -> dict:
-    rec = get(filer, name)
-    trec = tpl.get(filer, rec["template"])
-    snap = snapshot or rec["base_snapshot"]
+    rec = record(filer, name)
+    trec = tpl.get(filer, rec.template)
+    snap = snapshot or rec.base_snapshot
     state_dir = state_dir or tpl.default_state_dir(filer)
-    vol, slot = rec["volume"], rec["slot"]
+    vol, slot = rec.volume, rec.slot
     if _others_on_volume(filer, rec):
         from ..errors import InvalidArgument
 
@@ -182,7 +218,7 @@ def _reclone(
             detail=f"VM {name} shares datastore {vol} with other VMs; refresh and recompose "
             "work on VMs with a clone of their own (made by `vm provision`)"
         )
-    hv = _hv(rec["uri"], hypervisor_factory)
+    hv = _hv(rec.uri, hypervisor_factory)
     try:
         running = hv.exists(name) and hv.state(name) not in ("shutoff", "crashed")
         if running and not force:
@@ -195,61 +231,43 @@ def _reclone(
                 seed = bytes(dev.pread(0, dev.size))
             finally:
                 dev.close()
-        tmp = f"{vol}_r{secrets.token_hex(4)}"
-        filer.clone_create(tmp, trec["volume"], snap, remap=True)
-        try:
-            new_base = ds.vms(filer, tmp, None)
-            base = next((v for v in new_base if v["slot"] == slot), new_base[0])
-            record = dict(
-                base,
-                **{
-                    k: old[k]
-                    for k in (
-                        "name",
-                        "uuid",
-                        "mac",
-                        "instance_id",
-                        "hostname",
-                        "seed",
-                        "custspec",
-                        "custspec_data",
-                        "address",
-                        "n",
-                    )
-                    if k in old
-                },
+        # the new clone's folder is the snapshot's: build the VM's record on it before cloning
+        new_base = ds.vms(filer, trec["volume"], snap)
+        config = dict(next((v for v in new_base if v["slot"] == slot), new_base[0]))
+        config.update({k: old[k] for k in _KEPT if k in old})
+        config.pop("slot", None)
+        config["template"], config["base_snapshot"] = trec["name"], snap
+        vm = steps.VMBuild(
+            name=name,
+            volume=vol,
+            slot=slot,
+            config=config,
+            base_xml=ds.read_domain(filer, trec["volume"], slot, snap),
+            work_volume=f"{vol}_r{secrets.token_hex(4)}",
+            clone_from=(trec["volume"], snap),
+            seed_image=(seed.rstrip(b"\0") or seed) if seed is not None else None,
+            attach=False,  # the swap attaches it under the VM's volume name
+            replace=True,
+            created=rec.created,
+        )
+        flow = steps.Flow(
+            filer=filer, hv=hv, uri=rec.uri, igroup=rec.igroup, target=rec.target_obj(), state_dir=state_dir
+        )
+        with Revert() as rv:
+            steps.run(
+                flow,
+                vm,
+                rv,
+                (steps.CLONE,) + ((steps.SEED,) if seed is not None else ()) + (steps.RESIGNATURE,),
             )
-            record.pop("slot", None)
-            record["template"], record["base_snapshot"] = trec["name"], snap
-            if seed is not None:
-                write_seed(filer, f"/vol/{tmp}/{old['seed']}", seed.rstrip(b"\0") or seed)
-            target = Target(**rec["target"]) if rec.get("target") else Target.parse(None)
-            base_xml = ds.read_domain(filer, tmp, slot)
-            xml = domain_xml_for(filer, vol, slot, record, target, state_dir, base_xml)
-            ds.write_vm(filer, tmp, slot, record, xml)
             if running:
                 hv.destroy(name)
-            with filer.transaction():
-                old_ids = {p: filer.lun_info(p)["maps"] for p in rec.get("luns") or []}
-                filer.vol_destroy(vol, force=True)
-                ds.forget(filer, vol)
-                filer.vol_rename(tmp, vol)
-                ds.attach(filer, vol, "auto")
-                ids = {}
-                for p, maps in old_ids.items():
-                    for m in maps:
-                        ids[p] = filer.lun_map(p, m["igroup"], m["lun_id"])
-                luns = [d["lun"] for d in record["disks"]] + ([record["seed"]] if record.get("seed") else [])
-                ids.update(map_all(filer, vol, rec["igroup"], luns))
-        except BaseException:
-            if filer.vol_exists(tmp):
-                destroy_volume(filer, tmp)
-            raise
-        hv.define(xml, replace=True)
+            steps.run(
+                flow, vm, rv, (steps.Atomic((_swap_step(rec.luns), steps.MAP)), steps.DEFINE, steps.INDEX)
+            )
+            rv.success()
     finally:
         hv.close()
-    rec = dict(rec, base_snapshot=snap, lun_ids=ids, luns=list(ids))
-    registry.put(filer, registry.VM, name, rec)
     return show(filer, name)
 
 
@@ -274,9 +292,9 @@ def seed_files(filer, name: str) -> dict:
     """The VM's seed as the guest reads it (meta-data, user-data, ...)."""
     from .seed import read_seed_iso
 
-    rec = get(filer, name)
-    vm = ds.read_vm(filer, rec["volume"], rec["slot"])
-    dev = filer.open_lun(f"/vol/{rec['volume']}/{vm['seed']}")
+    rec = record(filer, name)
+    vm = ds.read_vm(filer, rec.volume, rec.slot)
+    dev = filer.open_lun(f"/vol/{rec.volume}/{vm['seed']}")
     try:
         return {
             k: (v.decode() if isinstance(v, bytes) else v)

@@ -79,6 +79,7 @@ def _norm(text: str, pool: str, image_dir: str) -> str:
     text = re.sub(r'("(created|started|finished|updated|port|seconds|per_vm_seconds)": )\d+', r"\1N", text)
     text = re.sub(r"(iid-|i-)[0-9A-Za-z]+", r"\1X", text)
     text = re.sub(r"(port': |port=)\d+", r"\1N", text)
+    text = re.sub(r"(nbd://[^\"\s]*:)\d+", r"\1N", text)
     return text
 
 

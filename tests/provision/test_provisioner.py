@@ -160,3 +160,33 @@ def test_recompose_moves_to_newer_snapshot(filer, tpl):
     dev = filer.open_lun(f"/vol/{name}/vm0.disk0")
     assert bytes(dev.pread(3 << 20, 8)) == b"v2 patch"
     dev.close()
+
+
+def test_summary_names_igroup_target_and_warns_of_an_ungeneralized_template(filer, tpl):
+    # the output says where guests reach their disks; a template of unknown layout was not generalized
+    from coppice.provision.provisioner import Target
+
+    s = Provisioner(filer).provision(tpl, 1, uniq("sum"), target=Target.parse("192.0.2.7:10900", tls=True))
+    d = s.to_dict()
+    assert d["igroup"] == "coppice_host" and d["nbd"] == "nbd://192.0.2.7:10900 (TLS)"
+    assert len(d["warnings"]) == 1 and "not generalized" in d["warnings"][0] and tpl in d["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "generalized, warns",
+    [
+        ({"method": "coppice-tiny", "cleared": ["machine-id"]}, False),
+        ({"method": "none", "why": "unknown disk layout"}, True),
+        ({"ok": True, "method": "virt-sysprep"}, False),
+        ({"ok": False}, True),
+        (True, False),
+        (False, True),
+        (None, True),
+        ("garbage", True),
+    ],
+)
+def test_generalization_flag_read_defensively(generalized, warns):
+    from coppice.provision.provisioner import generalization_warning
+
+    w = generalization_warning({"name": "t", "generalized": generalized})
+    assert (w is not None) == warns
