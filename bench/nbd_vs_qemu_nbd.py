@@ -5,6 +5,8 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
 1 MiB QD8, random read 4 KiB QD32, random write 4 KiB QD32 — for:
 
   qemu-nbd raw     qemu-nbd serving a raw file
+  nbdkit file      nbdkit's file plugin serving the same raw file (a C
+                   server with a thread pool: the ceiling to aim for)
   qemu-nbd qcow2   qemu-nbd serving a qcow2 overlay on a raw base
   coppice          coppice.nbd.server.NBDServer in its own process, over a
                    device made by --backend: ``engine`` (default: a LUN
@@ -18,7 +20,7 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
 and a table with coppice/qemu-nbd-raw ratios.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
-        [--backend engine|engine-clone|lun|file] [--targets raw,qcow2,coppice] [--dir /var/tmp]
+        [--backend engine|engine-clone|lun|file] [--targets raw,nbdkit,qcow2,coppice] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -146,6 +148,22 @@ def qemu_nbd(image: str, fmt: str, size_mib: int, runtime: int, label: str) -> d
         stop(proc)
 
 
+def nbdkit(image: str, size_mib: int, runtime: int) -> dict:
+    if shutil.which("nbdkit") is None:
+        raise SystemExit("nbdkit is not installed: run scripts/install.sh (Debian package nbdkit)")
+    port = free_port()
+    proc = subprocess.Popen(
+        ["nbdkit", "--foreground", "--port", str(port), "--ipaddr", "127.0.0.1", "file", f"file={image}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port, proc)
+        return run_target("nbdkit file", f"nbd://127.0.0.1:{port}/", size_mib, runtime)
+    finally:
+        stop(proc)
+
+
 def coppice(backend: str, path: str, size_mib: int, runtime: int) -> dict:
     port = free_port()
     proc = subprocess.Popen(
@@ -248,7 +266,7 @@ def main() -> None:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runtime", type=int, default=10)
     ap.add_argument("--backend", choices=("file", "engine", "engine-clone", "lun"), default="engine")
-    ap.add_argument("--targets", default="raw,qcow2,coppice")
+    ap.add_argument("--targets", default="raw,nbdkit,qcow2,coppice")
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
@@ -268,6 +286,11 @@ def main() -> None:
             img = os.path.join(work, "qemu.raw")
             shutil.copyfile(raw, img)
             results["qemu-nbd raw"] = qemu_nbd(img, "raw", a.size_mib, a.runtime, "qemu-nbd raw")
+            os.unlink(img)
+        if "nbdkit" in targets:
+            img = os.path.join(work, "nbdkit.raw")
+            shutil.copyfile(raw, img)
+            results["nbdkit file"] = nbdkit(img, a.size_mib, a.runtime)
             os.unlink(img)
         if "qcow2" in targets:
             ov = os.path.join(work, "overlay.qcow2")

@@ -46,7 +46,10 @@ import time
 
 from coppice.errors import CoppiceError, NotFound
 from coppice.nbd import protocol as P
+from coppice.nbd import wire
 from coppice.nbd.blockdev import BlockDevice, ExportResolver, Initiator
+from coppice.nbd.commands import HANDLERS, Export, unknown
+from coppice.nbd.wire import REQUEST_SIZE, BadRequestMagic, Replies, decode_request
 
 log = logging.getLogger("coppice.nbd")
 
@@ -125,14 +128,6 @@ def _private_unix_listener(path: str) -> socket.socket:
     return us
 
 
-def _error_errno(exc: BaseException) -> int:
-    if isinstance(exc, CoppiceError):
-        return P.nbd_errno(getattr(exc, "errno", None))
-    if isinstance(exc, OSError):
-        return P.nbd_errno(exc.errno)
-    return P.EIO
-
-
 class _Connection:
     """One client: handshake, then the transmission loop, in its own thread."""
 
@@ -156,6 +151,7 @@ class _Connection:
         self.handshaking = True  # counted against the per-address handshake limit
         self.since = time.time()
         self._refusal_logged = False
+        self._payload_buf: memoryview | None = None
 
     # ------------------------------------------------------------------ life
 
@@ -285,14 +281,14 @@ class _Connection:
     # ---------------------------------------------------------- handshake
 
     def _reply(self, opt: int, rep: int, data: bytes = b"") -> None:
-        self._send(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, rep, len(data)) + data)
+        self._send(wire.option_reply(opt, rep, data))
 
     def _error(self, opt: int, rep: int, message: str) -> None:
-        self._reply(opt, rep, message.encode("utf-8", "replace")[: P.MAX_STRING])
+        self._send(wire.option_error(opt, rep, message))
 
     def _handshake(self) -> bool:
         """Run option haggling; True once an export is open for transmission."""
-        self._send(P.SERVER_GREETING.pack(P.NBDMAGIC, P.IHAVEOPT, P.FLAG_FIXED_NEWSTYLE | P.FLAG_NO_ZEROES))
+        self._send(wire.server_greeting())
         (cflags,) = P.CLIENT_FLAGS.unpack(self._recv_exact(4))
         if cflags & ~P.CLIENT_FLAGS_KNOWN:
             raise ProtocolViolation(detail=f"unknown client flags {cflags:#x}")
@@ -401,10 +397,7 @@ class _Connection:
         except CoppiceError as e:
             raise _Disconnect() from e
         self._attach(name, dev)
-        reply = P.EXPORT_NAME_REPLY.pack(dev.size, self._transmission_flags(dev))
-        if not self.no_zeroes:
-            reply += P.EXPORT_NAME_PAD
-        self._send(reply)
+        self._send(wire.export_name_reply(dev.size, self._transmission_flags(dev), self.no_zeroes))
         return True
 
     def _attach(self, name: str, dev: BlockDevice) -> None:
@@ -425,19 +418,11 @@ class _Connection:
                 raise _Disconnect()  # _cleanup closes the device
 
     def _opt_info(self, opt: int, data: bytes) -> bool:
-        if len(data) < 6:
-            self._error(opt, P.REP_ERR_INVALID, "GO/INFO data too short")
+        req = wire.decode_go_request(data, self._decode_name)
+        if isinstance(req, str):
+            self._error(opt, P.REP_ERR_INVALID, req)
             return False
-        (namelen,) = P.U32.unpack_from(data, 0)
-        if 4 + namelen + 2 > len(data):
-            self._error(opt, P.REP_ERR_INVALID, "GO/INFO export name overruns the option")
-            return False
-        name = self._decode_name(data[4 : 4 + namelen])
-        (nreq,) = P.U16.unpack_from(data, 4 + namelen)
-        if name is None or len(data) != 4 + namelen + 2 + 2 * nreq:
-            self._error(opt, P.REP_ERR_INVALID, "GO/INFO data is malformed")
-            return False
-        requests = {P.U16.unpack_from(data, 6 + namelen + 2 * i)[0] for i in range(nreq)}
+        name, requests = req
         try:
             dev = self._open(name)
         except NotFound:
@@ -451,28 +436,10 @@ class _Connection:
             self._error(opt, P.REP_ERR_UNKNOWN, f"export {name!r} could not be opened")
             return False
         try:
-            flags = self._transmission_flags(dev)
-            replies = [P.INFO_EXPORT_STRUCT.pack(P.INFO_EXPORT, dev.size, flags)]
-            if P.INFO_NAME in requests:
-                replies.append(P.INFO_TYPE.pack(P.INFO_NAME) + name.encode("utf-8"))
-            if P.INFO_DESCRIPTION in requests:
-                desc = self._description(name, dev)
-                if desc:
-                    replies.append(
-                        P.INFO_TYPE.pack(P.INFO_DESCRIPTION) + desc.encode("utf-8", "replace")[: P.MAX_STRING]
-                    )
-            # Sent unasked too: min 1 means "no alignment needed", which every
-            # client accepts, and the maximum tells it to split big requests.
-            preferred = dev.block_size
-            if preferred < 512 or preferred & (preferred - 1) or preferred > P.MAX_REQUEST_PAYLOAD:
-                preferred = 4096
-            replies.append(
-                P.INFO_BLOCK_SIZE_STRUCT.pack(P.INFO_BLOCK_SIZE, 1, preferred, P.MAX_REQUEST_PAYLOAD)
+            desc = self._description(name, dev) if P.INFO_DESCRIPTION in requests else None
+            out = wire.info_replies(
+                opt, name, dev.size, self._transmission_flags(dev), dev.block_size, requests, desc
             )
-            out = b"".join(
-                P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_INFO, len(r)) + r for r in replies
-            )
-            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
             if opt == P.OPT_GO:
                 attached, dev = dev, None
                 self._attach(name, attached)
@@ -498,14 +465,8 @@ class _Connection:
         if data:
             self._error(opt, P.REP_ERR_INVALID, "LIST takes no data")
             return
-        out = []
-        for name, desc in self.server.resolver.list_exports(self.initiator):
-            n = name.encode("utf-8")[: P.MAX_STRING]
-            d = (desc or "").encode("utf-8", "replace")[: P.MAX_STRING]
-            payload = P.U32.pack(len(n)) + n + d
-            out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_SERVER, len(payload)))
-            out.append(payload)
-        out.append(P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0))
+        out = [wire.list_entry(opt, n, d) for n, d in self.server.resolver.list_exports(self.initiator)]
+        out.append(wire.option_reply(opt, P.REP_ACK))
         self._send(b"".join(out))
 
     def _opt_meta_context(self, opt: int, data: bytes) -> None:
@@ -518,19 +479,7 @@ class _Connection:
             self._error(opt, P.REP_ERR_INVALID, "negotiate NBD_OPT_STRUCTURED_REPLY before meta contexts")
             return
         try:
-            (namelen,) = P.U32.unpack_from(data, 0)
-            pos = 4 + namelen
-            name = self._decode_name(data[4:pos])
-            (nqueries,) = P.U32.unpack_from(data, pos)
-            pos += 4
-            queries = []
-            for _ in range(nqueries):
-                (qlen,) = P.U32.unpack_from(data, pos)
-                pos += 4
-                queries.append(self._decode_name(data[pos : pos + qlen]))
-                pos += qlen
-            if pos != len(data) or name is None or None in queries:
-                raise ValueError("truncated, trailing or non-UTF-8 data")
+            name, queries = wire.decode_meta_context_request(data, self._decode_name)
         except (struct.error, ValueError):
             self._error(opt, P.REP_ERR_INVALID, "meta context option data is malformed")
             return
@@ -547,10 +496,9 @@ class _Connection:
                 selected = True
         out = b""
         if selected:
-            ctx = P.META_BASE_ALLOCATION.encode()
-            payload = P.U32.pack(P.META_BASE_ALLOCATION_ID if not listing else 0) + ctx
-            out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_META_CONTEXT, len(payload)) + payload
-        out += P.OPTION_REPLY.pack(P.OPT_REPLY_MAGIC, opt, P.REP_ACK, 0)
+            ctx_id = P.META_BASE_ALLOCATION_ID if not listing else 0
+            out += wire.meta_context_reply(opt, ctx_id, P.META_BASE_ALLOCATION)
+        out += wire.option_reply(opt, P.REP_ACK)
         if not listing:
             self.meta_export = name
             self.meta_base_allocation = selected
@@ -596,162 +544,55 @@ class _Connection:
     # ------------------------------------------------------- transmission
 
     def _transmission(self) -> None:
-        dev = self.device
-        sock = self.sock
-        size = dev.size
-        read_only = dev.read_only
-        can_fua = dev.can_fua
-        structured = self.structured
-        block_status_ok = structured and self.meta_base_allocation
-        server = self.server
+        """Serve requests until DISC, EOF, a cut or a protocol violation.
 
+        Requests are read in batches (one ``recv_into`` takes every request
+        already queued), each is answered by its command's handler into one
+        ``Replies`` batch, and the batch goes out in one ``sendmsg`` before
+        the next read (or earlier, once large)."""
+        x = Export(self.device, self._who(), self.structured, self.structured and self.meta_base_allocation)
+        handlers = HANDLERS
+        replies = Replies(self.structured)
+        server = self.server
         buf = bytearray(_RECV_BUFFER)
         view = memoryview(buf)
-        payload_buf = None
-        payload_view = None
+        recv_into = self.sock.recv_into
         start = end = 0
-        out: list = []
-        out_bytes = 0
-        recv_into = sock.recv_into
-        unpack_from = P.REQUEST.unpack_from
-        simple_pack = P.SIMPLE_REPLY.pack
-        data_pack = P.STRUCTURED_DATA_HEADER.pack
-        SIMPLE = P.SIMPLE_REPLY_MAGIC
-        STRUCT = P.STRUCTURED_REPLY_MAGIC
-        DONE = P.REPLY_FLAG_DONE
-        OFFSET_DATA = P.REPLY_TYPE_OFFSET_DATA
-        MAXLEN = P.MAX_REQUEST_PAYLOAD
-        READ, WRITE = P.CMD_READ, P.CMD_WRITE
-        FUA = P.CMD_FLAG_FUA
-        READ_FLAGS = P.CMD_FLAG_FUA | (P.CMD_FLAG_DF if structured else 0)
-
-        def error(handle: int, err: int, msg: str) -> None:
-            nonlocal out_bytes
-            if structured:
-                m = msg.encode("utf-8", "replace")[:512]
-                out.append(
-                    P.STRUCTURED_ERROR_HEADER.pack(
-                        STRUCT, DONE, P.REPLY_TYPE_ERROR, handle, 6 + len(m), err, len(m)
-                    )
-                    + m
-                )
-            else:
-                out.append(simple_pack(SIMPLE, err, handle))
-            out_bytes += 32
-
         while True:
-            while end - start >= 28:
-                magic, flags, cmd, handle, offset, length = unpack_from(buf, start)
-                if magic != P.REQUEST_MAGIC:
-                    raise ProtocolViolation(detail=f"bad request magic {magic:#x}")
-                start += 28
-
-                if cmd == READ:
-                    if flags & ~READ_FLAGS:
-                        error(handle, P.EINVAL, f"READ: unsupported flags {flags:#x}")
-                    elif length == 0 or length > MAXLEN:
-                        error(handle, P.EINVAL, f"READ: length {length} not in 1..{MAXLEN}")
-                    elif offset + length > size:
-                        error(handle, P.EINVAL, "READ past the end of the export")
-                    else:
-                        try:
-                            data = dev.pread(offset, length)
-                            if len(data) != length:
-                                raise NBDServerError(
-                                    detail=f"device returned {len(data)} bytes for a {length}-byte read"
-                                )
-                        except Exception as e:
-                            self._log_device_error("READ", offset, length, e)
-                            error(handle, _error_errno(e), f"READ failed: {e}")
-                        else:
-                            if structured:
-                                out.append(data_pack(STRUCT, DONE, OFFSET_DATA, handle, length + 8, offset))
-                            else:
-                                out.append(simple_pack(SIMPLE, 0, handle))
-                            out.append(data)
-                            out_bytes += length
-                    if out_bytes >= _SEND_BATCH_BYTES:
-                        self._sendv(out)
-                        out = []
-                        out_bytes = 0
-                    continue
-
-                if cmd == WRITE:
-                    if length > MAXLEN:
+            while end - start >= REQUEST_SIZE:
+                try:
+                    flags, cmd, handle, offset, length = decode_request(buf, start)
+                except BadRequestMagic as e:
+                    raise ProtocolViolation(detail=str(e)) from None
+                start += REQUEST_SIZE
+                payload = None
+                if cmd == P.CMD_WRITE:
+                    if length > P.MAX_REQUEST_PAYLOAD:
                         raise ProtocolViolation(
-                            detail=f"WRITE of {length} bytes exceeds the {MAXLEN}-byte maximum"
+                            detail=f"WRITE of {length} bytes exceeds the {P.MAX_REQUEST_PAYLOAD}-byte maximum"
                         )
-                    have = end - start
-                    if have >= length:
+                    if end - start >= length:
                         payload = view[start : start + length]
                         start += length
                     else:
-                        # The payload is still arriving: take it straight
-                        # into its own buffer rather than through ``buf``.
-                        if out:
-                            self._sendv(out)
-                            out = []
-                            out_bytes = 0
-                        if payload_buf is None or len(payload_buf) < length:
-                            payload_buf = bytearray(max(length, 1 << 20))
-                            payload_view = memoryview(payload_buf)
-                        payload_view[:have] = view[start:end]
+                        if replies:
+                            self._sendv(replies.take())
+                        payload = self._recv_payload(view[start:end], length)
                         start = end = 0
-                        got = have
-                        while got < length:
-                            k = recv_into(payload_view[got:length])
-                            if k == 0:
-                                raise _Disconnect()
-                            got += k
-                        payload = payload_view[:length]
-                    if flags & ~FUA:
-                        error(handle, P.EINVAL, f"WRITE: unsupported flags {flags:#x}")
-                    elif read_only:
-                        error(handle, P.EPERM, "WRITE to a read-only export")
-                    elif length == 0:
-                        error(handle, P.EINVAL, "WRITE of length 0")
-                    elif offset + length > size:
-                        error(handle, P.ENOSPC, "WRITE past the end of the export")
-                    else:
-                        fua = bool(flags & FUA)
-                        try:
-                            dev.pwrite(offset, payload, fua and can_fua)
-                            if fua and not can_fua:
-                                dev.flush()
-                        except Exception as e:
-                            self._log_device_error("WRITE", offset, length, e)
-                            error(handle, _error_errno(e), f"WRITE failed: {e}")
-                        else:
-                            out.append(simple_pack(SIMPLE, 0, handle))
-                            out_bytes += 16
-                    del payload
-                    continue
-
-                if cmd == P.CMD_DISC:
-                    if out:
-                        self._sendv(out)
+                elif cmd == P.CMD_DISC:
+                    if replies:
+                        self._sendv(replies.take())
                     raise _Disconnect()
-
-                self._other_command(
-                    dev,
-                    cmd,
-                    flags,
-                    handle,
-                    offset,
-                    length,
-                    size,
-                    read_only,
-                    can_fua,
-                    block_status_ok,
-                    error,
-                    out,
-                )
-                out_bytes += 32
-
-            if out:
-                self._sendv(out)
-                out = []
-                out_bytes = 0
+                handler = handlers.get(cmd)
+                if handler is None:
+                    unknown(x, replies, cmd, handle)
+                else:
+                    handler(x, replies, flags, handle, offset, length, payload)
+                del payload
+                if replies.nbytes >= _SEND_BATCH_BYTES:
+                    self._sendv(replies.take())
+            if replies:
+                self._sendv(replies.take())
             if self.closing or server._shutting_down:
                 return
             if start == end:
@@ -767,134 +608,22 @@ class _Connection:
                 raise _Disconnect()
             end += k
 
-    def _log_device_error(self, what: str, offset: int, length: int, exc: Exception) -> None:
-        if isinstance(exc, (CoppiceError, OSError)):
-            log.info("%s: %s %d+%d: %s", self._who(), what, offset, length, exc)
-        else:
-            log.error(
-                "%s: %s %d+%d: unexpected device error", self._who(), what, offset, length, exc_info=exc
-            )
-
-    def _other_command(
-        self, dev, cmd, flags, handle, offset, length, size, read_only, can_fua, block_status_ok, error, out
-    ) -> None:
-        """FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS and unknown commands."""
-        ok = P.SIMPLE_REPLY.pack(P.SIMPLE_REPLY_MAGIC, 0, handle)
-        fua = bool(flags & P.CMD_FLAG_FUA)
-        if cmd == P.CMD_FLUSH:
-            if flags & ~P.CMD_FLAG_FUA:
-                return error(handle, P.EINVAL, f"FLUSH: unsupported flags {flags:#x}")
-            if offset or length:
-                return error(handle, P.EINVAL, "FLUSH: offset and length must be 0")
-            try:
-                dev.flush()
-            except Exception as e:
-                self._log_device_error("FLUSH", 0, 0, e)
-                return error(handle, _error_errno(e), f"FLUSH failed: {e}")
-            out.append(ok)
-            return None
-
-        if cmd in (P.CMD_TRIM, P.CMD_WRITE_ZEROES):
-            name = "TRIM" if cmd == P.CMD_TRIM else "WRITE_ZEROES"
-            allowed = P.CMD_FLAG_FUA | (P.CMD_FLAG_NO_HOLE if cmd == P.CMD_WRITE_ZEROES else 0)
-            if flags & ~allowed:
-                return error(handle, P.EINVAL, f"{name}: unsupported flags {flags:#x}")
-            if read_only:
-                return error(handle, P.EPERM, f"{name} on a read-only export")
-            if cmd == P.CMD_TRIM and not dev.can_trim:
-                return error(handle, P.EINVAL, "TRIM is not supported by this export")
-            if length == 0:
-                return error(handle, P.EINVAL, f"{name} of length 0")
-            if offset + length > size:
-                return error(
-                    handle,
-                    P.ENOSPC if cmd == P.CMD_WRITE_ZEROES else P.EINVAL,
-                    f"{name} past the end of the export",
-                )
-            try:
-                if cmd == P.CMD_TRIM:
-                    dev.trim(offset, length, fua and can_fua)
-                elif dev.can_zero:
-                    dev.zero(offset, length, not (flags & P.CMD_FLAG_NO_HOLE), fua and can_fua)
-                else:
-                    self._emulate_zero(dev, offset, length, fua and can_fua)
-                if fua and not can_fua:
-                    dev.flush()
-            except Exception as e:
-                self._log_device_error(name, offset, length, e)
-                return error(handle, _error_errno(e), f"{name} failed: {e}")
-            out.append(ok)
-            return None
-
-        if cmd == P.CMD_BLOCK_STATUS:
-            if flags & ~(P.CMD_FLAG_FUA | P.CMD_FLAG_REQ_ONE):
-                return error(handle, P.EINVAL, f"BLOCK_STATUS: unsupported flags {flags:#x}")
-            if not block_status_ok:
-                return error(handle, P.EINVAL, "BLOCK_STATUS without a negotiated base:allocation context")
-            if length == 0:
-                return error(handle, P.EINVAL, "BLOCK_STATUS of length 0")
-            if offset + length > size:
-                return error(handle, P.EINVAL, "BLOCK_STATUS past the end of the export")
-            try:
-                extents = dev.extents(offset, length)
-            except Exception as e:
-                self._log_device_error("BLOCK_STATUS", offset, length, e)
-                return error(handle, _error_errno(e), f"BLOCK_STATUS failed: {e}")
-            descriptors = _descriptors(extents, offset, length, bool(flags & P.CMD_FLAG_REQ_ONE))
-            out.append(
-                P.STRUCTURED_BLOCK_STATUS_HEADER.pack(
-                    P.STRUCTURED_REPLY_MAGIC,
-                    P.REPLY_FLAG_DONE,
-                    P.REPLY_TYPE_BLOCK_STATUS,
-                    handle,
-                    4 + len(descriptors),
-                    P.META_BASE_ALLOCATION_ID,
-                )
-                + descriptors
-            )
-            return None
-
-        return error(handle, P.EINVAL, f"unknown or unadvertised command {cmd}")
-
-    @staticmethod
-    def _emulate_zero(dev: BlockDevice, offset: int, length: int, fua: bool) -> None:
-        chunk = bytes(min(length, 1 << 20))
-        end = offset + length
-        while offset < end:
-            n = min(len(chunk), end - offset)
-            dev.pwrite(offset, memoryview(chunk)[:n], fua)
-            offset += n
-
-
-def _descriptors(extents, offset: int, length: int, req_one: bool) -> bytes:
-    """Encode device extents as base:allocation descriptors covering a prefix
-    of [offset, offset+length): clipped, adjacent equal runs merged."""
-    end = offset + length
-    pos = offset
-    lens: list[int] = []
-    flags: list[int] = []
-    for e_off, e_len, e_flags in extents:
-        e_end = e_off + e_len
-        if e_end <= pos:
-            continue
-        if e_off > pos:
-            break  # a gap: the device did not describe it; stop here
-        n = min(e_end, end) - pos
-        f = e_flags & (P.STATE_HOLE | P.STATE_ZERO)
-        if flags and flags[-1] == f:
-            lens[-1] += n
-        else:
-            if req_one and lens:
-                break
-            lens.append(n)
-            flags.append(f)
-        pos += n
-        if pos >= end:
-            break
-    if not lens:
-        return P.BLOCK_DESCRIPTOR.pack(length, 0)  # "status unknown" is always true
-    pack = P.BLOCK_DESCRIPTOR.pack
-    return b"".join(pack(n, f) for n, f in zip(lens, flags, strict=False))
+    def _recv_payload(self, have, length: int) -> memoryview:
+        """A WRITE payload still arriving: ``have`` is its start, already
+        read; the rest goes straight into its own buffer, not through the
+        request buffer."""
+        if self._payload_buf is None or len(self._payload_buf) < length:
+            self._payload_buf = memoryview(bytearray(max(length, 1 << 20)))
+        pv = self._payload_buf
+        got = len(have)
+        pv[:got] = have
+        recv_into = self.sock.recv_into
+        while got < length:
+            k = recv_into(pv[got:length])
+            if k == 0:
+                raise _Disconnect()
+            got += k
+        return pv[:length]
 
 
 class NBDServer:

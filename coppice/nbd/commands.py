@@ -1,0 +1,213 @@
+"""The NBD transmission commands, one handler each.
+
+Contract: ``HANDLERS[cmd](export, replies, flags, handle, offset, length,
+payload)`` checks one request as doc/proto.md requires, calls the device,
+and appends exactly one reply to ``replies`` (``wire.Replies``): success, or
+the spec's errno with a message. A bad request or a failing device never
+raises: the connection goes on. Only the payload of WRITE is not ``None``.
+A command without a handler (CACHE, RESIZE, anything unknown) is answered
+with ``unknown``. A reply to FLUSH or to a FUA request is appended only
+after the device call returned, so durability is exactly the device's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from coppice.errors import CoppiceError
+from coppice.nbd import protocol as P
+from coppice.nbd.blockdev import BlockDevice
+
+log = logging.getLogger("coppice.nbd")
+
+FUA = P.CMD_FLAG_FUA
+MAX_PAYLOAD = P.MAX_REQUEST_PAYLOAD
+
+
+@dataclass(slots=True)
+class Export:
+    """What the handlers need of one connection in transmission."""
+
+    dev: BlockDevice
+    who: str  # for the log: "nbd client ADDRESS export=..."
+    structured: bool
+    block_status_ok: bool  # base:allocation negotiated for this export
+
+    def __post_init__(self):
+        dev = self.dev
+        self.size = dev.size
+        self.read_only = dev.read_only
+        self.can_fua = dev.can_fua
+        self.read_flags = FUA | (P.CMD_FLAG_DF if self.structured else 0)
+
+    size: int = 0
+    read_only: bool = False
+    can_fua: bool = False
+    read_flags: int = 0
+
+
+def error_errno(exc: BaseException) -> int:
+    if isinstance(exc, CoppiceError):
+        return P.nbd_errno(getattr(exc, "errno", None))
+    if isinstance(exc, OSError):
+        return P.nbd_errno(exc.errno)
+    return P.EIO
+
+
+def _device_error(x: Export, out, handle: int, what: str, offset: int, length: int, exc: Exception) -> None:
+    if isinstance(exc, (CoppiceError, OSError)):
+        log.info("%s: %s %d+%d: %s", x.who, what, offset, length, exc)
+    else:
+        log.error("%s: %s %d+%d: unexpected device error", x.who, what, offset, length, exc_info=exc)
+    out.error(handle, error_errno(exc), f"{what} failed: {exc}")
+
+
+class ShortRead(CoppiceError):
+    """NBD server: device returned {got} bytes for a {length}-byte read"""
+
+    errno = 5  # EIO
+
+
+def read(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if flags & ~x.read_flags:
+        return out.error(handle, P.EINVAL, f"READ: unsupported flags {flags:#x}")
+    if length == 0 or length > MAX_PAYLOAD:
+        return out.error(handle, P.EINVAL, f"READ: length {length} not in 1..{MAX_PAYLOAD}")
+    if offset + length > x.size:
+        return out.error(handle, P.EINVAL, "READ past the end of the export")
+    try:
+        data = x.dev.pread(offset, length)
+        if len(data) != length:
+            raise ShortRead(got=len(data), length=length)
+    except Exception as e:
+        return _device_error(x, out, handle, "READ", offset, length, e)
+    out.data(handle, offset, data)
+    return None
+
+
+def write(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if flags & ~FUA:
+        return out.error(handle, P.EINVAL, f"WRITE: unsupported flags {flags:#x}")
+    if x.read_only:
+        return out.error(handle, P.EPERM, "WRITE to a read-only export")
+    if length == 0:
+        return out.error(handle, P.EINVAL, "WRITE of length 0")
+    if offset + length > x.size:
+        return out.error(handle, P.ENOSPC, "WRITE past the end of the export")
+    fua = bool(flags & FUA)
+    try:
+        x.dev.pwrite(offset, payload, fua and x.can_fua)
+        if fua and not x.can_fua:
+            x.dev.flush()
+    except Exception as e:
+        return _device_error(x, out, handle, "WRITE", offset, length, e)
+    out.ok(handle)
+    return None
+
+
+def flush(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if flags & ~FUA:
+        return out.error(handle, P.EINVAL, f"FLUSH: unsupported flags {flags:#x}")
+    if offset or length:
+        return out.error(handle, P.EINVAL, "FLUSH: offset and length must be 0")
+    try:
+        x.dev.flush()
+    except Exception as e:
+        return _device_error(x, out, handle, "FLUSH", 0, 0, e)
+    out.ok(handle)
+    return None
+
+
+def _check_change(x: Export, out, name: str, allowed: int, flags, handle, offset, length) -> bool:
+    """Common checks of TRIM and WRITE_ZEROES; False once an error is queued."""
+    if flags & ~allowed:
+        out.error(handle, P.EINVAL, f"{name}: unsupported flags {flags:#x}")
+    elif x.read_only:
+        out.error(handle, P.EPERM, f"{name} on a read-only export")
+    elif name == "TRIM" and not x.dev.can_trim:
+        out.error(handle, P.EINVAL, "TRIM is not supported by this export")
+    elif length == 0:
+        out.error(handle, P.EINVAL, f"{name} of length 0")
+    else:
+        return True
+    return False
+
+
+def trim(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if not _check_change(x, out, "TRIM", FUA, flags, handle, offset, length):
+        return None
+    if offset + length > x.size:
+        return out.error(handle, P.EINVAL, "TRIM past the end of the export")
+    fua = bool(flags & FUA)
+    try:
+        x.dev.trim(offset, length, fua and x.can_fua)
+        if fua and not x.can_fua:
+            x.dev.flush()
+    except Exception as e:
+        return _device_error(x, out, handle, "TRIM", offset, length, e)
+    out.ok(handle)
+    return None
+
+
+def write_zeroes(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if not _check_change(x, out, "WRITE_ZEROES", FUA | P.CMD_FLAG_NO_HOLE, flags, handle, offset, length):
+        return None
+    if offset + length > x.size:
+        return out.error(handle, P.ENOSPC, "WRITE_ZEROES past the end of the export")
+    fua = bool(flags & FUA) and x.can_fua
+    dev = x.dev
+    try:
+        if dev.can_zero:
+            dev.zero(offset, length, not (flags & P.CMD_FLAG_NO_HOLE), fua)
+        else:
+            _emulate_zero(dev, offset, length, fua)
+        if flags & FUA and not x.can_fua:
+            dev.flush()
+    except Exception as e:
+        return _device_error(x, out, handle, "WRITE_ZEROES", offset, length, e)
+    out.ok(handle)
+    return None
+
+
+def _emulate_zero(dev: BlockDevice, offset: int, length: int, fua: bool) -> None:
+    chunk = bytes(min(length, 1 << 20))
+    end = offset + length
+    while offset < end:
+        n = min(len(chunk), end - offset)
+        dev.pwrite(offset, memoryview(chunk)[:n], fua)
+        offset += n
+
+
+def block_status(x: Export, out, flags, handle, offset, length, payload) -> None:
+    from coppice.nbd.wire import descriptors
+
+    if flags & ~(FUA | P.CMD_FLAG_REQ_ONE):
+        return out.error(handle, P.EINVAL, f"BLOCK_STATUS: unsupported flags {flags:#x}")
+    if not x.block_status_ok:
+        return out.error(handle, P.EINVAL, "BLOCK_STATUS without a negotiated base:allocation context")
+    if length == 0:
+        return out.error(handle, P.EINVAL, "BLOCK_STATUS of length 0")
+    if offset + length > x.size:
+        return out.error(handle, P.EINVAL, "BLOCK_STATUS past the end of the export")
+    try:
+        extents = x.dev.extents(offset, length)
+    except Exception as e:
+        return _device_error(x, out, handle, "BLOCK_STATUS", offset, length, e)
+    req_one = bool(flags & P.CMD_FLAG_REQ_ONE)
+    out.block_status(handle, P.META_BASE_ALLOCATION_ID, descriptors(extents, offset, length, req_one))
+    return None
+
+
+def unknown(x: Export, out, cmd, handle) -> None:
+    out.error(handle, P.EINVAL, f"unknown or unadvertised command {cmd}")
+
+
+HANDLERS = {
+    P.CMD_READ: read,
+    P.CMD_WRITE: write,
+    P.CMD_FLUSH: flush,
+    P.CMD_TRIM: trim,
+    P.CMD_WRITE_ZEROES: write_zeroes,
+    P.CMD_BLOCK_STATUS: block_status,
+}
