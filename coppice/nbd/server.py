@@ -25,6 +25,10 @@ Guarantees:
   already read, send their replies, flush and close the device, then close
   the socket.
 
+Modules: ``wire`` encodes and decodes the messages, ``commands`` holds one
+handler per transmission command; this module owns sockets, the handshake,
+admission and access (who may hold which export).
+
 Threading: one thread accepts; each connection runs in its own thread on a
 blocking socket, reading requests in batches (one ``recv_into`` brings in
 every pipelined request already queued) and answering a batch with one
