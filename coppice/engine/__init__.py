@@ -26,6 +26,7 @@ from .pool import (
     VolumeNotFound,
     validate_name,
 )
+from .space import FileSystemFull, MetadataNoSpace
 
 __all__ = [
     "Pool",
@@ -36,6 +37,8 @@ __all__ = [
     "validate_name",
     "BadName",
     "BlockCorrupt",
+    "FileSystemFull",
+    "MetadataNoSpace",
     "ObjectExists",
     "ObjectNotFound",
     "OutOfRange",

@@ -12,41 +12,79 @@ management transaction:
 3. only then release the blocks it freed to the allocator's in-memory
    view and empty the intent log (its content is committed now).
 
+The blocks a consistency point frees are released to the allocator
+inside step 2 (the free extents it commits must include them); if the
+commit fails, ``abort`` rebuilds the allocator from pool.db, so a block is
+never handed out while committed metadata still references it, nor twice.
+
 If anything fails, the transaction is rolled back (unless SQLite already
-did), nothing was released and the log is intact; ``abort`` then rebuilds
-the in-memory state from the committed metadata (and, for a plain
-consistency point, replays the intent log, so every acknowledged write is
-still there). The caller gets the original error.
+did) and the log is intact; ``abort`` rebuilds the in-memory state from
+the committed metadata and replays the intent log, so every acknowledged
+write is still there and the pool goes on serving. Lack of space is
+reported as ``NoSpace`` (ENOSPC), never as a raw SQLite error.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..errors import Corruption
+from ..errors import Corruption, NoSpace
+from .space import MetadataNoSpace, is_full
 
 
-def commit(pool, begun: bool = False) -> None:
+def commit(pool, begun: bool = False, log_mark: int | None = None) -> None:
     """Commit the pool's in-memory state. ``begun``: the caller's
-    management transaction already issued BEGIN."""
-    db = pool.db
+    management transaction already issued BEGIN; ``log_mark``: the intent
+    log's size when it did (what a rollback cuts the log back to).
+
+    A plain consistency point that fails for lack of space is retried once
+    with the space reserve given back to the file system: its content is
+    all in the intent log, so it can be rebuilt and committed again. A
+    management transaction is not retried: it fails whole, changing
+    nothing."""
     try:
-        pool._sync_data()
-        if not begun:
-            db.execute("BEGIN IMMEDIATE")
-        _write(pool)
-        db.execute("COMMIT")
-    except BaseException:
-        abort(pool)
-        raise
+        _commit_once(pool, begun)
+    except BaseException as e:
+        abort(pool, log_mark)
+        if begun or not is_full(e) or not pool.headroom.spend():
+            raise as_no_space(pool, e) from e
+        try:
+            _commit_once(pool, False)
+        except BaseException as e2:
+            abort(pool)
+            raise as_no_space(pool, e2) from e2
     _committed(pool)
 
 
-def abort(pool) -> None:
-    """Roll the open transaction back and rebuild memory from pool.db."""
+def _commit_once(pool, begun: bool) -> None:
+    db = pool.db
+    pool._sync_data()
+    if not begun:
+        db.execute("BEGIN IMMEDIATE")
+    _write(pool)
+    db.execute("COMMIT")
+
+
+def abort(pool, log_mark: int | None = None) -> None:
+    """Undo an uncommitted transaction: roll it back unless SQLite already
+    did (it does on SQLITE_FULL and some I/O errors, and a second ROLLBACK
+    would raise and skip the rest), cut the intent log back to
+    ``log_mark`` (a management transaction's own records), rebuild memory
+    from pool.db and replay the intent log over it, so acknowledged writes
+    stay visible and their blocks stay allocated."""
     if pool.db.in_transaction:
         pool.db.execute("ROLLBACK")
+    if log_mark is not None and pool.log.size > log_mark:
+        pool.log.truncate(log_mark)
     pool._reload()
+    pool._replay(checkpoint=False)
+
+
+def as_no_space(pool, e: BaseException) -> BaseException:
+    """The error to raise for ``e``: one of ours when it is lack of space."""
+    if is_full(e) and not isinstance(e, NoSpace):
+        return MetadataNoSpace(path=pool.path)
+    return e
 
 
 def _write(pool) -> None:
@@ -108,4 +146,6 @@ def _committed(pool) -> None:
     pool.cache.committed()
     pool._dirty_objs.clear()
     pool.epoch += 1
+    pool._cp_blocked = False
     pool.log.reset()
+    pool.headroom.arm()

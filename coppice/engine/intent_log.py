@@ -1,7 +1,7 @@
 """The intent log: acknowledged writes between two consistency points.
 
-Contract: ``append`` writes one record with a single ``write(2)`` before the
-caller acknowledges the write, so a ``kill -9`` loses nothing that was
+Contract: ``append`` writes one whole record (or raises, leaving none of it)
+before the caller acknowledges the write, so a ``kill -9`` loses nothing that was
 acknowledged; ``sync`` (fdatasync) makes every appended record durable
 against power loss — the pool syncs the data file first, so a synced record
 never points at unwritten data. ``records`` yields the valid records of one
@@ -32,6 +32,7 @@ class IntentLog:
         # so the next sync() covers it (never the other way round).
         self.gen = 0
         self.synced = 0
+        self.broken: OSError | None = None
 
     def append_write(self, epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> None:
         body = (
@@ -45,8 +46,21 @@ class IntentLog:
         self._append(LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count))
 
     def _append(self, body: bytes) -> None:
+        """All of the record or none of it: a failed append (ENOSPC midway)
+        is cut back off, so the next record does not land behind a torn one
+        (``records`` stops at the first torn record). If even that fails the
+        log refuses every further append."""
+        if self.broken is not None:
+            raise self.broken
         rec = body + LOG_TRAILER.pack(block_checksum(body))
-        self.file.append_all(rec)
+        try:
+            self.file.append_all(rec)
+        except BaseException:
+            try:
+                self.file.truncate(self.size)
+            except OSError as e:
+                self.broken = e
+            raise
         self.size += len(rec)
         self.gen += 1
 
@@ -58,10 +72,17 @@ class IntentLog:
                 self.synced = gen
 
     def reset(self) -> None:
-        self.file.truncate(0)
+        """Empty the log: only once its content is committed."""
+        self.truncate(0)
+
+    def truncate(self, size: int) -> None:
+        """Cut the log back to ``size`` bytes: records past it are either
+        committed or belong to a management transaction that rolled back."""
+        self.file.truncate(size)
         self.file.sync()
-        self.size = 0
+        self.size = size
         self.synced = self.gen
+        self.broken = None
 
     def records(self, epoch: int):
         """(kind, obj, lbn, count, pbns, csums) of every intact record of

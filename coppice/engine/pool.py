@@ -27,7 +27,6 @@ from many threads; a process holds a pool exclusively (``pool.lock``).
 
 from __future__ import annotations
 
-import errno as _errno
 import fcntl
 import json
 import os
@@ -64,9 +63,15 @@ from .format import (
 )
 from .intent_log import IntentLog
 from .page_cache import PageCache
+from .space import FileSystemFull, SpaceGuard, is_full
 
 DEFAULT_CACHE_BYTES = 64 << 20
+LOG_RECORD_BYTES = 64  # an intent-log record's header and trailer, rounded up
 LOG_LIMIT_BYTES = 64 << 20
+# What a consistency point may take of the file system (see _cp_need).
+CP_FIXED_BYTES = 256 << 10
+CP_PAGE_BYTES = 3 * 2 * 4096
+CP_ROW_BYTES = 2 * 64
 MAX_NAME_BYTES = 255
 
 
@@ -325,6 +330,14 @@ class Pool:
         # a write racing a sync leaves _data_gen ahead and is synced next time.
         self._data_gen = 0
         self._synced_gen = 0
+        # Bytes of data file the file system holds already: writing below
+        # this end reuses space, above it takes more (see _admit).
+        self._data_end = -(-self.data.size() // self.block_size)
+        self.headroom = SpaceGuard(path)
+        # A consistency point failed for lack of space: the next write
+        # retries it first and is refused (ENOSPC) if it still cannot commit.
+        self._cp_blocked = False
+        self._txn_log_mark = 0
         self.closed = False
         self._reload()
         self._replay()
@@ -360,10 +373,13 @@ class Pool:
             self._by_ds.setdefault(o.dataset_id, {})[o.name] = o
         self._dirty_objs: dict[int, ObjRec] = {}
 
-    def _replay(self) -> None:
-        """Apply the intent log's records of the committed epoch, then
-        checkpoint. A record whose block does not carry the logged checksum
-        was never flushed (the power went before the data); it is dropped."""
+    def _replay(self, checkpoint: bool = True) -> None:
+        """Apply the intent log's records of the committed epoch (on open,
+        and after a failed commit rebuilt memory from pool.db), then
+        checkpoint if asked. A record whose block does not carry the logged
+        checksum was never flushed (the power went before the data); it is
+        dropped. A consistency point that fails for lack of space leaves
+        the records in the log and the pool open: it is retried later."""
         applied = 0
         with self._lock:
             bs = self.block_size
@@ -390,20 +406,28 @@ class Pool:
                     self._dirty_objs[o.id] = o
                 applied += 1
             self.replayed_records = applied
-            if applied or self.log.size:
+            if applied:
                 self._data_gen += 1
-                self._checkpoint(force=True)
+            if checkpoint and (applied or self.log.size):
+                try:
+                    self._checkpoint(force=True)
+                except NoSpace:
+                    self._cp_blocked = True
 
     def close(self) -> None:
         with self._lock:
             if self.closed:
                 return
-            self._checkpoint()
-            self.closed = True
-            self.log.close()
-            self.data.close()
-            self.db.close()
-            os.close(self._lockfd)
+            try:
+                # If this fails (a full file system), the intent log keeps
+                # every acknowledged write for the next open to replay.
+                self._checkpoint()
+            finally:
+                self.closed = True
+                self.log.close()
+                self.data.close()
+                self.db.close()
+                os.close(self._lockfd)
 
     def __enter__(self):
         return self
@@ -451,7 +475,33 @@ class Pool:
         if self._cp_due():
             self._sync_data()
             with self._lock:
-                self._maybe_checkpoint()
+                try:
+                    self._maybe_checkpoint()
+                except NoSpace:
+                    # The write that got here is done and in the intent log;
+                    # the next one retries the consistency point first.
+                    self._cp_blocked = True
+
+    def _cp_need(self, extra_pages: int) -> int:
+        """Bytes of file system the next consistency point may take in
+        pool.db and its WAL (a leaf page costs three SQLite pages, written
+        to the WAL and later to the database), with ``extra_pages`` more
+        dirty pages than now."""
+        c = self.cache
+        pages = len(c.dirty) + len(c.freed) + len(c.page_delta) // 8 + extra_pages
+        rows = len(c.block_delta) + len(self._dirty_objs) + len(self.alloc.starts)
+        return CP_FIXED_BYTES + pages * CP_PAGE_BYTES + rows * CP_ROW_BYTES
+
+    def _admit(self, consume: int, extra_pages: int) -> None:
+        """Refuse (ENOSPC, nothing changed) a write that would take
+        ``consume`` bytes of file system unless the next consistency point
+        keeps room to commit. A blocked or space-starved consistency point
+        is tried first: committing shrinks what the next one needs."""
+        if not self._cp_blocked and self.headroom.admit(consume, self._cp_need(extra_pages)):
+            return
+        if not self._txn_depth:
+            self._checkpoint()
+        self.headroom.check(consume, self._cp_need(extra_pages))
 
     @contextmanager
     def transaction(self):
@@ -461,18 +511,24 @@ class Pool:
             self._check_open()
             if self._txn_depth == 0:
                 self._checkpoint()
+                if not self.headroom.admit(0, self._cp_need(16)):
+                    # Nearly full: give management operations (deleting a
+                    # snapshot to make room, above all) the reserve's room.
+                    self.headroom.spend()
+                self._txn_log_mark = self.log.size
                 self.db.execute("BEGIN IMMEDIATE")
             self._txn_depth += 1
             try:
                 yield self
-            except BaseException:
+            except BaseException as e:
                 self._txn_depth -= 1
                 if self._txn_depth == 0:
-                    consistency_point.abort(self)
+                    consistency_point.abort(self, self._txn_log_mark)
+                    raise consistency_point.as_no_space(self, e) from e
                 raise
             self._txn_depth -= 1
             if self._txn_depth == 0:
-                consistency_point.commit(self, begun=True)
+                consistency_point.commit(self, begun=True, log_mark=self._txn_log_mark)
 
     def _check_open(self):
         if self.closed:
@@ -1011,56 +1067,65 @@ class Pool:
 
     def _write_blocks(self, o: ObjRec, lbn: int, mv: memoryview) -> None:
         """Redirect-on-write of whole blocks: new PBNs, one pwrite per
-        contiguous run, one intent-log record, then the map update."""
+        contiguous run, one intent-log record, then the map update. A write
+        that fails (no space) leaves everything as it was."""
         bs = self.block_size
         n = len(mv) // bs
         csums = datapath.block_checksums(mv, bs)
         zeros = datapath.zero_slots(mv, bs, csums, self._zero_csum)
-        pbns = array("Q", bytes(8 * n))
-        hook = self.inline_dedup
-        if hook is not None and hook.enabled(o.dataset_id):
-            # Inline dedup: blocks equal (byte for byte) to one already
-            # stored are mapped to it and never written; they join the
-            # "zeros" list so the allocator skips them too.
-            zset = set(zeros)
-            for i in range(n):
-                if i in zset:
-                    continue
-                cand = hook.lookup(csums[i])
-                if (
-                    cand
-                    and not self.alloc.is_free(cand)
-                    and self.data.pread(bs, cand * bs) == bytes(mv[i * bs : (i + 1) * bs])
-                ):
-                    pbns[i] = cand
-                    self.cache.incref_block(cand)
-                    zeros.append(i)
-            zeros.sort()
-        m = n - len(zeros)
-        if m:
-            if self.capacity is not None and self.alloc.used + m > self.capacity:
-                raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
-            runs = self.alloc.allocate(m)
-            deduped = pbns
-            pbns = datapath.spread(runs, n, zeros)
-            for i in zeros:
-                pbns[i] = deduped[i]
-            try:
-                datapath.write_runs(self.data, mv, pbns, bs)
-            except OSError as e:
-                for start, cnt in runs:
-                    self.alloc.release(start, cnt)
-                if e.errno in (_errno.ENOSPC, _errno.EDQUOT):
-                    raise PoolFull(path=self.path, needed=m, free=0) from None
-                raise
-            self._data_gen += 1
+        shared = self._inline_dedup_candidates(o, mv, csums, zeros)
+        skip = sorted(set(zeros).union(shared)) if shared else zeros
+        m = n - len(skip)
+        if m and self.capacity is not None and self.alloc.used + m > self.capacity:
+            raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
+        grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
+        self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height)
+        runs = self.alloc.allocate(m) if m else []
+        pbns = datapath.spread(runs, n, skip)
+        for i, p in shared.items():
+            pbns[i] = p
         for i in zeros:
-            if not pbns[i]:
-                csums[i] = 0
+            csums[i] = 0
+        try:
+            if m:
+                datapath.write_runs(self.data, mv, pbns, bs)
+            self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+        except OSError as e:
+            for start, cnt in runs:
+                self.alloc.release(start, cnt)
+            if is_full(e):
+                raise FileSystemFull(path=self.path, needed=m * bs, free=0) from None
+            raise
+        if m:
+            self._data_gen += 1
+            self._data_end = max(self._data_end, max(s + c for s, c in runs))
+        for p in shared.values():
+            self.cache.incref_block(p)
+        hook = self.inline_dedup
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
-        self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
         self._map_blocks(o, lbn, pbns, csums)
+
+    def _inline_dedup_candidates(self, o: ObjRec, mv, csums, zeros) -> dict[int, int]:
+        """Inline dedup: {index: PBN} of the blocks equal (byte for byte) to
+        one already stored; they are mapped to it and never written."""
+        hook = self.inline_dedup
+        if hook is None or not hook.enabled(o.dataset_id):
+            return {}
+        bs = self.block_size
+        zset = set(zeros)
+        out = {}
+        for i in range(len(csums)):
+            if i in zset:
+                continue
+            cand = hook.lookup(csums[i])
+            if (
+                cand
+                and not self.alloc.is_free(cand)
+                and self.data.pread(bs, cand * bs) == bytes(mv[i * bs : (i + 1) * bs])
+            ):
+                out[i] = cand
+        return out
 
     def _map_blocks(self, o: ObjRec, lbn: int, pbns, csums, skip_marked: bool = False) -> None:
         cache = self.cache
@@ -1101,6 +1166,7 @@ class Pool:
             raise OutOfRange(what="trim", offset=offset, length=length, name=o.name, size=o.size)
         if length == 0:
             return
+        self._admit(LOG_RECORD_BYTES, 2 + o.height)
         bs = self.block_size
         end = offset + length
         a = -(-offset // bs)
@@ -1112,7 +1178,12 @@ class Pool:
             self._write(o, offset, memoryview(bytes(a * bs - offset)))
         if end > b * bs:
             self._write(o, b * bs, memoryview(bytes(end - b * bs)))
-        self.log.append_clear(self.epoch, o.id, a, b - a)
+        try:
+            self.log.append_clear(self.epoch, o.id, a, b - a)
+        except OSError as e:
+            if is_full(e):
+                raise FileSystemFull(path=self.path, needed=LOG_RECORD_BYTES, free=0) from None
+            raise
         blockmap.clear_range(self.cache, o, a, b)
         self._dirty_objs[o.id] = o
 
@@ -1248,9 +1319,9 @@ class Pool:
                 ):
                     out.append(False)
                     continue
-                self.cache.incref_block(target_pbn)
                 pbns, csums = array("Q", [target_pbn]), array("Q", [tcsum])
                 self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+                self.cache.incref_block(target_pbn)
                 # _map_blocks drops the reference to expected_pbn.
                 self._map_blocks(o, lbn, pbns, csums)
                 out.append(True)
@@ -1312,9 +1383,9 @@ class Pool:
             if not good:
                 return 0
             tgt, cs = tgt[:good], csums[:good]
+            self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
             for p in tgt:
                 self.cache.incref_block(p)
-            self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
             self._map_blocks(o, lbn, tgt, cs)  # drops the references to the expected PBNs
         self._checkpoint_if_due()
         return good
