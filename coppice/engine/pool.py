@@ -1497,18 +1497,27 @@ class Pool:
             ]
 
     # ---- maintenance ---------------------------------------------------------------
+    def _checkpoint_for_check(self) -> None:
+        """fsck and scrub read committed metadata: commit first if that can
+        be done; on a full file system they check what is committed (the
+        intent log's records join at the next consistency point)."""
+        try:
+            self._checkpoint()
+        except NoSpace:
+            self._cp_blocked = True
+
     def fsck(self):
         from .fsck import fsck
 
         with self._lock:
-            self._checkpoint()
+            self._checkpoint_for_check()
             return fsck(self)
 
     def scrub(self, progress=None):
         from .scrub import scrub
 
         with self._lock:
-            self._checkpoint()
+            self._checkpoint_for_check()
             return scrub(self, progress)
 
     def dump(self) -> dict:

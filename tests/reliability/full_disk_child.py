@@ -1,0 +1,89 @@
+"""Child process for test_full_disk_kill9: on a small file system it writes,
+flushes, snapshots and checkpoints until the disk is full, frees room (a
+filler file, old snapshots) and goes on, journaling what it did, until the
+parent kills it with SIGKILL.
+
+Journal lines (plain appends; the kernel keeps them across kill -9):
+    W <lbn> <count> <seq>    about to write blocks lbn..lbn+count-1 with seq
+    X <seq>                  that write was refused (ENOSPC): it changed nothing
+    F <seq>                  flush returned: every write with seq' <= seq that
+                             was not refused is durable
+    S <name>                 snapshot <name> created
+    d <name> / D <name>      about to delete snapshot <name> / deleted
+"""
+
+import os
+import random
+import struct
+import sys
+
+from coppice.engine import Pool
+from coppice.errors import NoSpace
+
+BS = 4096
+NBLOCKS = 1024
+
+
+def block(lbn, seq):
+    return struct.pack("<QQ", lbn, seq) * (BS // 16)
+
+
+def fill(path, leave):
+    st = os.statvfs(os.path.dirname(path))
+    size = st.f_bavail * st.f_frsize - leave
+    if size > 0:
+        with open(path, "wb") as f:
+            try:
+                f.write(bytes(size))
+            except OSError:
+                pass
+
+
+def main():
+    path, journal, seed, seq = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rnd = random.Random(seed)
+    filler = os.path.join(os.path.dirname(path), "filler")
+    pool = Pool.open(path, cache_bytes=64 * 8192)
+    if not os.path.exists(filler):
+        fill(filler, rnd.choice([1, 2, 3]) << 20)
+    h = pool.open_object("v", "lun")
+    j = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    refused = 0
+    while True:
+        seq += 1
+        lbn = rnd.randrange(NBLOCKS - 4)
+        cnt = rnd.randint(1, 4)
+        os.write(j, f"W {lbn} {cnt} {seq}\n".encode())
+        try:
+            h.pwrite(lbn * BS, b"".join(block(lbn + i, seq) for i in range(cnt)))
+        except NoSpace:
+            os.write(j, f"X {seq}\n".encode())
+            refused += 1
+            if refused % 4 == 0 and os.path.exists(filler):
+                os.unlink(filler)
+            elif refused % 4 == 0:
+                snaps = pool.list_snapshots("v")
+                if snaps:
+                    os.write(j, f"d {snaps[0].name}\n".encode())
+                    try:
+                        pool.delete_snapshot("v", snaps[0].name)
+                        os.write(j, f"D {snaps[0].name}\n".encode())
+                    except NoSpace:
+                        pass
+            continue
+        r = rnd.random()
+        try:
+            if r < 0.3:
+                pool.flush()
+                os.write(j, f"F {seq}\n".encode())
+            elif r < 0.33 and len(pool.list_snapshots("v")) < 3:
+                pool.create_snapshot("v", f"s{seq}")
+                os.write(j, f"S s{seq}\n".encode())
+            elif r < 0.36:
+                pool.checkpoint()
+        except NoSpace:
+            pass
+
+
+if __name__ == "__main__":
+    main()
