@@ -14,7 +14,7 @@ DEBS=(
   # real golden VMs: libguestfs generalizes images offline (supermin needs a
   # kernel in /boot: linux-image-cloud-amd64); debootstrap builds the test guest
   libguestfs-tools python3-guestfs linux-image-cloud-amd64
-  debootstrap genisoimage e2fsprogs fdisk util-linux
+  debootstrap genisoimage e2fsprogs fdisk util-linux cryptsetup-bin
   # the rbd backend and its single-node test cluster; qemu's rbd block driver
   ceph-mon ceph-osd ceph-common python3-rados python3-rbd qemu-block-extra
   # the web console's browser tests

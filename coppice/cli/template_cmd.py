@@ -29,6 +29,14 @@ def import_(
     kernel: str | None = typer.Option(None, "--kernel", help="Direct-boot kernel."),
     initrd: str | None = typer.Option(None, "--initrd"),
     cmdline: str | None = typer.Option(None, "--cmdline"),
+    generalize: bool = typer.Option(
+        True,
+        "--generalize/--no-generalize",
+        help="Clear the golden VM's identity on the base snapshot (libguestfs, once per import).",
+    ),
+    keep: list[str] = typer.Option(
+        [], "--keep", metavar="OP", help="A generalization operation to skip (repeatable), e.g. ssh-hostkeys."
+    ),
     json_: bool = JSON_OPT,
 ):
     """Import a disk image as template NAME (datastore tpl_NAME, snapshots imported and base)."""
@@ -49,6 +57,8 @@ def import_(
                     "kernel": ab(kernel),
                     "initrd": ab(initrd),
                     "cmdline": cmdline,
+                    "generalize": generalize,
+                    "keep": keep,
                 },
             )
         else:
@@ -62,16 +72,20 @@ def import_(
                 kernel=kernel,
                 initrd=initrd,
                 cmdline=cmdline,
+                generalize=generalize,
+                keep=keep,
             )
     if json_:
         return emit_json(r)
-    g = r["generalized"]
+    from ..provision.generalize import report_lines
+
     typer.echo(
         f"Template {name} imported from {r['format']} image ({r['virtual_size']} bytes, "
         f"{r['imported_bytes']} written) in {r['import_seconds']} s; base snapshot "
-        f"{r['volume']}@{r['base_snapshot']}; generalized: "
-        f"{', '.join(g['cleared']) or 'nothing'} ({g['method']})."
+        f"{r['volume']}@{r['base_snapshot']}."
     )
+    for line in report_lines(r["generalized"]):
+        typer.echo(line, err=line.startswith("warning:"))
 
 
 @app.command("list")
@@ -94,7 +108,7 @@ def list_(json_: bool = JSON_OPT):
             r["base_snapshot"],
             str(r["format"]),
             str(r["virtual_size"]),
-            ",".join(r["generalized"]["cleared"]) or "-",
+            f"yes ({len(r['generalized']['cleared'])} files)" if r.get("is_generalized") else "no",
             str(r["vms"]),
         )
     console().print(t)
@@ -118,13 +132,14 @@ def show(name: str, json_: bool = JSON_OPT):
         "snapshots",
         "format",
         "virtual_size",
+        "is_generalized",
         "generalized",
         "memory_mib",
         "vcpus",
         "os_type",
         "vms",
     ):
-        typer.echo(f"{k:>14}: {r[k]}")
+        typer.echo(f"{k:>14}: {r.get(k)}")
 
 
 @app.command("delete")

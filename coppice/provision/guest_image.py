@@ -51,8 +51,10 @@ Template disk layout (raw, ``DISK_SIZE`` bytes; this is its whole format):
                            "key=value\\n" lines (kernel version, layout),
                            NUL padded
     offset 4 KiB    4 KiB  identity region: "machine-id=<32 hex>\\n", NUL
-                           padded — what a golden VM that has already
-                           booted carries; generalizing a template clears it
+                           padded, where a guest would keep its identity;
+                           the template is built generalized: the region
+                           is empty, so its clones print
+                           COPPICE-MACHINE-ID=none
     offset 1 MiB    512 B  marker sector, zero in the template; the guest
                            writes its marker here on each boot
     the rest               zeros (sparse)
@@ -71,7 +73,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 
 from .errors import GuestImageError, KernelPackageUnavailable
@@ -204,6 +205,7 @@ def _recipe_hash() -> str:
     h.update(",".join(MODULES).encode())
     h.update(f"{DISK_SIZE}:{MARKER_OFFSET}:{IDENTITY_OFFSET}".encode())
     h.update(TEMPLATE_MAGIC)
+    h.update(b"built-generalized")
     return h.hexdigest()[:12]
 
 
@@ -496,12 +498,13 @@ def identity_region(machine_id: str | None) -> bytes:
 
 
 def _write_template_disk(path: Path, kernel_version: str) -> None:
-    machine_id = uuid.uuid4().hex
+    # Built generalized: a disk with no file system is nothing libguestfs can
+    # generalize at import, so the template never carries a machine-id.
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.truncate(DISK_SIZE)  # sparse: only the header and identity hold data
         f.write(template_header(kernel_version))
-        f.write(identity_region(machine_id))
+        f.write(identity_region(None))
         f.flush()
         os.fsync(f.fileno())
     os.chmod(tmp, 0o444)  # the template is copied or cloned, never booted in place

@@ -9,11 +9,15 @@ Contract:
   image's bytes (only the allocated ranges are written: the LUN stays
   thin), the VM's record and libvirt definition, and its direct-boot files
   when given. It takes snapshot ``imported`` (the image as it came), then
-  **generalizes** the disk — as far as the image lets Coppice know its
-  layout: for a Coppice tiny template (``guest_image``) the identity
-  region is cleared (machine-id), so no two clones share an identity — and
-  takes the base snapshot ``base``. Every step registers an undo; a failure
-  leaves nothing behind.
+  **generalizes** the disk offline with libguestfs (``generalize``: empty
+  machine-id, no SSH host keys, no cloud-init instance state, logs, random
+  seed, leases, history; ``keep`` names operations to skip) unless
+  ``generalize=False``, and takes the base snapshot ``base`` that clones
+  are made from. The record's ``generalized`` is the report, file by file;
+  ``is_generalized`` says whether the base is generalized (an image
+  Coppice cannot generalize — no file system, encrypted, Windows — is
+  still imported, with the report's ``why`` and a warning). Every step
+  registers an undo; a failure leaves nothing behind.
 * ``list_``/``show`` read the pool's template records; ``delete`` is
   refused while VMs depend on the template (``TemplateBusy``).
 * Boot files (kernel, initrd) live in the datastore as small files, so a
@@ -120,32 +124,11 @@ def copy_into_lun(filer, lun_path: str, raw_path: str, size: int) -> int:
 # ---- generalization ------------------------------------------------------------------------
 
 
-def generalize(filer, lun_path: str) -> dict:
-    """Clear what makes the golden VM one machine, as far as the layout is known."""
-    from . import guest_image as gi
+def generalize(filer, lun_path: str, *, keep=()) -> dict:
+    """Clear what makes the golden VM one machine (``generalize.generalize_lun``): the report."""
+    from .generalize import generalize_lun
 
-    dev = filer.open_lun(lun_path)
-    try:
-        head = bytes(dev.pread(0, len(gi.TEMPLATE_MAGIC)))
-        if head == gi.TEMPLATE_MAGIC:
-            region = (
-                bytes(dev.pread(gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE)).rstrip(b"\0").decode(errors="replace")
-            )
-            keys = [ln.split("=", 1)[0] for ln in region.splitlines() if "=" in ln]
-            dev.pwrite(gi.IDENTITY_OFFSET, gi.identity_region(None))
-            dev.flush()
-            return {
-                "method": "coppice-tiny",
-                "cleared": keys or [],
-                "region": [gi.IDENTITY_OFFSET, gi.IDENTITY_SIZE],
-            }
-    finally:
-        dev.close()
-    return {
-        "method": "none",
-        "cleared": [],
-        "why": "unknown disk layout: give every guest its identity through the customization spec",
-    }
+    return generalize_lun(filer, lun_path, keep=keep)
 
 
 # ---- boot files ----------------------------------------------------------------------------
@@ -188,9 +171,14 @@ def import_image(
     cmdline: str | None = None,
     state_dir: str | None = None,
     progress=None,
+    generalize: bool = True,
+    keep=(),
 ) -> dict:
     """See the module docstring; returns ``show(name)``."""
+    from . import generalize as gen_mod
+
     check_name(name)
+    keep = gen_mod.check_keep(keep)
     if registry.get(filer, registry.TEMPLATE, name) is not None:
         raise TemplateExists(name=name)
     volume = volume_for(name)
@@ -263,7 +251,11 @@ def import_image(
         ds.stamp(filer, volume)
         step("snapshots")
         filer.snap_create(volume, IMPORTED_SNAPSHOT)
-        gen = generalize(filer, lun)
+        if generalize:
+            step("generalizing (libguestfs)")
+            gen = gen_mod.generalize_lun(filer, lun, keep=keep)
+        else:
+            gen = gen_mod.skipped(keep)
         filer.snap_create(volume, BASE_SNAPSHOT)
         rec = {
             "name": name,
@@ -275,6 +267,7 @@ def import_image(
             "virtual_size": vsize,
             "imported_bytes": written,
             "generalized": gen,
+            "is_generalized": bool(gen["done"]),
             "memory_mib": memory_mib,
             "vcpus": vcpus,
             "os_type": os_type,
@@ -292,6 +285,8 @@ def get(filer, name: str) -> dict:
     rec = registry.get(filer, registry.TEMPLATE, name)
     if rec is None or not filer.vol_exists(rec["volume"]):
         raise TemplateNotFound(name=name)
+    # records written before generalization was reported as done/not done
+    rec.setdefault("is_generalized", bool((rec.get("generalized") or {}).get("done")))
     return rec
 
 

@@ -67,15 +67,18 @@ def test_module_order_respects_dependencies(tiny_template):
 
 
 def test_template_disk_layout(tiny_template):
-    # header at 0, identity (machine-id) at 4 KiB, an empty marker sector at 1 MiB, 64 MiB raw
+    # header at 0, an empty identity region at 4 KiB (built generalized), an empty marker sector
+    # at 1 MiB, 64 MiB raw
     disk = tiny_template.disk_image
     assert os.path.getsize(disk) == gi.DISK_SIZE
     assert gi.is_template_disk(disk)
     head = Path(disk).read_bytes()[: gi.HEADER_SIZE]
     assert head.startswith(b"COPPICE-TEMPLATE v1\n")
     assert f"kernel={tiny_template.kernel_version}".encode() in head
-    ident = gi.read_identity(disk)
-    assert ident["machine-id"] == tiny_template.machine_id and len(ident["machine-id"]) == 32
+    assert gi.read_identity(disk) == {} and tiny_template.machine_id == ""
+    assert Path(disk).read_bytes()[gi.IDENTITY_OFFSET : gi.IDENTITY_OFFSET + gi.IDENTITY_SIZE] == bytes(
+        gi.IDENTITY_SIZE
+    )
     assert gi.read_marker(disk) is None
 
 

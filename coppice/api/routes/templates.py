@@ -22,6 +22,10 @@ class TemplateImport(Model):
     kernel: Text | None = None
     initrd: Text | None = None
     cmdline: Text | None = None
+    generalize: bool = Field(
+        True, description="clear the golden VM's identity on the base snapshot (libguestfs)"
+    )
+    keep: list[Text] = Field(default_factory=list, description="generalization operations to skip")
 
 
 @router.post("/templates", status_code=201, summary="import a disk image as a template (datastore tpl_NAME)")
