@@ -135,7 +135,11 @@ class Daemon:
         schedule_interval: float = 60.0,
         jobs_workers: int = 2,
         graceful_timeout: float = 30.0,
+        connect=None,
     ):
+        from .api.hypervisors import configured_uris
+
+        self.connect = configured_uris(connect)  # the only libvirt URIs requests may name
         self.pool_dir = os.path.abspath(pool_dir)
         self.api_host, self.api_port = parse_hostport(api, DEFAULT_API_PORT, "--api")
         self.nbd_host, self.nbd_port = parse_hostport(nbd, DEFAULT_NBD_PORT, "--nbd")
@@ -234,6 +238,7 @@ class Daemon:
                 "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
                 "nbd_socket": self.nbd_socket_path,
                 "tls": bool(tls_ctx),
+                "connect": self.connect,
                 "pid": os.getpid(),
                 "started": time.time(),
             }
@@ -246,6 +251,9 @@ class Daemon:
                 nbd=self.nbd,
                 daemon_info=self.info,
             )
+            from .api.hypervisors import Hypervisors
+
+            self.app.state.hypervisors = Hypervisors(self.connect)
             register_app_jobs(self.jobs, self.app)
             undo.append(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))

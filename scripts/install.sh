@@ -42,3 +42,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
+
+# Host setup for qemu:///system (root only). Everything it changes is printed
+# here, prefixed "coppice host setup:"; Coppice's commands and tests change
+# nothing on the host themselves. On a machine without systemd it also starts
+# virtlogd and libvirtd (they are checked, and started if stopped, by
+# `coppice` when a command needs them).
+if [ "$(id -u)" = 0 ] && [ "${COPPICE_SKIP_HOST_SETUP:-0}" != 1 ]; then
+  .venv/bin/python -m coppice.provision.hypervisor setup-host
+else
+  echo "coppice: host setup for qemu:///system skipped (needs root; COPPICE_SKIP_HOST_SETUP=1 skips it)"
+fi

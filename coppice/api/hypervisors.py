@@ -1,17 +1,52 @@
-"""libvirt connections a daemon keeps open while it runs.
+"""The libvirt connections a daemon may open, and keeps open while it runs.
 
-Contract: ``Hypervisors.get(uri)`` returns one shared connection per URI,
-opened at first use and closed by ``close_all()`` (at daemon stop). The
-handle's ``close()`` does nothing, so the provisioner's own "close when
-done" leaves the connection to the daemon. Keeping it open matters for
-libvirt's ``test:///default`` driver, whose state lives only while a
-connection to it is open in the process. Thread-safe (libvirt connections
-are).
+Contract: a daemon connects only to the hypervisor URIs it was configured
+with when it started (``coppice serve --connect URI``, repeatable, or
+``COPPICE_CONNECT``; default ``qemu:///system``); the first is the default
+a request gets when it names none. A request naming any other URI is
+refused with ``ConnectNotAllowed`` before libvirt sees it — a libvirt URI
+can run programs (``qemu+ext://``), read host files (``test:///FILE``) or
+create directories (``qemu:///embed?root=DIR``) as the daemon's user, so an
+API token must not choose one. ``Hypervisors.get(uri)`` returns one shared
+connection per allowed URI, opened at first use and closed by
+``close_all()`` (at daemon stop); at most one connection per configured
+URI ever exists. The handle's ``close()`` does nothing, so the
+provisioner's own "close when done" leaves the connection to the daemon
+(which matters for ``test:///default``, whose state lives only while a
+connection to it is open in the process). Thread-safe.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+
+from ..errors import CoppiceError
+
+SYSTEM_URI = "qemu:///system"
+
+
+class ConnectNotAllowed(CoppiceError):
+    """libvirt URI {uri!r} is not one this daemon connects to; it connects only to: {allowed}.
+    The daemon's administrator configures them when it starts (`coppice serve --connect URI`,
+    repeatable, or COPPICE_CONNECT)."""
+
+    http_status = 403
+    exit_code = 2
+
+
+def configured_uris(connect=None) -> list[str]:
+    """The URIs a daemon allows: ``connect`` (a list or a string), else COPPICE_CONNECT, else qemu:///system."""
+    if connect is None:
+        connect = os.environ.get("COPPICE_CONNECT") or ""
+    if isinstance(connect, str):
+        connect = connect.replace(",", " ").split()
+    out: list[str] = []
+    for u in connect:
+        u = u.strip()
+        if u and u not in out:
+            out.append(u)
+    return out or [SYSTEM_URI]
 
 
 class _Shared:
@@ -26,11 +61,25 @@ class _Shared:
 
 
 class Hypervisors:
-    def __init__(self):
+    def __init__(self, allowed=None):
         self._lock = threading.Lock()
+        self.allowed: list[str] = configured_uris(allowed)
         self.conns: dict[str, _Shared] = {}
 
-    def get(self, uri: str) -> _Shared:
+    @property
+    def default(self) -> str:
+        return self.allowed[0]
+
+    def resolve(self, uri: str | None) -> str:
+        """The URI a request means: the default for none, else the URI itself when allowed."""
+        if uri is None or (isinstance(uri, str) and not uri.strip()):
+            return self.default
+        if uri not in self.allowed:
+            raise ConnectNotAllowed(uri=uri, allowed=", ".join(self.allowed))
+        return uri
+
+    def get(self, uri: str | None = None) -> _Shared:
+        uri = self.resolve(uri)
         with self._lock:
             if uri not in self.conns:
                 from ..provision.errors import LibvirtUnavailable
@@ -39,18 +88,20 @@ class Hypervisors:
                 try:
                     self.conns[uri] = _Shared(Hypervisor.open(uri))
                 except LibvirtUnavailable as e:
-                    # the caller named a libvirt the daemon cannot reach: the caller's to fix (4xx), not ours
-                    e.http_status = 400
+                    # a configured libvirt that does not answer: the host's to fix, said as such
+                    e.http_status = 503
                     raise
             return self.conns[uri]
 
     def for_uris(self, uris) -> dict:
-        """The shared dict, with a connection for each of ``uris`` that can open."""
+        """The shared dict, with a connection for each of ``uris`` that is allowed and opens."""
         for u in set(uris):
+            if u not in self.allowed:
+                continue  # reported per VM as state 'unknown'
             try:
                 self.get(u)
             except Exception:
-                pass  # reported per VM as state 'unknown'
+                pass
         return self.conns
 
     def close_all(self) -> None:
@@ -64,7 +115,8 @@ class Hypervisors:
 
 
 def of(state) -> Hypervisors:
-    """The app's connections (``app.state``), made at first use."""
+    """The app's connections (``app.state``); made at first use from COPPICE_CONNECT when the
+    daemon did not configure them."""
     hv = getattr(state, "hypervisors", None)
     if hv is None:
         with _make_lock:

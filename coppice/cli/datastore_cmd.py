@@ -16,18 +16,30 @@ from .common import is_remote as _remote
 from .common import path_segment as _seg
 
 
-def _policy(f, connect: str) -> str:
+def local_uri(connect: str | None) -> str:
+    from ..provision.hypervisor import local_uri
+
+    return local_uri(connect)
+
+
+def _policy(f, connect: str | None) -> str:
     from ..provision import dsclone
 
     if _remote(f):
         return f.request("GET", "/datastores/policy", params={"connect": connect})["policy"]
-    return dsclone.get_policy(f, connect)
+    return dsclone.get_policy(f, local_uri(connect))
 
 
 app = typer.Typer(
     help="Datastores: volumes of VMs with signatures (resignature on copy).", no_args_is_help=True
 )
-CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
+CONNECT = typer.Option(
+    None,
+    "--connect",
+    "-c",
+    envvar="COPPICE_CONNECT",
+    help="libvirt URI (default: qemu:///system; with a daemon, its first --connect).",
+)
 
 
 @app.command("show")
@@ -67,7 +79,7 @@ def clone(
     snap: str,
     new: str,
     register: bool = typer.Option(False, "--register"),
-    connect: str = CONNECT,
+    connect: str | None = CONNECT,
     name: str = typer.Option("{vm}-{clone}", "--name", help="New VM names."),
     start: bool = typer.Option(False, "--start"),
     igroup: str = typer.Option("coppice_host", "--igroup"),
@@ -101,7 +113,7 @@ def clone(
         else:
             kw = dict(
                 register=register,
-                uri=connect,
+                uri=local_uri(connect),
                 igroup=igroup,
                 target=Target.parse(nbd, tls),
                 name_pattern=name,
@@ -163,7 +175,7 @@ def rename(volume: str, name: str):
 
 @app.command("attach")
 @command
-def attach(volume: str, connect: str = CONNECT, json_: bool = JSON_OPT):
+def attach(volume: str, connect: str | None = CONNECT, json_: bool = JSON_OPT):
     """Attach a datastore; a copy is resignatured or refused by the host's policy."""
     from ..provision import datastore, dsclone
 
@@ -171,7 +183,7 @@ def attach(volume: str, connect: str = CONNECT, json_: bool = JSON_OPT):
         r = (
             f.request("POST", f"/datastores/{_seg(volume)}/attach", json={"connect": connect})
             if _remote(f)
-            else datastore.attach(f, volume, dsclone.get_policy(f, connect))
+            else datastore.attach(f, volume, dsclone.get_policy(f, local_uri(connect)))
         )
     if json_:
         return emit_json(r)
@@ -184,7 +196,7 @@ def attach(volume: str, connect: str = CONNECT, json_: bool = JSON_OPT):
 @command
 def register(
     volume: str,
-    connect: str = CONNECT,
+    connect: str | None = CONNECT,
     igroup: str = typer.Option("coppice_host", "--igroup"),
     nbd: str | None = typer.Option(None, "--nbd", envvar="COPPICE_NBD"),
     json_: bool = JSON_OPT,
@@ -201,7 +213,7 @@ def register(
                 json={"connect": connect, "igroup": igroup, "nbd": nbd},
             )
             if _remote(f)
-            else dsclone.register_datastore(f, volume, connect, igroup, Target.parse(nbd))
+            else dsclone.register_datastore(f, volume, local_uri(connect), igroup, Target.parse(nbd))
         )
     if json_:
         return emit_json(r)
@@ -211,7 +223,7 @@ def register(
 
 @app.command("policy")
 @command
-def policy(value: str | None = typer.Argument(None, help="auto, ask or off"), connect: str = CONNECT):
+def policy(value: str | None = typer.Argument(None, help="auto, ask or off"), connect: str | None = CONNECT):
     """Show or set the resignature policy of a host connection."""
     from ..provision import dsclone
 
@@ -220,5 +232,5 @@ def policy(value: str | None = typer.Argument(None, help="auto, ask or off"), co
             if _remote(f):
                 f.request("PUT", "/datastores/policy", json={"connect": connect, "policy": value})
             else:
-                dsclone.set_policy(f, connect, value)
-        typer.echo(f"resignature={_policy(f, connect)} for {connect}")
+                dsclone.set_policy(f, local_uri(connect), value)
+        typer.echo(f"resignature={_policy(f, connect)} for {connect or 'the default hypervisor'}")

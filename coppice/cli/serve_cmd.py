@@ -38,6 +38,14 @@ def serve(
         help="With --require-tls, also accept TLS clients without a certificate (matched by address).",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
+    connect: list[str] = typer.Option(
+        [],
+        "--connect",
+        "-c",
+        envvar="COPPICE_CONNECT",
+        metavar="URI",
+        help="A libvirt URI requests may use (repeatable; the first is the default). Default: qemu:///system.",
+    ),
 ):
     """Serve the pool: NBD target, REST API (and POOL/coppice.sock), scheduler, jobs."""
     from ..daemon import Daemon
@@ -54,5 +62,6 @@ def serve(
             tls_dir=tls_dir,
             require_tls=require_tls,
             tls_client_cert_optional=tls_client_cert_optional,
+            connect=connect or None,
         ).run()
     )

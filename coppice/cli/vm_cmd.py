@@ -16,7 +16,13 @@ from .common import is_remote as _remote
 from .common import path_segment as _seg
 
 app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
-CONNECT = typer.Option("test:///default", "--connect", "-c", envvar="COPPICE_CONNECT", help="libvirt URI.")
+CONNECT = typer.Option(
+    None,
+    "--connect",
+    "-c",
+    envvar="COPPICE_CONNECT",
+    help="libvirt URI (default: qemu:///system; with a daemon, its first --connect).",
+)
 
 
 @app.command("provision")
@@ -26,7 +32,7 @@ def provision(
     count: int = typer.Option(1, "--count", "-n"),
     name: str = typer.Option(..., "--name", help="Name pattern, e.g. 'web{n:03}'."),
     customize: str | None = typer.Option(None, "--customize", help="Customization spec."),
-    connect: str = CONNECT,
+    connect: str | None = CONNECT,
     start: bool = typer.Option(False, "--start"),
     igroup: str = typer.Option("coppice_host", "--igroup"),
     parallel: int = typer.Option(1, "--parallel", "-j"),
@@ -38,6 +44,7 @@ def provision(
     json_: bool = JSON_OPT,
 ):
     """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
+    from ..provision.hypervisor import local_uri
     from ..provision.provisioner import Provisioner, Target
 
     with filer() as f:
@@ -62,6 +69,7 @@ def provision(
             )
             return _print_summary(d, template, count, json_)
         target = Target.parse(nbd, tls=tls)
+        connect = local_uri(connect)
         p = Provisioner(f)
         try:
             if json_:

@@ -40,6 +40,11 @@ class LibvirtUnavailable(HypervisorError):
     """Cannot reach libvirt at {uri}: {detail}"""
 
 
+class HostNotSetUp(LibvirtUnavailable):
+    """libvirt at {uri} is not set up on this host: missing {missing}. Run `bash scripts/install.sh`
+    as root: it sets the host up and says what it changes (Coppice changes nothing behind your back)."""
+
+
 class DomainNotFound(NotFound):
     """Domain {name} is not defined in libvirt at {uri}; `virsh -c {uri} list
     --all` lists the defined domains."""

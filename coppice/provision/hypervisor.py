@@ -9,15 +9,22 @@ name, with libvirt's errors turned into ``CoppiceError``s a user can act on
 ``test:///default`` (no daemon; fast tests), ``qemu:///system`` and
 ``qemu:///embed?root=DIR``.
 
-``ensure_system_libvirtd()`` makes ``qemu:///system`` answer on a machine
-without systemd (see ../shared/ENVIRONMENT.md): as root it writes a managed
-block in /etc/libvirt/qemu.conf (``user="root" group="root"
-security_driver="none"``, plus the NBD TLS certificate directory when asked),
-starts /usr/sbin/virtlogd and /usr/sbin/libvirtd as daemons if they are not
-running (restarting libvirtd only when the block changed), and waits until
-the driver has answered a first call (its QEMU capability probe, ~8 s once).
-Idempotent and safe from concurrent processes (a file lock); when it cannot,
-it raises ``LibvirtUnavailable`` saying why.
+The hypervisor a command means when it names none is ``qemu:///system``
+(``local_uri``; ``COPPICE_CONNECT`` and ``--connect`` name another;
+libvirt's in-memory ``test:///default`` only when named).
+
+Coppice never reconfigures the host behind a user's back. ``setup_host()``
+is what ``scripts/install.sh`` runs, as root, announcing every change it
+makes: the ``libvirt-qemu`` account Debian's libvirtd looks up at start,
+a managed block in /etc/libvirt/qemu.conf (QEMU as root with no security
+driver on hosts without systemd and the libvirt-daemon-system profiles;
+the NBD TLS client directory), and libvirtd restarted only when that block
+changed. ``ensure_system_libvirtd()`` writes nothing: it checks that the
+host was set up (``HostNotSetUp`` names ``scripts/install.sh`` otherwise),
+starts /usr/sbin/virtlogd and /usr/sbin/libvirtd when they are not running
+(a machine without systemd has nothing else to start them), and waits
+until the driver has answered a first call (its QEMU capability probe,
+~8 s once). Idempotent and safe from concurrent processes (a file lock).
 
 Threading: a ``Hypervisor`` is one libvirt connection; libvirt connections
 are thread-safe, so threads may share one.
@@ -35,7 +42,14 @@ from pathlib import Path
 
 import libvirt
 
-from .errors import DomainExists, DomainNotFound, DomainTimeout, HypervisorError, LibvirtUnavailable
+from .errors import (
+    DomainExists,
+    DomainNotFound,
+    DomainTimeout,
+    HostNotSetUp,
+    HypervisorError,
+    LibvirtUnavailable,
+)
 
 SYSTEM_URI = "qemu:///system"
 TEST_URI = "test:///default"
@@ -94,7 +108,7 @@ class Hypervisor:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
             hint = (
-                " Start the daemon with coppice.provision.hypervisor.ensure_system_libvirtd() (as root)."
+                " Is libvirtd running? `bash scripts/install.sh` (as root) sets the host up and starts it."
                 if uri.startswith("qemu:///system")
                 else ""
             )
@@ -290,6 +304,14 @@ def _start_event_loop() -> None:
         _event_loop_started = True
 
 
+def local_uri(uri: str | None) -> str:
+    """The hypervisor a command without a daemon means: uri, else COPPICE_CONNECT, else qemu:///system."""
+    if uri:
+        return uri
+    env = (os.environ.get("COPPICE_CONNECT") or "").replace(",", " ").split()
+    return env[0] if env else SYSTEM_URI
+
+
 def connect(uri: str = SYSTEM_URI, *, start_daemon: bool = True) -> Hypervisor:
     """Open uri; for qemu:///system first make sure the daemon runs (start_daemon)."""
     if start_daemon and uri == SYSTEM_URI:
@@ -356,7 +378,7 @@ def _configure_qemu_conf(path: str, tls_cert_dir: str | None) -> bool:
     return True
 
 
-def _ensure_qemu_account() -> None:
+def _ensure_qemu_account() -> list[str]:
     """Create the libvirt-qemu system user and group libvirt's QEMU driver looks up at start.
 
     Debian's libvirtd resolves its built-in default user before it reads
@@ -366,13 +388,16 @@ def _ensure_qemu_account() -> None:
     import grp
     import pwd
 
+    made = []
     try:
         grp.getgrnam("libvirt-qemu")
     except KeyError:
         _run_root(["groupadd", "--system", "libvirt-qemu"])
+        made.append("created the system group libvirt-qemu")
     try:
         pwd.getpwnam("libvirt-qemu")
     except KeyError:
+        made.append("created the system user libvirt-qemu (no login, no home)")
         _run_root(
             [
                 "useradd",
@@ -387,6 +412,7 @@ def _ensure_qemu_account() -> None:
                 "libvirt-qemu",
             ]
         )
+    return made
 
 
 def _run_root(cmd: list[str]) -> None:
@@ -470,49 +496,137 @@ def _answers(uri: str) -> str | None:
             pass
 
 
+def configured_tls_dir(qemu_conf: str = QEMU_CONF) -> str | None:
+    """The nbd_tls_x509_cert_dir qemu.conf names, if any."""
+    try:
+        text = Path(qemu_conf).read_text()
+    except OSError:
+        return None
+    m = re.search(r'^\s*nbd_tls_x509_cert_dir\s*=\s*"([^"]*)"', text, re.M)
+    return m.group(1) if m else None
+
+
+def _check_host(tls_cert_dir: str | None, qemu_conf: str) -> None:
+    import pwd
+
+    missing = []
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        missing.append("the libvirt-qemu account libvirtd looks up at start")
+    if tls_cert_dir and configured_tls_dir(qemu_conf) != tls_cert_dir:
+        missing.append(f"nbd_tls_x509_cert_dir = {tls_cert_dir!r} in {qemu_conf}")
+    if missing:
+        raise HostNotSetUp(uri=SYSTEM_URI, missing="; ".join(missing))
+
+
 def ensure_system_libvirtd(
     *, tls_cert_dir: str | None = None, timeout: float = 90.0, qemu_conf: str = QEMU_CONF
 ) -> None:
-    """Make qemu:///system answer, starting virtlogd and libvirtd by hand if needed.
+    """Make qemu:///system answer, starting virtlogd and libvirtd if needed; changes no configuration.
 
-    tls_cert_dir: a directory with ca-cert.pem, client-cert.pem and
-    client-key.pem for NBD disks with tls='yes' (libvirt's
-    nbd_tls_x509_cert_dir); setting or changing it restarts libvirtd
-    (running guests keep running).
+    tls_cert_dir: the NBD TLS client directory libvirt must have been set up
+    with (``setup_host``), for disks with tls='yes'.
     """
+    if _answers(SYSTEM_URI) is None and (not tls_cert_dir or configured_tls_dir(qemu_conf) == tls_cert_dir):
+        return
     if os.geteuid() != 0:
-        if _answers(SYSTEM_URI) is None:
-            return
         raise LibvirtUnavailable(
             uri=SYSTEM_URI,
-            detail="the system libvirt daemon is not running "
-            "and only root can start it; run as root, or use test:///default",
+            detail="the system libvirt daemon is not running (or not set up) and only root can start it; "
+            "run `bash scripts/install.sh` as root, or name another hypervisor with --connect",
         )
+    _check_host(tls_cert_dir, qemu_conf)
     Path(_LOCK).parent.mkdir(parents=True, exist_ok=True)
     with open(_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        changed = _configure_qemu_conf(qemu_conf, tls_cert_dir)
-        _ensure_qemu_account()
-        if not _pid_alive("/run/virtlogd.pid"):
-            _spawn_daemon(VIRTLOGD)
-        running = _pid_alive("/run/libvirtd.pid")
-        if running and changed:
-            _stop_libvirtd()
-            running = False
-        if not running:
-            _spawn_daemon(LIBVIRTD)
-        deadline = time.monotonic() + timeout
+        _start_daemons()
+        _wait_answering(timeout, qemu_conf)
+
+
+def _start_daemons() -> None:
+    import logging
+
+    for pidfile, path in (("/run/virtlogd.pid", VIRTLOGD), ("/run/libvirtd.pid", LIBVIRTD)):
+        if not _pid_alive(pidfile):
+            logging.getLogger(__name__).warning("starting %s (not running)", path)
+            _spawn_daemon(path)
+
+
+def _wait_answering(timeout: float, qemu_conf: str) -> None:
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    reason = _answers(SYSTEM_URI)
+    while reason is not None:
+        if time.monotonic() > deadline:
+            raise LibvirtUnavailable(
+                uri=SYSTEM_URI, detail=f"libvirtd did not answer within {timeout} s: {reason}"
+            )
+        if not _pid_alive("/run/libvirtd.pid") and time.monotonic() > t0 + 5:
+            raise LibvirtUnavailable(
+                uri=SYSTEM_URI,
+                detail=f"libvirtd exited at start ({reason}); check {qemu_conf} and run `{LIBVIRTD} -v` to see why",
+            )
+        time.sleep(0.2)
         reason = _answers(SYSTEM_URI)
-        while reason is not None:
-            if time.monotonic() > deadline:
-                raise LibvirtUnavailable(
-                    uri=SYSTEM_URI, detail=f"libvirtd did not answer within {timeout} s: {reason}"
-                )
-            if not _pid_alive("/run/libvirtd.pid") and time.monotonic() > deadline - timeout + 5:
-                raise LibvirtUnavailable(
-                    uri=SYSTEM_URI,
-                    detail=f"libvirtd exited at start ({reason}); "
-                    f"check {qemu_conf} and run `{LIBVIRTD} -v` to see why",
-                )
-            time.sleep(0.2)
-            reason = _answers(SYSTEM_URI)
+
+
+# -- host setup: run by scripts/install.sh, never by a command or a test -----------------
+
+DEFAULT_TLS_BASE = "/var/lib/coppice/test-libvirt-nbd-tls"
+
+
+def setup_host(
+    *,
+    tls_base: str | None = DEFAULT_TLS_BASE,
+    qemu_conf: str = QEMU_CONF,
+    announce=print,
+    timeout: float = 90.0,
+) -> list[str]:
+    """Set this host up for qemu:///system (as root); announce and return every change made."""
+    changes: list[str] = []
+
+    def say(msg: str) -> None:
+        changes.append(msg)
+        announce(f"coppice host setup: {msg}")
+
+    if os.geteuid() != 0:
+        raise LibvirtUnavailable(uri=SYSTEM_URI, detail="host setup needs root")
+    for made in _ensure_qemu_account():
+        say(made)
+    tls_client = None
+    if tls_base:
+        from ..nbd import tls
+
+        server, tls_client = f"{tls_base}/server", f"{tls_base}/client"
+        if not os.path.exists(f"{tls_client}/client-cert.pem"):
+            os.makedirs(server, exist_ok=True)
+            tls.init_tls_dir(server)
+            tls.create_client_cert(server, "libvirt-qemu", tls_client, force=True)
+            say(f"made an NBD TLS CA in {server} and libvirt's client certificate in {tls_client}")
+    if _configure_qemu_conf(qemu_conf, tls_client):
+        say(
+            f"wrote the coppice block in {qemu_conf}: QEMU runs as root with security_driver none "
+            "(no systemd or AppArmor profiles from libvirt-daemon-system here)"
+            + (f", nbd_tls_x509_cert_dir {tls_client}" if tls_client else "")
+        )
+        if _pid_alive("/run/libvirtd.pid"):
+            _stop_libvirtd()
+            say("restarted libvirtd to read it (running guests keep running)")
+    Path(_LOCK).parent.mkdir(parents=True, exist_ok=True)
+    with open(_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for pidfile, path in (("/run/virtlogd.pid", VIRTLOGD), ("/run/libvirtd.pid", LIBVIRTD)):
+            if not _pid_alive(pidfile):
+                _spawn_daemon(path)
+                say(f"started {path}")
+        _wait_answering(timeout, qemu_conf)
+    return changes
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["setup-host"]:
+        sys.exit("usage: python -m coppice.provision.hypervisor setup-host")
+    setup_host()

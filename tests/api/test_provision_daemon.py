@@ -94,7 +94,12 @@ def _run_all(pool, cmds):
         r = runner.invoke(
             app,
             ["--pool", pool, *c],
-            env={"COPPICE_URL": None, "COPPICE_NBD": None, "COPPICE_CONNECT": None, "COLUMNS": "200"},
+            env={
+                "COPPICE_URL": None,
+                "COPPICE_NBD": None,
+                "COPPICE_CONNECT": "test:///default",
+                "COLUMNS": "200",
+            },
         )
         if r.exception is not None and not isinstance(r.exception, SystemExit):
             raise r.exception
@@ -114,7 +119,7 @@ def test_provisioner_same_output_with_and_without_daemon(pool_path, tmp_path):
     direct_pool = str(tmp_path / "direct")
     Filer.create(direct_pool).close()
 
-    served = Served(pool_path)
+    served = Served(pool_path, extra_args=("--connect", "test:///default"))
     try:
         live = _run_all(pool_path, cmds)
         assert served.proc.poll() is None  # the daemon owned the pool all along

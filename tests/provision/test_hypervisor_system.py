@@ -1,5 +1,8 @@
 """The system libvirt daemon started by hand: qemu.conf block, idempotence, real QEMU driver."""
 
+import json
+import os
+
 import pytest
 
 from coppice.provision import hypervisor as hvmod
@@ -11,7 +14,7 @@ from coppice.provision.domain_xml import (
     NbdSource,
     render_domain_xml,
 )
-from coppice.provision.errors import DomainExists, HypervisorError
+from coppice.provision.errors import DomainExists, HostNotSetUp, HypervisorError
 
 
 def test_qemu_conf_block_managed(tmp_path):
@@ -76,3 +79,50 @@ def test_connect_starts_or_finds_the_daemon(system_libvirt):
     # connect() is the one call a command needs: daemon checked, connection open
     with hvmod.connect() as hv:
         assert isinstance(hv.list_domains(), list)
+
+
+def test_ensure_changes_no_configuration(system_libvirt, tmp_path):
+    # the daemon is checked and started, never reconfigured: a host not set up is told to run install.sh
+    conf = tmp_path / "qemu.conf"
+    conf.write_text('user = "qemu"\n')
+    with pytest.raises(HostNotSetUp, match="scripts/install.sh") as e:
+        hvmod.ensure_system_libvirtd(tls_cert_dir="/nonexistent/tls", qemu_conf=str(conf))
+    assert "nbd_tls_x509_cert_dir" in str(e.value)
+    assert conf.read_text() == 'user = "qemu"\n'
+    before = open("/run/libvirtd.pid").read().strip()
+    hvmod.ensure_system_libvirtd()
+    assert open("/run/libvirtd.pid").read().strip() == before
+
+
+def test_default_vm_provision_is_visible_to_a_new_process(tiny_template, system_libvirt, tmp_path):
+    # no --connect, no COPPICE_CONNECT: the VM is defined in qemu:///system, not in a process's test driver
+    import subprocess
+    import sys
+    import uuid
+
+    pool = str(tmp_path / "pool")
+    env = {k: v for k, v in os.environ.items() if k not in ("COPPICE_CONNECT", "COPPICE_URL", "COPPICE_NBD")}
+    env["COPPICE_POOL"] = pool
+
+    def cli(*a):
+        r = subprocess.run(
+            [sys.executable, "-m", "coppice.cli.main", *a], env=env, capture_output=True, text=True
+        )
+        assert r.returncode == 0, (a, r.stdout, r.stderr)
+        return r.stdout
+
+    cli("pool", "create", pool)
+    t = tiny_template
+    cli("template", "import", "tiny", "--image", t.disk_image, "--kernel", t.kernel, "--initrd", t.initrd)
+    stem = f"dflt{uuid.uuid4().hex[:6]}"
+    try:
+        out = cli("vm", "provision", "--template", "tiny", "--count", "1", "--name", stem + "{n}")
+        assert "1 of 1 VMs provisioned" in out, out
+        r = subprocess.run(
+            ["virsh", "-c", "qemu:///system", "domstate", f"{stem}1"], capture_output=True, text=True
+        )
+        assert r.returncode == 0 and r.stdout.strip() == "shut off", r.stdout + r.stderr
+        show = json.loads(cli("vm", "show", "--json", f"{stem}1"))
+        assert show["uri"] == "qemu:///system" and show["state"] == "shutoff", show
+    finally:
+        system_libvirt.remove(f"{stem}1")

@@ -20,7 +20,7 @@ class DatastoreClone(Model):
     snap: Name
     new: Name
     register_vms: bool = Field(False, alias="register", description="register every VM in libvirt")
-    connect: Text = "test:///default"
+    connect: Text | None = Field(None, description="libvirt URI; default: the daemon's first --connect")
     name: Text = Field("{vm}-{clone}", description="new VM names")
     start: bool = False
     igroup: Name = "coppice_host"
@@ -34,17 +34,17 @@ class Rename(Model):
 
 
 class Connect(Model):
-    connect: Text = "test:///default"
+    connect: Text | None = Field(None, description="libvirt URI; default: the daemon's first --connect")
 
 
 class Register(Model):
-    connect: Text = "test:///default"
+    connect: Text | None = Field(None, description="libvirt URI; default: the daemon's first --connect")
     igroup: Name = "coppice_host"
     nbd: Text | None = None
 
 
 class Policy(Model):
-    connect: Text = "test:///default"
+    connect: Text | None = Field(None, description="libvirt URI; default: the daemon's first --connect")
     policy: Text
 
 
@@ -66,6 +66,7 @@ def clone(request: Request, body: DatastoreClone):
     from ...provision import dsclone
 
     state = request.app.state
+    body.connect = hypervisors.of(state).resolve(body.connect)
     r = dsclone.clone_datastore(
         state.filer,
         body.src,
@@ -102,7 +103,8 @@ def attach(request: Request, volume: str, body: Connect | None = None):
     from ...provision import datastore, dsclone
 
     f = request.app.state.filer
-    return to_jsonable(datastore.attach(f, volume, dsclone.get_policy(f, (body or Connect()).connect)))
+    uri = hypervisors.of(request.app.state).resolve((body or Connect()).connect)
+    return to_jsonable(datastore.attach(f, volume, dsclone.get_policy(f, uri)))
 
 
 @router.post("/datastores/{volume}/register", summary="register every VM of an attached datastore in libvirt")
@@ -111,6 +113,7 @@ def register(request: Request, volume: str, body: Register | None = None):
 
     state = request.app.state
     body = body or Register()
+    body.connect = hypervisors.of(state).resolve(body.connect)
     return to_jsonable(
         dsclone.register_datastore(
             state.filer,
@@ -124,9 +127,10 @@ def register(request: Request, volume: str, body: Register | None = None):
 
 
 @router.get("/datastores/policy", summary="the resignature policy of a host connection")
-def get_policy(request: Request, connect: str = "test:///default"):
+def get_policy(request: Request, connect: str | None = None):
     from ...provision import dsclone
 
+    connect = hypervisors.of(request.app.state).resolve(connect)
     return {"connect": connect, "policy": dsclone.get_policy(request.app.state.filer, connect)}
 
 
@@ -135,5 +139,6 @@ def set_policy(request: Request, body: Policy):
     from ...provision import dsclone
 
     f = request.app.state.filer
+    body.connect = hypervisors.of(request.app.state).resolve(body.connect)
     dsclone.set_policy(f, body.connect, body.policy)
     return {"connect": body.connect, "policy": dsclone.get_policy(f, body.connect)}

@@ -32,7 +32,7 @@ class Provision(Model):
     count: int = Field(1, ge=-(2**31), le=2**31)  # range checked by the provisioner (its message)
     name: Text = Field(description="name pattern, e.g. web{n:03}")
     customize: Name | None = None
-    connect: Text = "test:///default"
+    connect: Text | None = Field(None, description="libvirt URI; default: the daemon's first --connect")
     start: bool = False
     igroup: Name = "coppice_host"
     parallel: int = Field(1, ge=-(2**31), le=2**31)
@@ -80,6 +80,7 @@ def provision(request: Request, body: Provision):
         raise InvalidArgument(detail=f"on_error {body.on_error!r} is invalid: use stop or skip")
     if not 1 <= body.parallel <= 64:
         raise InvalidArgument(detail=f"parallel {body.parallel!r} is invalid: use 1 to 64 workers")
+    body.connect = hypervisors.of(state).resolve(body.connect)
     p = _provisioner(state)
     try:  # everything checked before the job starts: errors are this call's 4xx
         p.plan(body.template, body.count, body.name, body.customize, body.connect, body.igroup)
