@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InvalidArgument
-from .common import JSON_OPT, command, console, emit_json, filer
+from .common import JSON_OPT, command, console, emit_json, filer, is_remote, path_segment, pool_path
 
 
 def _percent(text: str) -> float:
@@ -52,6 +52,8 @@ def _template_volume(f, name: str) -> str:
     from ..provision import template as T
 
     try:
+        if is_remote(f):
+            return f.request("GET", f"/templates/{path_segment(name)}")["volume"]
         return T.get(f, name)["volume"]
     except NotFound:
         return name
@@ -111,8 +113,17 @@ def compare(
         where = scratch or os.path.dirname(os.path.abspath(image))
     else:
         with filer() as f:
-            tmpl = C.Template.from_filer(f, _template_volume(f, template), snapshot)
-            where = scratch or os.path.dirname(os.path.abspath(f.pool_info()["path"]))
+            vol = _template_volume(f, template)
+            if is_remote(f):
+                # `coppice serve` owns the pool: read the snapshot's LUNs over its NBD socket.
+                pool = pool_path()
+                names = [lun["path"].rsplit("/", 1)[1] for lun in f.lun_show(volume=vol)]
+                exports = {n: f"/vol/{vol}/.snapshot/{snapshot}/{n}" for n in names}
+                tmpl = C.Template.from_nbd(os.path.join(pool, "nbd.sock"), exports)
+                where = scratch or os.path.dirname(os.path.abspath(pool))
+            else:
+                tmpl = C.Template.from_filer(f, vol, snapshot)
+                where = scratch or os.path.dirname(os.path.abspath(f.pool_info()["path"]))
     out = console()
     if model_:
         costs = C.calibrate(tmpl, where)

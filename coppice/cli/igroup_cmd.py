@@ -27,6 +27,15 @@ def create(
     if json_:
         return emit_json(g)
     typer.echo(f"Initiator group {name} created ({protocol}, {ostype}, {len(g['initiators'])} initiator(s)).")
+    _hint(g)
+
+
+def _hint(g: dict) -> None:
+    from ..filer.igroup import nbd_identity_hint
+
+    hint = nbd_identity_hint(g)
+    if hint:
+        typer.echo(hint, err=True)
 
 
 @app.command("destroy")

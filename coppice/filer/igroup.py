@@ -53,6 +53,27 @@ def normalize_initiator(text) -> str:
     return t
 
 
+def nbd_identity_hint(rec: dict) -> str | None:
+    """Why a plain NBD client cannot match this igroup, or None when one can.
+
+    An igroup of names only (iSCSI-style IQNs, as a SAN administrator
+    writes them) matches an NBD client only by its TLS certificate's name;
+    the first thing most readers try, a plain-TCP `qemu-img` from this host,
+    is then refused as "not found". This says so at creation time.
+    """
+    members = rec.get("initiators", [])
+    if not members or any(_network(m) is not None for m in members):
+        return None
+    return (
+        f"note: igroup {rec['name']} holds names only. Coppice's target speaks NBD, which identifies a "
+        "client by its address (a plain-TCP client), by the name in its TLS client certificate, or by "
+        f"the pool's Unix socket. {members[0]} matches only a client presenting a certificate with that "
+        "name (`coppice tls client`); a plain-TCP client such as `qemu-img info nbd://127.0.0.1:10809/...` "
+        f"matches none of them. To admit this host's plain-TCP clients: `coppice igroup add {rec['name']} "
+        "127.0.0.1` (or a network such as 10.0.0.0/8)."
+    )
+
+
 def require(f, name) -> dict:
     if not isinstance(name, str):
         raise IgroupNotFound(name=name)

@@ -100,6 +100,28 @@ class Template:
             raise InvalidArgument(detail=f"template volume {volume} has no LUN to deploy")
         return cls(luns)
 
+    @classmethod
+    def from_nbd(cls, socket_path: str, exports: dict[str, str]) -> Template:
+        """The LUNs read over the NBD Unix socket of the `coppice serve`
+        that owns the pool (``exports``: LUN name -> export name)."""
+        import nbd
+
+        luns = {}
+        for name, export in exports.items():
+            h = nbd.NBD()  # closed when dropped, error or not
+            h.set_export_name(export)
+            h.connect_unix(socket_path)
+            size = h.get_size()
+            buf = bytearray(size)
+            for off in range(0, size, COPY_CHUNK):
+                n = min(COPY_CHUNK, size - off)
+                buf[off : off + n] = h.pread(n, off)
+            h.shutdown()
+            luns[name] = bytes(buf)
+        if not luns:
+            raise InvalidArgument(detail="the template has no LUN to deploy")
+        return cls(luns)
+
 
 @dataclass
 class Plan:

@@ -10,7 +10,10 @@ def test_flexclone_runbook(cli):
     out = cli("lun", "create", "-s", "10g", "-t", "linux", "/vol/fvol_master/lun0").output
     assert out.startswith("LUN /vol/fvol_master/lun0 created: 10g, ostype linux, serial ")
     out = cli("igroup", "create", "-i", "-t", "linux", "esx1", "iqn.2026-01.org.example:host1").output
-    assert out == "Initiator group esx1 created (iscsi, linux, 1 initiator(s)).\n"
+    first, hint = out.split("\n", 1)
+    assert first == "Initiator group esx1 created (iscsi, linux, 1 initiator(s))."
+    # A names-only igroup on an NBD target says how NBD clients are identified.
+    assert hint.startswith("note: igroup esx1 holds names only.") and "igroup add esx1 127.0.0.1" in hint
     assert (
         cli("lun", "map", "/vol/fvol_master/lun0", "esx1", "0").output
         == "LUN /vol/fvol_master/lun0 was mapped to initiator group esx1=0.\n"
