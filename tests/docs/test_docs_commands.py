@@ -29,7 +29,7 @@ def synopses() -> list[tuple[str, list[str], list[str]]]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
         for block in FENCE.findall(text):
-            for n, line in enumerate(block.splitlines(), 1):
+            for line in block.splitlines():
                 line = line.split("  #")[0].strip()
                 if not line.startswith("coppice "):
                     continue
