@@ -8,8 +8,11 @@ command group per module; ``sis`` is registered when the dedup layer's
 
 from __future__ import annotations
 
+import sqlite3
+
 import typer
 
+from ..engine import PoolDamaged
 from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
 from .common import STATE, pool_path
 
@@ -75,7 +78,16 @@ if _sis is not None:
 
 
 def main(argv=None) -> int:
-    return app(args=argv, prog_name="coppice")
+    try:
+        return app(args=argv, prog_name="coppice")
+    except sqlite3.DatabaseError as e:
+        # pool.db damaged where the engine found it only after opening (the
+        # engine reports damage found while opening as PoolDamaged).
+        typer.echo(
+            f"Error: the pool's metadata database pool.db is damaged ({e}); restore it from a backup",
+            err=True,
+        )
+        raise SystemExit(PoolDamaged.exit_code) from None
 
 
 if __name__ == "__main__":

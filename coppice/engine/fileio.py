@@ -18,8 +18,8 @@ import os
 class File:
     """A file on the real file system, by descriptor."""
 
-    def __init__(self, path: str, append: bool = False):
-        flags = os.O_RDWR | os.O_CREAT | (os.O_APPEND if append else 0)
+    def __init__(self, path: str, append: bool = False, create: bool = True):
+        flags = os.O_RDWR | (os.O_CREAT if create else 0) | (os.O_APPEND if append else 0)
         self.path = path
         self.fd = os.open(path, flags, 0o600)
 
@@ -63,8 +63,9 @@ class File:
 class Files:
     """Opens the engine's files. The default is the real file system."""
 
-    def open(self, path: str, append: bool = False) -> File:
-        return File(path, append)
+    def open(self, path: str, append: bool = False, create: bool = True) -> File:
+        """``create=False``: a missing file is an error (FileNotFoundError)."""
+        return File(path, append, create)
 
 
 OS_FILES = Files()

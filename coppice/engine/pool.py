@@ -137,6 +137,25 @@ class BlockCorrupt(Corruption):
     and restore the object from a snapshot or backup."""
 
 
+class PoolDamaged(Corruption):
+    """Pool {path} is damaged: {detail}. Restore the pool (or that file)
+    from a backup; nothing was changed."""
+
+
+def _damage(e: BaseException) -> str | None:
+    """What a failure to open a pool says about its files, or None when it
+    is not damage (the error then goes up as it is)."""
+    if isinstance(e, PoolDamaged):
+        return e.kwargs["detail"]
+    if isinstance(e, sqlite3.DatabaseError):
+        return f"its metadata database pool.db cannot be read ({e})"
+    if isinstance(e, FileNotFoundError):
+        return f"{e.filename} is missing"
+    if isinstance(e, (ValueError, TypeError)):
+        return f"pool.db holds an invalid value ({e})"
+    return None
+
+
 class PoolFull(NoSpace):
     """Pool {path} is full: {needed} more blocks needed, {free} free. Free
     space by deleting snapshots or volumes, or grow the pool's capacity."""
@@ -307,6 +326,24 @@ class Pool:
             raise PoolInUse(path=path, holder=who) from None
         os.ftruncate(self._lockfd, 0)
         os.pwrite(self._lockfd, (holder or f"process {os.getpid()}").encode(), 0)
+        self.db = self.data = self.log = None
+        try:
+            self._open(cache_bytes, files)
+        except BaseException as e:
+            for f in (self.log, self.data, self.db):
+                if f is not None:
+                    try:
+                        f.close()
+                    except Exception:
+                        pass
+            os.close(self._lockfd)
+            damage = _damage(e)
+            if damage is None:
+                raise
+            raise PoolDamaged(path=path, detail=damage) from e
+
+    def _open(self, cache_bytes: int, files: Files) -> None:
+        path = self.path
         self.db = sqlite3.connect(
             os.path.join(path, "pool.db"), isolation_level=None, check_same_thread=False
         )
@@ -314,7 +351,7 @@ class Pool:
         self.db.execute("PRAGMA synchronous=FULL")
         self.block_size = int(self._pool_value("block_size"))
         self.uuid = self._pool_value("uuid")
-        self.data = files.open(os.path.join(path, "data", "blocks"))
+        self.data = files.open(os.path.join(path, "data", "blocks"), create=False)
         self.log = IntentLog(os.path.join(path, "intent.log"), files)
         self._zero_csum = zero_checksum(self.block_size)
         self._cache_bytes = cache_bytes
@@ -344,6 +381,8 @@ class Pool:
 
     def _pool_value(self, key: str) -> str:
         row = self.db.execute("SELECT value FROM pool WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise PoolDamaged(path=self.path, detail=f"pool.db has no {key!r} record")
         return row[0]
 
     def _reload(self) -> None:

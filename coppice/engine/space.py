@@ -28,7 +28,7 @@ from ..errors import NoSpace
 SLACK = 64 << 20  # far from full: trust the running estimate
 REFRESH_SECONDS = 1.0  # others use the file system too
 MIN_RESERVE = 256 << 10
-MAX_RESERVE = 8 << 20
+MAX_RESERVE = 4 << 20
 
 
 class FileSystemFull(NoSpace):
