@@ -17,21 +17,38 @@ def create(
     directory: str | None = typer.Argument(None, help="Directory (default: --pool or its default)."),
     block_size: str = typer.Option("4k", "--block-size", help="Block size, a power of two (4k)."),
     capacity: str | None = typer.Option(None, "--capacity", help="Cap the data, e.g. 100g."),
+    backend: str = typer.Option(
+        "native", "--backend", help="Where LUN data lives: native (the embedded engine) or rbd (Ceph)."
+    ),
+    ceph_conf: str | None = typer.Option(None, "--ceph-conf", help="ceph.conf of the cluster (rbd)."),
+    ceph_pool: str | None = typer.Option(None, "--ceph-pool", help="Ceph pool for the images (rbd)."),
     json_: bool = JSON_OPT,
 ):
     """Create a pool in DIRECTORY."""
+    from ..errors import InvalidArgument
     from ..filer import Filer
 
     path = directory or STATE.pool or default_pool()
     bs = parse_size(block_size, "block size")
     cap = parse_size(capacity, "capacity") if capacity is not None else None
-    f = Filer.create(path, block_size=bs, capacity=cap)
+    if backend not in ("native", "rbd"):
+        raise InvalidArgument(detail=f"--backend {backend!r} is unknown: use native or rbd")
+    if backend == "rbd" and (not ceph_conf or not ceph_pool):
+        raise InvalidArgument(detail="--backend rbd needs --ceph-conf FILE and --ceph-pool POOL")
+    if backend == "native" and (ceph_conf or ceph_pool):
+        raise InvalidArgument(detail="--ceph-conf and --ceph-pool apply only with --backend rbd")
+    f = Filer.create(
+        path, block_size=bs, capacity=cap, backend=backend, ceph_conf=ceph_conf, ceph_pool=ceph_pool
+    )
     try:
         info = f.pool_info()
     finally:
         f.close()
     if json_:
         return emit_json(info)
+    if backend == "rbd":
+        typer.echo(f"Pool created at {info['path']}: data in Ceph pool {ceph_pool} ({info['ceph_conf']}).")
+        return
     typer.echo(
         f"Pool created at {info['path']} (block size {format_size(bs)}"
         + (f", capacity {format_size(cap)})." if cap else ").")

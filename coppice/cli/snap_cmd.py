@@ -81,6 +81,8 @@ def restore(
     if json_:
         return emit_json(r)
     typer.echo(f"Volume {volume}: revert successful to snapshot {snapshot}.")
+    if r.get("note"):
+        typer.echo(r["note"])
     for o in r["offline"]:
         typer.echo(f"Warning: LUN {o['path']} is offline: {o['reason']}")
 

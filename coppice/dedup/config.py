@@ -62,7 +62,15 @@ def update(pool, volume: str, **changes) -> dict:
     return rec
 
 
+def _require_dedup(pool, what: str) -> None:
+    from ..backend import require_dedup
+
+    require_dedup(pool, what)
+
+
 def set_enabled(pool, volume: str, on: bool) -> dict:
+    if on:
+        _require_dedup(pool, f"sis on volume {volume}")
     changes = {"enabled": bool(on)}
     if not on:
         changes["inline"] = False  # ONTAP: sis off stops inline too
@@ -70,12 +78,15 @@ def set_enabled(pool, volume: str, on: bool) -> dict:
 
 
 def set_inline(pool, volume: str, on: bool) -> dict:
+    if on:
+        _require_dedup(pool, f"inline sis on volume {volume}")
     if on and not get(pool, volume)["enabled"]:
         raise SisNotEnabled(volume=volume)
     return update(pool, volume, inline=bool(on))
 
 
 def set_schedule(pool, volume: str, text: str) -> dict:
+    _require_dedup(pool, f"a sis schedule on volume {volume}")
     parse_schedule(text)
     return update(pool, volume, schedule=text.strip(), schedule_set=time.time())
 

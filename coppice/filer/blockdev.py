@@ -28,11 +28,14 @@ class LunDevice:
         self.filer = filer
         self.pool = filer.pool
         self.path = lun_path(volume, lun, snapshot)
-        self.h = self.pool.open_object(volume, lun, snapshot)
+        self.h = filer.backend.open_lun(volume, lun, snapshot)
         self._vid = self.pool.volume(volume).id
         self.read_only = snapshot is not None
         self.can_trim = self.can_zero = not self.read_only
         self.block_size = self.pool.block_size
+        # a backend that keeps no per-block map (RBD) has no write budget to charge
+        self._budgeted = filer.backend.block_budget
+        self.can_multi_conn = getattr(self.h, "can_multi_conn", True)
 
     def _meta(self) -> dict:
         # the handle survives renames; its object record carries the LUN attributes
@@ -69,6 +72,9 @@ class LunDevice:
         self._check(True)
         from .space import budget
 
+        if not self._budgeted:
+            self.h.pwrite(offset, data, fua)
+            return
         n = len(data)
         b = budget(self.filer, self._vid)
         need = held = 0
@@ -87,6 +93,9 @@ class LunDevice:
 
     def trim(self, offset: int, length: int, fua: bool = False) -> None:
         self._check(True)
+        if not self._budgeted:
+            self.h.trim(offset, length, fua)
+            return
         from .space import budget
 
         b = budget(self.filer, self._vid)
@@ -101,6 +110,10 @@ class LunDevice:
         b.trimmed(freed, held)
 
     def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
+        if not self._budgeted:
+            self._check(True)
+            self.h.zero(offset, length, may_trim, fua)
+            return
         # the engine never stores zeros: a zeroed range is a hole either way
         self.trim(offset, length, fua)
 

@@ -48,7 +48,7 @@ def create(f, new, parent, snap, remap=False, schedule=None) -> dict:
                 m = dict(m, serial=_lun.new_serial())
             return m
 
-        f.pool.clone_volume(new, parent, snap, meta=meta, object_meta=object_meta)
+        f.backend.clone_volume(new, parent, snap, meta, object_meta)
         luns, messages = [], []
         for o in f.pool.list_objects(new):
             if o.kind != "lun":
@@ -94,7 +94,7 @@ def show(f) -> list[dict]:
                 "volume": v.name,
                 "parent_volume": origin[0],
                 "parent_snapshot": origin[1],
-                "shared": f.pool.split_estimate(v.name),
+                "shared": f.backend.split_estimate(v.name),
                 "split": opts(f, v.name).get("split"),
             }
         )
@@ -120,7 +120,7 @@ def _split_gen(f, vol):
     state = {"state": "running", "done": 0, "total": 0, "stop": False}
     f._splits[vol] = state
     _persist(f, vol, state)
-    gen = f.pool.split_clone_steps(vol)
+    gen = f.backend.split_steps(vol)
     try:
         for done, total in gen:
             state.update(done=done, total=total)
@@ -159,7 +159,7 @@ def split_status(f, vol) -> dict:
         "done": done,
         "total": total,
         "percent": round(100 * done / total) if total else (100 if state == "done" else 0),
-        "remaining_bytes": f.pool.split_estimate(vol) if origin else 0,
+        "remaining_bytes": f.backend.split_estimate(vol) if origin else 0,
     }
 
 
@@ -181,6 +181,6 @@ def split_estimate(f, vol) -> dict:
     require(f, vol)
     if f.pool.origin_of(vol) is None:
         raise NotAClone(volume=vol)
-    need = f.pool.split_estimate(vol)
-    free = f.pool.pool_space()["free_bytes"]
+    need = f.backend.split_estimate(vol)
+    free = f.backend.pool_space()["free_bytes"]
     return {"volume": vol, "bytes": need, "pool_free": free, "fits": need <= free}

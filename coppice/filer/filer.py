@@ -23,7 +23,9 @@ Contract:
 API summary (``path`` is a LUN path ``/vol/VOL/LUN``; sizes are bytes or
 strings like "20g"; ``now`` is a datetime, default the injected clock):
 
-  Filer.create(dir, block_size=4096, capacity=None) / Filer.open(dir) / close()
+  Filer.create(dir, block_size=4096, capacity=None, backend="native", ceph_conf=None,
+               ceph_pool=None) / Filer.open(dir) / close()
+  backend: the ``coppice.backend`` Backend holding LUN data (native engine or RBD)
   transaction(); on_revoke(cb); dump(); pool_info(); fsck(); scrub(progress=None)
   resolver() -> ExportResolver for coppice.nbd
   open_lun(path, initiator=None, allow_offline=False) -> BlockDevice
@@ -69,6 +71,7 @@ strings like "20g"; ``now`` is a datetime, default the injected clock):
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 from contextlib import contextmanager
 
@@ -87,8 +90,11 @@ from .names import check, lun_path
 class Filer:
     """ONTAP-style management model over one pool; see the module docstring."""
 
-    def __init__(self, pool: Pool, clock=None):
+    def __init__(self, pool: Pool, clock=None, backend=None, holder: str | None = None):
+        from ..backend import open_backend
+
         self.pool = pool
+        self.backend = backend or open_backend(pool, holder=holder)
         self.clock = clock or _dt.datetime.now
         self._lock = threading.RLock()
         self._revoke_cbs: list = []
@@ -100,15 +106,49 @@ class Filer:
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
-    def create(cls, path: str, block_size: int = 4096, capacity: int | None = None, clock=None) -> Filer:
-        return cls(Pool.create(path, block_size=block_size, capacity=capacity), clock=clock)
+    def create(
+        cls,
+        path: str,
+        block_size: int = 4096,
+        capacity: int | None = None,
+        clock=None,
+        backend: str = "native",
+        ceph_conf: str | None = None,
+        ceph_pool: str | None = None,
+    ) -> Filer:
+        """A new pool at ``path``; ``backend="rbd"`` keeps the LUN data in
+        Ceph pool ``ceph_pool`` of the cluster ``ceph_conf`` describes. A
+        refused create (bad backend, Ceph unreachable, Ceph pool owned by
+        another Coppice) leaves nothing behind."""
+        if backend == "native":
+            return cls(Pool.create(path, block_size=block_size, capacity=capacity), clock=clock)
+        from ..backend import configure, open_backend
+
+        existed = os.path.isdir(path)
+        pool = Pool.create(path, block_size=block_size, capacity=capacity)
+        try:
+            configure(pool, backend, ceph_conf=ceph_conf, ceph_pool=ceph_pool)
+            be = open_backend(pool, holder="coppice pool create", creating=True)
+        except BaseException:
+            pool.close()
+            _remove_new_pool(path, existed)
+            raise
+        return cls(pool, clock=clock, backend=be)
 
     @classmethod
     def open(cls, path: str, clock=None, holder: str | None = None) -> Filer:
-        return cls(Pool.open(path, holder=holder), clock=clock)
+        pool = Pool.open(path, holder=holder)
+        try:
+            return cls(pool, clock=clock, holder=holder)
+        except BaseException:
+            pool.close()
+            raise
 
     def close(self) -> None:
-        self.pool.close()
+        try:
+            self.backend.close()
+        finally:
+            self.pool.close()
 
     def __enter__(self):
         return self
@@ -123,6 +163,8 @@ class Filer:
         accounting refreshes happen once, after the commit."""
         with self._lock:
             self._op_depth += 1
+            if self._op_depth == 1:
+                self.backend.begin()
             try:
                 with self.pool.transaction():
                     yield self
@@ -131,6 +173,7 @@ class Filer:
                 if self._op_depth == 0:
                     self._pending_revokes.clear()
                     self._budgets.clear()
+                    self.backend.rollback()
                 raise
             self._op_depth -= 1
             if self._op_depth == 0:
@@ -142,6 +185,8 @@ class Filer:
                             cb(name)
                         except Exception:  # a broken listener must not undo a committed change
                             pass
+                # after the revocations: deletions the backend deferred past the commit
+                self.backend.commit()
 
     _op = transaction
 
@@ -165,14 +210,15 @@ class Filer:
         return self.pool.dump()
 
     def pool_info(self) -> dict:
-        info = dict(self.pool.pool_space())
+        info = dict(self.backend.pool_space())
+        info.update(self.backend.describe())
         info["path"] = self.pool.path
         info["uuid"] = self.pool.uuid
         info["volumes"] = len(self.pool.list_volumes())
         return info
 
     def fsck(self) -> dict:
-        return self.pool.fsck().as_dict()
+        return self.backend.fsck()
 
     def scrub(self, progress=None) -> dict:
         return self.pool.scrub(progress).as_dict()
@@ -416,3 +462,18 @@ class Filer:
 
     def kv_items(self, scope: str) -> list[tuple[str, object]]:
         return self.pool.kv_items(scope)
+
+
+def _remove_new_pool(path: str, existed: bool) -> None:
+    """Undo a refused ``Filer.create``: the files it made, and the directory
+    if it made that too."""
+    import shutil
+
+    if not existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in ("pool.db", "pool.db-wal", "pool.db-shm", "pool.lock", "intent.log"):
+        p = os.path.join(path, name)
+        if os.path.isfile(p):
+            os.unlink(p)
+    shutil.rmtree(os.path.join(path, "data"), ignore_errors=True)

@@ -82,6 +82,7 @@ def _check_thick(f, vol, path, extra: int) -> None:
     from .space import usage
 
     o = opts(f, vol)
+    f.backend.require_thin(f"LUN {path} in volume {vol}", o["guarantee"])
     if o["guarantee"] != "volume" or extra <= 0 or o["size"] is None:
         return
     luns = sum(x.size for x in f.pool.list_objects(vol) if x.kind == "lun")
@@ -106,12 +107,11 @@ def create(f, path, size, ostype="linux", comment="") -> dict:
         if f.pool.has_object(vol, name):
             raise LunExists(path=path)
         _check_thick(f, vol, path, size)
-        f.pool.create_object(
+        f.backend.create_lun(
             vol,
             name,
             size,
-            kind="lun",
-            meta={
+            {
                 "serial": new_serial(),
                 "ostype": ostype,
                 "online": True,
@@ -125,8 +125,11 @@ def create(f, path, size, ostype="linux", comment="") -> dict:
 def _used(f, vol, name, snap, size) -> int:
     if not size:
         return 0
-    h = f.pool.open_object(vol, name, snap)
-    return sum(ln for _, ln, fl in h.extents(0, size) if fl == 0)
+    h = f.backend.open_lun(vol, name, snap)
+    try:
+        return sum(ln for _, ln, fl in h.extents(0, size) if fl == 0)
+    finally:
+        h.close()
 
 
 def info(f, path) -> dict:
@@ -181,7 +184,7 @@ def destroy(f, path, force=False) -> None:
                 + "; unmap it first or pass -f",
             )
         f.revoke_later(path)
-        f.pool.delete_object(vol, name)
+        f.backend.delete_lun(vol, name)
 
 
 def resize(f, path, size, force=False) -> dict:
@@ -197,12 +200,15 @@ def resize(f, path, size, force=False) -> dict:
         new = _lun_size(size)
     with f.transaction():
         if new < o.size and not force:
-            h = f.pool.open_object(vol, name)
-            ends = [s + ln for s, ln, fl in h.extents(new, o.size - new) if fl == 0]
+            h = f.backend.open_lun(vol, name)
+            try:
+                ends = [s + ln for s, ln, fl in h.extents(new, o.size - new) if fl == 0]
+            finally:
+                h.close()
             if ends:
                 raise LunTooSmall(path=path, size=format_size(new), end=format_size(max(ends)))
         _check_thick(f, vol, path, new - o.size)
-        f.pool.resize_object(vol, name, new)
+        f.backend.resize_lun(vol, name, new)
         # a connected client still believes the old size
         f.revoke_later(path)
     return info(f, path)
@@ -239,7 +245,7 @@ def rename(f, path, new_path) -> None:
             raise LunExists(path=new_path)
         f.revoke_later(path)
         try:
-            f.pool.rename_object(vol, name, nname)
+            f.backend.rename_lun(vol, name, nname)
         except _EngineObjectExists:
             raise LunExists(path=new_path) from None
 
@@ -275,5 +281,5 @@ def clone_create(f, new_path, parent_path, snap) -> dict:
             "comment": src.meta.get("comment", ""),
             "parent": lun_path(vol, pname, snap),
         }
-        f.pool.clone_object(vol, name, pname, snap, meta=meta)
+        f.backend.clone_lun(vol, name, pname, snap, meta)
     return info(f, new_path)

@@ -170,19 +170,19 @@ def _rotate_and_take(f, vol, kind, keep) -> dict:
     pool = f.pool
     rx = re.compile(re.escape(kind) + r"\.(\d+)\Z")
     ours = [s for s in reversed(pool.list_snapshots(vol)) if rx.match(s.name)]  # newest first
-    busy = {s.name for s in ours if pool.clones_of(vol, s.name)}
+    busy = {s.name for s in ours if f.backend.snapshot_clones(vol, s.name)}
     held = {int(rx.match(n).group(1)) for n in busy}
     free = [s.name for s in ours if s.name not in busy]
     retained, deleted = free[: max(0, keep - 1)], free[max(0, keep - 1) :]
     for n in deleted:
-        pool.delete_snapshot(vol, n)
+        f.backend.delete_snapshot(vol, n)
     numbers = (i for i in range(10**6) if i not in held)
     new_name = f"{kind}.{next(numbers)}"
     targets = {old: f"{kind}.{next(numbers)}" for old in retained}
     moving = {o: n for o, n in targets.items() if o != n}
     for i, old in enumerate(moving):
-        pool.rename_snapshot(vol, old, f"{kind}.rotating.{i}")
+        f.backend.rename_snapshot(vol, old, f"{kind}.rotating.{i}")
     for i, new in enumerate(moving.values()):
-        pool.rename_snapshot(vol, f"{kind}.rotating.{i}", new)
+        f.backend.rename_snapshot(vol, f"{kind}.rotating.{i}", new)
     create(f, vol, new_name, by="schedule")
     return {"created": new_name, "deleted": deleted, "renamed": [[o, n] for o, n in moving.items()]}

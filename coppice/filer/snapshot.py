@@ -27,21 +27,22 @@ def create(f, vol, name, by: str = "user") -> dict:
             raise SnapshotsDisabled(volume=vol)
         if name in {s.name for s in f.pool.list_snapshots(vol)}:
             raise SnapshotExists(volume=vol, snap=name)
-        f.pool.create_snapshot(vol, name, meta={"by": by})
+        f.backend.create_snapshot(vol, name, {"by": by})
     return info(f, vol, name)
 
 
 def info(f, vol, name, active: set | None = None) -> dict:
     s = require(f, vol, name)
-    sp = f.pool.space(vol, name)
+    sp = f.backend.space(vol, name)
+    clones = f.backend.snapshot_clones(vol, name)
     return {
         "volume": vol,
         "name": name,
         "created": s.created,
         "created_iso": _dt.datetime.fromtimestamp(s.created).isoformat(timespec="seconds"),
         "by": s.meta.get("by", "user"),
-        "clones": f.pool.clones_of(vol, name),
-        "busy": bool(f.pool.clones_of(vol, name)),
+        "clones": clones,
+        "busy": bool(clones),
         "written": sp.written_bytes,
         "unique": sp.unique_bytes,
     }
@@ -54,7 +55,7 @@ def list_(f, vol) -> list[dict]:
 
 
 def _busy(f, vol, name):
-    clones = f.pool.clones_of(vol, name)
+    clones = f.backend.snapshot_clones(vol, name)
     if clones:
         raise SnapshotBusy(volume=vol, snap=name, clones=", ".join(clones), first=clones[0])
 
@@ -66,7 +67,7 @@ def delete(f, vol, name) -> None:
         for o in f.pool.list_objects(vol, name):
             if o.kind == "lun":
                 f.revoke_later(lun_path(vol, o.name, name))
-        f.pool.delete_snapshot(vol, name)
+        f.backend.delete_snapshot(vol, name)
 
 
 def rename(f, vol, old, new) -> None:
@@ -79,7 +80,7 @@ def rename(f, vol, old, new) -> None:
         for o in f.pool.list_objects(vol, old):
             if o.kind == "lun":
                 f.revoke_later(lun_path(vol, o.name, old))
-        f.pool.rename_snapshot(vol, old, new)
+        f.backend.rename_snapshot(vol, old, new)
 
 
 def restore(f, vol, name) -> dict:
@@ -90,7 +91,7 @@ def restore(f, vol, name) -> dict:
     with f.transaction():
         # copies: the engine updates restored object records in place
         before = {o.name: (o.kind, dict(o.meta)) for o in f.pool.list_objects(vol)}
-        f.pool.restore_snapshot(vol, name)
+        f.backend.restore_snapshot(vol, name)
         after = {o.name: o for o in f.pool.list_objects(vol)}
         offline = []
         for n, o in after.items():
@@ -116,7 +117,11 @@ def restore(f, vol, name) -> dict:
         for n, (kind, _) in before.items():
             if n not in after and kind == "lun":
                 f.revoke_later(lun_path(vol, n))
-    return {"volume": vol, "snapshot": name, "offline": offline}
+    out = {"volume": vol, "snapshot": name, "offline": offline}
+    cost = getattr(f.backend, "restore_cost", None)
+    if cost is not None:
+        out["note"] = cost(vol, name)
+    return out
 
 
 def reserve(f, vol, percent=None) -> int:

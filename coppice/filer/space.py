@@ -55,6 +55,9 @@ def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     bs = pool.block_size
     o = opts(f, vol)
     size = size if size is not None else o["size"]
+    own = f.backend.usage_override(f, vol, size)
+    if own is not None:  # a backend with its own accounting (RBD)
+        return own
     snaps = pool.list_snapshots(vol)
     sp = None if light else pool.space(vol)
     active = (_written_blocks(pool, vol) if light else sp.written_blocks) * bs
@@ -209,7 +212,7 @@ def df(f, volume: str | None = None, savings: bool = False) -> dict:
         require(f, v)
     rows = []
     report = None
-    if savings:
+    if savings and f.backend.dedup:
         try:
             from ..dedup import report as _report  # the dedup layer's hook, when installed
 
@@ -233,7 +236,7 @@ def df(f, volume: str | None = None, savings: bool = False) -> dict:
         if savings:
             row.update(_savings(f, v, u, report))
         rows.append(row)
-    ps = f.pool.pool_space()
+    ps = f.backend.pool_space()
     out = {
         "volumes": rows,
         "pool": {
@@ -244,7 +247,14 @@ def df(f, volume: str | None = None, savings: bool = False) -> dict:
         },
     }
     if savings and volume is None:
-        out["pool"].update(_pool_savings(f, report))
+        if f.backend.dedup:
+            out["pool"].update(_pool_savings(f, report))
+        else:  # no dedup: the pool's savings are the clones' and snapshots' sharing
+            out["pool"].update(
+                logical=sum(r["logical"] for r in rows),
+                saved_clones=sum(r["saved_clones"] for r in rows),
+                saved_dedup=0,
+            )
     return out
 
 

@@ -63,11 +63,12 @@ def create(f, name, size, guarantee="none", snap_reserve=None) -> dict:
         )
     if guarantee not in GUARANTEES:
         raise BadOption(detail=f"guarantee {guarantee!r} is invalid: use none (thin) or volume (thick)")
+    f.backend.require_thin(f"volume {name} with guarantee {guarantee}", guarantee)
     reserve = DEFAULTS["snap_reserve"] if snap_reserve is None else _percent(snap_reserve)
     with f.transaction():
         if f.pool.has_volume(name):
             raise VolumeExists(name=name)
-        f.pool.create_volume(
+        f.backend.create_volume(
             name,
             meta={
                 "size": size,
@@ -96,7 +97,7 @@ def clones_of_volume(f, name) -> list[tuple[str, str]]:
     """(snapshot, clone volume) pairs for every clone of a snapshot of ``name``."""
     out = []
     for s in f.pool.list_snapshots(name):
-        for c in f.pool.clones_of(name, s.name):
+        for c in f.backend.snapshot_clones(name, s.name):
             out.append((s.name, c))
     return out
 
@@ -162,7 +163,7 @@ def destroy(f, name, force=False, children=False) -> list[str]:
                 raise VolumeBusy(name=v, why=f"LUN {', '.join(mapped)} is mapped; unmap it first or pass -f")
         for v in order:
             _revoke_all(f, v)
-            f.pool.delete_volume(v)
+            f.backend.delete_volume(v)
     return order
 
 
@@ -184,7 +185,7 @@ def rename(f, old, new) -> None:
             raise VolumeExists(name=new)
         _revoke_all(f, old)
         try:
-            f.pool.rename_volume(old, new)
+            f.backend.rename_volume(old, new)
         except _EngineVolumeNotFound:
             raise VolumeNotFound(name=old) from None
 
@@ -253,6 +254,7 @@ def set_option(f, name, option, value) -> dict:
     elif option == "guarantee":
         if value not in GUARANTEES:
             raise BadOption(detail=f"guarantee {value!r} is invalid: use none (thin) or volume (thick)")
+        f.backend.require_thin(f"guarantee {value} on volume {name}", value)
         with f.transaction():
             if value == "volume":
                 from . import space

@@ -1,0 +1,979 @@
+"""The RBD backend: a pool whose LUN data lives in Ceph RBD images.
+
+Layout (readable with ``rbd ls``): each volume is an RBD namespace named
+after the volume at its creation (``rbd ls POOL/VOLUME``), each LUN an
+image named after the LUN, each volume snapshot an RBD snapshot of the
+same name on every LUN image of the volume. The pool directory keeps the
+control plane (the engine's SQLite database with volumes, snapshots,
+clones, LUN records and attributes, igroups, maps, options, schedules,
+small files); a LUN record carries its image's RBD id (``rbd_id``), which
+survives renames, and ``kv`` scope ``rbd.ns`` maps a volume's dataset id to
+its namespace, so a renamed volume keeps its namespace.
+
+Contract:
+
+* LUN = RBD image with the layering and deep-flatten features, thin. A
+  LUN renamed is an image renamed; a LUN deleted while a snapshot still
+  holds it keeps its image under the hidden name ``.deleted.ID`` until
+  the last such snapshot goes.
+* Volume snapshot = one instant across the volume's LUNs by quiescing:
+  Coppice's own writers to the volume (every handle ``open_lun`` gave out)
+  are held and flushed, then every image is snapshotted, then writers
+  resume. A client that writes to the images directly (bypassing Coppice)
+  gets a crash-consistent snapshot per image, not across images.
+* Volume clone = an RBD clone (format 2, so no protection and
+  cross-namespace) of each LUN image from the snapshot, into the clone's
+  namespace: O(LUNs), no data copied. ``split_steps`` flattens each clone
+  image (RBD's own progress is reported); the snapshot then has no children.
+* A snapshot is busy while it has clones: the control plane's and the RBD
+  children of its images (a child Coppice does not know is named
+  ``rbd:POOL/NS/IMAGE``).
+* ``restore_snapshot`` = RBD rollback of every image (it writes the whole
+  image: its cost is the volume's LUN size, ``restore_cost`` says so).
+* Thin only (a thick guarantee is ``ThinOnly``), no dedup; ``usage`` and
+  ``space`` come from RBD's allocation maps (``diff_iterate``).
+* Transactions: images, snapshots and clones are made at once and undone if
+  the filer's transaction rolls back; removals of images, snapshots and
+  namespaces happen after the commit, so a refused command never loses
+  data. A crash in between leaves at worst an image no LUN names, which
+  ``fsck`` reports.
+* One owner: the object ``coppice.owner`` of the Ceph pool records the
+  Coppice pool that claimed it at creation (uuid, host, directory), and an
+  exclusive RADOS lock on it is held while the pool is open (the holder's
+  host and pid in its ``holder`` xattr). Another Coppice pool, or the same
+  pool open on another host, is refused with ``CephPoolOwned`` naming the
+  owner; the same pool on the same host (whose file lock proves the previous
+  holder gone, e.g. after ``kill -9``) breaks its own stale lock. To hand a
+  Ceph pool to another Coppice pool, empty it and `rados -p POOL rm
+  coppice.owner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import threading
+import weakref
+from contextlib import contextmanager
+
+from ..engine.pool import SpaceInfo
+from ..errors import Busy, CoppiceError, InvalidArgument, NotFound, ReadOnly
+from .base import Backend
+
+OWNER_OBJECT = "coppice.owner"
+LOCK_NAME = "coppice"
+FEATURES_DOC = "layering, deep-flatten"
+HIDDEN_PREFIX = ".deleted."
+
+
+class CephUnavailable(CoppiceError):
+    """Cannot use Ceph pool {pool} with {conf}: {why}. Check that the cluster
+    is up (`ceph -s -c {conf}`) and the pool exists (`ceph osd pool ls`)."""
+
+    exit_code = 7
+    http_status = 503
+
+
+class CephPoolOwned(Busy):
+    """Ceph pool {pool} is owned by another Coppice pool: {owner}. Use that
+    pool, or give this one its own Ceph pool (--ceph-pool)."""
+
+
+class NamespaceTaken(Busy):
+    """RBD namespace {ns} already exists in Ceph pool {pool} but belongs to no
+    volume of this Coppice pool; remove it (`rbd namespace remove {pool}/{ns}`)
+    or choose another volume name."""
+
+
+def _rbd():
+    try:
+        import rados
+        import rbd
+    except ImportError as e:  # pragma: no cover - the install script installs them
+        raise CephUnavailable(
+            pool="?",
+            conf="?",
+            why=f"the Python bindings are missing ({e}); install python3-rados and python3-rbd "
+            "and use a Python 3.11 venv with system site packages",
+        ) from None
+    return rados, rbd
+
+
+class _Quiesce:
+    """Per-volume gate: I/O takes it shared, a snapshot exclusively, so no
+    write Coppice acknowledges lands between two LUNs' snapshots."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.active = 0
+        self.frozen = False
+
+    @contextmanager
+    def io(self):
+        with self.cond:
+            while self.frozen:
+                self.cond.wait()
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.active -= 1
+                if not self.active:
+                    self.cond.notify_all()
+
+    @contextmanager
+    def freeze(self):
+        with self.cond:
+            while self.frozen:
+                self.cond.wait()
+            self.frozen = True
+            while self.active:
+                self.cond.wait()
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.frozen = False
+                self.cond.notify_all()
+
+
+class RbdLun:
+    """An open LUN image: the BlockDevice calls ``coppice.nbd`` makes.
+    Flush is librbd's flush of this image (so multi-conn is off: one
+    connection's flush does not cover another's image handle)."""
+
+    can_trim = True
+    can_zero = True
+    can_fua = True
+    can_multi_conn = False
+
+    def __init__(self, backend, vid, oid, image, read_only, name):
+        self.backend = backend
+        self.oid = oid
+        self.name = name
+        self.image = image
+        self.read_only = read_only
+        self.block_size = backend.pool.block_size
+        self._gate = backend._gate(vid)
+        self._size = image.size()
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        o = self.backend.pool.objects.get(self.oid)
+        return o.size if o is not None else self._size
+
+    def _range(self, what, offset, length):
+        size = self.size
+        if offset < 0 or length < 0 or offset + length > size:
+            raise InvalidArgument(
+                detail=f"{what}: range {offset}+{length} is outside {self.name} (size {size})"
+            )
+
+    def _writable(self):
+        if self.read_only:
+            raise ReadOnly(detail=f"{self.name} is a snapshot LUN and read-only")
+
+    def pread(self, offset, length):
+        self._range("read", offset, length)
+        if not length:
+            return b""
+        return self.image.read(offset, length)
+
+    def pwrite(self, offset, data, fua=False):
+        self._writable()
+        self._range("write", offset, len(data))
+        with self._gate.io():
+            self.image.write(bytes(data), offset)
+            if fua:
+                self.image.flush()
+
+    def trim(self, offset, length, fua=False):
+        self._writable()
+        self._range("trim", offset, length)
+        with self._gate.io():
+            if length:
+                self.image.discard(offset, length)
+            if fua:
+                self.image.flush()
+
+    def zero(self, offset, length, may_trim=True, fua=False):
+        self._writable()
+        self._range("zero", offset, length)
+        with self._gate.io():
+            if length:
+                self.image.write_zeroes(offset, length)
+            if fua:
+                self.image.flush()
+
+    def flush(self):
+        if not self.read_only:
+            self.image.flush()
+
+    def extents(self, offset, length):
+        """(offset, length, flags) runs: 0 = data, 3 = hole reading zeros,
+        from RBD's allocation map (the parent's too, for a clone)."""
+        self._range("extents", offset, length)
+        alloc = _allocated(self.image, offset, length, include_parent=True)
+        out, pos = [], offset
+        for s, n in alloc:
+            if s > pos:
+                out.append((pos, s - pos, 3))
+            out.append((s, n, 0))
+            pos = s + n
+        if pos < offset + length:
+            out.append((pos, offset + length - pos, 3))
+        return out
+
+    # the write budget's questions: RBD is thin with no per-block budget
+    def unallocated_blocks(self, offset, length):
+        return 0
+
+    def snapshot_held_blocks(self, offset, length):
+        return 0
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            try:
+                self.image.flush()
+            except Exception:
+                pass
+            self.image.close()
+            self.backend._handles.discard(self)
+
+
+def _allocated(image, offset, length, include_parent=True, from_snapshot=None) -> list[tuple[int, int]]:
+    """Merged allocated (offset, length) runs of ``image`` in the range."""
+    runs: list[list[int]] = []
+
+    def cb(off, ln, exists):
+        if not exists:
+            return 0
+        s, e = max(off, offset), min(off + ln, offset + length)
+        if e <= s:
+            return 0
+        if runs and runs[-1][0] + runs[-1][1] >= s:
+            runs[-1][1] = max(runs[-1][0] + runs[-1][1], e) - runs[-1][0]
+        else:
+            runs.append([s, e - s])
+        return 0
+
+    if length:
+        image.diff_iterate(
+            offset, length, from_snapshot, cb, include_parent=include_parent, whole_object=False
+        )
+    runs.sort()
+    return [(s, n) for s, n in runs]
+
+
+def _bytes(runs) -> int:
+    return sum(n for _, n in runs)
+
+
+class RbdBackend(Backend):
+    kind = "rbd"
+    label = "Ceph RBD"
+    thin_only = True
+    dedup = False
+    block_budget = False
+
+    def __init__(self, pool, holder=None, creating=False, ceph_conf=None, ceph_pool=None):
+        super().__init__(pool)
+        rados, rbd = _rbd()
+        self.rados_mod, self.rbd_mod = rados, rbd
+        self.conf = os.path.abspath(ceph_conf) if ceph_conf else None
+        self.ceph_pool = ceph_pool or "rbd"
+        if not self.conf or not os.path.isfile(self.conf):
+            raise CephUnavailable(
+                pool=self.ceph_pool,
+                conf=ceph_conf,
+                why="the ceph.conf file does not exist (give --ceph-conf)",
+            )
+        self.r = rbd.RBD()
+        self._undo: list = []
+        self._after: list = []
+        self._gates: dict[int, _Quiesce] = {}
+        self._gates_lock = threading.Lock()
+        self._handles: weakref.WeakSet = weakref.WeakSet()
+        self._ioctxs: dict[str, object] = {}
+        self.cluster = rados.Rados(conffile=self.conf)
+        try:
+            self.cluster.connect(timeout=15)
+            if not self.cluster.pool_exists(self.ceph_pool):
+                raise CephUnavailable(pool=self.ceph_pool, conf=self.conf, why="the pool does not exist")
+            self.ioctx = self.cluster.open_ioctx(self.ceph_pool)
+            if creating:
+                # clone v2: clones of unprotected snapshots, across namespaces
+                self._mon({"prefix": "osd set-require-min-compat-client", "version": "mimic"})
+            self._lock_owner(holder, creating)
+        except self.rados_mod.Error as e:
+            self.cluster.shutdown()
+            raise CephUnavailable(pool=self.ceph_pool, conf=self.conf, why=str(e)) from None
+        except BaseException:
+            self.cluster.shutdown()
+            raise
+
+    # ---- cluster plumbing ------------------------------------------------------------
+    def _mon(self, cmd: dict) -> str:
+        ret, out, err = self.cluster.mon_command(json.dumps(cmd), b"", timeout=30)
+        if ret != 0:
+            raise CephUnavailable(pool=self.ceph_pool, conf=self.conf, why=f"{cmd['prefix']}: {err}")
+        return out.decode() if isinstance(out, bytes) else out
+
+    def _owner_record(self, holder) -> dict:
+        return {
+            "pool_dir": self.pool.path,
+            "pool_uuid": self.pool.uuid,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "holder": holder or "coppice",
+        }
+
+    def _lock_owner(self, holder, creating) -> None:
+        """Claim the Ceph pool for this Coppice pool (the content of
+        ``coppice.owner``, kept for good), then hold its exclusive lock while
+        open (the holder in its ``holder`` xattr)."""
+        me = self._owner_record(holder)
+        claim = self._read_owner()
+        if claim and claim.get("pool_uuid") != me["pool_uuid"]:
+            raise CephPoolOwned(pool=self.ceph_pool, owner=self._describe_owner(claim))
+        if not claim and not creating and self.r.namespace_list(self.ioctx):
+            raise CephUnavailable(
+                pool=self.ceph_pool,
+                conf=self.conf,
+                why="the pool's Coppice claim (object coppice.owner) is gone but RBD namespaces remain",
+            )
+        self._cookie = f"{me['pool_uuid']}.{os.getpid()}.{id(self)}"
+        for attempt in range(2):
+            try:
+                self.ioctx.lock_exclusive(OWNER_OBJECT, LOCK_NAME, self._cookie, desc=me["holder"][:100])
+                break
+            except self.rados_mod.ObjectBusy:
+                other = self._read_holder()
+                if attempt == 0 and other.get("host") == me["host"]:
+                    # the same pool on the same host: this directory's file lock
+                    # is ours, so that holder is gone (e.g. killed)
+                    self._break_stale_lock()
+                    continue
+                raise CephPoolOwned(pool=self.ceph_pool, owner=self._describe_owner(other)) from None
+        if not claim:
+            claim_rec = {k: me[k] for k in ("pool_dir", "pool_uuid", "host")} | {"holder": "coppice pool"}
+            self.ioctx.write_full(OWNER_OBJECT, json.dumps(claim_rec).encode())
+        self.ioctx.set_xattr(OWNER_OBJECT, "holder", json.dumps(me).encode())
+
+    def _read_owner(self) -> dict:
+        try:
+            return json.loads(self.ioctx.read(OWNER_OBJECT, 4096) or b"{}")
+        except (ValueError, self.rados_mod.ObjectNotFound):
+            return {}
+
+    def _read_holder(self) -> dict:
+        try:
+            return json.loads(self.ioctx.get_xattr(OWNER_OBJECT, "holder") or b"{}")
+        except (ValueError, self.rados_mod.Error):
+            return {}
+
+    @staticmethod
+    def _describe_owner(o: dict) -> str:
+        if not o:
+            return "an unknown holder"
+        pid = f" (pid {o['pid']})" if o.get("pid") and "pid" not in str(o.get("holder")) else ""
+        return (
+            f"{o.get('holder', 'coppice')}{pid} on host {o.get('host')}, pool directory {o.get('pool_dir')}"
+        )
+
+    def _break_stale_lock(self) -> None:
+        base = ["rados", "-c", self.conf, "-p", self.ceph_pool]
+        info = subprocess.run(
+            base + ["lock", "info", OWNER_OBJECT, LOCK_NAME, "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        try:
+            lockers = json.loads(info.stdout).get("lockers", [])
+        except ValueError:
+            lockers = []
+        for lk in lockers:
+            subprocess.run(
+                base + ["lock", "break", OWNER_OBJECT, LOCK_NAME, lk["name"], "--lock-cookie", lk["cookie"]],
+                capture_output=True,
+                timeout=30,
+            )
+
+    def close(self) -> None:
+        for h in list(self._handles):
+            try:
+                h.close()
+            except Exception:
+                pass
+        try:
+            self.ioctx.unlock(OWNER_OBJECT, LOCK_NAME, self._cookie)
+        except Exception:
+            pass
+        for io in self._ioctxs.values():
+            io.close()
+        self.ioctx.close()
+        self.cluster.shutdown()
+
+    def describe(self) -> dict:
+        return {"backend": "rbd", "ceph_conf": self.conf, "ceph_pool": self.ceph_pool}
+
+    # ---- names -------------------------------------------------------------------------
+    def _io(self, ns: str):
+        io = self._ioctxs.get(ns)
+        if io is None:
+            io = self.cluster.open_ioctx(self.ceph_pool)
+            io.set_namespace(ns)
+            self._ioctxs[ns] = io
+        return io
+
+    def ns_of(self, vol: str) -> str:
+        vid = self.pool.volume(vol).id
+        ns = self.pool.kv_get("rbd.ns", str(vid))
+        if ns is None:
+            raise NotFound(what="RBD namespace", detail=f"volume {vol} has none recorded; run `coppice fsck`")
+        return ns
+
+    def _image(self, ns: str, rbd_id: str, snapshot=None, read_only=False):
+        return self.rbd_mod.Image(self._io(ns), image_id=rbd_id, snapshot=snapshot, read_only=read_only)
+
+    def _image_name(self, ns: str, rbd_id: str) -> str:
+        with self._image(ns, rbd_id, read_only=True) as img:
+            return img.get_name()
+
+    def _gate(self, vid: int) -> _Quiesce:
+        with self._gates_lock:
+            g = self._gates.get(vid)
+            if g is None:
+                g = self._gates[vid] = _Quiesce()
+            return g
+
+    def _luns(self, vol, snapshot=None):
+        return [o for o in self.pool.list_objects(vol, snapshot) if o.kind == "lun"]
+
+    def _referenced_ids(self, vol) -> tuple[set, set]:
+        live = {o.meta.get("rbd_id") for o in self._luns(vol)}
+        held = set()
+        for s in self.pool.list_snapshots(vol):
+            held |= {o.meta.get("rbd_id") for o in self._luns(vol, s.name)}
+        return live - {None}, held - {None}
+
+    # ---- transactions ----------------------------------------------------------------
+    def begin(self) -> None:
+        self._undo, self._after = [], []
+
+    def commit(self) -> None:
+        after, self._after, self._undo = self._after, [], []
+        for fn in after:
+            try:
+                fn()
+            except Exception:  # fsck reports what a failed cleanup leaves
+                pass
+
+    def rollback(self) -> None:
+        undo, self._undo, self._after = self._undo, [], []
+        for fn in reversed(undo):
+            try:
+                fn()
+            except Exception:
+                pass
+
+    # ---- volumes -----------------------------------------------------------------------
+    def create_volume(self, name, meta):
+        ds = self.pool.create_volume(name, meta=meta)
+        self._new_namespace(ds.id, name)
+        return ds
+
+    def _new_namespace(self, vid: int, name: str) -> str:
+        if self.r.namespace_exists(self.ioctx, name):
+            raise NamespaceTaken(ns=name, pool=self.ceph_pool)
+        self.r.namespace_create(self.ioctx, name)
+        self._undo.append(lambda: self.r.namespace_remove(self.ioctx, name))
+        self.pool.kv_put("rbd.ns", str(vid), name)
+        return name
+
+    def delete_volume(self, name):
+        vid = self.pool.volume(name).id
+        ns = self.ns_of(name)
+        self.pool.delete_volume(name)
+        self.pool.kv_delete("rbd.ns", str(vid))
+        self._after.append(lambda: self._purge_namespace(ns))
+
+    def _purge_namespace(self, ns: str) -> None:
+        io = self._io(ns)
+        images = [i["id"] for i in self.r.list2(io)]
+        # images cloned inside the namespace (LUN clones) before their parents
+        for _ in range(len(images) + 1):
+            for iid in list(images):
+                try:
+                    self._remove_image(ns, iid)
+                    images.remove(iid)
+                except (self.rbd_mod.ImageBusy, self.rbd_mod.ImageHasSnapshots):
+                    continue
+        self._ioctxs.pop(ns, None)
+        io.close()
+        self.r.namespace_remove(self.ioctx, ns)
+
+    def _remove_image(self, ns: str, rbd_id: str) -> None:
+        io = self._io(ns)
+        with self._image(ns, rbd_id) as img:
+            name = img.get_name()
+            for s in list(img.list_snaps()):
+                if img.is_protected_snap(s["name"]):
+                    img.unprotect_snap(s["name"])
+                img.remove_snap(s["name"])
+        for _ in range(20):  # a closing NBD connection may still watch it for a moment
+            try:
+                self.r.remove(io, name)
+                return
+            except self.rbd_mod.ImageBusy:
+                threading.Event().wait(0.1)
+        self.r.remove(io, name)
+
+    def rename_volume(self, old, new):
+        # the namespace keeps its name (RBD cannot rename one); kv maps it
+        self.pool.rename_volume(old, new)
+
+    # ---- LUN objects -----------------------------------------------------------------
+    def _features(self) -> int:
+        m = self.rbd_mod
+        return m.RBD_FEATURE_LAYERING | m.RBD_FEATURE_DEEP_FLATTEN
+
+    def create_lun(self, vol, name, size, meta):
+        ns = self.ns_of(vol)
+        io = self._io(ns)
+        self.r.create(io, name, size, old_format=False, features=self._features())
+        with self.rbd_mod.Image(io, name, read_only=True) as img:
+            rbd_id = img.id()
+        self._undo.append(lambda: self._remove_image(ns, rbd_id))
+        return self.pool.create_object(vol, name, size, kind="lun", meta=dict(meta, rbd_id=rbd_id))
+
+    def delete_lun(self, vol, name):
+        ns = self.ns_of(vol)
+        rbd_id = self.pool.object_info(vol, name).meta.get("rbd_id")
+        self.pool.delete_object(vol, name)
+        if rbd_id:
+            self._retire(vol, ns, rbd_id, name)
+
+    def _retire(self, vol, ns, rbd_id, name) -> None:
+        """An image no live LUN names any more: hidden while a snapshot holds
+        it, removed after the commit otherwise."""
+        live, held = self._referenced_ids(vol)
+        if rbd_id in live:
+            return
+        if rbd_id in held:
+            hidden = HIDDEN_PREFIX + rbd_id
+            self._rename_image(ns, rbd_id, hidden)
+        else:
+            self._after.append(lambda: self._remove_image(ns, rbd_id))
+
+    def _rename_image(self, ns, rbd_id, new) -> None:
+        io = self._io(ns)
+        old = self._image_name(ns, rbd_id)
+        if old == new:
+            return
+        self.r.rename(io, old, new)
+        self._undo.append(lambda: self.r.rename(io, new, old))
+
+    def resize_lun(self, vol, name, size):
+        ns = self.ns_of(vol)
+        o = self.pool.object_info(vol, name)
+        rbd_id, old = o.meta["rbd_id"], o.size
+        self.pool.resize_object(vol, name, size)
+        if size >= old:
+            with self._image(ns, rbd_id) as img:
+                img.resize(size)
+            self._undo.append(lambda: self._resize(ns, rbd_id, old))
+        else:  # shrinking drops data: only once the record says so
+            self._after.append(lambda: self._resize(ns, rbd_id, size))
+
+    def _resize(self, ns, rbd_id, size):
+        with self._image(ns, rbd_id) as img:
+            img.resize(size)
+
+    def rename_lun(self, vol, old, new):
+        ns = self.ns_of(vol)
+        rbd_id = self.pool.object_info(vol, old).meta["rbd_id"]
+        self.pool.rename_object(vol, old, new)
+        self._rename_image(ns, rbd_id, new)
+
+    def clone_lun(self, vol, new, parent, snap, meta):
+        ns = self.ns_of(vol)
+        src = self.pool.object_info(vol, parent, snap)
+        rbd_id = self._clone_image(ns, src.meta["rbd_id"], snap, ns, new)
+        return self.pool.create_object(vol, new, src.size, kind="lun", meta=dict(meta, rbd_id=rbd_id))
+
+    def _clone_image(self, pns, parent_id, snap, cns, name) -> str:
+        pname = self._image_name(pns, parent_id)
+        cio = self._io(cns)
+        self.r.clone(self._io(pns), pname, snap, cio, name, features=self._features())
+        with self.rbd_mod.Image(cio, name, read_only=True) as img:
+            cid = img.id()
+        self._undo.append(lambda: self._remove_image(cns, cid))
+        return cid
+
+    def open_lun(self, vol, name, snapshot=None):
+        ns = self.ns_of(vol)
+        o = self.pool.object_info(vol, name, snapshot)
+        img = self._image(ns, o.meta["rbd_id"], snapshot=snapshot, read_only=snapshot is not None)
+        label = f"/vol/{vol}/{name}" if snapshot is None else f"/vol/{vol}/.snapshot/{snapshot}/{name}"
+        h = RbdLun(self, self.pool.volume(vol).id, o.id, img, snapshot is not None, label)
+        self._handles.add(h)
+        return h
+
+    # ---- snapshots -----------------------------------------------------------------
+    def create_snapshot(self, vol, snap, meta):
+        ns = self.ns_of(vol)
+        vid = self.pool.volume(vol).id
+        ds = self.pool.create_snapshot(vol, snap, meta=meta)
+        with self._gate(vid).freeze():
+            for h in list(self._handles):
+                if h._gate is self._gates.get(vid) and not h.read_only:
+                    h.image.flush()
+            for o in self._luns(vol):
+                rbd_id = o.meta["rbd_id"]
+                with self._image(ns, rbd_id) as img:
+                    img.create_snap(snap)
+                self._undo.append(lambda rbd_id=rbd_id: self._remove_snap(ns, rbd_id, snap))
+        return ds
+
+    def _remove_snap(self, ns, rbd_id, snap) -> None:
+        with self._image(ns, rbd_id) as img:
+            if any(s["name"] == snap for s in img.list_snaps()):
+                img.remove_snap(snap)
+
+    def delete_snapshot(self, vol, snap):
+        ns = self.ns_of(vol)
+        ids = [o.meta["rbd_id"] for o in self._luns(vol, snap)]
+        self.pool.delete_snapshot(vol, snap)
+        live, held = self._referenced_ids(vol)
+
+        def drop():
+            for rbd_id in ids:
+                self._remove_snap(ns, rbd_id, snap)
+                if rbd_id not in live and rbd_id not in held:
+                    self._remove_image(ns, rbd_id)
+
+        self._after.append(drop)
+
+    def rename_snapshot(self, vol, old, new):
+        ns = self.ns_of(vol)
+        ids = [o.meta["rbd_id"] for o in self._luns(vol, old)]
+        self.pool.rename_snapshot(vol, old, new)
+        for rbd_id in ids:
+            with self._image(ns, rbd_id) as img:
+                img.rename_snap(old, new)
+            self._undo.append(lambda rbd_id=rbd_id: self._rename_snap(ns, rbd_id, new, old))
+
+    def _rename_snap(self, ns, rbd_id, old, new):
+        with self._image(ns, rbd_id) as img:
+            img.rename_snap(old, new)
+
+    def restore_snapshot(self, vol, snap):
+        ns = self.ns_of(vol)
+        before = {o.meta.get("rbd_id"): o.name for o in self._luns(vol)}
+        self.pool.restore_snapshot(vol, snap)
+        after = {o.meta["rbd_id"]: o.name for o in self._luns(vol)}
+        for rbd_id, name in before.items():
+            if rbd_id and rbd_id not in after:
+                self._retire(vol, ns, rbd_id, name)
+        vid = self.pool.volume(vol).id
+        with self._gate(vid).freeze():
+            for rbd_id, name in after.items():
+                self._rename_image(ns, rbd_id, name)
+                with self._image(ns, rbd_id) as img:
+                    img.rollback_to_snap(snap)
+
+    def restore_cost(self, vol, snap) -> str:
+        from ..filer.sizes import format_size
+
+        total = sum(o.size for o in self._luns(vol, snap))
+        return (
+            f"On RBD a restore is a rollback: it rewrote all {format_size(total)} of the "
+            f"volume's LUNs from the snapshot (its cost is the volume's size, not O(1))."
+        )
+
+    def snapshot_clones(self, vol, snap) -> list[str]:
+        out = list(self.pool.clones_of(vol, snap))
+        names = {ns: v for v, ns in self._namespaces().items()}
+        ns = self.ns_of(vol)
+        for o in self._luns(vol, snap):
+            try:
+                with self._image(ns, o.meta["rbd_id"], snapshot=snap, read_only=True) as img:
+                    children = list(img.list_children2())
+            except self.rbd_mod.ImageNotFound:
+                continue
+            for c in children:
+                if c.get("trash"):
+                    continue
+                v = names.get(c.get("pool_namespace")) if c.get("pool") == self.ceph_pool else None
+                if v == vol:
+                    # a LUN clone inside the volume: as on the engine it does not pin the
+                    # snapshot (clone v2 keeps the RBD snapshot in the trash until it goes)
+                    continue
+                label = v or f"rbd:{c['pool']}/{c.get('pool_namespace')}/{c['image']}"
+                if label not in out:
+                    out.append(label)
+        return out
+
+    def _namespaces(self) -> dict[str, str]:
+        """volume name -> namespace."""
+        ids = {str(v.id): v.name for v in self.pool.list_volumes()}
+        return {ids[k]: ns for k, ns in self.pool.kv_items("rbd.ns") if k in ids}
+
+    # ---- clones ----------------------------------------------------------------------
+    def clone_volume(self, new, parent, snap, meta, object_meta=None):
+        pns = self.ns_of(parent)
+        if self.r.namespace_exists(self.ioctx, new):
+            raise NamespaceTaken(ns=new, pool=self.ceph_pool)
+        self.r.namespace_create(self.ioctx, new)
+        self._undo.append(lambda: self.r.namespace_remove(self.ioctx, new))
+        ids = {}
+        for o in self._luns(parent, snap):
+            ids[o.name] = self._clone_image(pns, o.meta["rbd_id"], snap, new, o.name)
+
+        def meta_of(name, m):
+            if object_meta is not None:
+                m = object_meta(name, m)
+            if name in ids:
+                m = dict(m, rbd_id=ids[name])
+            return m
+
+        ds = self.pool.clone_volume(new, parent, snap, meta=meta, object_meta=meta_of)
+        self.pool.kv_put("rbd.ns", str(ds.id), new)
+        return ds
+
+    def split_steps(self, vol):
+        """Flatten every clone image of the volume (RBD's progress, in
+        objects), then detach the clone in the control plane."""
+        if self.pool.origin_of(vol) is None:
+            raise InvalidArgument(detail=f"volume {vol} is not a clone; nothing to split")
+        ns = self.ns_of(vol)
+        work = []
+        for o in self._luns(vol):
+            with self._image(ns, o.meta["rbd_id"], read_only=True) as img:
+                try:
+                    img.parent_id()
+                except self.rbd_mod.ImageNotFound:
+                    continue
+                work.append((o.meta["rbd_id"], -(-img.size() // img.stat()["obj_size"])))
+        return self._split_gen(vol, ns, work)
+
+    def _split_gen(self, vol, ns, work):
+        total = sum(n for _, n in work) or 1
+        done = 0
+        yield done, total
+        stop = threading.Event()
+        for rbd_id, n in work:
+            q: queue.Queue = queue.Queue()
+
+            def run(rbd_id=rbd_id, q=q):
+                try:
+                    with self._image(ns, rbd_id) as img:
+                        img.flatten(
+                            on_progress=lambda off, tot: (q.put(("p", off)), -1 if stop.is_set() else 0)[1]
+                        )
+                    q.put(("done", None))
+                except Exception as e:  # handed to the generator's caller
+                    q.put(("error", e))
+
+            t = threading.Thread(target=run, name=f"flatten-{vol}", daemon=True)
+            t.start()
+            try:
+                while True:
+                    kind, v = q.get()
+                    if kind == "p":
+                        yield min(done + v, total), total
+                    elif kind == "error":
+                        raise v
+                    else:
+                        break
+            except GeneratorExit:
+                stop.set()
+                t.join()
+                raise
+            t.join()
+            done += n
+            yield min(done, total), total
+        # every image is flat: the clone no longer depends on the snapshot
+        for _ in self.pool.split_clone_steps(vol):
+            pass
+        yield total, total
+
+    def split_estimate(self, vol) -> int:
+        """Bytes the clone still reads from its parent snapshot."""
+        if self.pool.origin_of(vol) is None:
+            return 0
+        ns = self.ns_of(vol)
+        total = 0
+        for o in self._luns(vol):
+            with self._image(ns, o.meta["rbd_id"], read_only=True) as img:
+                try:
+                    img.parent_id()
+                except self.rbd_mod.ImageNotFound:
+                    continue
+                overlap = img.overlap()
+                if overlap:
+                    all_ = _allocated(img, 0, overlap, include_parent=True)
+                    own = _allocated(img, 0, overlap, include_parent=False)
+                    total += max(0, _bytes(all_) - _bytes(own))
+        return total
+
+    # ---- space -------------------------------------------------------------------------
+    def space(self, vol, snapshot=None):
+        ns = self.ns_of(vol)
+        bs = self.pool.block_size
+        logical = written = unique = 0
+        for o in self._luns(vol, snapshot):
+            logical += o.size
+            with self._image(ns, o.meta["rbd_id"], snapshot=snapshot, read_only=True) as img:
+                w = _bytes(_allocated(img, 0, o.size, include_parent=True))
+                if snapshot is None:
+                    u = _bytes(_allocated(img, 0, o.size, include_parent=False))
+                else:
+                    u = 0
+            if snapshot is not None:
+                # what the snapshot alone holds: its blocks the volume has changed since
+                with self._image(ns, o.meta["rbd_id"], read_only=True) as head:
+                    u = min(w, _bytes(_allocated(head, 0, min(o.size, head.size()), from_snapshot=snapshot)))
+            written += w
+            unique += u
+        return SpaceInfo(logical, -(-written // bs), -(-unique // bs), -(-(written - unique) // bs), bs)
+
+    def usage_override(self, f, vol, size):
+        from ..filer.volume import opts
+
+        o = opts(f, vol)
+        bs = self.pool.block_size
+        sp = self.space(vol)
+        active = sp.written_bytes
+        snap_used = sum(self.space(vol, s.name).unique_bytes for s in self.pool.list_snapshots(vol))
+        pool_free = self.pool_space()["free_bytes"]
+        if size is None:
+            reserve, total = 0, active + pool_free
+        else:
+            reserve = size * int(o["snap_reserve"]) // 100
+            total = size - reserve
+        spill = max(0, snap_used - reserve)
+        used = active + spill
+        return {
+            "volume": vol,
+            "size": size,
+            "total": total,
+            "used": used,
+            "available": max(0, min(total - used, pool_free)),
+            "active": active,
+            "shared": sp.shared_bytes,
+            "snap_reserve": reserve,
+            "snap_used": snap_used,
+            "snap_available": max(0, reserve - snap_used),
+            "spill": spill,
+            "logical": sp.logical_bytes,
+            "block_size": bs,
+            "snap_used_exact": True,
+        }
+
+    def pool_space(self) -> dict:
+        """The cluster's figures (``rados df`` totals; RBD itself keeps no
+        per-pool free count), in the engine's shape."""
+        st = self.cluster.get_cluster_stats()
+        bs = self.pool.block_size
+        used, total, free = st["kb_used"] * 1024, st["kb"] * 1024, st["kb_avail"] * 1024
+        if not total:
+            # No ceph-mgr reports capacity: count what the images hold, and
+            # take the LUNs' provisioned size as the room they have.
+            used = provisioned = 0
+            for v in self.pool.list_volumes():
+                used += self.space(v.name).unique_bytes
+                provisioned += sum(o.size for o in self._luns(v.name))
+            total = max(provisioned, used)
+            free = total - used
+        return {
+            "block_size": bs,
+            "used_blocks": used // bs,
+            "used_bytes": used,
+            "free_bytes": free,
+            "total_bytes": total,
+            "metadata_bytes": sum(
+                os.path.getsize(os.path.join(self.pool.path, f))
+                for f in ("pool.db", "pool.db-wal")
+                if os.path.exists(os.path.join(self.pool.path, f))
+            ),
+            "capacity_bytes": 0,
+        }
+
+    # ---- checks --------------------------------------------------------------------------
+    def fsck(self) -> dict:
+        """The control plane's own fsck, then both sides against each other:
+        every LUN (live or in a snapshot) has its image (and RBD snapshot),
+        every image of a Coppice namespace is some LUN's, clone images have
+        the parent the control plane records, and every namespace a volume."""
+        rep = self.pool.fsck().as_dict()
+        problems = list(rep.get("problems", []))
+        nsmap = self._namespaces()
+        images_seen = 0
+        for vol, ns in nsmap.items():
+            try:
+                present = {i["id"]: i["name"] for i in self.r.list2(self._io(ns))}
+            except self.rbd_mod.Error as e:
+                problems.append(f"volume {vol}: RBD namespace {ns} unreadable: {e}")
+                continue
+            images_seen += len(present)
+            live, held = self._referenced_ids(vol)
+            for o in self._luns(vol):
+                rid = o.meta.get("rbd_id")
+                if rid not in present:
+                    problems.append(f"LUN /vol/{vol}/{o.name}: its RBD image (id {rid}) is missing from {ns}")
+            for s in self.pool.list_snapshots(vol):
+                for o in self._luns(vol, s.name):
+                    rid = o.meta.get("rbd_id")
+                    if rid not in present:
+                        problems.append(
+                            f"snapshot {vol}@{s.name} LUN {o.name}: its RBD image (id {rid}) is missing"
+                        )
+                        continue
+                    with self._image(ns, rid, read_only=True) as img:
+                        if not any(x["name"] == s.name for x in img.list_snaps()):
+                            problems.append(
+                                f"snapshot {vol}@{s.name} LUN {o.name}: image {ns}/{present[rid]} "
+                                f"has no RBD snapshot {s.name}"
+                            )
+            for rid, name in present.items():
+                if rid not in live and rid not in held:
+                    problems.append(
+                        f"RBD image {self.ceph_pool}/{ns}/{name} belongs to no LUN of volume {vol}"
+                    )
+            origin = self.pool.origin_of(vol)
+            for o in self._luns(vol):
+                rid = o.meta.get("rbd_id")
+                if rid not in present or origin is None:
+                    continue
+                with self._image(ns, rid, read_only=True) as img:
+                    try:
+                        spec = img.get_parent_image_spec()
+                    except self.rbd_mod.ImageNotFound:
+                        continue  # flattened (partly split clone): allowed
+                want_ns = nsmap.get(origin[0])
+                if spec.get("pool_namespace") != want_ns or spec.get("snap_name") != origin[1]:
+                    problems.append(
+                        f"LUN /vol/{vol}/{o.name}: RBD parent is {spec.get('pool_namespace')}/"
+                        f"{spec.get('image_name')}@{spec.get('snap_name')}, the pool records "
+                        f"{origin[0]}@{origin[1]}"
+                    )
+        known = set(nsmap.values())
+        try:
+            for ns in self.r.namespace_list(self.ioctx):
+                if ns not in known:
+                    problems.append(f"RBD namespace {self.ceph_pool}/{ns} belongs to no volume of this pool")
+        except self.rbd_mod.Error as e:
+            problems.append(f"cannot list the RBD namespaces of {self.ceph_pool}: {e}")
+        rep["problems"] = problems
+        rep["clean"] = bool(rep.get("clean", True)) and not problems
+        rep["rbd"] = {"namespaces": len(nsmap), "images": images_seen, "ceph_pool": self.ceph_pool}
+        return rep
