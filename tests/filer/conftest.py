@@ -19,8 +19,14 @@ def clock():
 
 
 @pytest.fixture
-def filer(pool_dir, clock):
-    f = Filer.create(pool_dir, clock=clock)
+def filer(pool_dir, clock, backend, request):
+    """A Filer on a new pool; on the rbd backend when the test is marked
+    ``@pytest.mark.backends("native", "rbd")`` (once per backend)."""
+    if backend == "rbd":
+        conf = request.getfixturevalue("ceph_conf")
+        f = Filer.create(pool_dir, clock=clock, backend="rbd", ceph_conf=conf, ceph_pool="rbd")
+    else:
+        f = Filer.create(pool_dir, clock=clock)
     yield f
     f.close()
 

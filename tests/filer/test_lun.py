@@ -12,6 +12,8 @@ from coppice.filer.errors import (
     VolumeNotFound,
 )
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 def test_create_show_attributes(filer):
     filer.vol_create("v", "1g")
@@ -44,6 +46,7 @@ def test_bad_creates_are_refused(filer, unchanged):
         filer.lun_info("/vol/v/nope")
 
 
+@pytest.mark.backends("native")  # engine-only semantics; tests/rbd asserts the rbd side
 def test_thin_volume_write_past_size_is_volume_full_and_data_intact(filer):
     # a 4 MiB thin LUN in a 1 MiB volume (no reserve): writes stop at 1 MiB
     filer.vol_create("v", "1m", snap_reserve=0)

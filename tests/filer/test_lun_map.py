@@ -2,6 +2,8 @@ import pytest
 
 from coppice.filer.errors import BadLunId, IgroupNotFound, LunAlreadyMapped, LunIdInUse, LunNotMapped
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 @pytest.fixture
 def two(filer):

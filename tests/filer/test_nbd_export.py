@@ -8,6 +8,8 @@ nbd = pytest.importorskip("nbd")
 
 from coppice.nbd.server import NBDServer  # noqa: E402
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 @pytest.fixture
 def served(runbook):
@@ -40,6 +42,7 @@ def test_mapped_lun_is_served_and_snapshot_is_read_only(served):
     s.shutdown()
 
 
+@pytest.mark.backends("native")  # engine-only semantics; tests/rbd asserts the rbd side
 def test_write_past_volume_size_is_enospc(served):
     f, srv = served
     f.vol_create("small", "1m", snap_reserve=0)

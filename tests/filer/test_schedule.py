@@ -5,6 +5,8 @@ import pytest
 from coppice.filer.errors import BadSchedule
 from coppice.filer.schedule import Schedule, format_schedule, parse
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 def T(day, hour):
     return dt.datetime(2024, 3, day, hour, 0)  # 2024-03-03 is a Sunday

@@ -1,4 +1,8 @@
+import pytest
+
 from coppice.filer.errors import SnapshotBusy, SnapshotExists, SnapshotNotFound
+
+pytestmark = pytest.mark.backends("native", "rbd")
 
 
 def test_busy_snapshot_cannot_be_deleted_or_renamed(runbook, unchanged):

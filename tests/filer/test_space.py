@@ -2,7 +2,10 @@ import pytest
 
 from coppice.filer.errors import VolumeFull
 
+pytestmark = pytest.mark.backends("native", "rbd")
 
+
+@pytest.mark.backends("native")  # engine-only semantics; tests/rbd asserts the rbd side
 def test_df_splits_active_and_snapshot_space(filer):
     # 8m volume, 25% reserve: 6m for the active file system, 2m for snapshots
     filer.vol_create("v", "8m", snap_reserve=25)

@@ -11,6 +11,8 @@ from coppice.filer.errors import (
     VolumeTooSmall,
 )
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 def test_create_and_show(filer):
     # vol create NAME SIZE makes a thin volume with a 5% snapshot reserve
@@ -69,6 +71,7 @@ def test_nosnap_refuses_snapshots(filer, unchanged):
         filer.vol_set_option("v", "fractional", "1")
 
 
+@pytest.mark.backends("native")  # engine-only semantics; tests/rbd asserts the rbd side
 def test_thick_volume_holds_its_luns(filer, unchanged):
     # guarantee volume: LUN sizes must fit outside the snapshot reserve
     filer.vol_create("v", "100m", guarantee="volume", snap_reserve=0)

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,10 +102,12 @@ def wipe(conf: str, pool: str = "rbd") -> None:
             if not left:
                 break
         for ns in spaces:
-            try:
-                r.namespace_remove(io, ns)
-            except rbd.Error:
-                pass
+            for _ in range(20):  # a just-closed client may hold it for a moment
+                try:
+                    r.namespace_remove(io, ns)
+                    break
+                except rbd.Error:
+                    time.sleep(0.1)
         try:
             io.remove_object("coppice.owner")
         except rados.ObjectNotFound:
