@@ -92,6 +92,8 @@ def wipe(conf: str, pool: str = "rbd") -> None:
                                     im.remove_snap(s["name"])
                         r.remove(i, img["name"])
                         left -= 1
+                    except rbd.ImageBusy:
+                        _blocklist_watchers(c, i, img["id"])
                     except rbd.Error:
                         pass
                 for t in r.trash_list(i):
@@ -117,6 +119,19 @@ def wipe(conf: str, pool: str = "rbd") -> None:
             raise RuntimeError(f"could not wipe Ceph pool {pool}: namespaces {left} remain")
     finally:
         c.shutdown()
+
+
+def _blocklist_watchers(cluster, ioctx, image_id) -> None:
+    """A killed client (kill -9 tests) keeps its watch on an image for ~30 s;
+    blocklisting its address ends it now, as Ceph's docs say for dead clients."""
+    import json
+
+    import rbd
+
+    with rbd.Image(ioctx, image_id=image_id, read_only=True) as im:
+        addrs = [w["addr"] for w in im.watchers_list()]
+    for a in addrs:
+        cluster.mon_command(json.dumps({"prefix": "osd blocklist", "blocklistop": "add", "addr": a}), b"")
 
 
 if __name__ == "__main__":  # python -m tests.rbd.ceph_cluster wipe CONF

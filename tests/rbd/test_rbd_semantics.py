@@ -1,0 +1,229 @@
+"""The rbd backend's semantics through the Filer API, on a real Ceph cluster:
+readable layout, snapshots at one instant across LUNs, clones O(1) as RBD
+clone v2 children, busy snapshots, split = flatten, restore = rollback, the
+documented differences (thin only, no dedup, no per-block volume budget),
+one owner per Ceph pool, and fsck comparing both sides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import pytest
+
+from coppice.backend import BackendUnsupported, ThinOnly
+from coppice.backend.rbd import CephPoolOwned
+from coppice.filer.errors import SnapshotBusy
+
+
+def rbd_cli(conf, *args):
+    r = subprocess.run(["rbd", "-c", conf, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_layout_is_readable_with_rbd_ls(rbd_filer, ceph_conf):
+    f = rbd_filer
+    f.vol_create("fvol_master", "1g")
+    f.lun_create("/vol/fvol_master/lun0", "64m")
+    f.lun_create("/vol/fvol_master/lun1", "32m")
+    f.snap_create("fvol_master", "clone_base_snapshot")
+    f.clone_create("fvol_clone1", "fvol_master", "clone_base_snapshot")
+    assert {"fvol_master", "fvol_clone1"} <= set(rbd_cli(ceph_conf, "namespace", "ls", "rbd").split())
+    master = json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_master"))
+    assert {(i["image"], i.get("snapshot")) for i in master} == {
+        ("lun0", None),
+        ("lun1", None),
+        ("lun0", "clone_base_snapshot"),
+        ("lun1", "clone_base_snapshot"),
+    }
+    clone = json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_clone1"))
+    assert {(i["image"], i["parent"]["pool_namespace"], i["parent"]["snapshot"]) for i in clone} == {
+        ("lun0", "fvol_master", "clone_base_snapshot"),
+        ("lun1", "fvol_master", "clone_base_snapshot"),
+    }
+    # clone LUNs get new serials, as on the engine
+    serials = {x["path"]: x["serial"] for x in f.lun_show()}
+    assert serials["/vol/fvol_clone1/lun0"] != serials["/vol/fvol_master/lun0"]
+    f.lun_rename("/vol/fvol_master/lun1", "/vol/fvol_master/data")
+    names = {
+        i["image"] for i in json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_master"))
+    }
+    assert names == {"lun0", "data"}
+    assert f.fsck()["clean"], f.fsck()["problems"]
+
+
+def test_snapshot_is_one_instant_across_the_volumes_luns(rbd_filer):
+    """A writer stamps sequence n into LUN a, then into LUN b, each write
+    acknowledged before the next: at one instant b <= a <= b + 1. Snapshots
+    taken while it runs must all show that."""
+    f = rbd_filer
+    f.vol_create("v", "1g")
+    f.lun_create("/vol/v/a", "8m")
+    f.lun_create("/vol/v/b", "8m")
+    a, b = f.open_lun("/vol/v/a"), f.open_lun("/vol/v/b")
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            stamp = n.to_bytes(8, "little") * 512
+            a.pwrite(0, stamp)
+            b.pwrite(0, stamp)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for i in range(5):
+            f.snap_create("v", f"s{i}")
+    finally:
+        stop.set()
+        t.join()
+    a.close()
+    b.close()
+    seen = []
+    for i in range(5):
+        va, vb = (
+            int.from_bytes(bytes(d.pread(0, 8)), "little")
+            for d in (f.open_lun(f"/vol/v/.snapshot/s{i}/a"), f.open_lun(f"/vol/v/.snapshot/s{i}/b"))
+        )
+        assert vb <= va <= vb + 1, (i, va, vb)
+        seen.append(va)
+    assert seen[-1] > 0
+
+
+def test_busy_snapshot_split_as_flatten_then_free(rbd_filer):
+    f = rbd_filer
+    f.vol_create("m", "1g")
+    f.lun_create("/vol/m/lun0", "16m")
+    d = f.open_lun("/vol/m/lun0")
+    d.pwrite(0, b"golden" * 1000)
+    d.close()
+    f.snap_create("m", "base")
+    f.clone_create("c", "m", "base")
+    before = f.dump()
+    with pytest.raises(SnapshotBusy, match="clone c depends on it"):
+        f.snap_delete("m", "base")
+    assert f.dump() == before
+    assert f.snap_list("m")[0]["busy"] and f.clone_split_estimate("c")["bytes"] == 6000
+    steps = list(f.clone_split_steps("c"))
+    assert steps[-1][0] == steps[-1][1] and len(steps) > 2  # flatten's progress, as a job reports it
+    assert f.clone_split_status("c")["state"] == "done"
+    assert not f.snap_list("m")[0]["busy"]
+    f.snap_delete("m", "base")
+    d = f.open_lun("/vol/c/lun0")
+    assert bytes(d.pread(0, 6)) == b"golden"
+    d.close()
+    assert f.fsck()["clean"], f.fsck()["problems"]
+
+
+def test_restore_is_rollback_and_says_what_it_costs(rbd_filer):
+    f = rbd_filer
+    f.vol_create("v", "1g")
+    f.lun_create("/vol/v/l", "8m")
+    f.lun_create("/vol/v/gone", "8m")
+    d = f.open_lun("/vol/v/l")
+    d.pwrite(0, b"before")
+    f.snap_create("v", "s")
+    d.pwrite(0, b"after!")
+    d.close()
+    f.lun_destroy("/vol/v/gone")
+    f.lun_create("/vol/v/new", "8m")
+    r = f.snap_restore("v", "s")
+    assert "rollback" in r["note"] and "16m" in r["note"] and "volume's size" in r["note"]
+    d = f.open_lun("/vol/v/l")
+    assert bytes(d.pread(0, 6)) == b"before"
+    d.close()
+    assert sorted(x["path"] for x in f.lun_show()) == ["/vol/v/gone", "/vol/v/l"]
+    assert f.fsck()["clean"], f.fsck()["problems"]
+
+
+def test_documented_differences_are_refused_and_change_nothing(rbd_filer, rbd_pool):
+    f = rbd_filer
+    f.vol_create("v", "16m", snap_reserve=0)
+    f.lun_create("/vol/v/l", "64m")
+    before = f.dump()
+    with pytest.raises(ThinOnly, match="thin only"):
+        f.vol_create("thick", "1g", guarantee="volume")
+    with pytest.raises(ThinOnly, match="thin only"):
+        f.vol_set_option("v", "guarantee", "volume")
+    from coppice import dedup
+
+    with pytest.raises(BackendUnsupported, match="no block deduplication"):
+        dedup.config.set_enabled(f.pool, "v", True)
+    assert f.dump() == before
+    # no per-block volume budget on RBD: a thin LUN may be written past the
+    # volume's size (the engine refuses with VolumeFull; docs/rbd.md)
+    d = f.open_lun("/vol/v/l")
+    d.pwrite(32 << 20, b"z" * (1 << 20))
+    d.close()
+    assert f.df("v")["volumes"][0]["used"] >= 1 << 20
+
+
+def test_df_reports_rbd_allocation_and_clone_sharing(rbd_filer):
+    f = rbd_filer
+    f.vol_create("m", "1g")
+    f.lun_create("/vol/m/l", "64m")
+    d = f.open_lun("/vol/m/l")
+    d.pwrite(0, b"a" * (8 << 20))
+    d.close()
+    f.snap_create("m", "s")
+    f.clone_create("c", "m", "s")
+    rows = {r["volume"]: r for r in f.df(savings=True)["volumes"]}
+    assert rows["m"]["used"] == 8 << 20
+    # the clone maps its parent's 8 MiB without owning any of it
+    assert rows["c"]["used"] == 8 << 20 and rows["c"]["saved_clones"] == 8 << 20
+
+
+def test_a_second_coppice_pool_is_refused_naming_the_owner(rbd_filer, ceph_conf, tmp_path):
+    from coppice.filer import Filer
+
+    with pytest.raises(CephPoolOwned, match=rbd_filer.pool.path):
+        Filer.create(str(tmp_path / "p2"), backend="rbd", ceph_conf=ceph_conf, ceph_pool="rbd")
+    assert not (tmp_path / "p2").exists()  # a refused create leaves nothing behind
+    rbd_filer.vol_create("still_mine", "1g")
+
+
+def test_fsck_compares_both_sides(rbd_filer, ceph_conf):
+    f = rbd_filer
+    f.vol_create("v", "1g")
+    f.lun_create("/vol/v/l", "8m")
+    f.lun_create("/vol/v/k", "8m")
+    f.snap_create("v", "s")
+    assert f.fsck()["clean"]
+    rbd_cli(ceph_conf, "create", "--size", "1M", "rbd/v/stray")
+    rbd_cli(ceph_conf, "snap", "rm", "rbd/v/k@s")
+    rbd_cli(ceph_conf, "snap", "rm", "rbd/v/l@s")
+    rbd_cli(ceph_conf, "rm", "--no-progress", "rbd/v/l")
+    problems = f.fsck()["problems"]
+    assert any("/vol/v/l" in p and "missing" in p for p in problems), problems
+    assert any("stray" in p and "belongs to no LUN" in p for p in problems), problems
+    assert any("v@s LUN k" in p and "no RBD snapshot s" in p for p in problems), problems
+
+
+def test_cli_pool_create_rbd_as_the_issue_shows(ceph_conf, ceph_pool, tmp_path):
+    from tests.api.conftest import run_cli
+
+    p = str(tmp_path / "pool")
+    bad = run_cli(
+        p, "pool", "create", p, "--backend", "rbd", "--ceph-conf", ceph_conf, "--ceph-pool", "nosuch"
+    )
+    assert bad.returncode != 0 and "pool does not exist" in bad.stderr and not (tmp_path / "pool").exists()
+    r = run_cli(
+        p, "pool", "create", p, "--backend", "rbd", "--ceph-conf", ceph_conf, "--ceph-pool", ceph_pool
+    )
+    assert r.returncode == 0 and "Ceph pool rbd" in r.stdout, r.stderr
+    for args in (
+        ("vol", "create", "fvol_master", "2g"),
+        ("lun", "create", "-s", "64m", "-t", "linux", "/vol/fvol_master/lun0"),
+        ("snap", "create", "fvol_master", "clone_base_snapshot"),
+        ("vol", "clone", "create", "fvol_clone1", "-b", "fvol_master", "clone_base_snapshot"),
+    ):
+        r = run_cli(p, *args)
+        assert r.returncode == 0, (args, r.stderr)
+    r = run_cli(p, "sis", "on", "/vol/fvol_master")
+    assert r.returncode != 0 and "no block deduplication" in r.stderr + r.stdout
+    r = run_cli(p, "fsck")
+    assert r.returncode == 0 and "clean" in r.stdout, r.stdout + r.stderr
