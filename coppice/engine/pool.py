@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 import uuid as _uuid
@@ -78,6 +79,27 @@ MAX_NAME_BYTES = 255
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
+def owner_only(path: str) -> None:
+    """Make the pool directory and everything in it owner-only (0700 / 0600).
+
+    A pool holds every LUN's data and the custspecs' password hashes; a
+    pool made under the usual umask, or by an older Coppice, would let any
+    local user read them. Run at create and at every open (a few files:
+    cheap). Symlinks are not followed, and only what the pool's owner owns
+    is changed.
+    """
+    uid = os.geteuid()
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files, None]:
+            p = root if name is None else os.path.join(root, name)
+            st = os.lstat(p)
+            if st.st_uid != uid or stat.S_ISLNK(st.st_mode):
+                continue
+            want = 0o700 if stat.S_ISDIR(st.st_mode) else stat.S_IMODE(st.st_mode) & 0o700
+            if stat.S_IMODE(st.st_mode) != want:
+                os.chmod(p, want)
+
+
 class PoolNotFound(NotFound):
     """No pool at {path}: create one with `coppice pool create {path}` or point
     --pool / COPPICE_POOL at an existing pool."""
@@ -269,7 +291,10 @@ class Pool:
         path = os.path.abspath(path)
         if os.path.exists(os.path.join(path, "pool.db")):
             raise PoolExists(path=path)
-        os.makedirs(os.path.join(path, "data"), exist_ok=True)
+        os.makedirs(os.path.join(path, "data"), mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        # Created 0600 before SQLite opens it: its -wal and -shm files take this mode.
+        os.close(os.open(os.path.join(path, "pool.db"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(os.path.join(path, "pool.db"), isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -289,7 +314,7 @@ class Pool:
             db.execute("COMMIT")
         finally:
             db.close()
-        open(os.path.join(path, "data", "blocks"), "ab").close()
+        os.close(os.open(os.path.join(path, "data", "blocks"), os.O_WRONLY | os.O_CREAT, 0o600))
         return cls.open(path, cache_bytes=cache_bytes, files=files)
 
     @classmethod
@@ -314,6 +339,7 @@ class Pool:
 
     def __init__(self, path: str, cache_bytes: int, holder: str | None, files: Files = OS_FILES):
         self.path = path
+        owner_only(path)
         self._lock = threading.RLock()
         self._lockfd = os.open(os.path.join(path, "pool.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
