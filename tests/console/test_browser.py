@@ -381,3 +381,35 @@ def test_nbd_connection_per_lun_and_space_plot(daemon, browser, shots):
     wait(drv, lambda d: tree_row(d, "volume", "cweb05"), "the VMs' clones in the tree")
     assert tree_row(drv, "volume", "cweb01").get_attribute("aria-level") == "3"
     css(drv, "#tree")[0].screenshot(os.path.join(shots, "volume-tree-full.png"))
+
+
+def test_split_from_the_keyboard_runs_as_a_live_job(daemon, browser, shots):
+    """Keyboard only: focus the clone's Split button, Enter opens the dialog with focus on its
+    button, Enter starts the job; the Jobs view (fed by the event stream) shows it done."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    drv = browser
+    goto(drv, "volumes", "#tree tbody tr")
+    btn = tree_row(drv, "volume", "fvol_clone1").find_element(By.CSS_SELECTOR, '[data-action="split"]')
+    assert btn.tag_name == "button" and btn.get_attribute("aria-label") == "Split clone fvol_clone1"
+    drv.execute_script("arguments[0].focus()", btn)
+    drv.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "split dialog")
+    assert drv.switch_to.active_element.get_attribute("id") == "dialog-ok"
+    assert "Needs about 4.00 MiB" in drv.find_element(By.ID, "dialog").text
+    drv.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is None, "the dialog to close")
+    goto(drv, "jobs", "#jobs tbody tr[data-job]")
+    row = wait(
+        drv,
+        lambda d: [r for r in css(d, '#jobs tr[data-state="done"]') if "clone_split" in r.text],
+        "the split job done in the Jobs view",
+    )[0]
+    assert "fvol_clone1" in row.text and "100 %" in row.text
+    drv.save_screenshot(os.path.join(shots, "08-jobs-split.png"))
+    # split: no longer a clone, and the snapshot is no longer held by it
+    goto(drv, "volumes", "#tree tbody tr")
+    assert tree_row(drv, "volume", "fvol_clone1").get_attribute("aria-level") == "1"
+    assert "fvol_clone1" not in tree_row(drv, "snapshot", "clone_base_snapshot").text
+    assert [c["volume"] for c in daemon.http.get("/clones").json()].count("fvol_clone1") == 0
