@@ -317,6 +317,14 @@ def test_provision_five_vms_from_the_form(daemon, browser, shots):
         row = css(drv, f'#vms tr[data-vm="cweb{n:02}"]')[0]
         assert "tiny" in row.text and "test:///default" in row.text
     drv.save_screenshot(os.path.join(shots, "05-vms.png"))
+    # power: start one VM from its row, then power it off (libvirt's test driver in the daemon)
+    for label, state in (("Start VM cweb01", "running"), ("Power off VM cweb01", "shutoff")):
+        drv.find_element(By.CSS_SELECTOR, f'#vms button[aria-label="{label}"]').click()
+        wait(
+            drv,
+            lambda d, state=state: [r for r in css(d, '#vms tr[data-vm="cweb01"]') if state in r.text],
+            f"cweb01 {state}",
+        )
     api_vms = sorted(v["name"] for v in daemon.http.get("/vms").json())
     assert api_vms == [f"cweb{n:02}" for n in range(1, 6)]
 
