@@ -109,7 +109,7 @@ def task(filer, interval: float | None = None):
     """The scheduler task that records one sample per interval into the pool's ring."""
     from .scheduler import Task
 
-    history = SpaceHistory(filer.pool.path)
+    history = SpaceHistory(filer.path)
 
     def run(now: float):
         history.record(sample(filer, now))

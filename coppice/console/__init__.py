@@ -20,8 +20,9 @@ to the API app
   paged and searchable volume tree, LUNs and VMs, space history, VM
   start/stop, and live job events (server-sent events).
 
-Nothing here talks to the filer directly; it all goes through the API's
-routes, so the console can do exactly what the API allows, no more.
+Every change the console makes is a call to the REST API itself (the
+console's own routes only read, and power VMs), so the console can do
+exactly what the API allows, and a refusal reads as the API wrote it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,8 +23,16 @@ def client(tmp_path_factory):
     f.vol_create("other", "1g")
     for i in range(N):
         f.clone_create(f"c{i:04d}", "gold", "base")
-        rec = {"name": f"vm{i:04d}", "volume": f"c{i:04d}", "template": "gold", "base_snapshot": "base"}
-        registry.put(f, registry.VM, rec["name"], {**rec, "uri": "test:///default"})
+        name = f"vm{i:04d}"
+        rec = {
+            "name": name,
+            "volume": f"c{i:04d}",
+            "slot": name,
+            "uri": "test:///default",
+            "igroup": "coppice_host",
+        }
+        rec |= {"uuid": str(uuid.UUID(int=i + 1)), "mac": f"52:54:00:00:{i >> 8:02x}:{i & 255:02x}"}
+        registry.put(f, registry.VM, name, {**rec, "template": "gold", "base_snapshot": "base"})
     f.snap_create("c0007", "mine")
     f.clone_create("deep", "c0007", "mine")
     c = TestClient(create_app(f, None, token="tok"), headers={"Authorization": "Bearer tok"})

@@ -65,8 +65,8 @@ def overview(request: Request):
     st = request.app.state
     f = st.filer
     info = f.pool_info()
-    vols = f.pool.list_volumes()
-    clones = sum(1 for v in vols if f.pool.origin_of(v.name) is not None)
+    vols = f.vol_names()
+    clones = sum(1 for n in vols if f.vol_parent(n) is not None)
     nbd = getattr(st, "nbd", None)
     jobs = st.jobs.list() if st.jobs is not None else []
     from ...provision import registry
@@ -93,7 +93,7 @@ def space(request: Request, hours: Annotated[float, Query(gt=0, le=24 * 30)] = 2
 
     f = request.app.state.filer
     now = time.time()
-    samples = space_history.SpaceHistory(f.pool.path).samples(since=now - hours * 3600)
+    samples = space_history.SpaceHistory(f.path).samples(since=now - hours * 3600)
     samples.append(space_history.sample(f, now))
     return {"interval": space_history.sample_interval(), "samples": samples}
 
