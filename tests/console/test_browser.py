@@ -71,7 +71,7 @@ def daemon(tmp_path_factory):
     old = os.environ.get("COPPICE_SPACE_SAMPLE_SECONDS")
     os.environ["COPPICE_SPACE_SAMPLE_SECONDS"] = "1"
     try:
-        s = Served(p)
+        s = Served(p, extra_args=("--connect", "test:///default"))
     finally:
         if old is None:
             os.environ.pop("COPPICE_SPACE_SAMPLE_SECONDS", None)
@@ -114,11 +114,14 @@ def browser():
 
 
 def wait(drv, cond, what: str, timeout: float = WAIT):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # views are redrawn as job events arrive: an element found a moment ago may be gone; look again
     try:
-        return WebDriverWait(drv, timeout, poll_frequency=0.1).until(lambda d: cond(d))
+        return WebDriverWait(
+            drv, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        ).until(lambda d: cond(d))
     except TimeoutException:
         raise AssertionError(
             f"timed out waiting for {what}; page: {drv.current_url}\n{body_text(drv)[:2000]}"
@@ -329,8 +332,8 @@ def test_provision_five_vms_from_the_form(daemon, browser, shots):
     assert api_vms == [f"cweb{n:02}" for n in range(1, 6)]
 
     goto(drv, "jobs", "#jobs tbody tr[data-job]")
-    row = css(drv, '#jobs tr[data-state="done"]')[0]
-    assert "provision" in row.text and "100 %" in row.text
+    text = wait(drv, lambda d: [r.text for r in css(d, '#jobs tr[data-state="done"]')], "the done job")[0]
+    assert "provision" in text and "100 %" in text
     drv.save_screenshot(os.path.join(shots, "06-jobs.png"))
 
 
@@ -409,12 +412,12 @@ def test_split_from_the_keyboard_runs_as_a_live_job(daemon, browser, shots):
     drv.switch_to.active_element.send_keys(Keys.ENTER)
     wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is None, "the dialog to close")
     goto(drv, "jobs", "#jobs tbody tr[data-job]")
-    row = wait(
+    text = wait(
         drv,
-        lambda d: [r for r in css(d, '#jobs tr[data-state="done"]') if "clone_split" in r.text],
+        lambda d: [r.text for r in css(d, '#jobs tr[data-state="done"]') if "clone_split" in r.text],
         "the split job done in the Jobs view",
     )[0]
-    assert "fvol_clone1" in row.text and "100 %" in row.text
+    assert "fvol_clone1" in text and "100 %" in text
     drv.save_screenshot(os.path.join(shots, "08-jobs-split.png"))
     # split: no longer a clone, and the snapshot is no longer held by it
     goto(drv, "volumes", "#tree tbody tr")

@@ -13,6 +13,7 @@ N = 120
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from coppice.api.app import create_app
+    from coppice.api.hypervisors import Hypervisors
     from coppice.filer import Filer
     from coppice.provision import registry
 
@@ -35,7 +36,9 @@ def client(tmp_path_factory):
         registry.put(f, registry.VM, name, {**rec, "template": "gold", "base_snapshot": "base"})
     f.snap_create("c0007", "mine")
     f.clone_create("deep", "c0007", "mine")
-    c = TestClient(create_app(f, None, token="tok"), headers={"Authorization": "Bearer tok"})
+    app = create_app(f, None, token="tok")
+    app.state.hypervisors = Hypervisors(["test:///default"])
+    c = TestClient(app, headers={"Authorization": "Bearer tok"})
     yield c
     f.close()
 
@@ -84,6 +87,7 @@ def test_vms_page_and_search(client):
     assert page["total"] == N and [v["name"] for v in page["rows"]] == [f"vm{i:04d}" for i in range(100, N)]
     # libvirt is asked about the page's rows only; these records have no domain behind them
     assert {v["state"] for v in page["rows"]} == {"undefined"}
+    assert page["hypervisors"] == ["test:///default"]
     hit = client.get("/console/api/vms", params={"q": "VM011"}).json()
     assert [v["name"] for v in hit["rows"]] == [f"vm{i:04d}" for i in range(110, 120)]
 

@@ -18,7 +18,8 @@ limit, rows}`` where ``total`` counts what matched.
   its ancestors, so a hit is never shown out of its place in the tree.
 * ``GET /console/api/luns``: LUNs with their maps and open NBD connections.
 * ``GET /console/api/vms``: VMs with template, snapshot, host (libvirt URI)
-  and state (asked of libvirt for the rows of the page only).
+  and state (asked of libvirt for the rows of the page only), and
+  ``hypervisors``: the URIs this daemon connects to (``--connect``).
 * ``POST /console/api/vms/{name}/start|shutdown|poweroff``: the VM's power.
 * ``GET /console/api/events``: server-sent events, one ``job`` event per job
   record that changed (all of them when the stream opens), so the console
@@ -208,7 +209,7 @@ def luns(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
 
 def _vm_state(hvs, rec: dict) -> str:
     try:
-        hv = hvs.get(rec.get("uri") or "test:///default")
+        hv = hvs.get(rec.get("uri"))  # a URI this daemon does not allow (any more): unknown
         return hv.state(rec["name"]) if hv.exists(rec["name"]) else "undefined"
     except Exception:
         return "unknown"
@@ -227,6 +228,7 @@ def vms(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
     hvs = hypervisors.of(st)
     for r in page["rows"]:
         r["state"] = _vm_state(hvs, r)
+    page["hypervisors"] = list(hvs.allowed)  # what a provisioning request may name, default first
     return to_jsonable(page)
 
 
@@ -235,7 +237,7 @@ def _power(request: Request, name: str, action: str) -> dict:
 
     st = request.app.state
     rec = vm.get(st.filer, name)  # VMNotFound: 404
-    hv = hypervisors.of(st).get(rec.get("uri") or "test:///default")
+    hv = hypervisors.of(st).get(rec.get("uri"))  # ConnectNotAllowed (403) for a URI not configured
     getattr(hv, action)(name)
     return {"name": name, "state": _vm_state(hypervisors.of(st), rec)}
 

@@ -468,7 +468,7 @@ async function viewVms() {
   return [
     h("h1", {}, "Templates, customization specs and VMs"),
     h("div", { class: "cols" },
-      h("section", { class: "card" }, h("h2", {}, "Provision VMs"), provisionForm(templates, specs), h("div", { id: "provision-job" }, provisionPanel())),
+      h("section", { class: "card" }, h("h2", {}, "Provision VMs"), provisionForm(templates, specs, page.hypervisors || []), h("div", { id: "provision-job" }, provisionPanel())),
       h("section", { class: "card" },
         h("h2", {}, "Templates"),
         h("table", { class: "grid", id: "templates" },
@@ -491,7 +491,7 @@ async function viewVms() {
   ];
 }
 
-function provisionForm(templates, specs) {
+function provisionForm(templates, specs, uris) {
   const field = (id, label, input) => [h("label", { for: id }, label), input];
   const f = h("form", { class: "grid-form", id: "provision-form" },
     ...field("pv-template", "Template", h("select", { id: "pv-template", name: "template", required: true },
@@ -500,7 +500,8 @@ function provisionForm(templates, specs) {
     ...field("pv-name", "Name pattern", h("input", { id: "pv-name", name: "name", type: "text", value: "vm{n:03}", required: true, spellcheck: "false" })),
     ...field("pv-custspec", "Customization spec", h("select", { id: "pv-custspec", name: "customize" },
       h("option", { value: "" }, "(none)"), specs.map((c) => h("option", { value: c.name }, c.name)))),
-    ...field("pv-connect", "Hypervisor (libvirt URI)", h("input", { id: "pv-connect", name: "connect", type: "text", value: "test:///default", required: true, spellcheck: "false" })),
+    ...field("pv-connect", "Hypervisor (libvirt URI)", h("select", { id: "pv-connect", name: "connect", required: true },
+      uris.map((u) => h("option", { value: u }, u)))),
     ...field("pv-parallel", "Parallel workers", h("input", { id: "pv-parallel", name: "parallel", type: "number", min: 1, max: 64, value: 1 })),
     h("span", {}), h("div", { class: "check" }, h("input", { id: "pv-start", name: "start", type: "checkbox" }), h("label", { for: "pv-start" }, " Start the VMs")),
     h("p", { id: "provision-error", class: "error full", role: "alert", hidden: true }),
@@ -511,7 +512,7 @@ function provisionForm(templates, specs) {
     err.hidden = true;
     const body = {
       template: $("#pv-template").value, count: Number($("#pv-count").value), name: $("#pv-name").value.trim(),
-      connect: $("#pv-connect").value.trim(), start: $("#pv-start").checked, parallel: Number($("#pv-parallel").value || 1),
+      connect: $("#pv-connect").value, start: $("#pv-start").checked, parallel: Number($("#pv-parallel").value || 1),
     };
     if ($("#pv-custspec").value) body.customize = $("#pv-custspec").value;
     try {
