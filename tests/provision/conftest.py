@@ -1,6 +1,7 @@
-"""Fixtures for the provisioner tests: the tiny template, the system libvirt
-daemon, and qemu-nbd as a stand-in NBD target (Coppice's own target is
-tested in tests/nbd)."""
+"""Fixtures for the provisioner tests: the tiny template and the system
+libvirt daemon (set up by scripts/install.sh; the fixtures only check it
+and start it when stopped). Boots serve their disks from Coppice's own NBD
+target."""
 
 import os
 import shutil
@@ -49,7 +50,7 @@ def nbd_tls_dirs():
 def system_libvirt(nbd_tls_dirs):
     from coppice.provision.hypervisor import Hypervisor, ensure_system_libvirtd
 
-    # Configure TLS before opening the session's connection: a restart would drop it.
+    # Checks that scripts/install.sh set libvirt up with this TLS directory; changes nothing.
     ensure_system_libvirtd(tls_cert_dir=nbd_tls_dirs[1])
     h = Hypervisor.open("qemu:///system")
     yield h
@@ -58,7 +59,7 @@ def system_libvirt(nbd_tls_dirs):
 
 @pytest.fixture
 def workdir():
-    # A real file system: qemu-nbd --cache=none opens with O_DIRECT, which tmpfs refuses.
+    # A real file system under /var/tmp: pools and serial logs of booted guests live here.
     d = tempfile.mkdtemp(prefix="coppice-prov-", dir="/var/tmp")
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -77,77 +78,3 @@ def domain_names(system_libvirt):
     yield make
     for n in made:
         system_libvirt.remove(n)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class QemuNbd:
-    """One qemu-nbd process serving one file as one export."""
-
-    def __init__(self, path, export, *, socket_path=None, tls_dir=None, readonly=False):
-        self.path, self.export, self.socket = path, export, socket_path
-        self.port = None if socket_path else _free_port()
-        cmd = ["qemu-nbd", "-f", "raw", "-t", "-x", export, "--cache=none"]
-        if readonly:
-            cmd.append("--read-only")
-        if socket_path:
-            cmd += ["-k", socket_path]
-        else:
-            cmd += ["-b", "127.0.0.1", "-p", str(self.port)]
-        if tls_dir:
-            cmd += [
-                "--object",
-                f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint=server",
-                "--tls-creds",
-                "tls0",
-            ]
-        self.proc = subprocess.Popen(cmd + [path], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"qemu-nbd exited: {self.proc.stderr.read().decode()}")
-            try:
-                if socket_path:
-                    with socket.socket(socket.AF_UNIX) as s:
-                        s.connect(socket_path)
-                else:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def source(self, tls=False):
-        from coppice.provision.domain_xml import NbdSource
-
-        if self.socket:
-            return NbdSource(self.export, socket=self.socket, tls=tls)
-        return NbdSource(self.export, host="127.0.0.1", port=self.port, tls=tls)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-@pytest.fixture
-def qemu_nbd():
-    servers = []
-
-    def start(path, export, **kw):
-        s = QemuNbd(path, export, **kw)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
