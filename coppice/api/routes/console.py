@@ -77,8 +77,8 @@ def overview(request: Request):
             "pool": info,
             "volumes": len(vols),
             "clones": clones,
-            "luns": len(f.lun_show()),
-            "vms": len(registry.items(f, registry.VM)),
+            "luns": len(lun_paths(f)),
+            "vms": len(f.kv_items(registry.VM)),
             "nbd_connections": len(nbd.connections()) if nbd is not None else None,
             "jobs_running": sum(1 for j in jobs if j["state"] in ("queued", "running")),
             "daemon": {
@@ -99,25 +99,30 @@ def space(request: Request, hours: Annotated[float, Query(gt=0, le=24 * 30)] = 2
     return {"interval": space_history.sample_interval(), "samples": samples}
 
 
-def _volume_row(v: dict, depth: int, split: dict | None) -> dict:
+def _volume_row(name: str, depth: int, parent: tuple[str, str] | None) -> dict:
     return {
         "kind": "volume",
-        "name": v["name"],
+        "name": name,
         "depth": depth,
-        "size": v["size"],
-        "used": v["used"],
-        "shared": v["shared"],
-        "available": v["available"],
-        "luns": v["luns"],
-        "snapshots": v["snapshots"],
-        "parent_volume": v["parent_volume"],
-        "parent_snapshot": v["parent_snapshot"],
-        "clone": v["parent_volume"] is not None,
-        "split": split,
+        "clone": parent is not None,
+        "parent_volume": parent[0] if parent else None,
+        "parent_snapshot": parent[1] if parent else None,
     }
 
 
+def _fill_volume(filer, row: dict) -> None:
+    """Space and split state: computed for the rows of one page only (they cost per volume)."""
+    v = filer.vol_info(row["name"])
+    row.update({k: v[k] for k in ("size", "used", "shared", "available", "luns", "snapshots")})
+    row["split"] = None
+    if row["clone"]:
+        st = filer.clone_split_status(row["name"])
+        if st["state"] not in ("none", "not a clone"):
+            row["split"] = {k: st[k] for k in ("state", "done", "total")}
+
+
 def _snapshot_row(s: dict, depth: int) -> dict:
+    clones = s.get("clones") or []
     return {
         "kind": "snapshot",
         "name": s["name"],
@@ -126,47 +131,47 @@ def _snapshot_row(s: dict, depth: int) -> dict:
         "created": s["created"],
         "busy": s["busy"],
         # a golden image's snapshot may hold thousands of clones: a few names and the count
-        "held_by": [f"clone {c}" for c in (s.get("clones") or [])[:HELD_BY_SHOWN]],
-        "held_by_count": len(s.get("clones") or []),
+        "held_by": [f"clone {c}" for c in clones[:HELD_BY_SHOWN]],
+        "held_by_count": len(clones),
         "unique": s.get("unique"),
     }
 
 
 def tree_rows(filer) -> list[dict]:
-    """Every volume and snapshot in display order (see the module docstring), with ``path``:
-    the indexes of the row's ancestors, so a search can bring them along."""
-    vols = {v["name"]: v for v in filer.vol_show()}
-    splits = {c["volume"]: c["split"] for c in filer.clone_show()}
+    """Every volume and snapshot in display order (see the module docstring), each with
+    ``ancestors``: the indexes of the rows above it in the tree, so a search can bring them
+    along. Volume rows carry names and parentage only; ``_fill_volume`` adds the rest."""
+    names = sorted(filer.vol_names())
+    parents = {n: filer.vol_parent(n) for n in names}
     children: dict[tuple[str, str], list[str]] = {}
-    for v in vols.values():
-        if v["parent_volume"] is not None:
-            children.setdefault((v["parent_volume"], v["parent_snapshot"]), []).append(v["name"])
+    for n, p in parents.items():
+        if p is not None:
+            children.setdefault(p, []).append(n)
     rows: list[dict] = []
 
     def add_volume(name: str, depth: int, ancestors: tuple) -> None:
-        v = vols[name]
-        row = _volume_row(v, depth, splits.get(name))
+        row = _volume_row(name, depth, parents[name])
         row["ancestors"] = ancestors
         rows.append(row)
         me = len(rows) - 1
-        snaps = filer.snap_list(name) if v["snapshots"] else []
-        for s in sorted(snaps, key=lambda s: s["created"]):
+        for s in sorted(filer.snap_list(name), key=lambda s: s["created"]):
             srow = _snapshot_row(s, depth + 1)
             srow["ancestors"] = (*ancestors, me)
             rows.append(srow)
             sidx = len(rows) - 1
-            for c in sorted(children.get((name, s["name"]), ())):
+            for c in children.get((name, s["name"]), ()):
                 add_volume(c, depth + 2, (*ancestors, me, sidx))
 
-    for name in sorted(vols):
-        if vols[name]["parent_volume"] is None or vols[name]["parent_volume"] not in vols:
+    for name in names:
+        if parents[name] is None or parents[name][0] not in parents:
             add_volume(name, 0, ())
     return rows
 
 
 @router.get("/tree")
 def tree(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
-    rows = tree_rows(request.app.state.filer)
+    filer = request.app.state.filer
+    rows = tree_rows(filer)
     if q.strip():
         match = _match(q)
         keep: set[int] = set()
@@ -177,9 +182,12 @@ def tree(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
         for i in keep:
             rows[i]["match"] = match(rows[i]["name"])
         rows = [rows[i] for i in sorted(keep)]
-    for r in rows:
+    page = _page(rows, offset, limit)
+    for r in page["rows"]:
         r.pop("ancestors", None)
-    return to_jsonable(_page(rows, offset, limit))
+        if r["kind"] == "volume":
+            _fill_volume(filer, r)
+    return to_jsonable(page)
 
 
 def _nbd_counts(state) -> dict[str, int]:
@@ -198,13 +206,18 @@ def _nbd_counts(state) -> dict[str, int]:
 def luns(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
     st = request.app.state
     match = _match(q)
-    rows = sorted((x for x in st.filer.lun_show() if match(x["path"])), key=lambda x: x["path"])
-    page = _page(rows, offset, limit)
+    paths = sorted(p for p in lun_paths(st.filer) if match(p))
+    page = _page(paths, offset, limit)
     counts = _nbd_counts(st)
+    page["rows"] = [st.filer.lun_info(p) for p in page["rows"]]  # space and maps: this page's only
     for r in page["rows"]:
         r["nbd_connections"] = counts.get(r["path"], 0)
     page["nbd_available"] = getattr(st, "nbd", None) is not None
     return to_jsonable(page)
+
+
+def lun_paths(filer) -> list[str]:
+    return [f"/vol/{v}/{name}" for v in filer.vol_names() for name in filer.lun_serials(v)]
 
 
 def _vm_state(hvs, rec: dict) -> str:
@@ -215,19 +228,39 @@ def _vm_state(hvs, rec: dict) -> str:
         return "unknown"
 
 
+def _vm_row(filer, name: str, hvs) -> dict:
+    from ...errors import CoppiceError
+    from ...provision import vm
+
+    try:
+        rec = vm.record(filer, name)
+    except CoppiceError as e:  # one damaged record is shown as such, not a page that fails
+        return {"name": name, "state": "damaged record", "error": str(e)}
+    row = {
+        "name": rec.name,
+        "template": rec.template,
+        "base_snapshot": rec.base_snapshot,
+        "clone": rec.volume,
+        "uri": rec.uri,
+        "hostname": rec.hostname,
+        "address": rec.address,
+    }
+    row["state"] = _vm_state(hvs, row)
+    return row
+
+
 @router.get("/vms")
 def vms(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
-    from ...provision import vm
+    from ...provision import registry
 
     st = request.app.state
     match = _match(q)
-    rows = sorted(
-        (r for r in vm.list_(st.filer, with_state=False) if match(r["name"])), key=lambda r: r["name"]
-    )
-    page = _page(rows, offset, limit)
+    names = sorted(k for k, _ in st.filer.kv_items(registry.VM) if match(k))
+    page = _page(names, offset, limit)
     hvs = hypervisors.of(st)
-    for r in page["rows"]:
-        r["state"] = _vm_state(hvs, r)
+    page["rows"] = [
+        _vm_row(st.filer, n, hvs) for n in page["rows"]
+    ]  # records checked, libvirt asked: page only
     page["hypervisors"] = list(hvs.allowed)  # what a provisioning request may name, default first
     return to_jsonable(page)
 
@@ -236,7 +269,7 @@ def _power(request: Request, name: str, action: str) -> dict:
     from ...provision import vm
 
     st = request.app.state
-    rec = vm.get(st.filer, name)  # VMNotFound: 404
+    rec = vm.get(st.filer, name)  # VMNotFound: 404, BadRecord: 409
     hv = hypervisors.of(st).get(rec.get("uri"))  # ConnectNotAllowed (403) for a URI not configured
     getattr(hv, action)(name)
     return {"name": name, "state": _vm_state(hypervisors.of(st), rec)}
