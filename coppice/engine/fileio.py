@@ -53,6 +53,11 @@ class File:
     def truncate(self, n: int) -> None:
         os.ftruncate(self.fd, n)
 
+    def preallocate(self, off: int, n: int) -> None:
+        """Have the file system hold [off, off+n) (the file grows to cover
+        it); the bytes there read as zeros until written."""
+        os.posix_fallocate(self.fd, off, n)
+
     def sync(self) -> None:
         os.fdatasync(self.fd)
 

@@ -69,6 +69,10 @@ from .space import FileSystemFull, SpaceGuard, is_full
 DEFAULT_CACHE_BYTES = 64 << 20
 LOG_RECORD_BYTES = 64  # an intent-log record's header and trailer, rounded up
 LOG_LIMIT_BYTES = 64 << 20
+# The data file is preallocated ahead of the allocator, by as much as it
+# holds already (at least 1 MiB, at most this): writing into space the file
+# system holds runs several times faster than growing the file as it goes.
+PREALLOC_MAX_BYTES = 64 << 20
 # What a consistency point may take of the file system (see _cp_need).
 CP_FIXED_BYTES = 256 << 10
 CP_PAGE_BYTES = 3 * 2 * 4096
@@ -396,6 +400,7 @@ class Pool:
         # Bytes of data file the file system holds already: writing below
         # this end reuses space, above it takes more (see _admit).
         self._data_end = -(-self.data.size() // self.block_size)
+        self._prealloc = True
         self.headroom = SpaceGuard(path)
         # A consistency point failed for lack of space: the next write
         # retries it first and is refused (ENOSPC) if it still cannot commit.
@@ -1146,6 +1151,8 @@ class Pool:
         grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
         self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height)
         runs = self.alloc.allocate(m) if m else []
+        if runs:
+            self._preallocate(max(s + c for s, c in runs))
         pbns = datapath.spread(runs, n, skip)
         for i, p in shared.items():
             pbns[i] = p
@@ -1170,6 +1177,30 @@ class Pool:
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
         self._map_blocks(o, lbn, pbns, csums)
+
+    def _preallocate(self, top: int) -> None:
+        """Make the file system hold the data file up to past PBN ``top``
+        (see PREALLOC_MAX_BYTES). Only for speed: it never spends the
+        space reserve, and a file system that cannot do it is left alone."""
+        if top <= self._data_end or not self._prealloc:
+            return
+        bs = self.block_size
+        chunk = min(max(self._data_end, (1 << 20) // bs), PREALLOC_MAX_BYTES // bs)
+        end = top + chunk
+        extra = (end - self._data_end) * bs
+        if not self.headroom.admit(extra, self._cp_need(0)):
+            return
+        preallocate = getattr(self.data, "preallocate", None)
+        if preallocate is None:
+            self._prealloc = False
+            return
+        try:
+            preallocate(self._data_end * bs, extra)
+        except OSError as e:
+            if not is_full(e):
+                self._prealloc = False  # not supported here
+            return
+        self._data_end = end
 
     def _inline_dedup_candidates(self, o: ObjRec, mv, csums, zeros) -> dict[int, int]:
         """Inline dedup: {index: PBN} of the blocks equal (byte for byte) to
