@@ -424,3 +424,40 @@ def test_split_from_the_keyboard_runs_as_a_live_job(daemon, browser, shots):
     assert tree_row(drv, "volume", "fvol_clone1").get_attribute("aria-level") == "1"
     assert "fvol_clone1" not in tree_row(drv, "snapshot", "clone_base_snapshot").text
     assert [c["volume"] for c in daemon.http.get("/clones").json()].count("fvol_clone1") == 0
+
+
+def test_dedup_scan_from_the_page_shows_phases_live(daemon, browser, shots):
+    """Turn dedup on for a volume and scan it from its row: the scan runs as a job whose
+    phases the Jobs view shows; asking to scan a volume without dedup shows the API's refusal."""
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    goto(drv, "volumes", "#tree tbody tr")
+
+    def open_dedup(name):
+        tree_row(drv, "volume", name).find_element(By.CSS_SELECTOR, '[data-action="dedup"]').click()
+        wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "dedup dialog")
+
+    open_dedup("fvol_clone2")
+    drv.find_element(By.ID, "f-scan").click()  # scan, but leave dedup off: refused by the API
+    drv.find_element(By.ID, "dialog-ok").click()
+    err = wait(drv, lambda d: [e.text for e in css(d, "#dialog-error") if e.is_displayed()], "the refusal")[0]
+    r = daemon.http.post("/dedup/scans", json={"volumes": ["fvol_clone2"]})
+    assert r.status_code >= 400 and err == r.json()["message"]
+    drv.find_element(By.ID, "dialog-cancel").click()
+
+    open_dedup("fvol_master")
+    assert not drv.find_element(By.ID, "f-enabled").is_selected()
+    drv.find_element(By.ID, "f-enabled").click()
+    drv.find_element(By.ID, "f-scan").click()
+    drv.find_element(By.ID, "dialog-ok").click()
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is None, "the dialog to close")
+    assert daemon.http.get("/dedup/volumes/fvol_master").json()["enabled"] is True
+    goto(drv, "jobs", "#jobs tbody tr[data-job]")
+    text = wait(
+        drv,
+        lambda d: [r.text for r in css(d, '#jobs tr[data-state="done"]') if "dedup_scan" in r.text],
+        "the dedup scan done in the Jobs view",
+    )[0]
+    assert "fvol_master" in text and "Phases:" in text, text
+    drv.save_screenshot(os.path.join(shots, "09-jobs-dedup.png"))

@@ -325,6 +325,7 @@ function treeRow(r) {
       h("td", {}, `${r.luns} LUN(s), ${r.snapshots} snapshot(s)`),
       h("td", { class: "actions" },
         h("button", { type: "button", class: "small", "data-action": "snapshot", "aria-label": `Snapshot volume ${r.name}`, onclick: () => snapshotVolume(r.name) }, "Snapshot"),
+        h("button", { type: "button", class: "small", "data-action": "dedup", "aria-label": `Deduplication of volume ${r.name}`, onclick: () => dedupVolume(r.name) }, "Dedup"),
         r.clone ? h("button", { type: "button", class: "small", "data-action": "split", "aria-label": `Split clone ${r.name}`, onclick: () => splitClone(r.name) }, "Split") : null,
         h("button", { type: "button", class: "small danger", "data-action": "delete", "aria-label": `Delete volume ${r.name}`, onclick: () => deleteVolume(r.name) }, "Delete")));
   } else {
@@ -382,6 +383,22 @@ function splitClone(vol) {
       const job = await api("POST", `/clones/${seg(vol)}/split`);
       onJob(job);
       return `Split of ${vol} started (job ${job.id}); see Jobs.`;
+    });
+  }).catch((e) => say(e.message, true));
+}
+function dedupVolume(vol) {
+  api("GET", `/dedup/volumes/${seg(vol)}`).then((cfg) => {
+    ask(`Deduplication of volume ${vol}`, [
+      { name: "enabled", label: "Post-process deduplication on (sis on)", type: "checkbox", value: cfg.enabled },
+      { name: "inline", label: "Inline deduplication: share duplicate blocks as they are written", type: "checkbox", value: cfg.inline },
+      { name: "schedule", label: "Scan schedule (day_list[@hour_list], - for none)", value: cfg.schedule || "-" },
+      { name: "scan", label: "Scan this volume now (a job; progress in Jobs)", type: "checkbox" },
+    ], "Apply", async (v) => {
+      await api("PUT", `/dedup/volumes/${seg(vol)}`, { enabled: v.enabled, inline: v.inline, schedule: v.schedule || "-" });
+      if (!v.scan) return `Deduplication settings of ${vol} saved.`;
+      const job = await api("POST", "/dedup/scans", { volumes: [vol] });
+      onJob(job);
+      return `Deduplication settings of ${vol} saved; scan started (job ${job.id}).`;
     });
   }).catch((e) => say(e.message, true));
 }
