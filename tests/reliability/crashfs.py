@@ -4,9 +4,12 @@
 Every file it opens keeps two images: what the process sees (every write,
 at once) and what is durable (the real file on disk, changed only by
 ``sync``). Writes and truncations since the last ``sync`` are kept apart,
-in order. ``CrashFiles`` counts the I/O calls that change something
-(write, append, truncate, sync); at the ``cut_at``-th the power goes:
-that call and every later one raises ``PowerCut``. ``lose`` then decides,
+in order. ``CrashFiles`` counts the I/O calls that change something, by kind
+("write" for writes and appends, "truncate", "sync"); at the
+``cut_at``-th call of kind ``cut_kind`` the power goes: that call and
+every later one raises ``PowerCut``. Choosing the kind first puts cuts
+inside consistency points (a sync, a truncation of the log) as often as
+between writes, though writes are far more numerous. ``lose`` then decides,
 per file and per unsynced change, what the disk kept: each one is kept,
 dropped, or (a write) torn at a 512-byte sector boundary, independently,
 the way a page cache writes back in any order. The durable images are what
@@ -34,10 +37,11 @@ class PowerCut(BaseException):
 
 
 class CrashFiles:
-    def __init__(self, rnd: random.Random, cut_at: int | None = None):
+    def __init__(self, rnd: random.Random, cut_kind: str | None = None, cut_at: int = 0):
         self.rnd = rnd
+        self.cut_kind = cut_kind
         self.cut_at = cut_at
-        self.ops = 0
+        self.ops = {"write": 0, "truncate": 0, "sync": 0}
         self.dead = False
         self.files: list[CrashFile] = []
 
@@ -46,11 +50,11 @@ class CrashFiles:
         self.files.append(f)
         return f
 
-    def tick(self) -> None:
+    def tick(self, kind: str) -> None:
         if self.dead:
             raise PowerCut()
-        self.ops += 1
-        if self.cut_at is not None and self.ops >= self.cut_at:
+        self.ops[kind] += 1
+        if kind == self.cut_kind and self.ops[kind] >= self.cut_at:
             self.dead = True
             raise PowerCut()
 
@@ -95,7 +99,7 @@ class CrashFile:
 
     # -- changes are volatile until sync --------------------------------------
     def pwrite_all(self, mv, off: int) -> None:
-        self.fs.tick()
+        self.fs.tick("write")
         data = bytes(mv)
         if off > len(self.view):
             self.view.extend(bytes(off - len(self.view)))
@@ -106,7 +110,7 @@ class CrashFile:
         self.pwrite_all(data, len(self.view))
 
     def truncate(self, n: int) -> None:
-        self.fs.tick()
+        self.fs.tick("truncate")
         if n < len(self.view):
             del self.view[n:]
         else:
@@ -114,7 +118,7 @@ class CrashFile:
         self.pending.append(("t", n))
 
     def sync(self) -> None:
-        self.fs.tick()
+        self.fs.tick("sync")
         for op in self.pending:
             self._apply(op)
         self.pending.clear()

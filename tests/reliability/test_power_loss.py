@@ -93,7 +93,7 @@ def _workload(pool: Pool, model: Model, rnd: random.Random, steps: int) -> None:
             for i in range(cnt):
                 model.attempt(lbn + i, seq, ZERO)
             h.trim(lbn * BS, cnt * BS)
-        elif r < 0.85:
+        elif r < 0.82:
             pool.flush()
             model.durable_seq = seq
         elif r < 0.93:
@@ -119,7 +119,8 @@ def run_trial(root: str, base: str, seed: int) -> str | None:
     rnd = random.Random(seed)
     work = os.path.join(root, f"t{seed}")
     shutil.copytree(base, work)
-    files = CrashFiles(rnd, cut_at=rnd.randint(1, 300))
+    kind = rnd.choice(["write", "truncate", "sync"])
+    files = CrashFiles(rnd, kind, rnd.randint(1, {"write": 300, "truncate": 30, "sync": 80}[kind]))
     model = Model()
     pool = Pool.open(work, cache_bytes=32 * 8192, files=files)
     try:
