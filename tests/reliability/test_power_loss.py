@@ -146,8 +146,8 @@ def run_trial(root: str, base: str, seed: int) -> str | None:
                 return f"seed {seed}: block {lbn} does not read back: {e}"
             durable, later = model.allowed(lbn)
             if got != durable and got not in later:
-                what = "zeros" if got == ZERO else "seq %d" % struct.unpack_from("<QQ", got)[1]
-                want = "zeros" if durable == ZERO else "seq %d" % struct.unpack_from("<QQ", durable)[1]
+                what = "zeros" if got == ZERO else f"seq {struct.unpack_from('<QQ', got)[1]}"
+                want = "zeros" if durable == ZERO else f"seq {struct.unpack_from('<QQ', durable)[1]}"
                 return f"seed {seed}: block {lbn} holds {what}; durable was {want} (or a later write)"
         missing = model.snapshots - {s.name for s in p.list_snapshots("v")}
         if missing:
