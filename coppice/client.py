@@ -144,6 +144,25 @@ class RemoteFiler:
             raise rebuild_error(body, r.status_code, self.where)
         return body
 
+    def upload(self, local_path: str) -> str:
+        """Send a local file to the daemon (PUT /uploads) and return the path a request
+        names it by: the daemon never reads the client's host paths."""
+        import os
+
+        import httpx
+
+        name = os.path.basename(local_path) or "upload"
+        try:
+            with open(os.path.expanduser(local_path), "rb") as f:
+                r = self._http.put(
+                    f"/uploads/{quote(name, safe='')}", content=iter(lambda: f.read(1 << 20), b"")
+                )
+        except httpx.TransportError as e:
+            raise DaemonUnreachable(url=self.where, why=str(e) or type(e).__name__) from None
+        if r.status_code >= 400:
+            raise rebuild_error(r.json(), r.status_code, self.where)
+        return r.json()["path"]
+
     def health(self) -> dict:
         return self.request("GET", "/health")
 

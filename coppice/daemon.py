@@ -136,11 +136,13 @@ class Daemon:
         jobs_workers: int = 2,
         graceful_timeout: float = 30.0,
         connect=None,
+        import_dir: str | None = None,
     ):
         from .api.hypervisors import configured_uris
 
         self.connect = configured_uris(connect)  # the only libvirt URIs requests may name
         self.pool_dir = os.path.abspath(pool_dir)
+        self.import_dir = os.path.abspath(import_dir) if import_dir else None
         self.api_host, self.api_port = parse_hostport(api, DEFAULT_API_PORT, "--api")
         self.nbd_host, self.nbd_port = parse_hostport(nbd, DEFAULT_NBD_PORT, "--nbd")
         self.tls_dir = tls_dir
@@ -254,6 +256,10 @@ class Daemon:
             from .api.hypervisors import Hypervisors
 
             self.app.state.hypervisors = Hypervisors(self.connect)
+
+            from .provision import import_dir
+
+            import_dir.install(self.app.state, self.filer, self.import_dir)  # host files for requests
             register_app_jobs(self.jobs, self.app)
             undo.append(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))

@@ -8,8 +8,6 @@ password hash, network, run-once commands), rendered per VM as a NoCloud seed.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from .common import JSON_OPT, command, console, emit_json, filer
@@ -36,8 +34,8 @@ def create(
 
     with filer() as f:
         if _remote(f):
-            if ssh_key:  # unreadable here: the same error as without a daemon, before the call
-                custspec.read_ssh_key(ssh_key)
+            # the daemon reads no client paths: the key lines go in the request
+            keys = custspec.read_ssh_key(ssh_key) if ssh_key else []
             r = f.request(
                 "POST",
                 "/custspecs",
@@ -46,7 +44,7 @@ def create(
                     "hostname": hostname,
                     "user": user,
                     "password_hash": password_hash,
-                    "ssh_key_file": os.path.abspath(os.path.expanduser(ssh_key)) if ssh_key else None,
+                    "ssh_keys": keys,
                     "network": network,
                     "runcmd": runcmd or [],
                 },

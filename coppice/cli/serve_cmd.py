@@ -46,6 +46,12 @@ def serve(
         metavar="URI",
         help="A libvirt URI requests may use (repeatable; the first is the default). Default: qemu:///system.",
     ),
+    import_dir: str | None = typer.Option(
+        None,
+        "--import-dir",
+        help="The one host directory requests may name files in (template images, kernels, SSH keys); "
+        "without it the daemon reads only files clients upload.",
+    ),
 ):
     """Serve the pool: NBD target, REST API (and POOL/coppice.sock), scheduler, jobs."""
     from ..daemon import Daemon
@@ -63,5 +69,6 @@ def serve(
             require_tls=require_tls,
             tls_client_cert_optional=tls_client_cert_optional,
             connect=connect or None,
+            import_dir=import_dir,
         ).run()
     )

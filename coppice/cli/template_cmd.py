@@ -7,8 +7,6 @@ coppice template list|show NAME|delete NAME [--json]
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from .common import JSON_OPT, command, console, emit_json, filer
@@ -43,8 +41,8 @@ def import_(
     from ..provision import template
 
     with filer() as f:
-        if _remote(f):  # the daemon reads the files: give it absolute paths
-            ab = lambda p: os.path.abspath(os.path.expanduser(p)) if p else None  # noqa: E731
+        if _remote(f):  # the daemon reads no client paths: the files are uploaded
+            ab = lambda p: _upload(f, p) if p else None  # noqa: E731
             r = f.request(
                 "POST",
                 "/templates",
@@ -86,6 +84,14 @@ def import_(
     )
     for line in report_lines(r["generalized"]):
         typer.echo(line, err=line.startswith("warning:"))
+
+
+def _upload(f, path: str) -> str:
+    from ..provision.import_dir import ImportPolicy
+
+    with ImportPolicy.local().open(path, "file"):  # the same refusals as without a daemon (FIFO, link)
+        pass
+    return f.upload(path)
 
 
 @app.command("list")

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import re
 import time
 
 from . import registry
+from .import_dir import ImportPolicy
 from .pattern import PatternError, compile_pattern
 from .provisioning_errors import (
     AddressPoolExhausted,
     BadCustSpec,
     CustSpecExists,
     CustSpecNotFound,
+    HostPathRefused,
     SSHKeyUnreadable,
 )
 from .seed import SeedConfig, check_hostname
@@ -53,8 +54,7 @@ class CustSpec:
     name: str
     hostname: str = "vm-name"
     user: str | None = None
-    ssh_keys: list[str] = dataclasses.field(default_factory=list)
-    ssh_key_file: str | None = None
+    ssh_keys: list[str] = dataclasses.field(default_factory=list)  # the key file's lines, read at creation
     password_hash: str | None = None
     network: str = "dhcp"
     runcmd: list[str] = dataclasses.field(default_factory=list)
@@ -195,19 +195,31 @@ def render(
     return SeedConfig(instance_id=instance_id, hostname=hostname, user_data=ud, network_config=nc)
 
 
-def read_ssh_key(path: str) -> list[str]:
+def read_ssh_key(path: str, policy: ImportPolicy | None = None) -> list[str]:
+    """The public keys of a host file opened under ``policy`` (default: the caller's own files)."""
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            text = f.read(1 << 20)
-    except (OSError, UnicodeDecodeError) as e:
-        raise SSHKeyUnreadable(path=path, why=getattr(e, "strerror", None) or str(e)) from None
-    keys = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        with (policy or ImportPolicy.local()).open(path, "SSH public key file") as hf:
+            data = hf.read(1 << 20)
+    except HostPathRefused as e:
+        raise SSHKeyUnreadable(path=path, why=e.kwargs["why"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SSHKeyUnreadable(path=path, why="it is not UTF-8 text") from None
+    return parse_ssh_keys(text, path)
+
+
+def parse_ssh_keys(text: str, source: str = "the request") -> list[str]:
+    """OpenSSH public key lines (comments and blank lines skipped); an error names the
+    line, never its content (a private key must not reach a log or a response)."""
+    lines = [(i, ln.strip()) for i, ln in enumerate(text.splitlines(), 1)]
+    keys = [(i, k) for i, k in lines if k and not k.startswith("#")]
     if not keys:
-        raise SSHKeyUnreadable(path=path, why="it holds no key")
-    for k in keys:
-        if not k.startswith(_KEY_TYPES) or "PRIVATE KEY" in k:
-            raise SSHKeyUnreadable(path=path, why=f"{k[:20]!r}... is not an OpenSSH public key line")
-    return keys
+        raise SSHKeyUnreadable(path=source, why="it holds no key")
+    for i, k in keys:
+        if not k.startswith(_KEY_TYPES) or "PRIVATE KEY" in k or "\0" in k:
+            raise SSHKeyUnreadable(path=source, why=f"line {i} is not an OpenSSH public key line")
+    return [k for _, k in keys]
 
 
 def build(
@@ -218,8 +230,11 @@ def build(
     password_hash: str | None = None,
     network: str = "dhcp",
     runcmd=(),
+    ssh_keys=(),
+    policy: ImportPolicy | None = None,
 ) -> CustSpec:
-    """A checked spec (reads the key file); stores nothing."""
+    """A checked spec (reads the key file under ``policy``; ``ssh_keys`` are key lines
+    given as text, e.g. uploaded by the CLI); stores nothing."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadCustSpec(
             detail=f"name {name!r} is invalid: use letters, digits, '_', '.', '-', "
@@ -231,7 +246,9 @@ def build(
             detail=f"user {user!r} is invalid: use lower-case letters, digits, '_' and '-', "
             "starting with a letter, at most 32 characters"
         )
-    keys = read_ssh_key(ssh_key_file) if ssh_key_file else []
+    keys = read_ssh_key(ssh_key_file, policy) if ssh_key_file else []
+    if ssh_keys:
+        keys += parse_ssh_keys("\n".join(ssh_keys))
     if password_hash is not None and not _CRYPT.match(password_hash):
         raise BadCustSpec(
             detail="the password hash is not a crypt(3) hash; make one with "
@@ -246,7 +263,6 @@ def build(
         hostname=hostname or "vm-name",
         user=user,
         ssh_keys=keys,
-        ssh_key_file=os.path.abspath(os.path.expanduser(ssh_key_file)) if ssh_key_file else None,
         password_hash=password_hash,
         network=network or "dhcp",
         runcmd=runcmd,

@@ -121,14 +121,22 @@ def unique_mac(used: set) -> str:
 def generalization_warning(trec: dict) -> str | None:
     """A warning when the template's base snapshot was not generalized, else None.
 
-    Reads the template record defensively: ``generalized`` may be a bool or a
-    report dict (``ok``, or ``method`` with ``none`` meaning nothing was done)."""
+    Reads the template record defensively: ``is_generalized`` (a bool), or
+    ``generalized`` as a bool or a report dict (``done``, ``ok``, or ``method``
+    with ``none``/``skipped`` meaning nothing was done)."""
     g = trec.get("generalized")
-    if isinstance(g, bool):
-        ok, why = g, None
+    why = (g.get("why") or g.get("detail")) if isinstance(g, dict) else None
+    if isinstance(trec.get("is_generalized"), bool):
+        ok = trec["is_generalized"]
+    elif isinstance(g, bool):
+        ok = g
     elif isinstance(g, dict):
-        ok = bool(g["ok"]) if "ok" in g else g.get("method") not in (None, "", "none")
-        why = g.get("why") or g.get("detail")
+        for key in ("done", "ok"):
+            if key in g:
+                ok = bool(g[key])
+                break
+        else:
+            ok = g.get("method") not in (None, "", "none", "skipped")
     else:
         ok, why = False, "the template record says nothing about generalization"
     if ok:
@@ -137,8 +145,7 @@ def generalization_warning(trec: dict) -> str | None:
         f"template {trec.get('name')} is not generalized"
         + (f" ({why})" if why else "")
         + ": its clones share the golden VM's identity (machine-id, SSH host keys, "
-        "cloud-init state) except what the customization spec sets; generalize the image "
-        "before importing it, or import a template Coppice can generalize"
+        "cloud-init state) except what the customization spec sets"
     )
 
 

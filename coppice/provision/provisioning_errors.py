@@ -116,3 +116,7 @@ class BadRecord(CoppiceError):
     `coppice vm destroy` or re-importing the template replaces it."""
 
     http_status = 409
+
+
+class HostPathRefused(InvalidArgument):
+    """Host file {path} refused: {why}."""

@@ -28,17 +28,16 @@ Contract:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 
 from . import datastore as ds
 from . import registry
 from .domain_xml import DirectBoot, Disk, DomainSpec, Interface, NbdSource, random_mac, render_domain_xml
-from .provisioning_errors import BadImage, TemplateBusy, TemplateExists, TemplateNotFound
+from .import_dir import ImportPolicy, convert_to_raw, probe_image
+from .provisioning_errors import BadImage, HostPathRefused, TemplateBusy, TemplateExists, TemplateNotFound
 from .records import check_digest
 from .revert import Revert
 
@@ -47,6 +46,7 @@ BASE_SNAPSHOT = "base"
 IMPORTED_SNAPSHOT = "imported"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,50}\Z")
 _CHUNK = 1 << 20
+MAX_BOOT_FILE = 256 << 20  # a kernel or initrd larger than this is not one
 
 
 def volume_for(name: str) -> str:
@@ -69,21 +69,6 @@ def check_name(name: str) -> str:
 
 
 # ---- image reading ------------------------------------------------------------------------
-
-
-def image_info(path: str) -> dict:
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        raise BadImage(path=path, detail="it is not a readable file")
-    r = subprocess.run(["qemu-img", "info", "--output=json", path], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise BadImage(path=path, detail=f"qemu-img cannot read it: {r.stderr.strip()}")
-    info = json.loads(r.stdout)
-    if info.get("backing-filename"):
-        raise BadImage(
-            path=path,
-            detail="it has a backing file; flatten it first (`qemu-img convert -O qcow2 IMAGE FLAT`)",
-        )
-    return info
 
 
 def _data_ranges(fd: int, size: int):
@@ -173,8 +158,10 @@ def import_image(
     progress=None,
     generalize: bool = True,
     keep=(),
+    policy: ImportPolicy | None = None,
 ) -> dict:
-    """See the module docstring; returns ``show(name)``."""
+    """See the module docstring; returns ``show(name)``. Host files (image, kernel,
+    initrd) are opened under ``policy`` (``import_dir``; default: the caller's own files)."""
     from . import generalize as gen_mod
 
     check_name(name)
@@ -184,15 +171,60 @@ def import_image(
     volume = volume_for(name)
     if filer.vol_exists(volume):
         raise TemplateExists(name=f"{name} (volume {volume} exists)")
-    info = image_info(image)
+    policy = policy or ImportPolicy.local()
+    with _open(policy, image, "image") as img:
+        return _import_opened(
+            filer,
+            name,
+            img,
+            memory_mib,
+            vcpus,
+            os_type,
+            kernel,
+            initrd,
+            cmdline,
+            state_dir,
+            progress,
+            policy,
+            generalize,
+            keep,
+        )
+
+
+def _open(policy: ImportPolicy, path: str, what: str):
+    try:
+        return policy.open(path, what)
+    except HostPathRefused as e:
+        raise BadImage(path=path, detail=e.kwargs["why"]) from None
+
+
+def _import_opened(
+    filer,
+    name,
+    img,
+    memory_mib,
+    vcpus,
+    os_type,
+    kernel,
+    initrd,
+    cmdline,
+    state_dir,
+    progress,
+    policy,
+    generalize,
+    keep,
+) -> dict:
+    from . import generalize as gen_mod
+
+    volume = volume_for(name)
+    info = probe_image(img)
     vsize = int(info["virtual-size"])
     vsize = -(-vsize // 512) * 512
     boot = {}
     for kind, path in (("kernel", kernel), ("initrd", initrd)):
         if path is not None:
-            if not os.path.isfile(path) or not os.access(path, os.R_OK):
-                raise BadImage(path=path, detail=f"the {kind} is not a readable file")
-            boot[kind] = open(path, "rb").read()
+            with _open(policy, path, kind) as hf:
+                boot[kind] = hf.read(MAX_BOOT_FILE)
     if boot.get("initrd") is not None and "kernel" not in boot:
         raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
     state_dir = state_dir or default_state_dir(filer)
@@ -208,14 +240,10 @@ def import_image(
         )
         step(f"reading {info.get('format')} image")
         with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
-            raw = image
+            raw = img.fd_path
             if info.get("format") != "raw":
                 raw = os.path.join(tmp, "disk.raw")
-                r = subprocess.run(
-                    ["qemu-img", "convert", "-O", "raw", image, raw], capture_output=True, text=True
-                )
-                if r.returncode != 0:
-                    raise BadImage(path=image, detail=f"qemu-img convert failed: {r.stderr.strip()}")
+                convert_to_raw(img, info["format"], raw)
             written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
         record = {
             "name": name,
@@ -262,7 +290,7 @@ def import_image(
             "volume": volume,
             "slot": SLOT,
             "base_snapshot": BASE_SNAPSHOT,
-            "image": os.path.abspath(image),
+            "image": os.path.abspath(img.path),
             "format": info.get("format"),
             "virtual_size": vsize,
             "imported_bytes": written,

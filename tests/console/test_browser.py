@@ -71,7 +71,9 @@ def daemon(tmp_path_factory):
     old = os.environ.get("COPPICE_SPACE_SAMPLE_SECONDS")
     os.environ["COPPICE_SPACE_SAMPLE_SECONDS"] = "1"
     try:
-        s = Served(p, extra_args=("--connect", "test:///default"))
+        s = Served(
+            p, extra_args=("--connect", "test:///default", "--import-dir", str(base))
+        )  # posts a host path
     finally:
         if old is None:
             os.environ.pop("COPPICE_SPACE_SAMPLE_SECONDS", None)

@@ -176,6 +176,9 @@ def test_summary_names_igroup_target_and_warns_of_an_ungeneralized_template(file
     "generalized, warns",
     [
         ({"method": "coppice-tiny", "cleared": ["machine-id"]}, False),
+        ({"done": True, "method": "libguestfs"}, False),
+        ({"done": False, "method": "libguestfs", "why": "no OS found"}, True),
+        ({"method": "skipped"}, True),
         ({"method": "none", "why": "unknown disk layout"}, True),
         ({"ok": True, "method": "virt-sysprep"}, False),
         ({"ok": False}, True),
@@ -190,3 +193,4 @@ def test_generalization_flag_read_defensively(generalized, warns):
 
     w = generalization_warning({"name": "t", "generalized": generalized})
     assert (w is not None) == warns
+    assert generalization_warning({"name": "t", "generalized": generalized, "is_generalized": True}) is None

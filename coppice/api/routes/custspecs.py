@@ -17,7 +17,10 @@ class CustSpecCreate(Model):
     name: Name
     hostname: Text = Field("vm-name", description="vm-name or a pattern with {vm} {n}")
     user: Name | None = None
-    ssh_key_file: Text | None = Field(None, description="public key file on the daemon's host (read now)")
+    ssh_key_file: Text | None = Field(
+        None, description="public key file in the daemon's --import-dir (read now)"
+    )
+    ssh_keys: list[Text] = Field(default_factory=list, max_length=256, description="public key lines")
     password_hash: Text | None = None
     network: Text = Field("dhcp", description="dhcp or static:NET[,gw=A][,dns=A+B]")
     runcmd: list[Text] = Field(default_factory=list, max_length=256)
@@ -25,10 +28,11 @@ class CustSpecCreate(Model):
 
 @router.post("/custspecs", status_code=201, summary="create a customization spec")
 def create_custspec(request: Request, body: CustSpecCreate):
-    from ...provision import custspec
+    from ...provision import custspec, import_dir
 
     kw = body.model_dump()
-    r = custspec.create(request.app.state.filer, kw.pop("name"), **kw)
+    policy, _ = import_dir.policy_of(request.app.state)
+    r = custspec.create(request.app.state.filer, kw.pop("name"), policy=policy, **kw)
     return JSONResponse(to_jsonable(r), status_code=201)
 
 

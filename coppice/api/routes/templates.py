@@ -1,4 +1,5 @@
-"""/templates: import (a disk image on the daemon's host), list, show, delete."""
+"""/templates: import (a disk image uploaded to /uploads or in the daemon's
+--import-dir), list, show, delete; /uploads: files for a later request."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ router = APIRouter(tags=["templates"], dependencies=[Depends(require_token)])
 
 class TemplateImport(Model):
     name: Name
-    image: Text = Field(description="path of a disk image on the daemon's host (any qemu-img format)")
+    image: Text = Field(
+        description="path of a disk image (raw, qcow2, vmdk, vdi, vhdx, vpc) in the daemon's "
+        "--import-dir, or as PUT /uploads/{filename} returned it"
+    )
     memory_mib: int = Field(256, ge=1, le=1 << 24)
     vcpus: int = Field(1, ge=1, le=4096)
     os_type: Name = "linux"
@@ -30,11 +34,31 @@ class TemplateImport(Model):
 
 @router.post("/templates", status_code=201, summary="import a disk image as a template (datastore tpl_NAME)")
 def import_template(request: Request, body: TemplateImport):
-    from ...provision import template
+    from ...provision import import_dir, template
 
+    policy, uploads = import_dir.policy_of(request.app.state)
     kw = body.model_dump()
-    r = template.import_image(request.app.state.filer, kw.pop("name"), kw.pop("image"), **kw)
+    try:
+        r = template.import_image(
+            request.app.state.filer, kw.pop("name"), kw.pop("image"), policy=policy, **kw
+        )
+    finally:
+        for p in (body.image, body.kernel, body.initrd):
+            uploads.discard(p)  # an upload serves one request
     return JSONResponse(to_jsonable(r), status_code=201)
+
+
+@router.put(
+    "/uploads/{filename}",
+    status_code=201,
+    summary="upload a file (disk image, kernel, initrd) for one later request to name by the returned path",
+)
+async def upload(request: Request, filename: str):
+    from ...provision import import_dir
+
+    _, uploads = import_dir.policy_of(request.app.state)
+    path = await uploads.receive(filename, request.stream())
+    return JSONResponse({"path": path}, status_code=201)
 
 
 @router.get("/templates", summary="every template")
