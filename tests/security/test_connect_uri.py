@@ -86,7 +86,7 @@ def test_configured_uri_is_the_default_and_only_one(pool_path, tmp_path, monkeyp
     # `coppice serve --connect test:///default`: requests naming none get it, naming another are refused
     monkeypatch.delenv("COPPICE_CONNECT", raising=False)
     img = small_image(str(tmp_path / "g.raw"))
-    s = Served(pool_path, extra_args=("--connect", "test:///default"))
+    s = Served(pool_path, extra_args=("--connect", "test:///default", "--import-dir", str(tmp_path)))
     try:
         r = s.http.post("/templates", json={"name": "t", "image": img})
         assert r.status_code == 201, r.text
