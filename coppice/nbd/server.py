@@ -560,7 +560,6 @@ class _Connection:
         server = self.server
         buf = bytearray(_RECV_BUFFER)
         view = memoryview(buf)
-        recv_into = self.sock.recv_into
         start = end = 0
         while True:
             while end - start >= REQUEST_SIZE:
@@ -579,9 +578,7 @@ class _Connection:
                         payload = view[start : start + length]
                         start += length
                     else:
-                        if replies:
-                            self._sendv(replies.take())
-                        payload = self._recv_payload(view[start:end], length)
+                        payload = self._recv_payload(view[start:end], length, replies)
                         start = end = 0
                 elif cmd == P.CMD_DISC:
                     if replies:
@@ -595,9 +592,9 @@ class _Connection:
                 del payload
                 if replies.nbytes >= _SEND_BATCH_BYTES:
                     self._sendv(replies.take())
-            if replies:
-                self._sendv(replies.take())
             if self.closing or server._shutting_down:
+                if replies:
+                    self._sendv(replies.take())
                 return
             if start == end:
                 start = end = 0
@@ -605,14 +602,30 @@ class _Connection:
                 n = end - start
                 buf[:n] = buf[start:end]
                 start, end = 0, n
-            k = recv_into(view[end:])
+            k = self._recv_more(view[end:], replies)
             if k == 0:
                 if end != start:
                     log.info("%s: closed mid-request", self._who())
                 raise _Disconnect()
             end += k
 
-    def _recv_payload(self, have, length: int) -> memoryview:
+    def _recv_more(self, mv, replies: Replies) -> int:
+        """recv_into ``mv``; replies still queued go out first if, and only
+        if, the read would block: a client with requests in flight gets
+        one reply batch for all of them instead of one send each, and a
+        client waiting for replies before it sends more is never stalled."""
+        if replies:
+            if not self.tls:  # SSLSocket takes no recv flags
+                try:
+                    k = self.sock.recv_into(mv, 0, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    k = 0
+                if k:
+                    return k
+            self._sendv(replies.take())  # before blocking, and before an EOF ends us
+        return self.sock.recv_into(mv)
+
+    def _recv_payload(self, have, length: int, replies: Replies) -> memoryview:
         """A WRITE payload still arriving: ``have`` is its start, already
         read; the rest goes straight into its own buffer, not through the
         request buffer."""
@@ -621,9 +634,8 @@ class _Connection:
         pv = self._payload_buf
         got = len(have)
         pv[:got] = have
-        recv_into = self.sock.recv_into
         while got < length:
-            k = recv_into(pv[got:length])
+            k = self._recv_more(pv[got:length], replies)
             if k == 0:
                 raise _Disconnect()
             got += k
