@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.api.conftest import Served
+from tests.api.conftest import Served, pool_path
 
 PUBLIC = {("GET", "/"), ("POST", "/console/session"), ("GET", "/console/static/{name}")}
 
@@ -117,3 +117,37 @@ def test_changes_need_the_csrf_token(daemon):
     assert c.delete("/console/session", headers={"X-CSRF-Token": csrf}).status_code == 204
     replay = httpx.Client(base_url=daemon.url, timeout=30, cookies={"coppice_session": sid})
     assert replay.get("/volumes").status_code == 401
+
+
+def test_job_events_stream_and_a_prompt_stop(pool_path):
+    """The event stream sends a job's records as it runs; a daemon asked to stop while a
+    console holds the stream open stops at once, not after the graceful timeout."""
+    import json
+    import time
+
+    d = Served(pool_path)
+    try:
+        c, csrf = sign_in(d)
+        with c.stream("GET", "/console/api/events") as events:
+            assert events.status_code == 200
+            assert events.headers["content-type"].startswith("text/event-stream")
+            r = c.post("/pool/scrub", headers={"X-CSRF-Token": csrf})
+            assert r.status_code == 202, r.text
+            job_id, states, kind = r.json()["id"], [], None
+            for line in events.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "job":
+                    rec = json.loads(line[6:])
+                    if rec["id"] == job_id:
+                        states.append(rec["state"])
+                        if rec["state"] in ("done", "failed"):
+                            break
+            assert states[-1] == "done", states  # a job submitted after the stream opened
+            t = time.monotonic()
+            rc = d.stop()
+            took = time.monotonic() - t
+        assert rc == 0 and took < 10, (rc, took)
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
