@@ -463,3 +463,18 @@ def test_dedup_scan_from_the_page_shows_phases_live(daemon, browser, shots):
     )[0]
     assert "fvol_master" in text and "Phases:" in text, text
     drv.save_screenshot(os.path.join(shots, "09-jobs-dedup.png"))
+
+
+def test_sign_out_ends_the_session(daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    old = drv.get_cookie("coppice_session")["value"]
+    drv.find_element(By.ID, "signout").click()
+    wait(drv, lambda d: css(d, "form.signin #token"), "the sign-in form")
+    assert drv.get_cookie("coppice_session") is None
+    # the old session is over on the daemon too, not only forgotten by the browser
+    import httpx
+
+    with httpx.Client(base_url=daemon.url, cookies={"coppice_session": old}, timeout=30) as c:
+        assert c.get("/console/api/overview").status_code == 401
