@@ -12,6 +12,8 @@ limit, rows}`` where ``total`` counts what matched.
   running.
 * ``GET /console/api/space?hours=H``: the space history the daemon records
   (``coppice.api.space_history``), plus a sample taken now.
+* ``GET /console/api/savings[?fresh=true]``: saved by clones and by dedup,
+  computed at most every ``SAVINGS_SECONDS`` however many consoles ask.
 * ``GET /console/api/tree``: the volume tree flattened in display order —
   each root volume, then under it its snapshots, and under each snapshot
   the clones rooted there (recursively). A row matching ``q`` comes with
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Annotated
 
@@ -50,6 +53,7 @@ STREAM_SECONDS = 300.0
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 HELD_BY_SHOWN = 5
+SAVINGS_SECONDS = 300.0
 
 
 def _page(rows: list, offset: int, limit: int) -> dict:
@@ -97,6 +101,25 @@ def space(request: Request, hours: Annotated[float, Query(gt=0, le=24 * 30)] = 2
     samples = space_history.SpaceHistory(f.path).samples(since=now - hours * 3600)
     samples.append(space_history.sample(f, now))
     return {"interval": space_history.sample_interval(), "samples": samples}
+
+
+_savings_lock = threading.Lock()
+
+
+@router.get("/savings")
+def savings(request: Request, fresh: bool = False):
+    """The pool's savings (``GET /dedup/savings``'s pool part). That walks every block map, so
+    one computation serves every console for ``SAVINGS_SECONDS`` and concurrent asks wait for
+    it rather than start their own; ``fresh`` recomputes."""
+    from ... import dedup
+
+    st = request.app.state
+    with _savings_lock:
+        cached = getattr(st, "console_savings", None)
+        if cached is None or fresh or time.time() - cached["at"] > SAVINGS_SECONDS:
+            cached = {"at": time.time(), "pool": to_jsonable(dedup.savings(st.filer.pool)["pool"])}
+            st.console_savings = cached
+    return cached
 
 
 def _volume_row(name: str, depth: int, parent: tuple[str, str] | None) -> dict:

@@ -196,8 +196,9 @@ async function viewPool() {
   const total = p.total_bytes || p.used_bytes + p.free_bytes;
   const saved = { clones: h("dd", { id: "saved-clones" }, "computing…"), dedup: h("dd", { id: "saved-dedup" }, "computing…"),
     logical: h("dd", { id: "logical" }, "computing…") };
-  api("GET", "/dedup/savings").then((s) => {
+  api("GET", "/console/api/savings").then((s) => {
     const q = s.pool;
+    $("#savings-at") && ($("#savings-at").textContent = `Savings computed ${when(s.at)}.`);
     saved.clones.replaceChildren(bytes(q.saved_clones_bytes));
     saved.dedup.replaceChildren(bytes(q.saved_dedup_bytes), " ", h("small", {}, `${(q.percent_saved_dedup || 0).toFixed(1)} %`));
     saved.logical.replaceChildren(bytes(q.logical_bytes), " ", h("small", {}, `${(q.percent_saved || 0).toFixed(1)} % saved`));
@@ -223,6 +224,11 @@ async function viewPool() {
       kpi("NBD connections", ov.nbd_connections === null ? "n/a" : String(ov.nbd_connections)),
       kpi("Jobs running", String(ov.jobs_running))),
     usedBar,
+    h("p", { class: "muted" }, h("span", { id: "savings-at" }, "Computing savings…"), " ",
+      h("button", { type: "button", class: "small", id: "savings-fresh", onclick: async () => {
+        $("#savings-at").textContent = "Computing savings…";
+        try { await api("GET", "/console/api/savings?fresh=true"); await refresh(); } catch (e) { say(e.message, true); }
+      } }, "Recompute")),
     h("section", { class: "card", id: "space-card" },
       h("div", { class: "toolbar" }, h("h2", { class: "grow" }, "Physical space used over time"),
         h("div", { class: "segmented", role: "group", "aria-label": "Time range" },
