@@ -4,9 +4,14 @@ volume's size, and revocation on unmap."""
 
 import pytest
 
-nbd = pytest.importorskip("nbd")
+try:
+    import nbd
+except ImportError:  # a required part: fail, never skip
+    raise ImportError(
+        "libnbd's Python binding is missing: run scripts/install.sh (Debian package python3-libnbd)"
+    ) from None
 
-from coppice.nbd.server import NBDServer  # noqa: E402
+from coppice.nbd.server import NBDServer
 
 pytestmark = pytest.mark.backends("native", "rbd")
 
