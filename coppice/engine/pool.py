@@ -562,12 +562,16 @@ class Pool:
         rows = len(c.block_delta) + len(self._dirty_objs) + len(self.alloc.starts)
         return CP_FIXED_BYTES + pages * CP_PAGE_BYTES + rows * CP_ROW_BYTES
 
-    def _admit(self, consume: int, extra_pages: int) -> None:
+    def _admit(self, consume: int, extra_pages: int, rows: int) -> None:
         """Refuse (ENOSPC, nothing changed) a write that would take
-        ``consume`` bytes of file system unless the next consistency point
+        ``consume`` bytes of file system (and add ``extra_pages`` dirty
+        pages and ``rows`` refcount rows) unless the next consistency point
         keeps room to commit. A blocked or space-starved consistency point
         is tried first: committing shrinks what the next one needs."""
-        if not self._cp_blocked and self.headroom.admit(consume, self._cp_need(extra_pages)):
+        if not self._cp_blocked and (
+            self.headroom.admit_fast(consume + extra_pages * CP_PAGE_BYTES + rows * CP_ROW_BYTES)
+            or self.headroom.admit(consume, self._cp_need(extra_pages))
+        ):
             return
         if not self._txn_depth:
             self._checkpoint()
@@ -1149,10 +1153,11 @@ class Pool:
         if m and self.capacity is not None and self.alloc.used + m > self.capacity:
             raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
         grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
-        self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height)
+        self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
         runs = self.alloc.allocate(m) if m else []
+        top = (runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)) if runs else 0
         if runs:
-            self._preallocate(max(s + c for s, c in runs))
+            self._preallocate(top)
         pbns = datapath.spread(runs, n, skip)
         for i, p in shared.items():
             pbns[i] = p
@@ -1170,7 +1175,8 @@ class Pool:
             raise
         if m:
             self._data_gen += 1
-            self._data_end = max(self._data_end, max(s + c for s, c in runs))
+            if top > self._data_end:
+                self._data_end = top
         for p in shared.values():
             self.cache.incref_block(p)
         hook = self.inline_dedup
@@ -1262,7 +1268,7 @@ class Pool:
             raise OutOfRange(what="trim", offset=offset, length=length, name=o.name, size=o.size)
         if length == 0:
             return
-        self._admit(LOG_RECORD_BYTES, 2 + o.height)
+        self._admit(LOG_RECORD_BYTES, 2 + o.height, 0)
         bs = self.block_size
         end = offset + length
         a = -(-offset // bs)

@@ -14,19 +14,22 @@ reserve back when space returns. While it is spent, writes are admitted
 only with the reserve's size free on top.
 
 Cost: one ``statvfs`` per write only while the file system is within
-``SLACK`` of full (or once a second); far from full, a subtraction.
+``NEAR`` of full; farther, ``admit_fast`` spends a budget (what each write
+may take, its metadata included) with one subtraction, and a full check
+runs each time ``BUDGET_MAX`` of it is spent (others use the file system
+too; a write that still finds it full is refused by the kernel, changing
+nothing, and the reserve covers a consistency point).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import time
 
 from ..errors import NoSpace
 
-SLACK = 64 << 20  # far from full: trust the running estimate
-REFRESH_SECONDS = 1.0  # others use the file system too
+NEAR = 4 << 20  # this close to full, every write checks the file system
+BUDGET_MAX = 32 << 20
 MIN_RESERVE = 256 << 10
 MAX_RESERVE = 4 << 20
 
@@ -65,28 +68,36 @@ class SpaceGuard:
         self.reserve_bytes = max(MIN_RESERVE, min(MAX_RESERVE, total // 64))
         self.armed = False
         self._free = 0
-        self._checked = 0.0
+        self._budget = 0
         self.arm()
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.path)
         self._free = st.f_bavail * st.f_frsize
-        self._checked = time.monotonic()
         return self._free
+
+    def admit_fast(self, cost: int) -> bool:
+        """Spend ``cost`` (a write's bytes plus what it adds to the next
+        consistency point) from the budget the last full check left; False:
+        make the full check (``admit``)."""
+        b = self._budget - cost
+        if b > 0:
+            self._budget = b
+            return True
+        return False
 
     def admit(self, consume: int, keep: int) -> bool:
         need = consume + keep
-        if self._free - need > SLACK and time.monotonic() - self._checked < REFRESH_SECONDS:
-            self._free -= consume
-            return True
         if not self.armed:
             self.arm()
         free = self.free_bytes()
         if not self.armed:
             need += self.reserve_bytes
         if free < need:
+            self._budget = 0
             return False
         self._free -= consume
+        self._budget = min(BUDGET_MAX, free - need - NEAR)
         return True
 
     def arm(self) -> bool:
@@ -104,7 +115,7 @@ class SpaceGuard:
             os.ftruncate(fd, 0)  # a partial reservation would only hide space
         finally:
             os.close(fd)
-        self._checked = 0.0
+        self._budget = 0
         return self.armed
 
     def spend(self) -> bool:
@@ -114,7 +125,7 @@ class SpaceGuard:
         with open(self.reserve_path, "r+b") as f:
             f.truncate(0)
         self.armed = False
-        self._checked = 0.0
+        self._budget = 0
         return True
 
     def check(self, consume: int, keep: int) -> None:
