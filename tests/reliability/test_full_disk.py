@@ -147,3 +147,52 @@ def test_consistency_point_that_cannot_commit_keeps_acknowledged_writes(small_fs
         assert pool.fsck().clean
     finally:
         pool.close()
+
+
+def test_management_operation_on_a_full_file_system_changes_nothing_then_works(small_fs):
+    fs = small_fs(8)
+    path = os.path.join(fs.path, "pool")
+    pool = Pool.create(path)
+    try:
+        pool.create_volume("v")
+        pool.create_object("v", "lun", 16 << 20)
+        h = pool.open_object("v", "lun")
+        acked = {i: os.urandom(CHUNK) for i in range(32)}
+        for i, d in acked.items():
+            h.pwrite(i * CHUNK, d)
+        pool.create_snapshot("v", "s1")
+        # Full, reserve gone: a snapshot cannot commit; it is refused whole.
+        pool.headroom.spend()
+        real_arm = pool.headroom.arm
+        pool.headroom.arm = lambda: False
+        filler = fs.fill()
+        before = pool.dump()
+        for _ in range(2):
+            with pytest.raises(NoSpace):
+                pool.create_snapshot("v", "s2")
+            with pytest.raises(NoSpace):
+                pool.create_volume("w")
+        assert pool.dump() == before
+        _check(pool, acked)
+        # Room again: the same open pool takes the snapshot.
+        os.unlink(filler)
+        pool.headroom.arm = real_arm
+        pool.create_snapshot("v", "s2")
+        assert [s.name for s in pool.list_snapshots("v")] == ["s1", "s2"]
+        # Full again but the reserve is there: deleting a snapshot to make
+        # room goes through (it is given the reserve's room).
+        filler = fs.fill()
+        pool.delete_snapshot("v", "s1")
+        assert [s.name for s in pool.list_snapshots("v")] == ["s2"]
+        os.unlink(filler)
+        rep = pool.fsck()
+        assert rep.clean, rep.problems
+    finally:
+        pool.close()
+    pool = Pool.open(path)
+    try:
+        _check(pool, acked)
+        assert [s.name for s in pool.list_snapshots("v")] == ["s2"]
+        assert pool.fsck().clean
+    finally:
+        pool.close()
