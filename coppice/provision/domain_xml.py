@@ -173,7 +173,25 @@ def _check_disk(d: Disk) -> None:
         raise BadDomainXML(detail=f"disk {d.target}: unknown source {d.source!r}")
 
 
-# -- render -------------------------------------------------------------------
+# -- the parts of a definition ---------------------------------------------------
+# Each part of a definition is spelled once: its element path, how it is read
+# (``_read_*``) and how it is written (``_put_*``: find or create the element,
+# change nothing else). render writes every part into an empty <domain>,
+# rewrite writes the parts it is asked to change into a definition it keeps
+# otherwise, parse reads every part.
+
+_SCALE_TO_MIB = {
+    "b": 1 / 2**20,
+    "bytes": 1 / 2**20,
+    "k": 1 / 1024,
+    "kib": 1 / 1024,
+    "m": 1,
+    "mib": 1,
+    "g": 1024,
+    "gib": 1024,
+}
+_LIFECYCLE = ("on_poweroff", "on_reboot", "on_crash")
+_BOOT_PARTS = ("kernel", "initrd", "cmdline")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -183,133 +201,56 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return e
 
 
-def _source_element(disk_el: ET.Element, src: Source) -> None:
-    """Set disk_el's type= and (re)create its <source> for src, in place."""
-    old = disk_el.find("source")
-    idx = list(disk_el).index(old) if old is not None else 1 if disk_el.find("driver") is not None else 0
-    if old is not None:
-        disk_el.remove(old)
-    if isinstance(src, NbdSource):
-        disk_el.set("type", "network")
-        s = ET.Element("source", {"protocol": "nbd", "name": src.export})
-        if src.tls:
-            s.set("tls", "yes")
-        if src.socket is not None:
-            ET.SubElement(s, "host", {"transport": "unix", "socket": src.socket})
-        else:
-            ET.SubElement(s, "host", {"name": str(src.host), "port": str(src.port)})
-    else:
-        disk_el.set("type", "file")
-        s = ET.Element("source", {"file": src.path})
-    disk_el.insert(idx, s)
+def _child(parent: ET.Element, tag: str, pos: int | None = None) -> ET.Element:
+    """parent's first <tag>, made (at ``pos``, else at the end) when missing."""
+    e = parent.find(tag)
+    if e is None:
+        e = ET.Element(tag)
+        parent.insert(len(parent) if pos is None else pos, e)
+    return e
 
 
-def _disk_element(devices: ET.Element, d: Disk) -> None:
-    _check_disk(d)
-    el = _sub(devices, "disk", type="file", device=d.device)
-    # Network disks: cache='none' keeps QEMU from holding writes the NBD server has not seen.
-    _sub(el, "driver", name="qemu", type=d.format, cache="none" if isinstance(d.source, NbdSource) else None)
-    _source_element(el, d.source)
-    _sub(el, "target", dev=d.target, bus=d.bus)
-    if d.readonly:
-        _sub(el, "readonly")
-    if d.serial:
-        _sub(el, "serial", d.serial)
+def _put_text(parent: ET.Element, tag: str, text: str, pos: int | None = None) -> ET.Element:
+    e = _child(parent, tag, pos)
+    e.text = text
+    return e
 
 
-def _metadata_element(parent: ET.Element, metadata: Mapping[str, str]) -> None:
-    md = parent.find("metadata")
-    if md is None:
-        md = ET.SubElement(parent, "metadata")
-    old = md.find(f"{{{COPPICE_NS}}}vm")
-    if old is not None:
-        md.remove(old)
-    vm = ET.SubElement(md, f"{{{COPPICE_NS}}}vm")
-    for k, v in metadata.items():
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", k):
-            raise BadDomainXML(detail=f"metadata key {k!r} must be lower-case letters, digits, '-' or '_'")
-        ET.SubElement(vm, f"{{{COPPICE_NS}}}{k}").text = str(v)
+# memory (<memory unit=...>)
+def _read_memory(root: ET.Element) -> int:
+    mem = root.find("memory")
+    if mem is None or not mem.text:
+        return 256
+    return int(int(mem.text) * _SCALE_TO_MIB.get((mem.get("unit") or "KiB").lower(), 1 / 1024))
 
 
-def render_domain_xml(spec: DomainSpec) -> str:
-    check_name(spec.name)
-    if spec.memory_mib < 16 or spec.vcpus < 1:
-        raise BadDomainXML(
-            detail=f"domain {spec.name}: needs at least 16 MiB of memory and 1 vCPU "
-            f"(got {spec.memory_mib} MiB, {spec.vcpus} vCPUs)"
-        )
-    if spec.domain_type not in ("qemu", "kvm", "test"):
-        raise BadDomainXML(detail=f"domain type {spec.domain_type!r} must be qemu (TCG), kvm or test")
-    targets = [d.target for d in spec.disks]
-    if len(set(targets)) != len(targets):
-        raise BadDomainXML(detail=f"domain {spec.name}: two disks share a target in {targets}")
-    dom = ET.Element("domain", type=spec.domain_type)
-    _sub(dom, "name", spec.name)
-    _sub(dom, "uuid", _check_uuid(spec.uuid))
-    if spec.metadata:
-        _metadata_element(dom, spec.metadata)
-    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
-    _sub(dom, "vcpu", str(spec.vcpus))
-    os_el = _sub(dom, "os")
-    _sub(os_el, "type", "hvm", arch="x86_64", machine=spec.machine)
-    if spec.boot:
-        _sub(os_el, "kernel", spec.boot.kernel)
-        if spec.boot.initrd:
-            _sub(os_el, "initrd", spec.boot.initrd)
-        _sub(os_el, "cmdline", spec.boot.cmdline)
-    else:
-        _sub(os_el, "boot", dev="hd")
-    feats = _sub(dom, "features")
-    _sub(feats, "acpi")  # without it `poweroff -f` only halts and the domain keeps running
-    _sub(dom, "on_poweroff", spec.on_poweroff)
-    _sub(dom, "on_reboot", spec.on_reboot)
-    _sub(dom, "on_crash", spec.on_crash)
-    dev = _sub(dom, "devices")
-    for d in spec.disks:
-        _disk_element(dev, d)
-    if any(d.bus == "scsi" for d in spec.disks):
-        _sub(dev, "controller", type="scsi", index="0", model="virtio-scsi")
-    for i in spec.interfaces:
-        _interface_element(dev, i)
-    if spec.serial_log:
-        if not spec.serial_log.startswith("/"):
-            raise BadDomainXML(detail=f"serial log {spec.serial_log!r} must be an absolute path")
-        ser = _sub(dev, "serial", type="file")
-        _sub(ser, "source", path=spec.serial_log)
-        _sub(ser, "target", port="0")
-    _sub(dev, "memballoon", model="none")
-    ET.indent(dom)
-    return ET.tostring(dom, encoding="unicode") + "\n"
+def _put_memory(root: ET.Element, mib: int) -> None:
+    _put_text(root, "memory", str(mib)).set("unit", "MiB")
 
 
-def _interface_element(devices: ET.Element, i: Interface) -> None:
-    if i.type not in ("user", "network", "bridge"):
-        raise BadDomainXML(detail=f"interface type {i.type!r} must be user, network or bridge")
-    el = _sub(devices, "interface", type=i.type)
-    _sub(el, "mac", address=_check_mac(i.mac))
-    if i.type == "network":
-        _sub(el, "source", network=i.source or "default")
-    elif i.type == "bridge":
-        if not i.source:
-            raise BadDomainXML(detail="a bridge interface needs its bridge device as source")
-        _sub(el, "source", bridge=i.source)
-    _sub(el, "model", type=i.model)
+# <os>: machine type and direct kernel boot
+def _read_os(root: ET.Element) -> tuple[str, DirectBoot | None]:
+    os_el = root.find("os")
+    type_el = os_el.find("type") if os_el is not None else None
+    machine = (type_el.get("machine") if type_el is not None else None) or "pc"
+    if os_el is None or not os_el.findtext("kernel"):
+        return machine, None
+    return machine, DirectBoot(
+        kernel=os_el.findtext("kernel") or "",
+        initrd=os_el.findtext("initrd"),
+        cmdline=os_el.findtext("cmdline") or "",
+    )
 
 
-# -- parse --------------------------------------------------------------------
+def _put_boot(os_el: ET.Element, **parts: str | None) -> None:
+    """Set the given parts of direct kernel boot (kernel, initrd, cmdline); None: leave it."""
+    for tag in _BOOT_PARTS:
+        if parts.get(tag) is not None:
+            _put_text(os_el, tag, parts[tag])
 
 
-def _root(xml: str) -> ET.Element:
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as e:
-        raise BadDomainXML(detail=f"not well-formed XML: {e}") from None
-    if root.tag != "domain":
-        raise BadDomainXML(detail=f"root element is <{root.tag}>, not <domain>")
-    return root
-
-
-def _parse_source(disk_el: ET.Element) -> Source | None:
+# a disk's <source> and the disk as Coppice models it
+def _read_source(disk_el: ET.Element) -> Source | None:
     src = disk_el.find("source")
     kind = disk_el.get("type")
     if src is None:
@@ -331,6 +272,185 @@ def _parse_source(disk_el: ET.Element) -> Source | None:
     return None
 
 
+def _put_source(disk_el: ET.Element, src: Source) -> None:
+    """Set disk_el's type= and (re)create its <source> for src, in place."""
+    old = disk_el.find("source")
+    idx = list(disk_el).index(old) if old is not None else 1 if disk_el.find("driver") is not None else 0
+    if old is not None:
+        disk_el.remove(old)
+    if isinstance(src, NbdSource):
+        disk_el.set("type", "network")
+        s = ET.Element("source", {"protocol": "nbd", "name": src.export})
+        if src.tls:
+            s.set("tls", "yes")
+        if src.socket is not None:
+            ET.SubElement(s, "host", {"transport": "unix", "socket": src.socket})
+        else:
+            ET.SubElement(s, "host", {"name": str(src.host), "port": str(src.port)})
+    else:
+        disk_el.set("type", "file")
+        s = ET.Element("source", {"file": src.path})
+    disk_el.insert(idx, s)
+
+
+def _read_disk(el: ET.Element) -> Disk | None:
+    """The disk as Coppice models it; None for a source it does not model."""
+    src = _read_source(el)
+    if src is None:
+        return None
+    tgt = el.find("target")
+    drv = el.find("driver")
+    return Disk(
+        target=tgt.get("dev", "") if tgt is not None else "",
+        source=src,
+        device=el.get("device", "disk"),
+        bus=tgt.get("bus", "virtio") if tgt is not None else "virtio",
+        readonly=el.find("readonly") is not None,
+        format=(drv.get("type") if drv is not None else None) or "raw",
+        serial=el.findtext("serial"),
+    )
+
+
+def _put_disk(devices: ET.Element, d: Disk) -> None:
+    _check_disk(d)
+    el = _sub(devices, "disk", type="file", device=d.device)
+    # Network disks: cache='none' keeps QEMU from holding writes the NBD server has not seen.
+    _sub(el, "driver", name="qemu", type=d.format, cache="none" if isinstance(d.source, NbdSource) else None)
+    _put_source(el, d.source)
+    _sub(el, "target", dev=d.target, bus=d.bus)
+    if d.readonly:
+        _sub(el, "readonly")
+    if d.serial:
+        _sub(el, "serial", d.serial)
+
+
+# network interfaces
+def _read_interface(el: ET.Element) -> Interface:
+    mac = el.find("mac")
+    src = el.find("source")
+    model = el.find("model")
+    return Interface(
+        mac=mac.get("address", "") if mac is not None else "",
+        type=el.get("type", "user"),
+        source=(src.get("network") or src.get("bridge")) if src is not None else None,
+        model=model.get("type", "virtio") if model is not None else "virtio",
+    )
+
+
+def _put_mac(iface_el: ET.Element, mac: str) -> None:
+    _child(iface_el, "mac", 0).set("address", _check_mac(mac))
+
+
+def _put_interface(devices: ET.Element, i: Interface) -> None:
+    if i.type not in ("user", "network", "bridge"):
+        raise BadDomainXML(detail=f"interface type {i.type!r} must be user, network or bridge")
+    el = _sub(devices, "interface", type=i.type)
+    _put_mac(el, i.mac)
+    if i.type == "network":
+        _sub(el, "source", network=i.source or "default")
+    elif i.type == "bridge":
+        if not i.source:
+            raise BadDomainXML(detail="a bridge interface needs its bridge device as source")
+        _sub(el, "source", bridge=i.source)
+    _sub(el, "model", type=i.model)
+
+
+# the serial console's log file
+def _read_serial_log(devices: ET.Element | None) -> str | None:
+    for s in devices.findall("serial") if devices is not None else []:
+        src = s.find("source")
+        if s.get("type") == "file" and src is not None:
+            return src.get("path")
+    return None
+
+
+def _put_serial_log(devices: ET.Element, path: str) -> None:
+    if not path.startswith("/"):
+        raise BadDomainXML(detail=f"serial log {path!r} must be an absolute path")
+    ser = devices.find("serial[@type='file']")
+    if ser is None:
+        ser = _sub(devices, "serial", type="file")
+        _sub(ser, "target", port="0")
+    _child(ser, "source", 0).set("path", path)
+
+
+# Coppice's own metadata (<metadata><coppice:vm>)
+def _read_metadata(root: ET.Element) -> dict[str, str]:
+    vm = root.find(f"metadata/{{{COPPICE_NS}}}vm")
+    return {child.tag.split("}", 1)[1]: child.text or "" for child in vm} if vm is not None else {}
+
+
+def _put_metadata(root: ET.Element, metadata: Mapping[str, str]) -> None:
+    md = _child(root, "metadata")
+    old = md.find(f"{{{COPPICE_NS}}}vm")
+    if old is not None:
+        md.remove(old)
+    vm = ET.SubElement(md, f"{{{COPPICE_NS}}}vm")
+    for k, v in metadata.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", k):
+            raise BadDomainXML(detail=f"metadata key {k!r} must be lower-case letters, digits, '-' or '_'")
+        ET.SubElement(vm, f"{{{COPPICE_NS}}}{k}").text = str(v)
+
+
+# -- render -------------------------------------------------------------------
+
+
+def render_domain_xml(spec: DomainSpec) -> str:
+    check_name(spec.name)
+    if spec.memory_mib < 16 or spec.vcpus < 1:
+        raise BadDomainXML(
+            detail=f"domain {spec.name}: needs at least 16 MiB of memory and 1 vCPU "
+            f"(got {spec.memory_mib} MiB, {spec.vcpus} vCPUs)"
+        )
+    if spec.domain_type not in ("qemu", "kvm", "test"):
+        raise BadDomainXML(detail=f"domain type {spec.domain_type!r} must be qemu (TCG), kvm or test")
+    targets = [d.target for d in spec.disks]
+    if len(set(targets)) != len(targets):
+        raise BadDomainXML(detail=f"domain {spec.name}: two disks share a target in {targets}")
+    dom = ET.Element("domain", type=spec.domain_type)
+    _put_text(dom, "name", spec.name)
+    _put_text(dom, "uuid", _check_uuid(spec.uuid))
+    if spec.metadata:
+        _put_metadata(dom, spec.metadata)
+    _put_memory(dom, spec.memory_mib)
+    _put_text(dom, "vcpu", str(spec.vcpus))
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine=spec.machine)
+    if spec.boot:
+        _put_boot(os_el, kernel=spec.boot.kernel, initrd=spec.boot.initrd, cmdline=spec.boot.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
+    feats = _sub(dom, "features")
+    _sub(feats, "acpi")  # without it `poweroff -f` only halts and the domain keeps running
+    for tag in _LIFECYCLE:
+        _put_text(dom, tag, getattr(spec, tag))
+    dev = _sub(dom, "devices")
+    for d in spec.disks:
+        _put_disk(dev, d)
+    if any(d.bus == "scsi" for d in spec.disks):
+        _sub(dev, "controller", type="scsi", index="0", model="virtio-scsi")
+    for i in spec.interfaces:
+        _put_interface(dev, i)
+    if spec.serial_log:
+        _put_serial_log(dev, spec.serial_log)
+    _sub(dev, "memballoon", model="none")
+    ET.indent(dom)
+    return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+# -- parse --------------------------------------------------------------------
+
+
+def _root(xml: str) -> ET.Element:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise BadDomainXML(detail=f"not well-formed XML: {e}") from None
+    if root.tag != "domain":
+        raise BadDomainXML(detail=f"root element is <{root.tag}>, not <domain>")
+    return root
+
+
 def list_disks(xml: str) -> list[Disk]:
     """The disks of a definition that Coppice models (NBD, file, block), in order."""
     return parse_domain_xml(xml, strict=False).disks
@@ -340,93 +460,37 @@ def parse_domain_xml(xml: str, *, strict: bool = True) -> DomainSpec:
     """The definition as a DomainSpec; with strict, a disk of an unmodelled kind is an error."""
     root = _root(xml)
     name = root.findtext("name") or ""
-    mem = root.find("memory")
-    memory_mib = 256
-    if mem is not None and mem.text:
-        unit = (mem.get("unit") or "KiB").lower()
-        scale = {
-            "b": 1 / 2**20,
-            "bytes": 1 / 2**20,
-            "k": 1 / 1024,
-            "kib": 1 / 1024,
-            "m": 1,
-            "mib": 1,
-            "g": 1024,
-            "gib": 1024,
-        }.get(unit, 1 / 1024)
-        memory_mib = int(int(mem.text) * scale)
-    boot = None
-    os_el = root.find("os")
-    if os_el is not None and os_el.findtext("kernel"):
-        boot = DirectBoot(
-            kernel=os_el.findtext("kernel") or "",
-            initrd=os_el.findtext("initrd"),
-            cmdline=os_el.findtext("cmdline") or "",
-        )
-    type_el = os_el.find("type") if os_el is not None else None
-    disks: list[Disk] = []
-    interfaces: list[Interface] = []
-    serial_log = None
+    machine, boot = _read_os(root)
     devices = root.find("devices")
-    for d in devices.findall("disk") if devices is not None else []:
-        tgt = d.find("target")
-        src = _parse_source(d)
-        if src is None:
+    disks: list[Disk] = []
+    for el in devices.findall("disk") if devices is not None else []:
+        d = _read_disk(el)
+        if d is None:
             if strict:
+                tgt = el.find("target")
                 raise BadDomainXML(
                     detail=f"disk {tgt.get('dev') if tgt is not None else '?'} of domain "
-                    f"{name} has a source Coppice does not model (type={d.get('type')})"
+                    f"{name} has a source Coppice does not model (type={el.get('type')})"
                 )
             continue
-        drv = d.find("driver")
-        disks.append(
-            Disk(
-                target=tgt.get("dev", "") if tgt is not None else "",
-                source=src,
-                device=d.get("device", "disk"),
-                bus=tgt.get("bus", "virtio") if tgt is not None else "virtio",
-                readonly=d.find("readonly") is not None,
-                format=(drv.get("type") if drv is not None else None) or "raw",
-                serial=d.findtext("serial"),
-            )
-        )
-    for i in devices.findall("interface") if devices is not None else []:
-        mac = i.find("mac")
-        src = i.find("source")
-        model = i.find("model")
-        interfaces.append(
-            Interface(
-                mac=mac.get("address", "") if mac is not None else "",
-                type=i.get("type", "user"),
-                source=(src.get("network") or src.get("bridge")) if src is not None else None,
-                model=model.get("type", "virtio") if model is not None else "virtio",
-            )
-        )
-    for s in devices.findall("serial") if devices is not None else []:
-        src = s.find("source")
-        if s.get("type") == "file" and src is not None:
-            serial_log = src.get("path")
-            break
-    md: dict[str, str] = {}
-    vm = root.find(f"metadata/{{{COPPICE_NS}}}vm")
-    if vm is not None:
-        for child in vm:
-            md[child.tag.split("}", 1)[1]] = child.text or ""
+        disks.append(d)
     return DomainSpec(
         name=name,
         uuid=root.findtext("uuid") or "",
-        memory_mib=memory_mib,
+        memory_mib=_read_memory(root),
         vcpus=int(root.findtext("vcpu") or 1),
         domain_type=root.get("type", "qemu"),
         boot=boot,
         disks=disks,
-        interfaces=interfaces,
-        serial_log=serial_log,
+        interfaces=[
+            _read_interface(i) for i in (devices.findall("interface") if devices is not None else [])
+        ],
+        serial_log=_read_serial_log(devices),
         on_poweroff=root.findtext("on_poweroff") or "destroy",
         on_reboot=root.findtext("on_reboot") or "restart",
         on_crash=root.findtext("on_crash") or "destroy",
-        machine=(type_el.get("machine") if type_el is not None else None) or "pc",
-        metadata=md,
+        machine=machine,
+        metadata=_read_metadata(root),
     )
 
 
@@ -463,12 +527,10 @@ def rewrite_domain_xml(
                 parent.remove(child)
     if name is not None:
         check_name(name)
-        _set_text(root, "name", name, 0)
+        _put_text(root, "name", name, 0)
     if uuid is not None:
-        _set_text(root, "uuid", new_uuid() if uuid == "new" else _check_uuid(uuid), 1)
-    devices = root.find("devices")
-    if devices is None:
-        devices = ET.SubElement(root, "devices")
+        _put_text(root, "uuid", new_uuid() if uuid == "new" else _check_uuid(uuid), 1)
+    devices = _child(root, "devices")
     ifaces = devices.findall("interface")
     for i in ifaces:
         t = i.find("target")
@@ -480,49 +542,24 @@ def rewrite_domain_xml(
         elif isinstance(macs, str):
             raise BadDomainXML(detail=f"macs must be 'keep', 'new' or a list of MACs, not {macs!r}")
         else:
-            new = [_check_mac(m) for m in macs]
+            new = list(macs)
             if len(new) != len(ifaces):
                 raise BadDomainXML(detail=f"{len(new)} MACs given for {len(ifaces)} interfaces")
         for i, mac in zip(ifaces, new, strict=False):
-            m = i.find("mac")
-            if m is None:
-                m = ET.Element("mac")
-                i.insert(0, m)
-            m.set("address", mac)
+            _put_mac(i, mac)
     if disks is not None:
         _repoint_disks(devices, disks)
     if serial_log is not None:
-        ser = devices.find("serial[@type='file']")
-        if ser is None:
-            ser = ET.SubElement(devices, "serial", type="file")
-            ET.SubElement(ser, "target", port="0")
-        src = ser.find("source")
-        if src is None:
-            src = ET.Element("source")
-            ser.insert(0, src)
-        src.set("path", serial_log)
+        _put_serial_log(devices, serial_log)
     if cmdline is not None or kernel is not None or initrd is not None:
         os_el = root.find("os")
         if os_el is None:
             raise BadDomainXML(detail="the definition has no <os> element to set a kernel in")
-        for tag, val in (("kernel", kernel), ("initrd", initrd), ("cmdline", cmdline)):
-            if val is not None:
-                e = os_el.find(tag)
-                if e is None:
-                    e = ET.SubElement(os_el, tag)
-                e.text = val
+        _put_boot(os_el, kernel=kernel, initrd=initrd, cmdline=cmdline)
     if metadata is not None:
-        _metadata_element(root, metadata)
+        _put_metadata(root, metadata)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode") + "\n"
-
-
-def _set_text(root: ET.Element, tag: str, text: str, pos: int) -> None:
-    e = root.find(tag)
-    if e is None:
-        e = ET.Element(tag)
-        root.insert(pos, e)
-    e.text = text
 
 
 def _repoint_disks(devices: ET.Element, disks: DiskMap) -> None:
@@ -532,25 +569,14 @@ def _repoint_disks(devices: ET.Element, disks: DiskMap) -> None:
         if t is not None:
             by_target[t.get("dev")] = d
     if callable(disks):
-        for tgt, el in by_target.items():
-            src = _parse_source(el)
-            if src is None:
+        for el in by_target.values():
+            old = _read_disk(el)
+            if old is None:
                 continue
-            t = el.find("target")
-            drv = el.find("driver")
-            old = Disk(
-                target=tgt,
-                source=src,
-                device=el.get("device", "disk"),
-                bus=t.get("bus", "virtio") if t is not None else "virtio",
-                readonly=el.find("readonly") is not None,
-                format=(drv.get("type") if drv is not None else None) or "raw",
-                serial=el.findtext("serial"),
-            )
             new = disks(old)
             if new is not None:
                 _check_disk(dataclasses.replace(old, source=new))
-                _source_element(el, new)
+                _put_source(el, new)
         return
     unknown = set(disks) - set(by_target)
     if unknown:
@@ -559,7 +585,7 @@ def _repoint_disks(devices: ET.Element, disks: DiskMap) -> None:
             f"has {', '.join(sorted(by_target)) or 'no disks'}"
         )
     for tgt, src in disks.items():
-        _source_element(by_target[tgt], src)
+        _put_source(by_target[tgt], src)
 
 
 def clone_domain_xml(

@@ -408,37 +408,11 @@ class Provisioner:
         return res
 
 
-def provision(
-    filer,
-    template: str,
-    count: int,
-    name_pattern: str,
-    custspec: str | None = None,
-    connect_uri: str = TEST_URI,
-    start: bool = False,
-    igroup: str = DEFAULT_IGROUP,
-    parallel: int = 1,
-    on_error: str = "stop",
-    target: Target | None = None,
-    progress=None,
-    state_dir: str | None = None,
-) -> Summary:
-    """One-shot form of ``Provisioner.provision``."""
+def provision(filer, *args, state_dir: str | None = None, **kw) -> Summary:
+    """One-shot form of ``Provisioner.provision`` (the same arguments)."""
     p = Provisioner(filer, state_dir=state_dir)
     try:
-        return p.provision(
-            template,
-            count,
-            name_pattern,
-            custspec,
-            connect_uri,
-            start,
-            igroup,
-            parallel,
-            on_error,
-            target,
-            progress,
-        )
+        return p.provision(*args, **kw)
     finally:
         p.close()
 

@@ -173,22 +173,96 @@ def import_image(
         raise TemplateExists(name=f"{name} (volume {volume} exists)")
     policy = policy or ImportPolicy.local()
     with _open(policy, image, "image") as img:
-        return _import_opened(
-            filer,
-            name,
-            img,
-            memory_mib,
-            vcpus,
-            os_type,
-            kernel,
-            initrd,
-            cmdline,
-            state_dir,
-            progress,
-            policy,
-            generalize,
-            keep,
-        )
+        info = probe_image(img)
+        vsize = int(info["virtual-size"])
+        vsize = -(-vsize // 512) * 512
+        boot = {}
+        for kind, path in (("kernel", kernel), ("initrd", initrd)):
+            if path is not None:
+                with _open(policy, path, kind) as hf:
+                    boot[kind] = hf.read(MAX_BOOT_FILE)
+        if boot.get("initrd") is not None and "kernel" not in boot:
+            raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
+        state_dir = state_dir or default_state_dir(filer)
+        step = progress or (lambda msg: None)
+        t0 = time.monotonic()
+        with Revert() as revert:
+            step("creating datastore")
+            ds.create(filer, volume, name=f"template-{name}", size=max(1 << 30, 4 * vsize))
+            revert.add(lambda: (filer.vol_destroy(volume, force=True), ds.forget(filer, volume)))
+            lun = f"/vol/{volume}/{ds.disk_lun(SLOT)}"
+            filer.lun_create(
+                lun, vsize, ostype="linux" if os_type == "linux" else "image", comment=f"template {name}"
+            )
+            step(f"reading {info.get('format')} image")
+            with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
+                raw = img.fd_path
+                if info.get("format") != "raw":
+                    raw = os.path.join(tmp, "disk.raw")
+                    convert_to_raw(img, info["format"], raw)
+                written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
+            record = {
+                "name": name,
+                "uuid": None,
+                "mac": None,
+                "template": name,
+                "base_snapshot": BASE_SNAPSHOT,
+                "memory_mib": memory_mib,
+                "vcpus": vcpus,
+                "os_type": os_type,
+                "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}],
+                "seed": None,
+                "cmdline": cmdline or ("console=ttyS0" if boot else None),
+                "created": time.time(),
+            }
+            with filer.transaction():
+                for kind, data in boot.items():
+                    filer.file_write(volume, f"{SLOT}.{kind}", data)
+                    record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+            kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
+            spec = DomainSpec(
+                name=f"template-{name}",
+                memory_mib=memory_mib,
+                vcpus=vcpus,
+                boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
+                disks=[Disk(target="vda", source=NbdSource(export=lun))],
+                interfaces=[Interface(mac=random_mac())],
+                metadata={"template": name},
+            )
+            record["uuid"] = spec.uuid
+            record["mac"] = spec.interfaces[0].mac
+            ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
+            ds.stamp(filer, volume)
+            step("snapshots")
+            filer.snap_create(volume, IMPORTED_SNAPSHOT)
+            if generalize:
+                step("generalizing (libguestfs)")
+                gen = gen_mod.generalize_lun(filer, lun, keep=keep)
+            else:
+                gen = gen_mod.skipped(keep)
+            filer.snap_create(volume, BASE_SNAPSHOT)
+            rec = {
+                "name": name,
+                "volume": volume,
+                "slot": SLOT,
+                "base_snapshot": BASE_SNAPSHOT,
+                "image": os.path.abspath(img.path),
+                "format": info.get("format"),
+                "virtual_size": vsize,
+                "imported_bytes": written,
+                "generalized": gen,
+                "is_generalized": bool(gen["done"]),
+                "memory_mib": memory_mib,
+                "vcpus": vcpus,
+                "os_type": os_type,
+                "boot": bool(boot),
+                "created": time.time(),
+                "import_seconds": round(time.monotonic() - t0, 3),
+            }
+            registry.put(filer, registry.TEMPLATE, name, rec)
+            revert.add(lambda: registry.delete(filer, registry.TEMPLATE, name))
+            revert.success()
+        return show(filer, name)
 
 
 def _open(policy: ImportPolicy, path: str, what: str):
@@ -196,117 +270,6 @@ def _open(policy: ImportPolicy, path: str, what: str):
         return policy.open(path, what)
     except HostPathRefused as e:
         raise BadImage(path=path, detail=e.kwargs["why"]) from None
-
-
-def _import_opened(
-    filer,
-    name,
-    img,
-    memory_mib,
-    vcpus,
-    os_type,
-    kernel,
-    initrd,
-    cmdline,
-    state_dir,
-    progress,
-    policy,
-    generalize,
-    keep,
-) -> dict:
-    from . import generalize as gen_mod
-
-    volume = volume_for(name)
-    info = probe_image(img)
-    vsize = int(info["virtual-size"])
-    vsize = -(-vsize // 512) * 512
-    boot = {}
-    for kind, path in (("kernel", kernel), ("initrd", initrd)):
-        if path is not None:
-            with _open(policy, path, kind) as hf:
-                boot[kind] = hf.read(MAX_BOOT_FILE)
-    if boot.get("initrd") is not None and "kernel" not in boot:
-        raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
-    state_dir = state_dir or default_state_dir(filer)
-    step = progress or (lambda msg: None)
-    t0 = time.monotonic()
-    with Revert() as revert:
-        step("creating datastore")
-        ds.create(filer, volume, name=f"template-{name}", size=max(1 << 30, 4 * vsize))
-        revert.add(lambda: (filer.vol_destroy(volume, force=True), ds.forget(filer, volume)))
-        lun = f"/vol/{volume}/{ds.disk_lun(SLOT)}"
-        filer.lun_create(
-            lun, vsize, ostype="linux" if os_type == "linux" else "image", comment=f"template {name}"
-        )
-        step(f"reading {info.get('format')} image")
-        with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
-            raw = img.fd_path
-            if info.get("format") != "raw":
-                raw = os.path.join(tmp, "disk.raw")
-                convert_to_raw(img, info["format"], raw)
-            written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
-        record = {
-            "name": name,
-            "uuid": None,
-            "mac": None,
-            "template": name,
-            "base_snapshot": BASE_SNAPSHOT,
-            "memory_mib": memory_mib,
-            "vcpus": vcpus,
-            "os_type": os_type,
-            "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}],
-            "seed": None,
-            "cmdline": cmdline or ("console=ttyS0" if boot else None),
-            "created": time.time(),
-        }
-        with filer.transaction():
-            for kind, data in boot.items():
-                filer.file_write(volume, f"{SLOT}.{kind}", data)
-                record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
-        kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
-        spec = DomainSpec(
-            name=f"template-{name}",
-            memory_mib=memory_mib,
-            vcpus=vcpus,
-            boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
-            disks=[Disk(target="vda", source=NbdSource(export=lun))],
-            interfaces=[Interface(mac=random_mac())],
-            metadata={"template": name},
-        )
-        record["uuid"] = spec.uuid
-        record["mac"] = spec.interfaces[0].mac
-        ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
-        ds.stamp(filer, volume)
-        step("snapshots")
-        filer.snap_create(volume, IMPORTED_SNAPSHOT)
-        if generalize:
-            step("generalizing (libguestfs)")
-            gen = gen_mod.generalize_lun(filer, lun, keep=keep)
-        else:
-            gen = gen_mod.skipped(keep)
-        filer.snap_create(volume, BASE_SNAPSHOT)
-        rec = {
-            "name": name,
-            "volume": volume,
-            "slot": SLOT,
-            "base_snapshot": BASE_SNAPSHOT,
-            "image": os.path.abspath(img.path),
-            "format": info.get("format"),
-            "virtual_size": vsize,
-            "imported_bytes": written,
-            "generalized": gen,
-            "is_generalized": bool(gen["done"]),
-            "memory_mib": memory_mib,
-            "vcpus": vcpus,
-            "os_type": os_type,
-            "boot": bool(boot),
-            "created": time.time(),
-            "import_seconds": round(time.monotonic() - t0, 3),
-        }
-        registry.put(filer, registry.TEMPLATE, name, rec)
-        revert.add(lambda: registry.delete(filer, registry.TEMPLATE, name))
-        revert.success()
-    return show(filer, name)
 
 
 def get(filer, name: str) -> dict:
