@@ -465,6 +465,31 @@ def test_dedup_scan_from_the_page_shows_phases_live(daemon, browser, shots):
     drv.save_screenshot(os.path.join(shots, "09-jobs-dedup.png"))
 
 
+def test_vm_refresh_and_destroy_from_the_page(daemon, browser):
+    from selenium.webdriver.common.by import By
+
+    drv = browser
+    goto(drv, "vms", "#vms tr[data-vm]")
+    before = daemon.http.get("/vms/cweb02").json()
+    drv.find_element(By.CSS_SELECTOR, '#vms button[aria-label="Refresh VM cweb02"]').click()
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "refresh dialog")
+    drv.find_element(By.ID, "dialog-ok").click()
+    wait(
+        drv,
+        lambda d: [m for m in css(d, "#status .msg") if "cweb02 refreshed from tiny@base" in m.text],
+        "done",
+    )
+    after = daemon.http.get("/vms/cweb02").json()
+    assert after["uuid"] == before["uuid"] and after["mac"] == before["mac"]  # same identity, new clone
+
+    drv.find_element(By.CSS_SELECTOR, '#vms button[aria-label="Destroy VM cweb04"]').click()
+    wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "destroy dialog")
+    drv.find_element(By.ID, "dialog-ok").click()
+    wait(drv, lambda d: not css(d, '#vms tr[data-vm="cweb04"]') and css(d, "#vms tr[data-vm]"), "cweb04 gone")
+    assert "cweb04" not in [v["name"] for v in daemon.http.get("/vms").json()]
+    assert "cweb04" not in [v["name"] for v in daemon.http.get("/volumes").json()]
+
+
 def test_sign_out_ends_the_session(daemon, browser):
     from selenium.webdriver.common.by import By
 
