@@ -413,6 +413,14 @@ def test_split_from_the_keyboard_runs_as_a_live_job(daemon, browser, shots):
     assert "Needs about 4.00 MiB" in drv.find_element(By.ID, "dialog").text
     drv.switch_to.active_element.send_keys(Keys.ENTER)
     wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is None, "the dialog to close")
+    # focus went back to the Split button the keyboard started from; when the job's end redraws
+    # the tree (the clone is a volume of its own now, without a Split button) it stays in the view
+    assert drv.switch_to.active_element.get_attribute("aria-label") == "Split clone fvol_clone1"
+    wait(drv, lambda d: not css(d, '#tree button[aria-label="Split clone fvol_clone1"]'), "the tree redrawn")
+    focused = drv.switch_to.active_element
+    assert focused.get_attribute("id") == "main" or focused.tag_name == "button", focused.get_attribute(
+        "outerHTML"
+    )
     goto(drv, "jobs", "#jobs tbody tr[data-job]")
     text = wait(
         drv,

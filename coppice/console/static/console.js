@@ -93,6 +93,13 @@ function say(text, isError) {
 // dialog open with the API's message; success closes it.
 function ask(title, fields, okLabel, run, danger) {
   const dlg = $("#dialog");
+  // Keyboard users go back to the button that opened the dialog, found again by its label
+  // since a change redraws the view; else to the view itself.
+  const opener = document.activeElement && document.activeElement.getAttribute("aria-label");
+  dlg.onclose = () => {
+    const again = opener && [...document.querySelectorAll("#main button")].find((b) => b.getAttribute("aria-label") === opener);
+    (again || $("#main")).focus();
+  };
   $("#dialog-title").textContent = title;
   const body = $("#dialog-body");
   body.replaceChildren();
@@ -159,9 +166,16 @@ async function show(view, keepFocus) {
   try {
     const content = await VIEWS[view]();
     if (state.view !== view) return;
+    // a redraw (live job events, a change) must not throw keyboard focus back to the top
+    const had = document.activeElement;
+    const key = keepFocus && had && main.contains(had) ? had.id || had.getAttribute("aria-label") : null;
     main.replaceChildren(...content);
     main.dataset.view = view;
     if (!keepFocus) main.focus();
+    else if (key) {
+      const el = document.getElementById(key) || [...main.querySelectorAll("button, input, select, a")].find((b) => b.getAttribute("aria-label") === key);
+      (el || main).focus();
+    }
   } catch (e) {
     main.replaceChildren(h("p", { class: "error", role: "alert" }, e.message));
   }
