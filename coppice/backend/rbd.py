@@ -50,6 +50,7 @@ Contract:
 
 from __future__ import annotations
 
+import errno as _errno
 import json
 import os
 import queue
@@ -141,10 +142,27 @@ class _Quiesce:
                 self.cond.notify_all()
 
 
+MAX_INFLIGHT = 64
+
+
+class RbdWriteFailed(CoppiceError):
+    """A write to {name} failed in Ceph after it was queued ({why}); the data
+    since the last successful flush may be lost. Check `ceph -s`."""
+
+    errno = _errno.EIO
+
+
 class RbdLun:
     """An open LUN image: the BlockDevice calls ``coppice.nbd`` makes.
-    Flush is librbd's flush of this image (so multi-conn is off: one
-    connection's flush does not cover another's image handle)."""
+
+    Writes are pipelined: ``pwrite`` queues a librbd aio write (at most
+    MAX_INFLIGHT at once) and returns, as a write-back disk acknowledges a
+    write before it is durable; FUA, ``flush``, ``trim``, ``zero`` and
+    every read first wait for the queued writes, so a read sees every
+    acknowledged write and a flush makes them durable (librbd's flush). A
+    queued write that fails makes the next flush (or FUA write) fail with
+    EIO, as a failed write-back does. Multi-conn is off: one connection's
+    flush does not cover another connection's image handle."""
 
     can_trim = True
     can_zero = True
@@ -161,6 +179,9 @@ class RbdLun:
         self._gate = backend._gate(vid)
         self._size = image.size()
         self._closed = False
+        self._cond = threading.Condition()
+        self._inflight: dict[int, object] = {}  # id(completion) -> data kept alive
+        self._error: str | None = None
 
     @property
     def size(self) -> int:
@@ -178,41 +199,74 @@ class RbdLun:
         if self.read_only:
             raise ReadOnly(detail=f"{self.name} is a snapshot LUN and read-only")
 
+    def drain(self) -> None:
+        """Wait until every queued write has completed."""
+        with self._cond:
+            while self._inflight:
+                self._cond.wait()
+
+    def _raise_error(self) -> None:
+        with self._cond:
+            err, self._error = self._error, None
+        if err:
+            raise RbdWriteFailed(name=self.name, why=err)
+
+    def _done(self, comp) -> None:
+        rv = comp.get_return_value()
+        with self._cond:
+            self._inflight.pop(id(comp), None)
+            if rv < 0 and self._error is None:
+                self._error = os.strerror(-rv)
+            self._cond.notify_all()
+
     def pread(self, offset, length):
         self._range("read", offset, length)
         if not length:
             return b""
+        self.drain()
         return self.image.read(offset, length)
 
     def pwrite(self, offset, data, fua=False):
         self._writable()
         self._range("write", offset, len(data))
+        data = bytes(data)
         with self._gate.io():
-            self.image.write(bytes(data), offset)
+            with self._cond:
+                while len(self._inflight) >= MAX_INFLIGHT:
+                    self._cond.wait()
+                comp = self.image.aio_write(data, offset, self._done)
+                # _done needs this (re-entrant) lock, so it runs after this
+                # unless librbd completed the write inline, in this thread
+                if not comp.is_complete():
+                    self._inflight[id(comp)] = (comp, data)
             if fua:
-                self.image.flush()
+                self.flush()
 
     def trim(self, offset, length, fua=False):
         self._writable()
         self._range("trim", offset, length)
         with self._gate.io():
+            self.drain()
             if length:
                 self.image.discard(offset, length)
             if fua:
-                self.image.flush()
+                self.flush()
 
     def zero(self, offset, length, may_trim=True, fua=False):
         self._writable()
         self._range("zero", offset, length)
         with self._gate.io():
+            self.drain()
             if length:
                 self.image.write_zeroes(offset, length)
             if fua:
-                self.image.flush()
+                self.flush()
 
     def flush(self):
         if not self.read_only:
+            self.drain()
             self.image.flush()
+            self._raise_error()
 
     def extents(self, offset, length):
         """(offset, length, flags) runs: 0 = data, 3 = hole reading zeros,
@@ -240,6 +294,7 @@ class RbdLun:
         if not self._closed:
             self._closed = True
             try:
+                self.drain()
                 self.image.flush()
             except Exception:
                 pass
@@ -635,6 +690,7 @@ class RbdBackend(Backend):
         with self._gate(vid).freeze():
             for h in list(self._handles):
                 if h._gate is self._gates.get(vid) and not h.read_only:
+                    h.drain()  # every acknowledged write is in the snapshot
                     h.image.flush()
             for o in self._luns(vol):
                 rbd_id = o.meta["rbd_id"]

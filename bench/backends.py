@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""The two storage backends side by side, in one run, on this machine.
+
+For each backend (``native``: the embedded engine; ``rbd``: Ceph RBD on a
+single-node cluster started here, or the one COPPICE_CEPH_CONF names):
+
+  snapshot          ``snap create`` of a volume with one 1 GiB LUN fully written
+  clone, 1 block    ``vol clone create`` of a volume whose one LUN has 1 block written
+  clone, 1 GiB      the same with the LUN's whole 1 GiB written (O(1): same time)
+  split per GiB     ``vol clone split`` (RBD: flatten) of that clone, seconds per GiB
+  fio x4            seq write/read 1 MiB QD8, rand read/write 4 KiB QD32 with
+                    fio --ioengine=nbd through `coppice serve` on the LUN
+
+and, as the baseline the NBD path is measured against, the same four fio
+figures straight to an RBD image of the same size in the same Ceph pool
+with fio's rbd engine (librbd, no NBD, no Coppice; fio's rbd engine has no
+namespace option, so the image lives in the pool's default namespace).
+
+    .venv/bin/python bench/backends.py [--size-mib 1024] [--runtime 5] [--backends native,rbd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+from bench.nbd_vs_qemu_nbd import WORKLOADS, fio  # noqa: E402
+
+CHUNK = 4 << 20
+
+
+def start_ceph() -> tuple[str, bool]:
+    if os.environ.get("COPPICE_CEPH_CONF"):
+        return os.environ["COPPICE_CEPH_CONF"], False
+    from tests.rbd import ceph_cluster
+
+    return ceph_cluster.start(), True
+
+
+def write_lun(f, path, size, pattern_seed=1) -> None:
+    d = f.open_lun(path)
+    try:
+        buf = os.urandom(CHUNK)
+        for off in range(0, size, CHUNK):
+            d.pwrite(off, buf[: min(CHUNK, size - off)])
+        d.flush()
+    finally:
+        d.close()
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def filer_for(backend, path, conf):
+    from coppice.filer import Filer
+
+    if backend == "rbd":
+        return Filer.create(path, backend="rbd", ceph_conf=conf, ceph_pool="rbd")
+    return Filer.create(path)
+
+
+def measure_backend(backend, base, conf, size, runtime) -> dict:
+    res = {}
+    pool = os.path.join(base, f"pool-{backend}")
+    f = filer_for(backend, pool, conf)
+    try:
+        f.igroup_create("local", ["127.0.0.0/8"])
+        f.vol_create("one", "4g")
+        f.lun_create("/vol/one/lun0", size)
+        d = f.open_lun("/vol/one/lun0")
+        d.pwrite(0, b"x" * 4096)
+        d.close()
+        f.vol_create("full", "4g")
+        f.lun_create("/vol/full/lun0", size)
+        write_lun(f, "/vol/full/lun0", size)
+        f.lun_map("/vol/full/lun0", "local")
+        f.snap_create("one", "s")
+        res["snapshot"] = timed(lambda: f.snap_create("full", "s"))
+        res["clone, 1 block"] = timed(lambda: f.clone_create("c_one", "one", "s"))
+        res["clone, 1 GiB"] = timed(lambda: f.clone_create("c_full", "full", "s"))
+        split = timed(lambda: f.clone_split("c_full"))
+        res["split per GiB"] = split / (size / (1 << 30))
+    finally:
+        f.close()
+    res["fio"] = fio_through_serve(pool, "/vol/full/lun0", size, runtime)
+    return res
+
+
+def fio_through_serve(pool, path, size, runtime) -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COPPICE_POOL=pool)
+    env.pop("COPPICE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coppice.cli.main", "serve", "--api", "none", "--nbd", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"nbd=(\S+):(\d+)", line)
+        if not m:
+            raise SystemExit(f"coppice serve did not start: {line!r}")
+        uri = f"nbd://127.0.0.1:{m.group(2)}/{path}"
+        return {label: fio(uri, rw, bs, depth, size >> 20, runtime) for label, rw, bs, depth in WORKLOADS}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def fio_rbd_direct(conf, size, runtime) -> dict:
+    import rados
+    import rbd
+
+    name = f"bench-direct-{os.getpid()}"
+    c = rados.Rados(conffile=conf)
+    c.connect()
+    io = c.open_ioctx("rbd")
+    rbd.RBD().create(io, name, size, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+    try:
+        with rbd.Image(io, name) as img:
+            buf = os.urandom(CHUNK)
+            for off in range(0, size, CHUNK):
+                img.write(buf[: min(CHUNK, size - off)], off)
+            img.flush()
+        out = {}
+        for label, rw, bs, depth in WORKLOADS:
+            cmd = [
+                "fio",
+                "--name=bench",
+                "--ioengine=rbd",
+                "--clientname=admin",
+                "--pool=rbd",
+                f"--rbdname={name}",
+                f"--rw={rw}",
+                f"--bs={bs}",
+                f"--iodepth={depth}",
+                f"--size={size >> 20}M",
+                f"--runtime={runtime}",
+                "--time_based",
+                "--ramp_time=1",
+                "--randrepeat=0",
+                "--norandommap",
+                "--output-format=json",
+            ]
+            p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CEPH_CONF=conf))
+            if p.returncode != 0:
+                raise SystemExit(f"fio rbd failed: {p.stderr}")
+            job = json.loads(p.stdout[p.stdout.index("{") :])["jobs"][0]
+            r = job["read"] if rw in ("read", "randread") else job["write"]
+            out[label] = (r["bw"] / 1024.0, r["iops"])
+        return out
+    finally:
+        rbd.RBD().remove(io, name)
+        io.close()
+        c.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--runtime", type=int, default=5)
+    ap.add_argument("--backends", default="native,rbd")
+    ap.add_argument("--dir", default="/var/tmp")
+    a = ap.parse_args()
+    size = a.size_mib << 20
+    backends = a.backends.split(",")
+    conf, started = start_ceph()
+    base = tempfile.mkdtemp(prefix="coppice-bench-backends-", dir=a.dir)
+    try:
+        from tests.rbd import ceph_cluster
+
+        if not started:
+            ceph_cluster.wipe(conf, "rbd")
+        results = {}
+        for b in backends:
+            print(f"measuring {b} ...", flush=True)
+            results[b] = measure_backend(b, base, conf, size, a.runtime)
+            if b == "rbd":
+                ceph_cluster.wipe(conf, "rbd")
+        print("measuring librbd direct (fio --ioengine=rbd) ...", flush=True)
+        direct = fio_rbd_direct(conf, size, a.runtime)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if started:
+            from tests.rbd import ceph_cluster
+
+            ceph_cluster.stop(conf)
+    print(f"\nLUN {a.size_mib} MiB, fio runtime {a.runtime} s\n")
+    print(f"| operation | {' | '.join(backends)} |")
+    print("|---|" + "---|" * len(backends))
+    for k in ("snapshot", "clone, 1 block", "clone, 1 GiB", "split per GiB"):
+        print(f"| {k} (ms) | " + " | ".join(f"{results[b][k] * 1000:.1f}" for b in backends) + " |")
+    print()
+    print(
+        f"| fio (MiB/s, IOPS) | {' | '.join(f'coppice serve, {b}' for b in backends)} | librbd direct | rbd/direct |"
+    )
+    print("|---|" + "---|" * (len(backends) + 2))
+    for label, *_ in WORKLOADS:
+        cells = [
+            f"{results[b]['fio'][label][0]:.1f} MiB/s, {results[b]['fio'][label][1]:.0f}" for b in backends
+        ]
+        d = direct[label]
+        ratio = results["rbd"]["fio"][label][1] / d[1] if "rbd" in results and d[1] else float("nan")
+        print(f"| {label} | " + " | ".join(cells) + f" | {d[0]:.1f} MiB/s, {d[1]:.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
