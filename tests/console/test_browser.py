@@ -219,6 +219,7 @@ def test_runbook_state_tree_and_luns(daemon, browser, shots):
 
 def test_clone_from_the_page(daemon, browser, shots):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     drv = browser
     goto(drv, "volumes", "#tree tbody tr")
@@ -242,6 +243,18 @@ def test_clone_from_the_page(daemon, browser, shots):
         == "clone of fvol_master@clone_base_snapshot"
     )
     assert "clone fvol_clone2" in tree_row(drv, "snapshot", "clone_base_snapshot").text
+    # search on the server: the hit comes with its place in the tree
+    search = drv.find_element(By.ID, "vol-search")
+    search.send_keys("clone2", Keys.ENTER)
+    wait(drv, lambda d: len(css(d, "#tree tbody tr")) == 3, "the search's rows")
+    assert [r.get_attribute("data-name") for r in css(drv, "#tree tbody tr")] == [
+        "fvol_master",
+        "clone_base_snapshot",
+        "fvol_clone2",
+    ]
+    assert drv.switch_to.active_element.get_attribute("id") == "vol-search"
+    drv.find_element(By.ID, "vol-search").send_keys(Keys.CONTROL, "a", Keys.DELETE, Keys.ENTER)
+    wait(drv, lambda d: len(css(d, "#tree tbody tr")) > 3, "the whole tree again")
     out = run_cli(daemon.pool, "vol", "clone", "show")
     assert out.returncode == 0, out.stderr
     lines = {ln.split()[0]: ln.split() for ln in out.stdout.splitlines()[1:] if ln.strip()}
@@ -358,7 +371,8 @@ def test_nbd_connection_per_lun_and_space_plot(daemon, browser, shots):
         h.flush()
         goto(drv, "luns", "#luns tbody tr")
         row = css(drv, '#luns tr[data-path="/vol/fvol_clone2/lun0"]')[0]
-        assert row.find_elements("css selector", "td")[4].text == "1", row.text
+        cell = row.find_elements("css selector", "td")[4].text.splitlines()
+        assert cell == ["1", "127.0.0.1"], row.text  # one connection, and who it is
         assert "coppice_host = LUN" in row.text
         drv.save_screenshot(os.path.join(shots, "02-luns-nbd.png"))
     finally:

@@ -18,7 +18,8 @@ limit, rows}`` where ``total`` counts what matched.
   each root volume, then under it its snapshots, and under each snapshot
   the clones rooted there (recursively). A row matching ``q`` comes with
   its ancestors, so a hit is never shown out of its place in the tree.
-* ``GET /console/api/luns``: LUNs with their maps and open NBD connections.
+* ``GET /console/api/luns``: LUNs with their maps and open NBD connections
+  (how many, and who: TLS name, address or the local socket).
 * ``GET /console/api/vms``: VMs with template, snapshot, host (libvirt URI)
   and state (asked of libvirt for the rows of the page only), and
   ``hypervisors``: the URIs this daemon connects to (``--connect``).
@@ -213,16 +214,19 @@ def tree(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
     return to_jsonable(page)
 
 
-def _nbd_counts(state) -> dict[str, int]:
+def _nbd_clients(state) -> dict[str, list[str]]:
+    """Export name -> who is connected (TLS name, address, or 'local socket'), from the target."""
     nbd = getattr(state, "nbd", None)
-    counts: dict[str, int] = {}
+    out: dict[str, list[str]] = {}
     if nbd is None:
-        return counts
+        return out
     for c in nbd.connections():
         name = c["export"] or ""
         name = name if name.startswith("/") else "/" + name
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+        ini = c["initiator"]
+        who = "local socket" if ini.unix else (ini.name or ini.address or "?")
+        out.setdefault(name, []).append(who + (" (TLS)" if c.get("tls") else ""))
+    return out
 
 
 @router.get("/luns")
@@ -231,10 +235,11 @@ def luns(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
     match = _match(q)
     paths = sorted(p for p in lun_paths(st.filer) if match(p))
     page = _page(paths, offset, limit)
-    counts = _nbd_counts(st)
+    clients = _nbd_clients(st)
     page["rows"] = [st.filer.lun_info(p) for p in page["rows"]]  # space and maps: this page's only
     for r in page["rows"]:
-        r["nbd_connections"] = counts.get(r["path"], 0)
+        r["nbd_clients"] = clients.get(r["path"], [])
+        r["nbd_connections"] = len(r["nbd_clients"])
     page["nbd_available"] = getattr(st, "nbd", None) is not None
     return to_jsonable(page)
 

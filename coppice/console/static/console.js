@@ -454,7 +454,9 @@ async function viewLuns() {
     h("td", { class: "num" }, bytes(l.size)), h("td", { class: "num" }, bytes(l.used)),
     h("td", {}, pill(l.state, l.online ? "online" : "offline"), l.offline_reason ? h("div", { class: "muted" }, l.offline_reason) : null),
     h("td", {}, l.maps.length ? l.maps.map((m) => `${m.igroup} = LUN ${m.lun_id}`).join(", ") : h("span", { class: "muted" }, "unmapped")),
-    h("td", { class: "num" }, page.nbd_available ? String(l.nbd_connections) : "n/a"),
+    h("td", { class: "num", title: l.nbd_clients.length ? "connected: " + l.nbd_clients.join(", ") : null },
+      page.nbd_available ? String(l.nbd_connections) : "n/a",
+      l.nbd_clients.length ? h("div", { class: "muted" }, l.nbd_clients.join(", ")) : null),
     h("td", {}, l.ostype), h("td", { class: "mono" }, l.serial),
     h("td", { class: "actions" }, l.online
       ? h("button", { type: "button", class: "small", "aria-label": `Take LUN ${l.path} offline`, onclick: () => lunPower(l.path, "offline") }, "Offline")
