@@ -4,12 +4,12 @@ checksums, consistency points, intent log. Knows nothing of LUNs or VMs.
 Public surface: ``Pool`` (and its errors), ``ObjectHandle``.
 """
 
+from .handle import ObjectHandle
 from .pool import (
     BadName,
     BlockCorrupt,
     Dataset,
     ObjectExists,
-    ObjectHandle,
     ObjectNotFound,
     ObjRec,
     OutOfRange,

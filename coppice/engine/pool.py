@@ -38,6 +38,7 @@ import uuid as _uuid
 from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import (
     AlreadyExists,
@@ -47,7 +48,6 @@ from ..errors import (
     InvalidArgument,
     NoSpace,
     NotFound,
-    ReadOnly,
 )
 from . import blockmap, consistency_point, datapath
 from .allocator import Allocator
@@ -65,6 +65,9 @@ from .format import (
 from .intent_log import IntentLog
 from .page_cache import PageCache
 from .space import FileSystemFull, SpaceGuard, is_full
+
+if TYPE_CHECKING:
+    from .handle import ObjectHandle
 
 DEFAULT_CACHE_BYTES = 64 << 20
 LOG_RECORD_BYTES = 64  # an intent-log record's header and trailer, rounded up
@@ -1079,6 +1082,8 @@ class Pool:
     def open_object(self, volume: str, name: str, snapshot: str | None = None) -> ObjectHandle:
         with self._lock:
             ds = self._dataset(volume, snapshot)
+            from .handle import ObjectHandle
+
             return ObjectHandle(self, self._object(ds, name), read_only=ds.kind == "snapshot")
 
     # ---- data path -------------------------------------------------------------
@@ -1408,27 +1413,30 @@ class Pool:
                         o = objs[key] = self._object(self._dataset(volume, snapshot), name)
                     except NotFound:
                         o = objs[key] = False
-                if not o or expected_pbn == target_pbn or not expected_pbn:
-                    out.append(False)
-                    continue
-                leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
-                slot = lbn % LEAF_FANOUT
-                if (
-                    leaf is None
-                    or leaf.ents[slot] != expected_pbn
-                    or leaf.ents[LEAF_FANOUT + slot] != tcsum
-                    or self.data.pread(bs, expected_pbn * bs) != target
-                ):
-                    out.append(False)
-                    continue
-                pbns, csums = array("Q", [target_pbn]), array("Q", [tcsum])
-                self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
-                self.cache.incref_block(target_pbn)
-                # _map_blocks drops the reference to expected_pbn.
-                self._map_blocks(o, lbn, pbns, csums)
-                out.append(True)
+                ok = bool(o) and expected_pbn not in (0, target_pbn)
+                out.append(ok and self._share_one(o, lbn, expected_pbn, target_pbn, target, tcsum))
         self._checkpoint_if_due()
         return out
+
+    def _share_one(
+        self, o: ObjRec, lbn: int, expected_pbn: int, target_pbn: int, target: bytes, tcsum
+    ) -> bool:
+        """Map block ``lbn`` of ``o`` to ``target_pbn`` if it still maps to
+        ``expected_pbn`` with the target's checksum and equal bytes."""
+        leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn // LEAF_FANOUT)
+        slot = lbn % LEAF_FANOUT
+        if (
+            leaf is None
+            or leaf.ents[slot] != expected_pbn
+            or leaf.ents[LEAF_FANOUT + slot] != tcsum
+            or self.data.pread(self.block_size, expected_pbn * self.block_size) != target
+        ):
+            return False
+        pbns, csums = array("Q", [target_pbn]), array("Q", [tcsum])
+        self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
+        self.cache.incref_block(target_pbn)
+        self._map_blocks(o, lbn, pbns, csums)  # drops the reference to expected_pbn
+        return True
 
     def share_run(
         self, volume: str, name: str, snapshot: str | None, lbn: int, expected_pbns, target_pbns
@@ -1446,22 +1454,13 @@ class Pool:
         if not n:
             return 0
         with self._lock:
-            bs = self.block_size
             try:
                 o = self._object(self._dataset(volume, snapshot), name)
             except NotFound:
                 return 0
             if lbn < 0 or lbn + n > self._nblocks(o):
                 return 0
-            cur = array("Q", bytes(8 * n))
-            csums = array("Q", bytes(8 * n))
-            for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, lbn + n):
-                s, e = max(lbn, base) - base, min(lbn + n, base + LEAF_FANOUT) - base
-                cur[base + s - lbn : base + e - lbn] = array("Q", leaf.ents[s:e].tolist())
-                csums[base + s - lbn : base + e - lbn] = array(
-                    "Q", leaf.ents[LEAF_FANOUT + s : LEAF_FANOUT + e].tolist()
-                )
-
+            cur, csums = self._mapping(o, lbn, n)
             k = 0
             while (
                 k < n
@@ -1472,25 +1471,39 @@ class Pool:
                 and not self.alloc.is_free(target_pbns[k])
             ):
                 k += 1
-            if not k:
-                return 0
-            tgt = array("Q", target_pbns[:k])
-            # bytearrays, not memoryviews: their == is one memcmp (a
-            # memoryview compares element by element, ~50x slower).
-            a, b = datapath.read_runs(self.data, cur, k, bs), datapath.read_runs(self.data, tgt, k, bs)
-            good = datapath.equal_prefix(a, b, bs)
-            # The stored checksums must describe the shared bytes too.
-            bad = datapath.first_mismatch(memoryview(b)[: good * bs], bs, csums)
-            good = good if bad < 0 else bad
+            good = self._equal_run(cur, array("Q", target_pbns[:k]), csums) if k else 0
             if not good:
                 return 0
-            tgt, cs = tgt[:good], csums[:good]
+            tgt, cs = array("Q", target_pbns[:good]), csums[:good]
             self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
             for p in tgt:
                 self.cache.incref_block(p)
             self._map_blocks(o, lbn, tgt, cs)  # drops the references to the expected PBNs
         self._checkpoint_if_due()
         return good
+
+    def _mapping(self, o: ObjRec, lbn: int, n: int) -> tuple[array, array]:
+        """(PBNs, checksums) that blocks [lbn, lbn+n) of ``o`` map to."""
+        cur = array("Q", bytes(8 * n))
+        csums = array("Q", bytes(8 * n))
+        for base, leaf, _ in blockmap.iter_leaves(self.cache, o.root, o.height, lbn, lbn + n):
+            s, e = max(lbn, base) - base, min(lbn + n, base + LEAF_FANOUT) - base
+            cur[base + s - lbn : base + e - lbn] = array("Q", leaf.ents[s:e].tolist())
+            csums[base + s - lbn : base + e - lbn] = array(
+                "Q", leaf.ents[LEAF_FANOUT + s : LEAF_FANOUT + e].tolist()
+            )
+        return cur, csums
+
+    def _equal_run(self, cur, tgt, csums) -> int:
+        """How many leading blocks of runs ``cur`` and ``tgt`` are equal byte
+        for byte and match ``csums`` (the checksums stored for ``cur``, which
+        must describe the shared bytes too)."""
+        bs = self.block_size
+        k = len(tgt)
+        a, b = datapath.read_runs(self.data, cur, k, bs), datapath.read_runs(self.data, tgt, k, bs)
+        good = datapath.equal_prefix(a, b, bs)
+        bad = datapath.first_mismatch(memoryview(b)[: good * bs], bs, csums)
+        return good if bad < 0 else bad
 
     # ---- accounting --------------------------------------------------------------
     def _stored_refs(self, pbns) -> dict[int, int]:
@@ -1653,158 +1666,3 @@ class Pool:
                 list(r) for r in self.db.execute("SELECT scope, key, value FROM kv ORDER BY 1, 2")
             ]
             return out
-
-
-class ObjectHandle:
-    """An open object: the engine side of a LUN export. Implements the
-    BlockDevice calls the NBD target makes (pread, pwrite, trim, zero,
-    flush, extents). Survives renames; fails with NotFound once the object
-    is deleted."""
-
-    # BlockDevice capabilities. Flush is pool-wide (one data file, one
-    # intent log), so a flush on any connection covers every connection's
-    # writes: multi-conn is safe.
-    can_trim = True
-    can_zero = True
-    can_fua = True
-    can_multi_conn = True
-
-    def __init__(self, pool: Pool, o: ObjRec, read_only: bool):
-        self.pool = pool
-        self.oid = o.id
-        self.name = o.name
-        self.read_only = read_only
-        self.block_size = pool.block_size
-
-    def _obj(self) -> ObjRec:
-        o = self.pool.objects.get(self.oid)
-        if o is None:
-            raise ObjectNotFound(kind="Object", name=self.name, where="the pool (it was deleted)")
-        return o
-
-    @property
-    def size(self) -> int:
-        return self._obj().size
-
-    @property
-    def meta(self) -> dict:
-        """The object's metadata (a copy)."""
-        return dict(self._obj().meta)
-
-    def exists(self) -> bool:
-        return self.oid in self.pool.objects
-
-    def unallocated_blocks(self, offset: int, length: int) -> int:
-        """Blocks touched by [offset, offset+length) that are holes: what a
-        write there would newly allocate (a space budget's question, asked
-        before every write, so it is a walk of the range's leaves only)."""
-        p = self.pool
-        bs = p.block_size
-        with p._lock:
-            o = self._obj()
-            if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(
-                    what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size
-                )
-            lo, hi = offset // bs, -(-(offset + length) // bs)
-            holes = hi - lo
-            for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
-                s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
-                holes -= e - s - leaf.ents[s:e].tolist().count(0)
-            return holes
-
-    def snapshot_held_blocks(self, offset: int, length: int) -> int:
-        """Blocks of [offset, offset+length) that one of this volume's own
-        snapshots also maps, at the same place of the same-named object: a
-        write or trim there leaves them held by the snapshot alone (ONTAP's
-        snapshot spill). Cost: one leaf lookup per snapshot per leaf."""
-        p = self.pool
-        bs = p.block_size
-        with p._lock:
-            o = self._obj()
-            if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(
-                    what="snapshot_held_blocks", offset=offset, length=length, name=o.name, size=o.size
-                )
-            ds = p.datasets.get(o.dataset_id)
-            if ds is None or ds.kind != "volume":
-                return 0
-            frozen = [
-                x
-                for x in (p._by_ds.get(sid, {}).get(o.name) for sid in p._snap_ids.get(ds.id, ()))
-                if x is not None and x.root
-            ]
-            if not frozen:
-                return 0
-            lo, hi = offset // bs, -(-(offset + length) // bs)
-            n = 0
-            for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
-                s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
-                cur = leaf.ents[s:e].tolist()
-                held = [False] * (e - s)
-                for so in frozen:
-                    if base >= p._nblocks(so):
-                        continue
-                    sl = blockmap.lookup_leaf(p.cache, so.root, so.height, base // LEAF_FANOUT)
-                    if sl is None:
-                        continue
-                    theirs = sl.ents[s:e].tolist()
-                    for i, c in enumerate(cur):
-                        if c and c == theirs[i]:
-                            held[i] = True
-                n += sum(held)
-            return n
-
-    def shared_blocks(self, offset: int, length: int) -> int:
-        """Blocks of [offset, offset+length) shared with a snapshot, clone or
-        dedup partner: a write there allocates new space even though the
-        object already holds data at that place."""
-        p = self.pool
-        bs = p.block_size
-        with p._lock:
-            o = self._obj()
-            if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(what="shared_blocks", offset=offset, length=length, name=o.name, size=o.size)
-            return p._shared_blocks(o, offset // bs, -(-(offset + length) // bs))
-
-    def _writable(self):
-        if self.read_only:
-            raise ReadOnly(detail=f"{self.name} is a snapshot object and read-only")
-
-    def pread(self, offset: int, length: int):
-        p = self.pool
-        with p._lock:
-            return p._read(self._obj(), offset, length)
-
-    def pwrite(self, offset: int, data, fua: bool = False) -> None:
-        self._writable()
-        p = self.pool
-        with p._lock:
-            p._write(self._obj(), offset, data if isinstance(data, memoryview) else memoryview(data))
-        if fua:
-            p.flush()
-        p._checkpoint_if_due()
-
-    def trim(self, offset: int, length: int, fua: bool = False) -> None:
-        self._writable()
-        p = self.pool
-        with p._lock:
-            p._clear(self._obj(), offset, length)
-        if fua:
-            p.flush()
-        p._checkpoint_if_due()
-
-    def zero(self, offset: int, length: int, may_trim: bool = True, fua: bool = False) -> None:
-        # Thin pool: zeros are never stored, with or without may_trim.
-        self.trim(offset, length, fua)
-
-    def flush(self) -> None:
-        self.pool.flush()
-
-    def extents(self, offset: int, length: int):
-        p = self.pool
-        with p._lock:
-            return [(s, n, 0 if a else 3) for s, n, a in p._extents(self._obj(), offset, length)]
-
-    def close(self) -> None:
-        pass
