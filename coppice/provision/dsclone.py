@@ -177,6 +177,40 @@ def register_datastore(
     return out
 
 
+def _clone_names(parent_vms: list[dict], name_pattern: str, new: str) -> dict[str, str]:
+    """slot -> the new name of each VM of the cloned datastore, checked."""
+    try:
+        pattern = compile_pattern(name_pattern, {"vm", "clone"}, numbers=())
+    except PatternError as e:
+        raise BadNamePattern(pattern=name_pattern, why=f"{e}; use {{vm}} and {{clone}}") from None
+    names = {
+        v["slot"]: check_vm_name(pattern.expand(vm=v["name"], clone=new.replace("_", "-")))
+        for v in parent_vms
+    }
+    if len(set(names.values())) != len(names):
+        raise BadNamePattern(pattern=name_pattern, why="it gives two VMs the same name")
+    return names
+
+
+def _attach_copy(filer, new: str, policy: str, resignature: bool | None, parent: dict) -> dict:
+    """Attach the cloned datastore: by the host's policy, or resignatured when asked."""
+    if resignature is None and policy != "auto":
+        return ds.attach(filer, new, policy)  # raises DatastoreIsCopy for a copy
+    if not resignature:
+        return ds.attach(filer, new, "auto")
+    reason = ds.copy_reason(filer, new, ds.descriptor(filer, new))
+    d = ds.resignature(filer, new)
+    return {
+        "volume": new,
+        "old_name": parent["name"],
+        "copy": reason is not None,
+        "reason": reason,
+        "resignatured": True,
+        "name": d["name"],
+        "uuid": d["uuid"],
+    }
+
+
 def clone_datastore(
     filer,
     src: str,
@@ -205,16 +239,7 @@ def clone_datastore(
 
         raise VolumeExists(name=new)
     policy = get_policy(filer, uri)
-    parent_vms = ds.vms(filer, src, snap)
-    try:
-        pattern = compile_pattern(name_pattern, {"vm", "clone"}, numbers=())
-    except PatternError as e:
-        raise BadNamePattern(pattern=name_pattern, why=f"{e}; use {{vm}} and {{clone}}") from None
-    names = {}
-    for v in parent_vms:
-        names[v["slot"]] = check_vm_name(pattern.expand(vm=v["name"], clone=new.replace("_", "-")))
-    if len(set(names.values())) != len(names):
-        raise BadNamePattern(pattern=name_pattern, why="it gives two VMs the same name")
+    names = _clone_names(ds.vms(filer, src, snap), name_pattern, new)
     own_hv = hv is None
     if register and hv is None:
         from .hypervisor import Hypervisor
@@ -233,24 +258,7 @@ def clone_datastore(
             c = filer.clone_create(new, src, snap, remap=True)
             rv.add(lambda: destroy_volume(filer, new))
             out["luns"] = c["luns"]
-            if resignature is None and policy != "auto":
-                attach = ds.attach(filer, new, policy)  # raises DatastoreIsCopy for a copy
-            elif resignature:
-                d = ds.descriptor(filer, new)
-                reason = ds.copy_reason(filer, new, d)
-                d = ds.resignature(filer, new)
-                attach = {
-                    "volume": new,
-                    "old_name": ds.descriptor(filer, src, snap)["name"],
-                    "copy": reason is not None,
-                    "reason": reason,
-                    "resignatured": True,
-                    "name": d["name"],
-                    "uuid": d["uuid"],
-                }
-            else:
-                attach = ds.attach(filer, new, "auto")
-            out["datastore"] = attach
+            out["datastore"] = _attach_copy(filer, new, policy, resignature, ds.descriptor(filer, src, snap))
             if register:
                 flow = steps.Flow(
                     filer=filer, hv=hv, uri=uri, igroup=igroup, target=target, state_dir=state_dir

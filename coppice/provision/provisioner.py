@@ -149,6 +149,40 @@ def generalization_warning(trec: dict) -> str | None:
     )
 
 
+def _check_lun_ids(f, trec: dict, igroup: str, count: int) -> None:
+    """The igroup exists (or is the default, made on demand) and has LUN IDs for the batch."""
+    if not any(g["name"] == igroup for g in f.igroup_show()) and igroup != DEFAULT_IGROUP:
+        from ..filer.errors import IgroupNotFound
+
+        raise IgroupNotFound(name=igroup)
+    luns_per_vm = 1 + len(ds.vms(f, trec["volume"], trec["base_snapshot"])[0]["disks"])
+    free = free_lun_ids(f, igroup)
+    if free < count * luns_per_vm:
+        raise BadCount(
+            count=count,
+            why=f"igroup {igroup} has {free} free LUN IDs and {count} VMs "
+            f"need {count * luns_per_vm}; use another igroup (--igroup)",
+        )
+
+
+def _check_addresses(f, spec, names: list[str]) -> None:
+    """A static spec's pool has an address for every VM of the batch."""
+    net = cs.parse_network(spec.network)
+    if net["mode"] != "static":
+        return
+    leased = {
+        k.split("/", 1)[1] for k, _ in registry.items(f, registry.IPALLOC) if k.split("/", 1)[0] == spec.name
+    }
+    free = 0
+    for a in cs.candidate_addresses(net):
+        free += str(a) not in leased
+        if free >= len(names):
+            return
+    from .provisioning_errors import AddressPoolExhausted
+
+    raise AddressPoolExhausted(pool=spec.network, spec=spec.name, vm=names[free])
+
+
 # ---- the provisioner ------------------------------------------------------------------------
 
 
@@ -230,35 +264,8 @@ class Provisioner:
                 detail=f"customization spec {spec.name} gives two VMs the host name "
                 f"{next(h for h in hosts if hosts.count(h) > 1)}; use {{vm}} or {{n}} in it"
             )
-        if any(g["name"] == igroup for g in f.igroup_show()) or igroup == DEFAULT_IGROUP:
-            luns_per_vm = 1 + sum(1 for _ in ds.vms(f, trec["volume"], trec["base_snapshot"])[0]["disks"])
-            free = free_lun_ids(f, igroup)
-            if free < count * luns_per_vm:
-                raise BadCount(
-                    count=count,
-                    why=f"igroup {igroup} has {free} free LUN IDs and {count} VMs "
-                    f"need {count * luns_per_vm}; use another igroup (--igroup)",
-                )
-        else:
-            from ..filer.errors import IgroupNotFound
-
-            raise IgroupNotFound(name=igroup)
-        net = cs.parse_network(spec.network)
-        if net["mode"] == "static":
-            leased = {
-                k.split("/", 1)[1]
-                for k, _ in registry.items(f, registry.IPALLOC)
-                if k.split("/", 1)[0] == spec.name
-            }
-            free = 0
-            for a in cs.candidate_addresses(net):
-                free += str(a) not in leased
-                if free >= count:
-                    break
-            if free < count:
-                from .provisioning_errors import AddressPoolExhausted
-
-                raise AddressPoolExhausted(pool=spec.network, spec=spec.name, vm=names[free])
+        _check_lun_ids(f, trec, igroup, count)
+        _check_addresses(f, spec, names)
         used_macs = {v.get("mac") for v in known.values()}
         plans = [
             VMPlan(
