@@ -82,6 +82,10 @@ def daemon(tmp_path_factory):
     image = small_image(str(base / "tiny.raw"))
     r = s.http.post("/templates", json={"name": "tiny", "image": image, "memory_mib": 128})
     assert r.status_code == 201, r.text
+    r = s.http.post(
+        "/custspecs", json={"name": "web", "hostname": "{vm}", "user": "admin", "runcmd": ["true"]}
+    )
+    assert r.status_code == 201, r.text
     yield s
     s.stop()
 
@@ -302,6 +306,10 @@ def test_provision_five_vms_from_the_form(daemon, browser, shots):
     name = drv.find_element(By.ID, "pv-name")
     name.clear()
     name.send_keys("cweb{n:02}")
+    Select(drv.find_element(By.ID, "pv-custspec")).select_by_value("web")
+    spec = css(drv, '#custspecs tr[data-custspec="web"]')[0].text
+    assert "{vm}" in spec and "admin" in spec and "1 command(s)" in spec
+    assert "no" in css(drv, '#templates tr[data-template="tiny"]')[0].text  # a blank disk: not generalized
     connect = drv.find_element(By.ID, "pv-connect")
     assert connect.get_attribute("value") == "test:///default"
     seen = []  # progress the page showed while the job ran (it is pushed by the event stream)
@@ -345,6 +353,10 @@ def test_provision_five_vms_from_the_form(daemon, browser, shots):
         )
     api_vms = sorted(v["name"] for v in daemon.http.get("/vms").json())
     assert api_vms == [f"cweb{n:02}" for n in range(1, 6)]
+    assert daemon.http.get("/vms/cweb03").json()["custspec"] == "web"  # the form's choice reached the job
+    # the redrawn form keeps the batch's choices
+    assert drv.find_element(By.ID, "pv-name").get_attribute("value") == "cweb{n:02}"
+    assert drv.find_element(By.ID, "pv-custspec").get_attribute("value") == "web"
 
     goto(drv, "jobs", "#jobs tbody tr[data-job]")
     text = wait(drv, lambda d: [r.text for r in css(d, '#jobs tr[data-state="done"]')], "the done job")[0]

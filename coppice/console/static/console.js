@@ -511,17 +511,19 @@ async function viewVms() {
       h("section", { class: "card" },
         h("h2", {}, "Templates"),
         h("table", { class: "grid", id: "templates" },
-          h("thead", {}, h("tr", {}, ["Template", "Volume", "Snapshots", "VMs"].map((c) => h("th", { scope: "col" }, c)))),
-          h("tbody", {}, templates.length ? templates.map((t) => h("tr", {}, h("th", { scope: "row" }, t.name),
+          h("thead", {}, h("tr", {}, ["Template", "Volume", "Snapshots", "Generalized", "VMs"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, templates.length ? templates.map((t) => h("tr", { "data-template": t.name }, h("th", { scope: "row" }, t.name),
             h("td", { class: "mono" }, t.volume || "–"), h("td", {}, (t.snapshots || [t.base_snapshot]).filter(Boolean).join(", ") || "–"),
-            h("td", { class: "num" }, String(t.vms ?? (t.dependents || []).length ?? "–"))))
-            : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No templates: coppice template import NAME --image DISK")))),
+            h("td", { title: t.generalized && t.generalized.why ? t.generalized.why : null }, t.is_generalized ? "yes" : "no"),
+            h("td", { class: "num" }, String(Array.isArray(t.vms) ? t.vms.length : t.vms ?? "–"))))
+            : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No templates: coppice template import NAME --image DISK")))),
         h("h2", {}, "Customization specs"),
         h("table", { class: "grid", id: "custspecs" },
-          h("thead", {}, h("tr", {}, ["Spec", "Hostname", "User", "Network"].map((c) => h("th", { scope: "col" }, c)))),
-          h("tbody", {}, specs.length ? specs.map((c) => h("tr", {}, h("th", { scope: "row" }, c.name), h("td", {}, c.hostname || "–"),
-            h("td", {}, c.user || "–"), h("td", {}, c.network || "–")))
-            : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No customization specs.")))))),
+          h("thead", {}, h("tr", {}, ["Spec", "Hostname", "User", "SSH keys", "Network", "Run once"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, specs.length ? specs.map((c) => h("tr", { "data-custspec": c.name }, h("th", { scope: "row" }, c.name), h("td", {}, c.hostname || "–"),
+            h("td", {}, c.user || "–"), h("td", { class: "num" }, String(c.ssh_keys ?? 0)), h("td", {}, c.network || "–"),
+            h("td", {}, (c.runcmd || []).length ? `${c.runcmd.length} command(s)` : "–")))
+            : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No customization specs.")))))),
     h("h2", {}, "VMs"),
     h("div", { class: "toolbar" }, ...search(st, "Search", "vm-search"), h("span", { class: "grow" }), pager(st, page.total, refresh, "VMs")),
     h("table", { class: "grid", id: "vms" },
@@ -532,19 +534,24 @@ async function viewVms() {
 
 function provisionForm(templates, specs, uris) {
   const field = (id, label, input) => [h("label", { for: id }, label), input];
+  const last = state.provision || {};  // the last batch's choices survive the view's redraws
   const f = h("form", { class: "grid-form", id: "provision-form" },
     ...field("pv-template", "Template", h("select", { id: "pv-template", name: "template", required: true },
       templates.map((t) => h("option", { value: t.name }, t.name)))),
-    ...field("pv-count", "Count", h("input", { id: "pv-count", name: "count", type: "number", min: 1, max: 4096, value: 1, required: true })),
-    ...field("pv-name", "Name pattern", h("input", { id: "pv-name", name: "name", type: "text", value: "vm{n:03}", required: true, spellcheck: "false" })),
+    ...field("pv-count", "Count", h("input", { id: "pv-count", name: "count", type: "number", min: 1, max: 4096, value: last.count || 1, required: true })),
+    ...field("pv-name", "Name pattern", h("input", { id: "pv-name", name: "name", type: "text", value: last.name || "vm{n:03}", required: true, spellcheck: "false" })),
     ...field("pv-custspec", "Customization spec", h("select", { id: "pv-custspec", name: "customize" },
       h("option", { value: "" }, "(none)"), specs.map((c) => h("option", { value: c.name }, c.name)))),
     ...field("pv-connect", "Hypervisor (libvirt URI)", h("select", { id: "pv-connect", name: "connect", required: true },
       uris.map((u) => h("option", { value: u }, u)))),
-    ...field("pv-parallel", "Parallel workers", h("input", { id: "pv-parallel", name: "parallel", type: "number", min: 1, max: 64, value: 1 })),
-    h("span", {}), h("div", { class: "check" }, h("input", { id: "pv-start", name: "start", type: "checkbox" }), h("label", { for: "pv-start" }, " Start the VMs")),
+    ...field("pv-parallel", "Parallel workers", h("input", { id: "pv-parallel", name: "parallel", type: "number", min: 1, max: 64, value: last.parallel || 1 })),
+    h("span", {}), h("div", { class: "check" }, h("input", { id: "pv-start", name: "start", type: "checkbox", checked: !!last.start }), h("label", { for: "pv-start" }, " Start the VMs")),
     h("p", { id: "provision-error", class: "error full", role: "alert", hidden: true }),
     h("div", { class: "full" }, h("button", { type: "submit", class: "primary", id: "pv-submit", disabled: !templates.length }, "Provision")));
+  for (const [id, v] of [["pv-template", last.template], ["pv-custspec", last.customize], ["pv-connect", last.connect]]) {
+    const sel = f.querySelector("#" + id);
+    if (v && [...sel.options].some((o) => o.value === v)) sel.value = v;
+  }
   f.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const err = $("#provision-error");
@@ -554,6 +561,7 @@ function provisionForm(templates, specs, uris) {
       connect: $("#pv-connect").value, start: $("#pv-start").checked, parallel: Number($("#pv-parallel").value || 1),
     };
     if ($("#pv-custspec").value) body.customize = $("#pv-custspec").value;
+    state.provision = body;
     try {
       const job = await api("POST", "/vms", body);
       state.watch = job.id;
