@@ -208,6 +208,14 @@ def test_runbook_state_tree_and_luns(daemon, browser, shots):
     assert "4.00 MiB" in clone.text  # shared with its parent: the 4 MiB written before the snapshot
     drv.save_screenshot(os.path.join(shots, "01-volumes.png"))
     css(drv, "#tree")[0].screenshot(os.path.join(shots, "volume-tree.png"))
+    # a snapshot's clones fold away and come back (aria-expanded tells a screen reader)
+    fold = 'button[aria-label="Hide the 1 clone(s) of fvol_master@clone_base_snapshot"]'
+    css(drv, fold)[0].click()
+    wait(drv, lambda d: tree_row(d, "volume", "fvol_clone1") is None, "the clone folded away")
+    unfold = css(drv, 'button[aria-label="Show the 1 clone(s) of fvol_master@clone_base_snapshot"]')[0]
+    assert unfold.get_attribute("aria-expanded") == "false"
+    unfold.click()
+    wait(drv, lambda d: tree_row(d, "volume", "fvol_clone1") is not None, "the clone back")
 
     goto(drv, "luns", "#luns tbody tr")
     lun = css(drv, '#luns tr[data-path="/vol/fvol_clone1/lun0"]')[0]

@@ -44,7 +44,7 @@ def client(tmp_path_factory):
 
 
 def test_tree_pages_in_display_order(client):
-    r = client.get("/console/api/tree", params={"limit": 100})
+    r = client.get("/console/api/tree", params={"limit": 100, "expand": "gold@base"})
     page = r.json()
     # gold, base, N clones, c0007's snapshot and its clone, other
     assert page["total"] == 1 + 1 + N + 2 + 1
@@ -60,9 +60,9 @@ def test_tree_pages_in_display_order(client):
     assert base["busy"] and base["held_by_count"] == N and len(base["held_by"]) == 5
     names = [x["name"] for x in rows]
     assert names[names.index("c0007") + 1 : names.index("c0007") + 3] == ["mine", "deep"]
-    last = client.get("/console/api/tree", params={"offset": 100, "limit": 100}).json()
+    last = client.get("/console/api/tree", params={"offset": 100, "limit": 100, "expand": "gold@base"}).json()
     assert [x["name"] for x in last["rows"]][-1] == "other" and len(last["rows"]) == page["total"] - 100
-    beyond = client.get("/console/api/tree", params={"offset": 10_000}).json()
+    beyond = client.get("/console/api/tree", params={"offset": 10_000, "expand": "gold@base"}).json()
     assert beyond["rows"] == [] and beyond["total"] == page["total"]
 
 
@@ -97,3 +97,21 @@ def test_bad_paging_is_a_clear_422(client):
         r = client.get("/console/api/tree", params=params)
         assert r.status_code == 422, params
         assert r.json()["error"] == "InvalidRequest"
+
+
+def test_big_snapshots_fold_and_unfold(client):
+    # base holds 120 clones (> AUTO_COLLAPSE): folded unless asked, its row says so
+    page = client.get("/console/api/tree", params={"limit": 500}).json()
+    names = [x["name"] for x in page["rows"]]
+    assert names == ["gold", "base", "other"]
+    assert page["rows"][1]["collapsed"] is True and page["rows"][1]["held_by_count"] == N
+    page = client.get("/console/api/tree", params={"limit": 500, "expand": "gold@base"}).json()
+    assert page["total"] == 1 + 1 + N + 2 + 1 and page["rows"][1]["collapsed"] is False
+    # a small one folds when asked; a search ignores folds (a hit is always shown)
+    page = client.get(
+        "/console/api/tree", params={"limit": 500, "expand": "gold@base", "collapse": "c0007@mine"}
+    ).json()
+    assert "deep" not in [x["name"] for x in page["rows"]] and page["total"] == 1 + 1 + N + 1 + 1
+    assert [x["name"] for x in client.get("/console/api/tree", params={"q": "deep"}).json()["rows"]][
+        -1
+    ] == "deep"

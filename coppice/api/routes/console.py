@@ -18,6 +18,10 @@ limit, rows}`` where ``total`` counts what matched.
   each root volume, then under it its snapshots, and under each snapshot
   the clones rooted there (recursively). A row matching ``q`` comes with
   its ancestors, so a hit is never shown out of its place in the tree.
+  Without ``q``, the clones of a snapshot named in ``collapse``
+  (``VOL@SNAP``, repeatable) are left out, and so are those of a snapshot
+  holding more than ``AUTO_COLLAPSE`` clones unless named in ``expand``;
+  such a snapshot row says ``collapsed``.
 * ``GET /console/api/luns``: LUNs with their maps and open NBD connections
   (how many, and who: TLS name, address or the local socket).
 * ``GET /console/api/vms``: VMs with template, snapshot, host (libvirt URI)
@@ -55,6 +59,7 @@ POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 HELD_BY_SHOWN = 5
 SAVINGS_SECONDS = 300.0
+AUTO_COLLAPSE = 50
 
 
 def _page(rows: list, offset: int, limit: int) -> dict:
@@ -192,11 +197,38 @@ def tree_rows(filer) -> list[dict]:
     return rows
 
 
+Keys = Annotated[list[str], Query(max_length=1000)]
+
+
+def _fold(rows: list[dict], collapse: set[str], expand: set[str]) -> list[dict]:
+    """Hide the clones under collapsed snapshots: those named in ``collapse`` and, unless named
+    in ``expand``, those holding more than ``AUTO_COLLAPSE`` clones (a golden image's thousand
+    VMs would otherwise bury every other volume)."""
+    hidden: set[int] = set()
+    for i, r in enumerate(rows):
+        if r["kind"] != "snapshot" or not r["held_by_count"]:
+            continue
+        key = f"{r['volume']}@{r['name']}"
+        r["collapsed"] = key in collapse or (r["held_by_count"] > AUTO_COLLAPSE and key not in expand)
+        if r["collapsed"]:
+            hidden.add(i)
+    return [r for r in rows if not hidden.intersection(r["ancestors"])]
+
+
 @router.get("/tree")
-def tree(request: Request, q: Q = "", offset: Offset = 0, limit: Limit = 100):
+def tree(
+    request: Request,
+    q: Q = "",
+    offset: Offset = 0,
+    limit: Limit = 100,
+    collapse: Keys = [],  # noqa: B006 (FastAPI copies query defaults)
+    expand: Keys = [],  # noqa: B006
+):
     filer = request.app.state.filer
     rows = tree_rows(filer)
-    if q.strip():
+    if not q.strip():
+        rows = _fold(rows, set(collapse), set(expand))
+    else:
         match = _match(q)
         keep: set[int] = set()
         for i, r in enumerate(rows):

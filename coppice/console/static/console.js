@@ -13,7 +13,7 @@ const state = {
   view: null,
   jobs: new Map(),          // id -> job record, kept live by the event stream
   watch: null,              // provision job the VMs view follows
-  volumes: { q: "", offset: 0 },
+  volumes: { q: "", offset: 0, collapse: new Set(), expand: new Set() },
   luns: { q: "", offset: 0 },
   vms: { q: "", offset: 0 },
   hours: 24,
@@ -315,7 +315,9 @@ function niceStep(raw) {
 // ---- volumes ---------------------------------------------------------------------------------
 async function viewVolumes() {
   const st = state.volumes;
-  const page = await api("GET", "/console/api/tree?" + qs({ q: st.q, offset: st.offset, limit: PAGE }));
+  const folds = [...st.collapse].map((k) => "&collapse=" + encodeURIComponent(k))
+    .concat([...st.expand].map((k) => "&expand=" + encodeURIComponent(k))).join("");
+  const page = await api("GET", "/console/api/tree?" + qs({ q: st.q, offset: st.offset, limit: PAGE }) + folds);
   const rows = page.rows.map(treeRow);
   return [
     h("h1", {}, "Volumes, snapshots and clones"),
@@ -330,9 +332,22 @@ async function viewVolumes() {
   ];
 }
 
+function toggleFold(key, collapsed) {
+  const st = state.volumes;
+  if (collapsed) { st.collapse.delete(key); st.expand.add(key); }
+  else { st.expand.delete(key); st.collapse.add(key); }
+  refresh();
+}
+
 function treeRow(r) {
-  const indent = h("span", { class: "glyph" }, r.kind === "snapshot" ? "◆" : r.clone ? "↳" : "▣");
-  const name = h("td", { class: "name" }, indent, r.name);
+  const key = `${r.volume}@${r.name}`;
+  const indent = r.kind === "snapshot" && r.collapsed !== undefined
+    ? h("button", { type: "button", class: "fold", "aria-expanded": String(!r.collapsed),
+      "aria-label": `${r.collapsed ? "Show" : "Hide"} the ${r.held_by_count} clone(s) of ${key}`,
+      onclick: () => toggleFold(key, r.collapsed) }, r.collapsed ? "▸" : "▾")
+    : h("span", { class: "glyph" }, r.kind === "snapshot" ? "◆" : r.clone ? "↳" : "▣");
+  const name = h("td", { class: "name" }, indent, r.name,
+    r.collapsed ? h("span", { class: "muted" }, ` (${r.held_by_count} clones hidden)`) : null);
   name.style.paddingLeft = 0.6 + r.depth * 1.4 + "em";
   const tr = h("tr", { class: r.kind + (r.match ? " match" : ""), "data-kind": r.kind, "data-name": r.name,
     "data-volume": r.kind === "snapshot" ? r.volume : r.name, "aria-level": r.depth + 1 });
