@@ -479,7 +479,9 @@ async function viewLuns() {
   const igRows = igroups.map((g) => h("tr", { "data-igroup": g.name },
     h("th", { scope: "row" }, g.name), h("td", {}, `${g.protocol} / ${g.ostype}`),
     h("td", { class: "mono" }, g.initiators.join(", ") || "–"),
-    h("td", {}, g.luns.length ? g.luns.map((m) => `LUN ${m.lun_id} → ${m.path}`).join("; ") : h("span", { class: "muted" }, "sees nothing"))));
+    h("td", {}, g.luns.length ? g.luns.slice(0, 8).map((m) => `LUN ${m.lun_id} → ${m.path}`).join("; ")
+      + (g.luns.length > 8 ? `; and ${g.luns.length - 8} more (the LUN list above shows each LUN's maps)` : "")
+      : h("span", { class: "muted" }, "sees nothing"))));
   return [
     h("h1", {}, "LUNs, igroups and maps"),
     h("div", { class: "toolbar" }, ...search(st, "Search", "lun-search"), h("span", { class: "grow" }), pager(st, page.total, refresh, "LUNs")),
