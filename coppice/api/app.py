@@ -10,9 +10,11 @@ the Unix socket (``auth``). Errors are JSON (``errors``). The app does no
 I/O of its own at import or build time; endpoints are plain ``def``s that
 FastAPI runs in its thread pool (the Filer is thread-safe).
 
-To add a resource (templates, VMs): write ``routes/<name>.py`` with
-``OPS`` and/or ``router``, append it to ``RESOURCES``; ``RemoteFiler``
-learns its ``OPS`` without further edits.
+Every table route calls a façade (``state.facades``: the Filer,
+``Provisioning`` with the daemon's libvirt connections and NBD address,
+``Dedup``). To add a call: a row in ``coppice.operations``, the façade
+method on both sides, and the request model in the resource's route
+module; a new resource also goes into ``RESOURCES``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def create_app(
     st.nbd = nbd
     st.daemon_info = daemon_info or {}
     st.stopping = False
+    st.facades = facades(st)
     install_handlers(app)
     for mod in RESOURCES:
         app.include_router(mod.router)
@@ -97,8 +100,46 @@ def create_app(
     return app
 
 
+class _AppHypervisors:
+    """The app's libvirt connections as they are at each call (the daemon
+    configures them after it builds the app)."""
+
+    def __init__(self, state):
+        self._state = state
+
+    def __getattr__(self, name):
+        from . import hypervisors
+
+        return getattr(hypervisors.of(self._state), name)
+
+
+def _import_policy(state):
+    from ..provision import import_dir
+
+    return import_dir.policy_of(state)
+
+
+def facades(state) -> dict:
+    """The façade of each layer that the table's routes call, for one app."""
+    from ..dedup.facade import Dedup
+    from ..provision.facade import Provisioning
+
+    return {
+        "filer": state.filer,
+        "provision": Provisioning(
+            state.filer,
+            hypervisors=_AppHypervisors(state),
+            default_target=lambda nbd, tls: vms.daemon_target(state, nbd, tls),
+            import_policy=lambda: _import_policy(state),
+        ),
+        "dedup": Dedup(state.filer.pool),
+    }
+
+
 def register_jobs(runner, filer) -> None:
     """The job kinds a daemon runs."""
+    from ..dedup.facade import Dedup
+
     runner.register(
         "clone_split",
         clones.run_split(filer),
@@ -107,7 +148,7 @@ def register_jobs(runner, filer) -> None:
     )
     runner.register(
         "dedup_scan",
-        dedup.run_scan(filer.pool),
+        dedup.run_scan(Dedup(filer.pool)),
         resumable=True,
         description="post-process deduplication scan",
     )
@@ -120,7 +161,7 @@ def register_app_jobs(runner, app) -> None:
     """The job kinds that need the app's state (its libvirt connections, its NBD address)."""
     runner.register(
         "provision",
-        vms.run_provision(app.state),
+        vms.run_provision(app.state.facades["provision"]),
         resumable=False,
         description="provision a batch of VMs from a template",
     )

@@ -3,8 +3,10 @@
 Contract: a ``CoppiceError`` raised anywhere under a request becomes
 ``{"error": CLASS, "message": TEXT, "status": N}`` with the error's
 ``http_status``; a request that fails validation becomes a 422 of the same
-shape naming the bad field; anything else is a bug and becomes a 500 whose
-message says so (and is logged with its traceback). ``RemoteFiler``
+shape naming the bad field; anything else is a bug and becomes a 500
+``InternalError`` naming a request id, and nothing of the exception: its
+text and traceback go to the log under that id. Every body carries the
+error's catalogue ``code``, from which the client rebuilds the class. ``RemoteFiler``
 turns the JSON back into the same error class, so the CLI prints the same
 line and exits with the same code with or without a daemon.
 """
@@ -13,19 +15,21 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
-from ..errors import Busy, CoppiceError, InvalidArgument, NotFound
+from ..errors import (  # noqa: F401  (the client-side errors live beside the catalogue)
+    Busy,
+    CoppiceError,
+    DaemonError,
+    DaemonUnreachable,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    Unauthorized,
+)
 
 log = logging.getLogger("coppice.api")
-
-
-class Unauthorized(CoppiceError):
-    """Missing or wrong API token: send `Authorization: Bearer TOKEN` with the
-    token in {path} (readable by the daemon's user only), or use the pool's
-    Unix socket."""
-
-    exit_code = 9
-    http_status = 401
 
 
 class JobNotFound(NotFound):
@@ -47,30 +51,10 @@ class ShuttingDown(Busy):
     http_status = 503
 
 
-class NotSupported(InvalidArgument):
-    """{what} is not available in this daemon: {why}"""
-
-    http_status = 501
-
-
-class DaemonUnreachable(CoppiceError):
-    """Cannot reach the Coppice daemon at {url}: {why}. Is `coppice serve`
-    running? Unset COPPICE_URL to use the pool directly."""
-
-    exit_code = 10
-    http_status = 502
-
-
-class DaemonError(CoppiceError):
-    """The Coppice daemon at {url} answered {status}: {detail}"""
-
-    exit_code = 11
-    http_status = 502
-
-
 def error_body(exc: CoppiceError) -> dict:
     return {
         "error": type(exc).__name__,
+        "code": type(exc).catalogue_code(),
         "message": str(exc),
         "status": exc.http_status,
         "exit_code": getattr(exc, "exit_code", 1),
@@ -99,6 +83,7 @@ def validation_body(errors) -> dict:
         + "; ".join(msgs)
         + ". See /openapi.json for the fields each call takes.",
         "status": 422,
+        "code": InvalidArgument.catalogue_code(),
         "exit_code": 4,
         "detail": [{"loc": list(map(str, e.get("loc", ()))), "msg": e.get("msg", "")} for e in errors[:20]],
     }
@@ -133,6 +118,7 @@ def install_handlers(app) -> None:
                 "error": names.get(exc.status_code, "HTTPError"),
                 "message": msg,
                 "status": exc.status_code,
+                "code": (NotFound if exc.status_code == 404 else InvalidArgument).catalogue_code(),
                 "exit_code": 1,
             },
             status_code=exc.status_code,
@@ -141,14 +127,7 @@ def install_handlers(app) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request, exc: Exception):
-        log.exception("internal error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {
-                "error": "InternalError",
-                "message": f"Internal error ({type(exc).__name__}: "
-                f"{exc}); this is a bug in Coppice, please report it with the daemon's log.",
-                "status": 500,
-                "exit_code": 1,
-            },
-            status_code=500,
-        )
+        # The exception text stays in the log: it may hold paths, values or host details.
+        rid = uuid.uuid4().hex[:16]
+        log.error("internal error %s in %s %s", rid, request.method, request.url.path, exc_info=exc)
+        return JSONResponse(error_body(InternalError(request_id=rid)), status_code=500)

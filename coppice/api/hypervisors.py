@@ -21,18 +21,17 @@ from __future__ import annotations
 import os
 import threading
 
-from ..errors import CoppiceError
+from ..errors import InvalidArgument
 
 SYSTEM_URI = "qemu:///system"
 
 
-class ConnectNotAllowed(CoppiceError):
+class ConnectNotAllowed(InvalidArgument):
     """libvirt URI {uri!r} is not one this daemon connects to; it connects only to: {allowed}.
     The daemon's administrator configures them when it starts (`coppice serve --connect URI`,
     repeatable, or COPPICE_CONNECT)."""
 
     http_status = 403
-    exit_code = 2
 
 
 def configured_uris(connect=None) -> list[str]:

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CoppiceError
+from ..errors import CoppiceError, InternalError
 from .codec import to_jsonable
 from .errors import JobNotCancellable, JobNotFound, ShuttingDown, UnknownJobKind
 
@@ -282,15 +282,23 @@ class JobRunner:
                 self._stopped(job_id, kind, ctx)
             else:
                 self._update(
-                    job_id, state="failed", error=str(e), error_class=type(e).__name__, finished=time.time()
+                    job_id,
+                    state="failed",
+                    error=str(e),
+                    error_class=type(e).__name__,
+                    error_code=type(e).catalogue_code(),
+                    exit_code=e.exit_code,
+                    finished=time.time(),
                 )
-        except Exception as e:
+        except Exception:
             log.exception("job %s (%s) crashed", job_id, kind.name)
             self._update(
                 job_id,
                 state="failed",
-                error=f"internal error ({type(e).__name__}: {e}); this is a bug in Coppice",
+                error=f"internal error in job {job_id}: this is a bug in Coppice; "
+                "the daemon's log has the details under that job id",
                 error_class="InternalError",
+                error_code=InternalError.catalogue_code(),
                 finished=time.time(),
             )
         else:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer, warn
@@ -44,6 +42,8 @@ def create(
 @command
 def show(json_: bool = JSON_OPT):
     """The clone tree: every clone with its parent volume and snapshot."""
+    from rich.table import Table
+
     with filer() as f:
         rows = f.clone_show()
     if json_:
@@ -68,6 +68,8 @@ def show(json_: bool = JSON_OPT):
 @command
 def split_start(volume: str, json_: bool = JSON_OPT):
     """Split a clone from its parent snapshot (copies the shared blocks)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     with filer() as f:
         est = f.clone_split_estimate(volume)
         if not json_:

@@ -3,9 +3,12 @@ error reporting and output.
 
 Contract: ``command`` wraps a command body so that a ``CoppiceError`` prints
 one line (``Error: <message>``) on stderr and exits with the error's
-``exit_code``; anything else is a bug and keeps its traceback. ``filer()``
-opens the pool named by ``--pool`` / ``$COPPICE_POOL`` / the per-user
-default for the duration of one command. ``emit_json`` prints JSON on
+``exit_code``; anything else is a bug and keeps its traceback.
+``filer()``, ``provisioning()`` and ``dedup()`` give one command the
+façade of a layer for the pool named by ``--pool`` / ``$COPPICE_POOL`` /
+the per-user default: the daemon's when `coppice serve` serves the pool,
+else the pool opened in this process. That choice is made here, once; no
+command knows which it got. ``emit_json`` prints JSON on
 stdout and nothing else.
 """
 
@@ -18,7 +21,6 @@ import sys
 from contextlib import contextmanager
 
 import typer
-from rich.console import Console
 
 from ..errors import CoppiceError
 
@@ -42,30 +44,89 @@ def pool_path() -> str:
     return STATE.pool or default_pool()
 
 
-@contextmanager
-def filer():
-    # Daemon owner's edit (coppice/client.py): when `coppice serve` serves this pool (its
-    # socket POOL/coppice.sock, or $COPPICE_URL), talk to it with RemoteFiler — the same
-    # methods, results and errors, so every command prints the same either way.
+class Session:
+    """One command's way in: the façade of each layer, local or remote, chosen once."""
+
+    def __init__(self, filer, provisioning_factory, dedup_factory):
+        self.filer = filer
+        self._make = {"provision": provisioning_factory, "dedup": dedup_factory}
+        self._made: dict = {}
+
+    def layer(self, name: str):
+        if name not in self._made:
+            self._made[name] = self._make[name]()
+        return self._made[name]
+
+    def close(self) -> None:
+        for f in self._made.values():
+            f.close()
+        self.filer.close()
+
+
+def open_session() -> Session:
+    """The daemon serving the pool when one runs (its socket POOL/coppice.sock, or
+    $COPPICE_URL), else the pool opened here under its lock; decided once."""
     from ..client import connect
 
-    remote = connect(pool_path())
-    if remote is not None:
-        try:
-            yield remote
-        finally:
-            remote.close()
-        return
+    daemon = connect(pool_path())
+    if daemon is not None:
+        from ..remote import RemoteDedup, RemoteFiler, RemoteProvisioning
+
+        return Session(RemoteFiler(daemon), lambda: RemoteProvisioning(daemon), lambda: RemoteDedup(daemon))
     from ..filer import Filer
 
     f = Filer.open(pool_path(), holder=f"coppice CLI (pid {os.getpid()})")
+
+    def provisioning():
+        from ..provision.facade import Provisioning
+
+        return Provisioning(f)
+
+    def dedup():
+        from ..dedup.facade import Dedup
+
+        return Dedup(f.pool)
+
+    return Session(f, provisioning, dedup)
+
+
+@contextmanager
+def _layer(name: str | None):
+    s = open_session()
     try:
-        yield f
+        yield s.filer if name is None else s.layer(name)
     finally:
-        f.close()
+        s.close()
 
 
-def console() -> Console:
+@contextmanager
+def session():
+    """Every layer's façade for one command, over one pool opening (``Session``)."""
+    s = open_session()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def filer():
+    """The Filer API for one command (``Filer`` or ``RemoteFiler``)."""
+    return _layer(None)
+
+
+def provisioning():
+    """The Provisioning API for one command (``Provisioning`` or ``RemoteProvisioning``)."""
+    return _layer("provision")
+
+
+def dedup():
+    """The Dedup API for one command (``Dedup`` or ``RemoteDedup``)."""
+    return _layer("dedup")
+
+
+def console():
+    from rich.console import Console
+
     # Not a terminal (pipes, tests): wide enough that tables never wrap.
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False, soft_wrap=False)
 
@@ -98,16 +159,3 @@ def emit_json(obj) -> None:
 
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON for programs instead of text.")
-
-
-def is_remote(f) -> bool:
-    """`coppice serve` owns the pool: the same call goes through its REST
-    API, with the same result or error."""
-    return getattr(f, "remote", False)
-
-
-def path_segment(name: str) -> str:
-    """A name as one URL path segment of the daemon's API."""
-    from ..client import _segment
-
-    return _segment(name, None)

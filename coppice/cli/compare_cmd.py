@@ -9,10 +9,9 @@ from __future__ import annotations
 import re
 
 import typer
-from rich.table import Table
 
 from ..errors import InvalidArgument
-from .common import JSON_OPT, command, console, emit_json, filer, is_remote, path_segment, pool_path
+from .common import JSON_OPT, command, console, emit_json, pool_path, session
 
 
 def _percent(text: str) -> float:
@@ -46,15 +45,12 @@ def _secs(s) -> str:
     return "-" if s is None else f"{s:.3f} s"
 
 
-def _template_volume(f, name: str) -> str:
+def _template_volume(provisioning, name: str) -> str:
     """A template's name (`coppice template list`) or, as before, its volume."""
     from ..errors import NotFound
-    from ..provision import template as T
 
     try:
-        if is_remote(f):
-            return f.request("GET", f"/templates/{path_segment(name)}")["volume"]
-        return T.get(f, name)["volume"]
+        return provisioning.template_show(name)["volume"]
     except NotFound:
         return name
 
@@ -92,6 +88,8 @@ def compare(
     as_json: bool = JSON_OPT,
 ):
     """Measure clones against full copies + dedup on your own template."""
+    from rich.table import Table
+
     from ..provision import compare as C
 
     if (template is None) == (image is None):
@@ -112,18 +110,20 @@ def compare(
         tmpl = C.Template.from_image(image)
         where = scratch or os.path.dirname(os.path.abspath(image))
     else:
-        with filer() as f:
-            vol = _template_volume(f, template)
-            if is_remote(f):
-                # `coppice serve` owns the pool: read the snapshot's LUNs over its NBD socket.
-                pool = pool_path()
-                names = [lun["path"].rsplit("/", 1)[1] for lun in f.lun_show(volume=vol)]
+        from ..errors import NotSupported
+
+        pool = pool_path()
+        where = scratch or os.path.dirname(os.path.abspath(pool))
+        with session() as s:
+            vol = _template_volume(s.layer("provision"), template)
+            try:
+                tmpl = C.Template.from_filer(s.filer, vol, snapshot)
+            except NotSupported:
+                # The pool's LUNs cannot be opened in this process (`coppice serve` owns
+                # them): read the snapshot's LUNs over the pool's NBD socket instead.
+                names = [lun["path"].rsplit("/", 1)[1] for lun in s.filer.lun_show(volume=vol)]
                 exports = {n: f"/vol/{vol}/.snapshot/{snapshot}/{n}" for n in names}
                 tmpl = C.Template.from_nbd(os.path.join(pool, "nbd.sock"), exports)
-                where = scratch or os.path.dirname(os.path.abspath(pool))
-            else:
-                tmpl = C.Template.from_filer(f, vol, snapshot)
-                where = scratch or os.path.dirname(os.path.abspath(f.pool_info()["path"]))
     out = console()
     if model_:
         costs = C.calibrate(tmpl, where)

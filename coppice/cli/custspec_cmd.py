@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json, filer
-from .common import is_remote as _remote
-from .common import path_segment as _seg
+from .common import JSON_OPT, command, console, emit_json, provisioning
 
 app = typer.Typer(help="Customization specs: each guest's identity.", no_args_is_help=True)
 
@@ -30,36 +28,16 @@ def create(
     json_: bool = JSON_OPT,
 ):
     """Create a customization spec."""
-    from ..provision import custspec
-
-    with filer() as f:
-        if _remote(f):
-            # the daemon reads no client paths: the key lines go in the request
-            keys = custspec.read_ssh_key(ssh_key) if ssh_key else []
-            r = f.request(
-                "POST",
-                "/custspecs",
-                json={
-                    "name": name,
-                    "hostname": hostname,
-                    "user": user,
-                    "password_hash": password_hash,
-                    "ssh_keys": keys,
-                    "network": network,
-                    "runcmd": runcmd or [],
-                },
-            )
-        else:
-            r = custspec.create(
-                f,
-                name,
-                hostname=hostname,
-                user=user,
-                ssh_key_file=ssh_key,
-                password_hash=password_hash,
-                network=network,
-                runcmd=runcmd or [],
-            )
+    with provisioning() as p:
+        r = p.custspec_create(
+            name,
+            hostname=hostname,
+            user=user,
+            ssh_key_file=ssh_key,
+            password_hash=password_hash,
+            network=network,
+            runcmd=runcmd or [],
+        )
     if json_:
         return emit_json(r)
     typer.echo(f"Customization spec {name} created.")
@@ -71,10 +49,8 @@ def list_(json_: bool = JSON_OPT):
     """List the customization specs."""
     from rich.table import Table
 
-    from ..provision import custspec
-
-    with filer() as f:
-        rows = f.request("GET", "/custspecs") if _remote(f) else custspec.list_(f)
+    with provisioning() as p:
+        rows = p.custspec_list()
     if json_:
         return emit_json(rows)
     t = Table("name", "hostname", "user", "keys", "password", "network", "runcmd", "leases")
@@ -96,10 +72,8 @@ def list_(json_: bool = JSON_OPT):
 @command
 def show(name: str, json_: bool = JSON_OPT):
     """Show a customization spec."""
-    from ..provision import custspec
-
-    with filer() as f:
-        r = f.request("GET", f"/custspecs/{_seg(name)}") if _remote(f) else custspec.show(f, name)
+    with provisioning() as p:
+        r = p.custspec_show(name)
     if json_:
         return emit_json(r)
     for k, v in r.items():
@@ -110,11 +84,6 @@ def show(name: str, json_: bool = JSON_OPT):
 @command
 def delete(name: str):
     """Delete a customization spec (VMs made with it keep their seeds)."""
-    from ..provision import custspec
-
-    with filer() as f:
-        if _remote(f):
-            f.request("DELETE", f"/custspecs/{_seg(name)}")
-        else:
-            custspec.delete(f, name)
+    with provisioning() as p:
+        p.custspec_delete(name)
     typer.echo(f"Customization spec {name} deleted.")

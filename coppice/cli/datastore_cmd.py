@@ -11,24 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json, filer
-from .common import is_remote as _remote
-from .common import path_segment as _seg
-
-
-def local_uri(connect: str | None) -> str:
-    from ..provision.hypervisor import local_uri
-
-    return local_uri(connect)
-
-
-def _policy(f, connect: str | None) -> str:
-    from ..provision import dsclone
-
-    if _remote(f):
-        return f.request("GET", "/datastores/policy", params={"connect": connect})["policy"]
-    return dsclone.get_policy(f, local_uri(connect))
-
+from .common import JSON_OPT, command, console, emit_json, provisioning
 
 app = typer.Typer(
     help="Datastores: volumes of VMs with signatures (resignature on copy).", no_args_is_help=True
@@ -48,14 +31,8 @@ def show(volume: str | None = typer.Argument(None), json_: bool = JSON_OPT):
     """Datastores: name, signature, attached or a copy, VMs."""
     from rich.table import Table
 
-    from ..provision import datastore
-
-    with filer() as f:
-        rows = (
-            f.request("GET", "/datastores", params={"volume": volume})
-            if _remote(f)
-            else datastore.show(f, volume)
-        )
+    with provisioning() as p:
+        rows = p.datastore_show(volume)
     if json_:
         return emit_json(rows)
     t = Table("volume", "name", "uuid", "attached", "copy of", "parent", "VMs")
@@ -89,44 +66,23 @@ def clone(
     json_: bool = JSON_OPT,
 ):
     """Clone a whole datastore from a snapshot; resignature; register every VM on it."""
-    from ..provision import dsclone
-    from ..provision.provisioner import Target
     from ..provision.provisioning_errors import DatastoreIsCopy
 
-    with filer() as f:
-        if _remote(f):  # without --nbd the VMs' disks point at the daemon's own NBD listener
-            body = dict(
-                src=src,
-                snap=snap,
-                new=new,
-                register=register,
-                connect=connect,
-                name=name,
-                start=start,
-                igroup=igroup,
-                nbd=nbd,
-                tls=tls if (tls or nbd) else None,
+    with provisioning() as p:
+        # Without --nbd the VMs' disks point at the daemon's own NBD listener when a daemon serves.
+        def clone_(resig):
+            return p.datastore_clone(
+                src, snap, new, register, connect, name, start, igroup, resig, nbd, tls or None
             )
-
-            def clone_(resig):
-                return f.request("POST", "/datastores/clones", json={**body, "resignature": resig})
-        else:
-            kw = dict(
-                register=register,
-                uri=local_uri(connect),
-                igroup=igroup,
-                target=Target.parse(nbd, tls),
-                name_pattern=name,
-                start=start,
-            )
-
-            def clone_(resig):
-                return dsclone.clone_datastore(f, src, snap, new, resignature=resig, **kw)
 
         try:
             r = clone_(True if yes else None)
         except DatastoreIsCopy as e:
-            if _policy(f, connect) != "ask" or json_ or not typer.confirm(f"{e} Resignature it now?"):
+            if (
+                p.datastore_policy(connect)["policy"] != "ask"
+                or json_
+                or not typer.confirm(f"{e} Resignature it now?")
+            ):
                 raise
             r = clone_(True)
     if json_:
@@ -146,14 +102,8 @@ def clone(
 @command
 def resignature(volume: str, json_: bool = JSON_OPT):
     """Give the datastore a new signature (snap-XXXXXXXX-<name>) and attach it."""
-    from ..provision import datastore
-
-    with filer() as f:
-        d = (
-            f.request("POST", f"/datastores/{_seg(volume)}/resignature")
-            if _remote(f)
-            else datastore.resignature(f, volume)
-        )
+    with provisioning() as p:
+        d = p.datastore_resignature(volume)
     if json_:
         return emit_json(d)
     typer.echo(f"Datastore on {volume} resignatured: {d['name']} ({d['uuid']}).")
@@ -163,13 +113,8 @@ def resignature(volume: str, json_: bool = JSON_OPT):
 @command
 def rename(volume: str, name: str):
     """Rename the datastore (its display name; the volume keeps its name)."""
-    from ..provision import datastore
-
-    with filer() as f:
-        if _remote(f):
-            f.request("PUT", f"/datastores/{_seg(volume)}/name", json={"name": name})
-        else:
-            datastore.rename(f, volume, name)
+    with provisioning() as p:
+        p.datastore_rename(volume, name)
     typer.echo(f"Datastore on {volume} renamed to {name}.")
 
 
@@ -177,14 +122,8 @@ def rename(volume: str, name: str):
 @command
 def attach(volume: str, connect: str | None = CONNECT, json_: bool = JSON_OPT):
     """Attach a datastore; a copy is resignatured or refused by the host's policy."""
-    from ..provision import datastore, dsclone
-
-    with filer() as f:
-        r = (
-            f.request("POST", f"/datastores/{_seg(volume)}/attach", json={"connect": connect})
-            if _remote(f)
-            else datastore.attach(f, volume, dsclone.get_policy(f, local_uri(connect)))
-        )
+    with provisioning() as p:
+        r = p.datastore_attach(volume, connect)
     if json_:
         return emit_json(r)
     typer.echo(
@@ -202,19 +141,8 @@ def register(
     json_: bool = JSON_OPT,
 ):
     """Register every VM of an attached datastore in libvirt, as it is."""
-    from ..provision import dsclone
-    from ..provision.provisioner import Target
-
-    with filer() as f:
-        r = (
-            f.request(
-                "POST",
-                f"/datastores/{_seg(volume)}/register",
-                json={"connect": connect, "igroup": igroup, "nbd": nbd},
-            )
-            if _remote(f)
-            else dsclone.register_datastore(f, volume, local_uri(connect), igroup, Target.parse(nbd))
-        )
+    with provisioning() as p:
+        r = p.datastore_register(volume, connect, igroup, nbd)
     if json_:
         return emit_json(r)
     for v in r:
@@ -225,12 +153,7 @@ def register(
 @command
 def policy(value: str | None = typer.Argument(None, help="auto, ask or off"), connect: str | None = CONNECT):
     """Show or set the resignature policy of a host connection."""
-    from ..provision import dsclone
-
-    with filer() as f:
-        if value is not None:
-            if _remote(f):
-                f.request("PUT", "/datastores/policy", json={"connect": connect, "policy": value})
-            else:
-                dsclone.set_policy(f, local_uri(connect), value)
-        typer.echo(f"resignature={_policy(f, connect)} for {connect or 'the default hypervisor'}")
+    with provisioning() as p:
+        typer.echo(
+            f"resignature={p.datastore_policy(connect, value)['policy']} for {connect or 'the default hypervisor'}"
+        )

@@ -4,7 +4,6 @@ clones, snapshots and deduplication saved."""
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer
@@ -22,6 +21,8 @@ def df(
     json_: bool = JSON_OPT,
 ):
     """Space per volume (7-mode df)."""
+    from rich.table import Table
+
     with filer() as f:
         d = f.df(volume, savings=savings)
     if json_:

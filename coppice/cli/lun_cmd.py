@@ -4,7 +4,6 @@ move, comment, and `lun clone create`."""
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer
@@ -51,6 +50,8 @@ def show(
     json_: bool = JSON_OPT,
 ):
     """Show LUNs (with -m: their maps)."""
+    from rich.table import Table
+
     with filer() as f:
         luns = f.lun_show(path, volume=volume, snapshots=snapshots)
     if json_:
@@ -83,7 +84,8 @@ def show(
             typer.echo(f"LUN {lun['path']} is offline: {lun['offline_reason']}")
 
 
-@app.command("resize")
+# "-N" is a size here, not an option (Click would refuse it as an unknown option)
+@app.command("resize", context_settings={"ignore_unknown_options": True})
 @command
 def resize(
     path: str, size: str, force: bool = typer.Option(False, "-f", help="Allow shrinking below the data.")

@@ -2,8 +2,7 @@
 
 Contract: global ``--pool DIR`` (default ``$COPPICE_POOL``, else
 ``$XDG_DATA_HOME/coppice/pool`` or ``~/.local/share/coppice/pool``); one
-command group per module; ``sis`` is registered when the dedup layer's
-``coppice.cli.sis_cmd`` exists. Exit codes are the errors' ``exit_code``.
+command group per module. Exit codes are the errors' ``exit_code``.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import typer
 
 from ..engine import PoolDamaged
 from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
-from .common import STATE, pool_path
+from .common import STATE
 
 app = typer.Typer(
     help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
@@ -26,7 +25,6 @@ app = typer.Typer(
 
 @app.callback()
 def _global(
-    ctx: typer.Context,
     pool: str | None = typer.Option(
         None,
         "--pool",
@@ -36,8 +34,6 @@ def _global(
     ),
 ):
     STATE.pool = pool
-    # sis_cmd (the dedup layer's group) reads the pool location from here
-    ctx.obj = {"pool": pool_path()}
 
 
 app.add_typer(pool_cmd.app, name="pool")
@@ -69,12 +65,9 @@ app.add_typer(custspec_cmd.app, name="custspec")
 app.add_typer(vm_cmd.app, name="vm")
 app.add_typer(datastore_cmd.app, name="datastore")
 
-try:  # the dedup layer's command group, when it is installed
-    from . import sis_cmd as _sis
-except ImportError:
-    _sis = None
-if _sis is not None:
-    app.add_typer(_sis.app, name="sis")
+from . import sis_cmd  # noqa: E402
+
+app.add_typer(sis_cmd.app, name="sis")
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 
 from ..filer.sizes import format_size, parse_size
 from .common import JSON_OPT, STATE, command, console, default_pool, emit_json, filer
@@ -89,6 +88,8 @@ def fsck(json_: bool = JSON_OPT):
 @command
 def scrub(json_: bool = JSON_OPT):
     """Read every block and verify its checksum."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
     with filer() as f:
         con = console()
         with Progress(

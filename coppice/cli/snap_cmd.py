@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 
 import typer
-from rich.table import Table
 
-from ..filer.errors import BadOption
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer
 
@@ -31,6 +29,8 @@ def create(volume: str, name: str, json_: bool = JSON_OPT):
 @command
 def list_(volume: str, json_: bool = JSON_OPT):
     """List VOLUME's snapshots, newest first."""
+    from rich.table import Table
+
     with filer() as f:
         snaps = f.snap_list(volume)
     if json_:
@@ -104,6 +104,8 @@ def _parse_now(now: str | None):
     try:
         return _dt.datetime.fromisoformat(now)
     except ValueError:
+        from ..filer.errors import BadOption
+
         raise BadOption(detail=f"--now {now!r} is not an ISO date-time such as 2024-03-03T08:00") from None
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json, filer
-from .common import is_remote as _remote
-from .common import path_segment as _seg
+from .common import JSON_OPT, command, console, emit_json, provisioning
 
 app = typer.Typer(help="Templates: golden images with a generalized base snapshot.", no_args_is_help=True)
 
@@ -38,41 +36,19 @@ def import_(
     json_: bool = JSON_OPT,
 ):
     """Import a disk image as template NAME (datastore tpl_NAME, snapshots imported and base)."""
-    from ..provision import template
-
-    with filer() as f:
-        if _remote(f):  # the daemon reads no client paths: the files are uploaded
-            ab = lambda p: _upload(f, p) if p else None  # noqa: E731
-            r = f.request(
-                "POST",
-                "/templates",
-                json={
-                    "name": name,
-                    "image": ab(image),
-                    "memory_mib": memory,
-                    "vcpus": vcpus,
-                    "os_type": os_type,
-                    "kernel": ab(kernel),
-                    "initrd": ab(initrd),
-                    "cmdline": cmdline,
-                    "generalize": generalize,
-                    "keep": keep,
-                },
-            )
-        else:
-            r = template.import_image(
-                f,
-                name,
-                image,
-                memory_mib=memory,
-                vcpus=vcpus,
-                os_type=os_type,
-                kernel=kernel,
-                initrd=initrd,
-                cmdline=cmdline,
-                generalize=generalize,
-                keep=keep,
-            )
+    with provisioning() as p:
+        r = p.template_import(
+            name,
+            image,
+            memory_mib=memory,
+            vcpus=vcpus,
+            os_type=os_type,
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            generalize=generalize,
+            keep=keep,
+        )
     if json_:
         return emit_json(r)
     from ..provision.generalize import report_lines
@@ -86,24 +62,14 @@ def import_(
         typer.echo(line, err=line.startswith("warning:"))
 
 
-def _upload(f, path: str) -> str:
-    from ..provision.import_dir import ImportPolicy
-
-    with ImportPolicy.local().open(path, "file"):  # the same refusals as without a daemon (FIFO, link)
-        pass
-    return f.upload(path)
-
-
 @app.command("list")
 @command
 def list_(json_: bool = JSON_OPT):
     """List the templates."""
     from rich.table import Table
 
-    from ..provision import template
-
-    with filer() as f:
-        rows = f.request("GET", "/templates") if _remote(f) else template.list_(f)
+    with provisioning() as p:
+        rows = p.template_list()
     if json_:
         return emit_json(rows)
     t = Table("name", "volume", "base", "format", "size", "generalized", "VMs")
@@ -124,10 +90,8 @@ def list_(json_: bool = JSON_OPT):
 @command
 def show(name: str, json_: bool = JSON_OPT):
     """Show a template and the VMs that depend on it."""
-    from ..provision import template
-
-    with filer() as f:
-        r = f.request("GET", f"/templates/{_seg(name)}") if _remote(f) else template.show(f, name)
+    with provisioning() as p:
+        r = p.template_show(name)
     if json_:
         return emit_json(r)
     for k in (
@@ -152,11 +116,6 @@ def show(name: str, json_: bool = JSON_OPT):
 @command
 def delete(name: str):
     """Delete a template (refused while VMs depend on it)."""
-    from ..provision import template
-
-    with filer() as f:
-        if _remote(f):
-            f.request("DELETE", f"/templates/{_seg(name)}")
-        else:
-            template.delete(f, name)
+    with provisioning() as p:
+        p.template_delete(name)
     typer.echo(f"Template {name} deleted.")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import JSON_OPT, command, console, emit_json, filer
-from .common import is_remote as _remote
-from .common import path_segment as _seg
+from .common import JSON_OPT, command, console, emit_json, provisioning
 
 app = typer.Typer(help="VMs: provision many from a template, and their lifecycle.", no_args_is_help=True)
 CONNECT = typer.Option(
@@ -44,66 +42,37 @@ def provision(
     json_: bool = JSON_OPT,
 ):
     """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
-    from ..provision.hypervisor import local_uri
-    from ..provision.provisioner import Provisioner, Target
+    from contextlib import ExitStack
 
-    with filer() as f:
-        if _remote(f):
-            # A job of the daemon; without --nbd the VMs' disks point at the daemon's own NBD listener.
-            d = _provision_remote(
-                f,
-                dict(
-                    template=template,
-                    count=count,
-                    name=name,
-                    customize=customize,
-                    connect=connect,
-                    start=start,
-                    igroup=igroup,
-                    parallel=parallel,
-                    on_error=on_error,
-                    nbd=nbd,
-                    tls=tls if (tls or nbd) else None,
-                ),
-                json_,
-            )
-            return _print_summary(d, template, count, json_)
-        target = Target.parse(nbd, tls=tls)
-        connect = local_uri(connect)
-        p = Provisioner(f)
-        try:
+    with provisioning() as p, ExitStack() as stack:
+        bar = task = None
+
+        def progress(done, total, stage_totals):
+            # The first report comes after every check passed: errors print before any bar.
+            nonlocal bar, task
             if json_:
-                s = p.provision(
-                    template, count, name, customize, connect, start, igroup, parallel, on_error, target
-                )
-            else:
-                p.plan(template, count, name, customize, connect, igroup)  # errors before the bar is drawn
-                stage_tot: dict = {}
-                with _bar() as bar:
-                    task = bar.add_task("vms", total=count, stages="")
+                return
+            if bar is None:
+                bar = stack.enter_context(_bar())
+                task = bar.add_task("vms", total=total, stages="")
+            bar.update(task, completed=done, stages=_stages_text(stage_totals, done))
 
-                    def progress(r):
-                        for k, v in r.stages.items():
-                            stage_tot[k] = stage_tot.get(k, 0.0) + v
-                        done = bar.tasks[0].completed + 1
-                        bar.update(task, advance=1, stages=_stages_text(stage_tot, done))
-
-                    s = p.provision(
-                        template,
-                        count,
-                        name,
-                        customize,
-                        connect,
-                        start,
-                        igroup,
-                        parallel,
-                        on_error,
-                        target,
-                        progress=progress,
-                    )
-        finally:
-            p.close()
-    _print_summary(s.to_dict(), template, count, json_)
+        # Without --nbd the VMs' disks point at the daemon's own NBD listener when a daemon serves.
+        s = p.vm_provision(
+            template,
+            name,
+            count,
+            customize,
+            connect,
+            start,
+            igroup,
+            parallel,
+            on_error,
+            nbd,
+            tls or None,
+            progress=progress,
+        )
+    _print_summary(s, template, count, json_)
 
 
 def _bar():
@@ -127,32 +96,9 @@ def _stages_text(stage_tot: dict, done: int) -> str:
     )
 
 
-def _provision_remote(f, body: dict, json_: bool) -> dict:
-    if json_:
-        return f.run_job("POST", "/vms", json=body)
-    job = f.request("POST", "/vms", json=body)  # checked before anything is made: errors before the bar
-    with _bar() as bar:
-        task = bar.add_task("vms", total=body["count"], stages="")
-        rec = job
-        for rec in f.follow(job):
-            done = int(rec.get("done") or 0)
-            bar.update(task, completed=done, stages=_stages_text(rec.get("stage_totals") or {}, done))
-    if rec["state"] != "done":
-        from ..client import rebuild_error
-
-        raise rebuild_error(
-            {
-                "error": "JobStopped",
-                "message": f"provisioning job {rec['id']} was {rec['state']}: "
-                f"{rec.get('message') or rec.get('error') or 'stopped'}",
-            },
-            409,
-            f.where,
-        )
-    return rec["result"]
-
-
 def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
+    from ..errors import ProvisionIncomplete
+
     if json_:
         emit_json(d)
     else:
@@ -171,12 +117,19 @@ def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
             )
         for w in d.get("warnings") or []:
             typer.echo(f"warning: {w}")
+        if d.get("created") and d.get("nbd"):
+            typer.echo(
+                f"guests reach their disks at {d['nbd']}, mapped to igroup {d['igroup']} "
+                "(`coppice igroup show` lists the initiators it admits)"
+            )
+        for w in d.get("warnings") or []:
+            typer.echo(f"warning: {w}")
         for fl in d["failed"]:
             typer.echo(f"FAILED {fl['vm']} at {fl['stage']}: {fl['error']} (rolled back)")
         if d["skipped"]:
             typer.echo(f"skipped (on-error stop): {', '.join(d['skipped'])}")
     if d["failed"]:
-        raise typer.Exit(9)
+        raise ProvisionIncomplete(failed=len(d["failed"]), requested=count)
 
 
 @app.command("list")
@@ -185,10 +138,8 @@ def list_(json_: bool = JSON_OPT):
     """List the VMs Coppice made, with their libvirt state."""
     from rich.table import Table
 
-    from ..provision import vm
-
-    with filer() as f:
-        rows = f.request("GET", "/vms") if _remote(f) else vm.list_(f)
+    with provisioning() as p:
+        rows = p.vm_list()
     if json_:
         return emit_json(rows)
     t = Table("name", "state", "template", "base", "clone", "hostname", "address", "uri")
@@ -210,10 +161,8 @@ def list_(json_: bool = JSON_OPT):
 @command
 def show(name: str, json_: bool = JSON_OPT):
     """Show a VM: state, template, base snapshot, clone, space used by this VM alone."""
-    from ..provision import vm
-
-    with filer() as f:
-        r = f.request("GET", f"/vms/{_seg(name)}") if _remote(f) else vm.show(f, name)
+    with provisioning() as p:
+        r = p.vm_show(name)
     if json_:
         return emit_json(r)
     for k, v in r.items():
@@ -224,14 +173,8 @@ def show(name: str, json_: bool = JSON_OPT):
 @command
 def refresh(name: str, force: bool = typer.Option(False, "--force", "-f", help="Power off a running VM.")):
     """Discard the VM's changes: a new clone of its base snapshot, same identity."""
-    from ..provision import vm
-
-    with filer() as f:
-        r = (
-            f.request("POST", f"/vms/{_seg(name)}/refresh", json={"force": force})
-            if _remote(f)
-            else vm.refresh(f, name, force=force)
-        )
+    with provisioning() as p:
+        r = p.vm_refresh(name, force=force)
     typer.echo(f"VM {name} refreshed from {r['template']}@{r['base_snapshot']}.")
 
 
@@ -243,14 +186,8 @@ def recompose(
     force: bool = typer.Option(False, "--force", "-f"),
 ):
     """Move the VM to another snapshot of its template, keeping its identity."""
-    from ..provision import vm
-
-    with filer() as f:
-        r = (
-            f.request("POST", f"/vms/{_seg(name)}/recompose", json={"snapshot": snapshot, "force": force})
-            if _remote(f)
-            else vm.recompose(f, name, snapshot, force=force)
-        )
+    with provisioning() as p:
+        r = p.vm_recompose(name, snapshot, force=force)
     typer.echo(f"VM {name} recomposed onto {r['template']}@{r['base_snapshot']}.")
 
 
@@ -258,11 +195,6 @@ def recompose(
 @command
 def destroy(name: str, force: bool = typer.Option(False, "--force", "-f", help="Destroy a running VM too.")):
     """Undefine the VM, unmap its LUNs, destroy its clone."""
-    from ..provision import vm
-
-    with filer() as f:
-        if _remote(f):
-            f.request("DELETE", f"/vms/{_seg(name)}", params={"force": force})
-        else:
-            vm.destroy(f, name, force=force)
+    with provisioning() as p:
+        p.vm_destroy(name, force=force)
     typer.echo(f"VM {name} destroyed.")

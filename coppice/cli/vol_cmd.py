@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from ..filer.sizes import format_size
 from .common import JSON_OPT, command, console, emit_json, filer
@@ -34,7 +33,9 @@ def create(
     )
 
 
-def _vol_table(vols) -> Table:
+def _vol_table(vols):
+    from rich.table import Table
+
     t = Table(box=None, pad_edge=False)
     for c in ("Volume", "Size", "Used", "Avail", "Shared", "Guarantee", "Snaps", "LUNs", "Parent", "Clones"):
         t.add_column(
@@ -99,7 +100,8 @@ def rename(old: str, new: str):
     typer.echo(f"Volume {old} renamed to {new}.")
 
 
-@app.command("size")
+# "-N" is a size here, not an option (Click would refuse it as an unknown option)
+@app.command("size", context_settings={"ignore_unknown_options": True})
 @command
 def size(
     name: str,

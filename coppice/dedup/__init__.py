@@ -17,7 +17,7 @@ Public surface:
 """
 
 from . import config
-from .config import BadSchedule, SisNotEnabled, due
+from .config import BadSisSchedule, SisNotEnabled, due
 from .inline import InlineDedup, attach, detach
 from .report import savings
 from .scanner import ScanBusy, Scanner, run_due, scan
@@ -35,6 +35,6 @@ __all__ = [
     "savings",
     "config",
     "due",
-    "BadSchedule",
+    "BadSisSchedule",
     "SisNotEnabled",
 ]

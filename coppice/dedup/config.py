@@ -31,7 +31,7 @@ DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 DEFAULTS = {"enabled": False, "inline": False, "schedule": "-", "schedule_set": 0.0, "last_run": None}
 
 
-class BadSchedule(InvalidArgument):
+class BadSisSchedule(InvalidArgument):
     """Invalid deduplication schedule {text!r}: {why}. Use day_list[@hour_list]
     such as sun-sat@0, mon,wed,fri@2,14, @0-23, or - for none."""
 
@@ -124,7 +124,7 @@ def _parse_list(text: str, names: list[str] | None, lo: int, hi: int, what: str,
             return names.index(tok)
         if tok.isdigit() and lo <= int(tok) <= hi:
             return int(tok)
-        raise BadSchedule(text=full, why=f"{tok!r} is not a {what}")
+        raise BadSisSchedule(text=full, why=f"{tok!r} is not a {what}")
 
     out: set[int] = set()
     for part in text.split(","):
@@ -142,15 +142,15 @@ def _parse_list(text: str, names: list[str] | None, lo: int, hi: int, what: str,
 
 
 def parse_schedule(text: str) -> tuple[frozenset, frozenset] | None:
-    """(days 0=sun..6, hours 0..23) or None for "-". Raises BadSchedule."""
+    """(days 0=sun..6, hours 0..23) or None for "-". Raises BadSisSchedule."""
     if not isinstance(text, str) or not text.strip():
-        raise BadSchedule(text=text, why="it is empty")
+        raise BadSisSchedule(text=text, why="it is empty")
     t = text.strip().lower()
     if t == "-":
         return None
     day_part, at, hour_part = t.partition("@")
     if at and not hour_part:
-        raise BadSchedule(text=text, why="no hour after '@'")
+        raise BadSisSchedule(text=text, why="no hour after '@'")
     days = _parse_list(day_part, DAYS, 0, 6, "day (sun..sat)", text) if day_part else set(range(7))
     hours = _parse_list(hour_part, None, 0, 23, "hour (0..23)", text) if hour_part else {0}
     return frozenset(days), frozenset(hours)

@@ -9,10 +9,11 @@ back, so a refused command changes nothing.
 
 from __future__ import annotations
 
+from ..engine import SnapshotExists, SnapshotNotFound, VolumeExists, VolumeNotFound  # noqa: F401  (one class per error)
 from ..errors import AlreadyExists, Busy, InvalidArgument, NoSpace, NotFound
 
 
-class BadName(InvalidArgument):
+class InvalidName(InvalidArgument):
     """Invalid {what} name {name!r}: {why}. Names use letters, digits{extra}
     and '_', start with a letter or '_', and are at most 255 characters."""
 
@@ -31,14 +32,6 @@ class BadOption(InvalidArgument):
     """{detail}"""
 
 
-class VolumeNotFound(NotFound):
-    """Volume {name} not found; `coppice vol show` lists the volumes."""
-
-
-class VolumeExists(AlreadyExists):
-    """Volume {name} already exists; choose another name."""
-
-
 class VolumeBusy(Busy):
     """Volume {name} is busy: {why}."""
 
@@ -53,16 +46,7 @@ class VolumeTooSmall(InvalidArgument):
     """Volume {volume} cannot be {size}: {why}."""
 
 
-class SnapshotNotFound(NotFound):
-    """Snapshot {snap} not found on volume {volume}; `coppice snap list
-    {volume}` lists its snapshots."""
-
-
-class SnapshotExists(AlreadyExists):
-    """Snapshot {snap} already exists on volume {volume}; choose another name."""
-
-
-class SnapshotBusy(Busy):
+class SnapshotHasClones(Busy):
     """snapshot is busy: clone {clones} depends on it (snapshot {snap} of
     volume {volume}); split the clone with `coppice vol clone split start
     {first}` or destroy it first."""

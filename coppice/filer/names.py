@@ -2,7 +2,7 @@
 called, and the parsing of LUN paths.
 
 Contract: pure functions, no store. ``check_*`` return the name or raise
-``BadName``; ``parse_lun_path`` returns (volume, snapshot or None, lun) or
+``InvalidName``; ``parse_lun_path`` returns (volume, snapshot or None, lun) or
 raises ``BadPath``. Volume names: letters, digits, '_'; start with a letter
 or '_'; at most 255 characters. Snapshot and LUN names also allow '.' and
 '-' (``hourly.0``, ``lun-0.img``); igroup names also ':' (iqn-like names).
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadName, BadPath
+from .errors import BadPath, InvalidName
 
 MAX_NAME = 255
 _RULES = {
@@ -27,9 +27,9 @@ _RULES = {
 def check(what: str, name) -> str:
     rx, extra = _RULES[what]
     if not isinstance(name, str) or not name:
-        raise BadName(what=what, name=name, why="it is empty", extra=extra)
+        raise InvalidName(what=what, name=name, why="it is empty", extra=extra)
     if len(name) > MAX_NAME:
-        raise BadName(
+        raise InvalidName(
             what=what, name=name[:40] + "...", why=f"it is {len(name)} characters long", extra=extra
         )
     if not rx.match(name):
@@ -38,7 +38,7 @@ def check(what: str, name) -> str:
         else:
             bad = next((c for c in name if not rx.match("a" + c)), name[0])
             why = f"{bad!r} is not allowed"
-        raise BadName(what=what, name=name, why=why, extra=extra)
+        raise InvalidName(what=what, name=name, why=why, extra=extra)
     return name
 
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import re
 
-from .errors import BadSize
+
+def _bad(text, why: str):
+    from .errors import BadSize  # only when refusing: formatting a size loads no error classes
+
+    return BadSize(text=text, why=why)
+
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _RX = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*\Z", re.I)
@@ -20,15 +25,15 @@ MAX_SIZE = 1 << 60
 
 def parse_size(text, what: str = "size") -> int:
     if isinstance(text, bool):
-        raise BadSize(text=text, why="it is not a size")
+        raise _bad(text, "it is not a size")
     if isinstance(text, int):
         n = text
     else:
         if not isinstance(text, str):
-            raise BadSize(text=text, why="it is not a size")
+            raise _bad(text, "it is not a size")
         m = _RX.match(text)
         if not m:
-            raise BadSize(text=text, why="it is not a number with a unit")
+            raise _bad(text, "it is not a number with a unit")
         num, unit = m.group(1), m.group(2).lower()
         mult = UNITS[unit]
         if "." in num:
@@ -37,9 +42,9 @@ def parse_size(text, what: str = "size") -> int:
         else:
             n = int(num) * mult
     if n <= 0:
-        raise BadSize(text=text, why=f"the {what} must be greater than zero")
+        raise _bad(text, f"the {what} must be greater than zero")
     if n > MAX_SIZE:
-        raise BadSize(text=text, why=f"the {what} is larger than the 1 EiB limit")
+        raise _bad(text, f"the {what} is larger than the 1 EiB limit")
     return n
 
 

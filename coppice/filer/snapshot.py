@@ -3,7 +3,7 @@
 Contract: a snapshot freezes every object of a volume (LUN data and LUN
 attributes, small files) at one instant, O(objects). Refused: creating one
 on a ``nosnap`` volume; deleting or renaming one a clone depends on
-(``SnapshotBusy``: "snapshot is busy: clone X depends on it"). SnapRestore
+(``SnapshotHasClones``: "snapshot is busy: clone X depends on it"). SnapRestore
 brings the volume's objects back to the snapshot's content; LUNs that exist
 on both sides keep their live attributes (maps, online state, serial), LUNs
 that come back from the snapshot come back offline if their maps collide.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from .errors import SnapshotBusy, SnapshotExists, SnapshotsDisabled
+from .errors import SnapshotExists, SnapshotHasClones, SnapshotsDisabled
 from .names import check_snapshot, lun_path
 from .volume import _percent, opts, put_opts, require
 
@@ -57,7 +57,7 @@ def list_(f, vol) -> list[dict]:
 def _busy(f, vol, name):
     clones = f.backend.snapshot_clones(vol, name)
     if clones:
-        raise SnapshotBusy(volume=vol, snap=name, clones=", ".join(clones), first=clones[0])
+        raise SnapshotHasClones(volume=vol, snap=name, clones=", ".join(clones), first=clones[0])
 
 
 def delete(f, vol, name) -> None:

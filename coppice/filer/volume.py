@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..engine import VolumeNotFound as _EngineVolumeNotFound
 from .errors import (
     BadOption,
-    SnapshotBusy,
+    SnapshotHasClones,
     SnapshotNotFound,
     VolumeBusy,
     VolumeExists,
@@ -150,7 +150,7 @@ def destroy(f, name, force=False, children=False) -> list[str]:
         def visit(v):
             for snap, c in clones_of_volume(f, v):
                 if not (children and force):
-                    raise SnapshotBusy(volume=v, snap=snap, clones=c, first=c)
+                    raise SnapshotHasClones(volume=v, snap=snap, clones=c, first=c)
                 visit(c)
             order.append(v)
 

@@ -32,7 +32,7 @@ class BadDomainXML(InvalidArgument):
 class HypervisorError(CoppiceError):
     """libvirt at {uri} failed: {detail}"""
 
-    exit_code = 10
+    exit_code = 13
     http_status = 502
 
 

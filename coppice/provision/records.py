@@ -50,12 +50,12 @@ def check_slot(value, record: str) -> str:
 
 
 def _check_name(kind: str, value, record: str) -> str:
-    from ..filer.errors import BadName
+    from ..filer.errors import InvalidName
     from ..filer.names import check
 
     try:
         return check(kind, value)
-    except BadName:
+    except InvalidName:
         raise BadRecord(
             what="VM", name=record, why=f"{kind} name {str(value)[:80]!r} breaks the naming rule"
         ) from None

@@ -70,3 +70,10 @@ def test_second_opener_gets_an_error_naming_the_daemon(served):
     # a second daemon on the same pool refuses to start with the same message
     r = run_cli(served.pool, "serve", "--api", "127.0.0.1:0", "--nbd", "127.0.0.1:0")
     assert r.returncode != 0 and f"pid {served.pid}" in r.stderr
+
+
+def test_daemon_made_files_are_the_owners_only(served):
+    # the token and the API socket grant the pool: nobody but the pool's owner may read or connect
+    for name in ("api.token", "coppice.sock"):
+        mode = stat.S_IMODE(os.stat(os.path.join(served.pool, name)).st_mode)
+        assert mode == 0o600, (name, oct(mode))

@@ -6,11 +6,12 @@ import json
 
 
 def test_not_found_is_404_with_the_filer_message(served):
-    # a missing volume: 404, the error class and the same message the CLI prints
+    # a missing volume: 404, the error class, its catalogue code and the same message the CLI prints
     r = served.http.get("/volumes/nope")
     assert r.status_code == 404
     assert r.json() == {
         "error": "VolumeNotFound",
+        "code": 104,
         "status": 404,
         "exit_code": 2,
         "message": "Volume nope not found; `coppice vol show` lists the volumes.",
@@ -77,3 +78,31 @@ def test_openapi_lists_every_resource(served):
         "/health",
     ):
         assert p in paths, p
+
+
+def test_a_bug_answers_a_request_id_and_logs_the_detail(pool_dir, caplog):
+    # a 500 tells the caller nothing of the exception; the log has it under the same id
+    from fastapi.testclient import TestClient
+
+    from coppice.api.app import create_app
+    from coppice.filer import Filer
+
+    f = Filer.create(pool_dir)
+    try:
+
+        def broken(name=None):
+            raise RuntimeError("secret detail /etc/shadow")
+
+        f.vol_show = broken
+        with TestClient(create_app(f), raise_server_exceptions=False) as c:
+            with caplog.at_level("ERROR", logger="coppice.api"):
+                r = c.get("/volumes")
+    finally:
+        f.close()
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "InternalError" and body["exit_code"] == 15 and body["code"] == 16
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    rid = body["message"].split("(request ")[1].split(")")[0]
+    logged = [rec for rec in caplog.records if rid in rec.getMessage()]
+    assert logged and "secret detail" in str(logged[0].exc_info[1])

@@ -9,13 +9,16 @@ from coppice.api.jobs import JobRunner
 from coppice.engine import Pool
 
 
-def _slow(gate: threading.Event):
+def _slow(gate: threading.Event, reached: threading.Event | None = None):
+    # counts to 10; its first run holds at 3 (``reached`` set) until ``gate`` or a stop
     def run(ctx):
         start = (ctx.state or {}).get("i", 0)
         for i in range(start, 10):
             ctx.progress("work", i, 10)
             ctx.save({"i": i})
             if i == 3 and ctx.attempt == 1:
+                if reached is not None:
+                    reached.set()
                 while not gate.wait(0.02) and not ctx.stopping:
                     pass
             ctx.check()
@@ -26,14 +29,11 @@ def _slow(gate: threading.Event):
 
 def test_progress_is_persisted_and_visible(pool):
     # a job's phase, done/total and fraction are readable while it runs, and in the pool's kv
-    gate = threading.Event()
+    gate, at3 = threading.Event(), threading.Event()
     jr = JobRunner(pool, persist_interval=0)
-    jr.register("slow", _slow(gate), resumable=True)
+    jr.register("slow", _slow(gate, at3), resumable=True)
     job = jr.submit("slow", {"x": 1})
-    for _ in range(200):
-        if jr.get(job["id"]).get("done") == 3:
-            break
-        time.sleep(0.01)
+    assert at3.wait(30)
     rec = jr.get(job["id"])
     assert rec["state"] == "running" and rec["phase"] == "work" and rec["fraction"] == 0.3
     assert pool.kv_get("jobs", job["id"])["done"] == 3
@@ -46,13 +46,13 @@ def test_restart_resumes_resumable_and_fails_the_rest(pool_dir):
     # a daemon stopping mid-job: the resumable job continues from its saved state at the next
     # start; a non-resumable one is marked failed with a reason
     pool = Pool.create(pool_dir)
-    gate = threading.Event()
+    gate, a_at3, b_at3 = threading.Event(), threading.Event(), threading.Event()
     jr = JobRunner(pool, persist_interval=0)
-    jr.register("slow", _slow(gate), resumable=True)
-    jr.register("once", _slow(gate), resumable=False)
+    jr.register("slow", _slow(gate, a_at3), resumable=True)
+    jr.register("once", _slow(gate, b_at3), resumable=False)
     a = jr.submit("slow")
     b = jr.submit("once")
-    time.sleep(0.3)
+    assert a_at3.wait(30) and b_at3.wait(30)
     jr.shutdown(timeout=10)  # asks the jobs to stop; they stop at ctx.check()
     gate.set()
     assert jr.get(a["id"])["state"] == "interrupted"

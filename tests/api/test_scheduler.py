@@ -4,6 +4,7 @@ and a failing task that is logged and retried without stopping anything."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 from coppice.api.scheduler import FakeClock, Scheduler, Task
@@ -39,9 +40,12 @@ def test_scheduler_thread_survives_a_task_that_always_fails():
     # in its thread, a task that always raises does not end the loop
     clock = FakeClock(0)
     hits = []
+    four = threading.Event()
 
     def boom(now):
         hits.append(now)
+        if len(hits) >= 4:
+            four.set()
         raise ValueError("always")
 
     sched = Scheduler(
@@ -50,7 +54,7 @@ def test_scheduler_thread_survives_a_task_that_always_fails():
         sleep=lambda s, stop=None: (clock.advance(s), time.sleep(0.001)),
     )
     sched.start()
-    time.sleep(0.2)
+    assert four.wait(30), "the loop stopped after a failing task"
     sched.stop()
     assert len(hits) > 3 and sched.status()[0]["failures"] == len(hits)
 

@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from tests.cli.conftest import Cli
+from tests.cli.conftest import MODES, Cli
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,24 @@ def template():
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def setup(template, pool_dir):
+@pytest.fixture(scope="module")
+def served_copy(template):
+    # One daemon for the module: every refused command must leave its pool as it
+    # was (checked per test), so they can share it; a daemon start per test would
+    # cost a second each.
+    base = tempfile.mkdtemp(prefix="coppice-cli-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None)
+    shutil.copytree(template, os.path.join(base, "pool"))
+    c = Cli(os.path.join(base, "pool")).serve()
+    yield c
+    c.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=MODES)
+def setup(request, template, pool_dir, monkeypatch):
+    monkeypatch.delenv("COPPICE_URL", raising=False)
+    if request.param == "daemon":
+        return request.getfixturevalue("served_copy")
     shutil.copytree(template, pool_dir)
     return Cli(pool_dir)
 
@@ -97,10 +113,11 @@ def test_nosnap_volume_refuses_snapshots(setup):
     r = setup("snap", "create", "v", "t", code=5)
     assert "Volume v has nosnap on" in r.stderr
     assert setup.dump() == before
+    setup("vol", "options", "v", "nosnap", "off")  # the daemon's pool is shared by the module
 
 
 def test_missing_pool_says_how_to_create_one(tmp_path):
-    from tests.cli.conftest import Cli
+    from tests.cli.conftest import MODES, Cli
 
     r = Cli(str(tmp_path / "none"))("vol", "show", code=2)
     assert "coppice pool create" in r.stderr

@@ -61,16 +61,3 @@ def test_sis_cli_errors(pool_dir):
     assert r.exit_code == 4 and "day_list[@hour_list]" in r.output
     r = sis(pool_dir, "config", "-i", "maybe", "/vol/a")
     assert r.exit_code == 4
-
-
-def test_sis_cli_pool_from_ctx_obj(pool_dir):
-    # main.py may hand the pool over in ctx.obj instead of --pool.
-    setup(pool_dir)
-    p = Pool.open(pool_dir)
-    try:
-        r = runner.invoke(app, ["on", "/vol/a"], obj={"pool": p})
-        assert r.exit_code == 0, r.output
-        r = runner.invoke(app, ["status", "--json", "/vol/a"], obj=p)
-        assert json.loads(r.output)["state"] == "Enabled"
-    finally:
-        p.close()

@@ -23,7 +23,7 @@ def test_parse_schedule_forms():
 @pytest.mark.parametrize("bad", ["", "funday@0", "sun@24", "sun@x", "@"])
 def test_parse_schedule_rejects(bad):
     # A bad schedule is refused with the grammar in the message.
-    with pytest.raises(config.BadSchedule):
+    with pytest.raises(config.BadSisSchedule):
         config.parse_schedule(bad)
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from coppice.filer.errors import BadName, BadPath, BadSize
+from coppice.filer.errors import BadPath, BadSize, InvalidName
 from coppice.filer.names import check_igroup, check_lun, check_snapshot, check_volume, parse_lun_path
 from coppice.filer.sizes import format_size, parse_size
 
@@ -24,16 +24,16 @@ def test_good_volume_names(name):
     ],
 )
 def test_bad_volume_names_say_why(name, why):
-    with pytest.raises(BadName, match=why):
+    with pytest.raises(InvalidName, match=why):
         check_volume(name)
 
 
 def test_snapshot_lun_igroup_names_allow_ontap_extras():
     # scheduled snapshots are hourly.0; LUNs may have dots and dashes; igroups colons
     assert check_snapshot("hourly.0") and check_lun("lun-0.img") and check_igroup("host:1")
-    with pytest.raises(BadName):
+    with pytest.raises(InvalidName):
         check_snapshot(".hidden")
-    with pytest.raises(BadName):
+    with pytest.raises(InvalidName):
         check_volume(None)
 
 
@@ -41,7 +41,7 @@ def test_lun_paths():
     assert parse_lun_path("/vol/v/lun0") == ("v", None, "lun0")
     assert parse_lun_path("/vol/v/.snapshot/s.1/lun0", allow_snapshot=True) == ("v", "s.1", "lun0")
     for bad in ("vol/v/lun0", "/vol/v", "/vol/v/a/b", "/vol//lun0"):
-        with pytest.raises((BadPath, BadName)):
+        with pytest.raises((BadPath, InvalidName)):
             parse_lun_path(bad)
     with pytest.raises(BadPath, match="read-only"):
         parse_lun_path("/vol/v/.snapshot/s/lun0")

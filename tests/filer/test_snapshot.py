@@ -1,6 +1,6 @@
 import pytest
 
-from coppice.filer.errors import SnapshotBusy, SnapshotExists, SnapshotNotFound
+from coppice.filer.errors import SnapshotExists, SnapshotHasClones, SnapshotNotFound
 
 pytestmark = pytest.mark.backends("native", "rbd")
 
@@ -8,9 +8,9 @@ pytestmark = pytest.mark.backends("native", "rbd")
 def test_busy_snapshot_cannot_be_deleted_or_renamed(runbook, unchanged):
     f = runbook
     f.clone_create("fvol_clone1", "fvol_master", "clone_base_snapshot")
-    with unchanged(SnapshotBusy, "^snapshot is busy: clone fvol_clone1 depends on it"):
+    with unchanged(SnapshotHasClones, "^snapshot is busy: clone fvol_clone1 depends on it"):
         f.snap_delete("fvol_master", "clone_base_snapshot")
-    with unchanged(SnapshotBusy):
+    with unchanged(SnapshotHasClones):
         f.snap_rename("fvol_master", "clone_base_snapshot", "other")
     assert f.snap_list("fvol_master")[0]["clones"] == ["fvol_clone1"]
 

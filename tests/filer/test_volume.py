@@ -2,7 +2,7 @@ import pytest
 
 from coppice.filer.errors import (
     BadOption,
-    SnapshotBusy,
+    SnapshotHasClones,
     SnapshotsDisabled,
     VolumeBusy,
     VolumeExists,
@@ -49,7 +49,7 @@ def test_resize_grows_and_shrinks_only_when_data_fits(filer, unchanged):
 def test_destroy_refused_while_clone_depends(runbook, unchanged):
     f = runbook
     f.clone_create("c1", "fvol_master", "clone_base_snapshot")
-    with unchanged(SnapshotBusy, "snapshot is busy: clone c1 depends on it"):
+    with unchanged(SnapshotHasClones, "snapshot is busy: clone c1 depends on it"):
         f.vol_destroy("fvol_master", force=True)
     with unchanged(VolumeBusy, "mapped"):
         f.vol_destroy("c1")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..auth import require_token
-from ..ops import Model, Name, Op, Text, build_router
+from ..ops import Model, Name, Text, build_router
 
 
 class CloneCreate(Model):
@@ -17,21 +17,11 @@ class CloneCreate(Model):
     schedule: Text | None = None
 
 
-OPS = [
-    Op(
-        "clone_create",
-        "POST",
-        "/clones",
-        body=CloneCreate,
-        status=201,
-        summary="clone a volume from a snapshot (O(1)); LUNs whose maps collide come up offline",
-    ),
-    Op("clone_show", "GET", "/clones", summary="the clone tree"),
-    Op("clone_split_status", "GET", "/clones/{vol}/split", summary="split progress"),
-    Op("clone_split_estimate", "GET", "/clones/{vol}/split/estimate", summary="space a split needs"),
-]
+MODELS = {
+    "clone_create": CloneCreate,
+}
 
-router = build_router(OPS, "clones")
+router = build_router("clones", MODELS)
 extra = APIRouter(tags=["clones"], dependencies=[Depends(require_token)])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..ops import Model, Name, Op, Text, build_router
+from ..ops import Model, Name, Text, build_router
 
 
 class IgroupCreate(Model):
@@ -34,20 +34,14 @@ class IgroupSet(Model):
     ostype: Text
 
 
-OPS = [
-    Op("igroup_create", "POST", "/igroups", body=IgroupCreate, status=201, summary="create an igroup"),
-    Op("igroup_show", "GET", "/igroups", query=IgroupShow, summary="list igroups"),
-    Op("igroup_destroy", "DELETE", "/igroups/{name}", query=IgroupDestroy, summary="destroy an igroup"),
-    Op("igroup_add", "POST", "/igroups/{name}/initiators", body=Initiator, summary="add an initiator"),
-    Op(
-        "igroup_remove",
-        "DELETE",
-        "/igroups/{name}/initiators",
-        query=Initiator,
-        summary="remove an initiator",
-    ),
-    Op("igroup_rename", "POST", "/igroups/{old}/rename", body=IgroupRename, summary="rename an igroup"),
-    Op("igroup_set", "PUT", "/igroups/{name}/ostype", body=IgroupSet, summary="set an igroup's ostype"),
-]
+MODELS = {
+    "igroup_create": IgroupCreate,
+    "igroup_show": IgroupShow,
+    "igroup_destroy": IgroupDestroy,
+    "igroup_add": Initiator,
+    "igroup_remove": Initiator,
+    "igroup_rename": IgroupRename,
+    "igroup_set": IgroupSet,
+}
 
-router = build_router(OPS, "igroups")
+router = build_router("igroups", MODELS)

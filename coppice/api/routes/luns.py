@@ -3,7 +3,7 @@ travels in the query or the body, never in the URL path."""
 
 from __future__ import annotations
 
-from ..ops import Model, Name, Op, Size, Text, build_router
+from ..ops import Model, Name, Size, Text, build_router
 
 LunPath = Text
 
@@ -52,24 +52,17 @@ class LunClone(Model):
     snap: Name
 
 
-OPS = [
-    Op("lun_create", "POST", "/luns", body=LunCreate, status=201, summary="create a LUN"),
-    Op("lun_show", "GET", "/luns", query=LunShow, summary="list LUNs"),
-    Op("lun_info", "GET", "/luns/info", query=LunRef, summary="one LUN"),
-    Op("lun_destroy", "DELETE", "/luns", query=LunDestroy, summary="destroy a LUN"),
-    Op("lun_resize", "PUT", "/luns/size", body=LunResize, summary="resize a LUN"),
-    Op("lun_online", "POST", "/luns/online", body=LunRef, summary="bring a LUN online"),
-    Op("lun_offline", "POST", "/luns/offline", body=LunRef, summary="take a LUN offline (cuts NBD clients)"),
-    Op("lun_rename", "POST", "/luns/rename", body=LunRename, summary="rename (move) a LUN"),
-    Op("lun_comment", "PUT", "/luns/comment", body=LunComment, summary="set a LUN's comment"),
-    Op(
-        "lun_clone_create",
-        "POST",
-        "/luns/clones",
-        body=LunClone,
-        status=201,
-        summary="clone a LUN from a snapshot inside its volume",
-    ),
-]
+MODELS = {
+    "lun_create": LunCreate,
+    "lun_show": LunShow,
+    "lun_info": LunRef,
+    "lun_destroy": LunDestroy,
+    "lun_resize": LunResize,
+    "lun_online": LunRef,
+    "lun_offline": LunRef,
+    "lun_rename": LunRename,
+    "lun_comment": LunComment,
+    "lun_clone_create": LunClone,
+}
 
-router = build_router(OPS, "luns")
+router = build_router("luns", MODELS)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ..ops import Model, Name, Op, Text, build_router
+from ..ops import Model, Name, Text, build_router
 
 
 class MapCreate(Model):
@@ -22,18 +22,9 @@ class MapRef(Model):
     igroup: Name
 
 
-OPS = [
-    Op(
-        "lun_map",
-        "POST",
-        "/maps",
-        body=MapCreate,
-        status=201,
-        result_key="lun_id",
-        summary="map a LUN to an igroup",
-    ),
-    Op("lun_unmap", "DELETE", "/maps", query=MapRef, summary="unmap a LUN from an igroup (cuts NBD clients)"),
-    Op("lun_maps", "GET", "/maps", summary="every LUN map"),
-]
+MODELS = {
+    "lun_map": MapCreate,
+    "lun_unmap": MapRef,
+}
 
-router = build_router(OPS, "maps")
+router = build_router("maps", MODELS)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ..auth import require_token
-from ..ops import Model, Name, Op, build_router
+from ..ops import Model, Name, build_router
 
 
 class Df(Model):
@@ -14,14 +14,11 @@ class Df(Model):
     savings: bool = False
 
 
-OPS = [
-    Op("pool_info", "GET", "/pool", summary="pool identity and space"),
-    Op("df", "GET", "/pool/df", query=Df, summary="space per volume and for the pool (`df`, `df -s`)"),
-    Op("fsck", "POST", "/pool/fsck", summary="check reference counts (blocks management while it runs)"),
-    Op("dump", "GET", "/pool/dump", summary="every volume, snapshot and object (for tests and support)"),
-]
+MODELS = {
+    "df": Df,
+}
 
-router = build_router(OPS, "pool")
+router = build_router("pool", MODELS)
 extra = APIRouter(tags=["pool"], dependencies=[Depends(require_token)])
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from ..auth import require_token
-from ..ops import Model, Name, Op, Text, build_router
+from ..ops import Model, Name, Text, build_router
 
 
 class Sched(Model):
@@ -20,32 +20,12 @@ class Tick(Model):
     volume: Name | None = None
 
 
-OPS = [
-    Op(
-        "snap_sched",
-        "GET",
-        "/volumes/{vol}/schedule",
-        when=lambda p: p.get("spec") is None,
-        summary="a volume's snapshot schedule",
-    ),
-    Op(
-        "snap_sched",
-        "PUT",
-        "/volumes/{vol}/schedule",
-        body=Sched,
-        when=lambda p: p.get("spec") is not None,
-        summary="set a volume's snapshot schedule",
-    ),
-    Op(
-        "snap_sched_tick",
-        "POST",
-        "/schedules/tick",
-        body=Tick,
-        summary="run the snapshot schedules now (create and expire by the keep counts)",
-    ),
-]
+MODELS = {
+    "snap_sched": Sched,
+    "snap_sched_tick": Tick,
+}
 
-router = build_router(OPS, "schedules")
+router = build_router("schedules", MODELS)
 extra = APIRouter(tags=["schedules"], dependencies=[Depends(require_token)])
 
 

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from ..auth import require_token
-from ..codec import to_jsonable
-from ..ops import Model, Name, Text
-
-router = APIRouter(tags=["templates"], dependencies=[Depends(require_token)])
+from ..ops import Model, Name, Text, build_router
 
 
 class TemplateImport(Model):
@@ -32,23 +29,12 @@ class TemplateImport(Model):
     keep: list[Text] = Field(default_factory=list, description="generalization operations to skip")
 
 
-@router.post("/templates", status_code=201, summary="import a disk image as a template (datastore tpl_NAME)")
-def import_template(request: Request, body: TemplateImport):
-    from ...provision import import_dir, template
+router = build_router("templates", {"template_import": TemplateImport})
 
-    policy, uploads = import_dir.policy_of(request.app.state)
-    kw = body.model_dump()
-    try:
-        r = template.import_image(
-            request.app.state.filer, kw.pop("name"), kw.pop("image"), policy=policy, **kw
-        )
-    finally:
-        for p in (body.image, body.kernel, body.initrd):
-            uploads.discard(p)  # an upload serves one request
-    return JSONResponse(to_jsonable(r), status_code=201)
+uploads = APIRouter(tags=["templates"], dependencies=[Depends(require_token)])
 
 
-@router.put(
+@uploads.put(
     "/uploads/{filename}",
     status_code=201,
     summary="upload a file (disk image, kernel, initrd) for one later request to name by the returned path",
@@ -56,30 +42,9 @@ def import_template(request: Request, body: TemplateImport):
 async def upload(request: Request, filename: str):
     from ...provision import import_dir
 
-    _, uploads = import_dir.policy_of(request.app.state)
-    path = await uploads.receive(filename, request.stream())
+    _, area = import_dir.policy_of(request.app.state)
+    path = await area.receive(filename, request.stream())
     return JSONResponse({"path": path}, status_code=201)
 
 
-@router.get("/templates", summary="every template")
-def list_templates(request: Request):
-    from ...provision import template
-
-    return to_jsonable(template.list_(request.app.state.filer))
-
-
-@router.get("/templates/{name}", summary="a template and the VMs that depend on it")
-def show_template(request: Request, name: str):
-    from ...provision import template
-
-    return to_jsonable(template.show(request.app.state.filer, name))
-
-
-@router.delete(
-    "/templates/{name}", status_code=204, summary="delete a template (refused while VMs depend on it)"
-)
-def delete_template(request: Request, name: str):
-    from ...provision import template
-
-    template.delete(request.app.state.filer, name)
-    return Response(status_code=204)
+router.include_router(uploads)

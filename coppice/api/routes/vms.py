@@ -6,25 +6,17 @@ pattern or count, a name already taken: a 4xx before anything is made),
 then runs as a ``provision`` job whose progress is VMs done of the batch,
 with the stage totals so far (``stage_totals``); its result is the
 provisioner's summary. Without an explicit ``nbd`` target the VMs' disks
-point at this daemon's own NBD listener (TLS when it serves TLS). libvirt
-connections are the daemon's (``coppice.api.hypervisors``).
+point at this daemon's own NBD listener (TLS when it serves TLS):
+``daemon_target``, which the app hands the ``Provisioning`` façade.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from ...errors import InvalidArgument
-from .. import hypervisors
-from ..auth import require_token
-from ..codec import to_jsonable
-from ..ops import Model, Name, Text
-
-router = APIRouter(tags=["vms"], dependencies=[Depends(require_token)])
+from ..ops import Model, Name, Text, build_router
 
 
 class Provision(Model):
@@ -50,6 +42,11 @@ class Recompose(Model):
     force: bool = False
 
 
+router = build_router(
+    "vms", {"vm_provision": Provision, "vm_refresh": Force, "vm_recompose": Recompose, "vm_destroy": Force}
+)
+
+
 def daemon_target(state, nbd: str | None, tls: bool | None):
     """Where provisioned VMs reach their disks: ``nbd`` if given, else this daemon's NBD listener."""
     from ...provision.provisioner import Target
@@ -67,125 +64,13 @@ def daemon_target(state, nbd: str | None, tls: bool | None):
     return Target(host=host.strip("[]"), port=int(port), tls=tls)
 
 
-def _provisioner(state):
-    from ...provision.provisioner import Provisioner
-
-    return Provisioner(state.filer, hypervisor_factory=hypervisors.of(state).get)
-
-
-@router.post("/vms", status_code=202, summary="provision COUNT VMs from a template (a job; poll /jobs/{id})")
-def provision(request: Request, body: Provision):
-    state = request.app.state
-    if body.on_error not in ("stop", "skip"):
-        raise InvalidArgument(detail=f"on_error {body.on_error!r} is invalid: use stop or skip")
-    if not 1 <= body.parallel <= 64:
-        raise InvalidArgument(detail=f"parallel {body.parallel!r} is invalid: use 1 to 64 workers")
-    body.connect = hypervisors.of(state).resolve(body.connect)
-    p = _provisioner(state)
-    try:  # everything checked before the job starts: errors are this call's 4xx
-        p.plan(body.template, body.count, body.name, body.customize, body.connect, body.igroup)
-    finally:
-        p.close()
-    target = daemon_target(state, body.nbd, body.tls)
-    params = body.model_dump()
-    params["target"] = target.to_dict()
-    return JSONResponse(state.jobs.submit("provision", params), status_code=202)
-
-
-def run_provision(state):
-    """The provision job kind: one batch, progress per VM."""
+def run_provision(provisioning):
+    """The provision job kind: one batch through the façade, progress per VM."""
 
     def run(ctx):
-        from ...provision.provisioner import STAGES, Target
+        def progress(done, total, stage_totals):
+            ctx.progress("provision", done, total, stage_totals=stage_totals)
 
-        a = ctx.params
-        totals: dict[str, float] = {}
-        done = [0]
-
-        def progress(r):
-            for k, v in r.stages.items():
-                totals[k] = totals.get(k, 0.0) + v
-            done[0] += 1
-            ctx.progress(
-                "provision", done[0], a["count"], stage_totals={k: totals[k] for k in STAGES if k in totals}
-            )
-
-        ctx.progress("provision", 0, a["count"], stage_totals={})
-        p = _provisioner(state)
-        try:
-            s = p.provision(
-                a["template"],
-                a["count"],
-                a["name"],
-                a["customize"],
-                a["connect"],
-                a["start"],
-                a["igroup"],
-                a["parallel"],
-                a["on_error"],
-                Target(**a["target"]),
-                progress=progress,
-            )
-        finally:
-            p.close()
-        return s.to_dict()
+        return provisioning.vm_provision(**ctx.params, progress=progress)
 
     return run
-
-
-@router.get("/vms", summary="the VMs Coppice made, with their libvirt state")
-def list_vms(request: Request):
-    from ...provision import registry, vm
-
-    state = request.app.state
-    uris = [rec.get("uri") or "test:///default" for _, rec in registry.items(state.filer, registry.VM)]
-    return to_jsonable(vm.list_(state.filer, hypervisors=hypervisors.of(state).for_uris(uris)))
-
-
-@router.get("/vms/{name}", summary="a VM: state, template, base snapshot, clone, space of its own")
-def show_vm(request: Request, name: str):
-    from ...provision import vm
-
-    state = request.app.state
-    rec = vm.get(state.filer, name)
-    return to_jsonable(
-        vm.show(
-            state.filer,
-            name,
-            hypervisors=hypervisors.of(state).for_uris([rec.get("uri") or "test:///default"]),
-        )
-    )
-
-
-@router.post("/vms/{name}/refresh", summary="discard the VM's changes: a new clone of its base snapshot")
-def refresh_vm(request: Request, name: str, body: Force | None = None):
-    from ...provision import vm
-
-    state = request.app.state
-    return to_jsonable(
-        vm.refresh(
-            state.filer, name, force=(body or Force()).force, hypervisor_factory=hypervisors.of(state).get
-        )
-    )
-
-
-@router.post("/vms/{name}/recompose", summary="move the VM to another snapshot of its template")
-def recompose_vm(request: Request, name: str, body: Recompose):
-    from ...provision import vm
-
-    state = request.app.state
-    return to_jsonable(
-        vm.recompose(
-            state.filer, name, body.snapshot, force=body.force, hypervisor_factory=hypervisors.of(state).get
-        )
-    )
-
-
-@router.delete("/vms/{name}", summary="undefine the VM, unmap its LUNs, destroy its clone")
-def destroy_vm(request: Request, name: str, force: bool = False):
-    from ...provision import vm
-
-    state = request.app.state
-    return to_jsonable(
-        vm.destroy(state.filer, name, force=force, hypervisor_factory=hypervisors.of(state).get)
-    )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from ..auth import require_token
-from ..ops import Model, Name, Op, Size, Text, build_router
+from ..ops import Model, Name, Size, Text, build_router
 
 
 class VolumeCreate(Model):
@@ -39,33 +39,16 @@ class OptionValue(Model):
     value: bool | int | Text
 
 
-OPS = [
-    Op("vol_create", "POST", "/volumes", body=VolumeCreate, status=201, summary="create a volume"),
-    Op("vol_show", "GET", "/volumes", query=VolumeShow, summary="list volumes (or one)"),
-    Op("vol_info", "GET", "/volumes/{name}", summary="one volume"),
-    Op(
-        "vol_destroy",
-        "DELETE",
-        "/volumes/{name}",
-        query=VolumeDestroy,
-        result_key="destroyed",
-        summary="destroy a volume",
-    ),
-    Op("vol_rename", "POST", "/volumes/{old}/rename", body=Rename, summary="rename a volume"),
-    Op("vol_size", "PUT", "/volumes/{name}/size", body=Resize, summary="grow or shrink a volume"),
-    Op("vol_options", "GET", "/volumes/{name}/options", summary="a volume's options"),
-    Op(
-        "vol_set_option",
-        "PUT",
-        "/volumes/{name}/options/{option}",
-        body=OptionValue,
-        summary="set a volume option (nosnap, guarantee, snap_reserve, snap_sched)",
-    ),
-    Op("file_list", "GET", "/volumes/{vol}/files", summary="small files in a volume"),
-    Op("file_delete", "DELETE", "/volumes/{vol}/files/{name}", summary="delete a small file"),
-]
+MODELS = {
+    "vol_create": VolumeCreate,
+    "vol_show": VolumeShow,
+    "vol_destroy": VolumeDestroy,
+    "vol_rename": Rename,
+    "vol_size": Resize,
+    "vol_set_option": OptionValue,
+}
 
-router = build_router(OPS, "volumes")
+router = build_router("volumes", MODELS)
 
 
 # Small files carry bytes: base64 in JSON, so they are hand-written routes.
