@@ -200,6 +200,7 @@ CATALOGUE: dict[int, str] = {
     115: "MetadataCorruption",
     116: "FileSystemFull",
     117: "MetadataNoSpace",
+    118: "PoolDamaged",
     201: "InvalidName",
     202: "BadSize",
     203: "BadPath",
@@ -269,6 +270,7 @@ CATALOGUE: dict[int, str] = {
     531: "CompareTooBig",
     532: "BadRecord",
     533: "HostNotSetUp",
+    534: "HostPathRefused",
 }
 _CODE_OF = {name: code for code, name in CATALOGUE.items()}
 

@@ -14,7 +14,7 @@ import pytest
 
 from coppice.backend import BackendUnsupported, ThinOnly
 from coppice.backend.rbd import CephPoolOwned
-from coppice.filer.errors import SnapshotBusy
+from coppice.filer.errors import SnapshotHasClones
 
 
 def rbd_cli(conf, *args):
@@ -104,7 +104,7 @@ def test_busy_snapshot_split_as_flatten_then_free(rbd_filer):
     f.snap_create("m", "base")
     f.clone_create("c", "m", "base")
     before = f.dump()
-    with pytest.raises(SnapshotBusy, match="clone c depends on it"):
+    with pytest.raises(SnapshotHasClones, match="clone c depends on it"):
         f.snap_delete("m", "base")
     assert f.dump() == before
     assert f.snap_list("m")[0]["busy"] and f.clone_split_estimate("c")["bytes"] == 6000
