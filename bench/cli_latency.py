@@ -67,7 +67,7 @@ def commands(pool: str, tag: str):
         # a fresh snapshot name per run, and per bench run (a kept pool is reused)
         ("snap create", lambda i: coppice(pool, "snap", "create", f"v{i:05d}", f"{tag}{os.getpid()}")),
         ("vol show NAME", lambda i: coppice(pool, "vol", "show", "v00007")),
-        ("vol list (all)", lambda i: coppice(pool, "vol", "show")),
+        ("vol show (all)", lambda i: coppice(pool, "vol", "show")),
     ]
 
 

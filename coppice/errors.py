@@ -6,10 +6,10 @@ exits with, ``http_status`` what the REST API answers, ``errno`` what the NBD
 target sends when the error reaches a client. Anything that is not a
 CoppiceError reaching the top is a bug.
 
-The catalogue (``CATALOGUE``: stable code -> class name) gives every error
-class one number that never changes and never is reused; the REST API
+The catalogue (``CATALOGUE``: stable code -> "module:Class") gives every
+error class one number that never changes and never is reused; the REST API
 sends it (``code``) and ``rebuild`` turns it back into the same class on
-the client, whatever the class is called or where it lives. Names are
+the client, importing only the module that defines it. Names are
 unique across layers; each exit code is declared by one class (its
 subclasses share it). ``tests/test_error_catalogue.py`` walks every class
 and holds these rules; ``scripts/errors_doc.py`` writes docs/errors.md
@@ -19,6 +19,7 @@ from it. A new error class takes the next free code of its layer.
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 
 class CoppiceError(Exception):
@@ -162,170 +163,174 @@ class InternalError(CoppiceError):
 # Stable codes: hundreds by layer (0 core and daemon, 100 engine, 200 filer,
 # 300 NBD, 400 dedup, 500 provisioner). Never renumber; retire a code with its class.
 CATALOGUE: dict[int, str] = {
-    1: "CoppiceError",
-    2: "NotFound",
-    3: "AlreadyExists",
-    4: "InvalidArgument",
-    5: "Busy",
-    6: "NoSpace",
-    7: "ReadOnly",
-    8: "Corruption",
-    9: "Unauthorized",
-    10: "DaemonUnreachable",
-    11: "DaemonError",
-    12: "ListenFailed",
-    13: "NotSupported",
-    14: "JobIncomplete",
-    15: "ProvisionIncomplete",
-    16: "InternalError",
-    17: "JobNotFound",
-    18: "JobNotCancellable",
-    19: "UnknownJobKind",
-    20: "ShuttingDown",
-    21: "ConnectNotAllowed",
-    101: "PoolNotFound",
-    102: "PoolExists",
-    103: "PoolInUse",
-    104: "VolumeNotFound",
-    105: "VolumeExists",
-    106: "SnapshotNotFound",
-    107: "SnapshotExists",
-    108: "ObjectNotFound",
-    109: "ObjectExists",
-    110: "SnapshotBusy",
-    111: "BadName",
-    112: "OutOfRange",
-    113: "BlockCorrupt",
-    114: "PoolFull",
-    115: "MetadataCorruption",
-    116: "FileSystemFull",
-    117: "MetadataNoSpace",
-    118: "PoolDamaged",
-    201: "InvalidName",
-    202: "BadSize",
-    203: "BadPath",
-    204: "BadOption",
-    205: "VolumeBusy",
-    206: "VolumeFull",
-    207: "VolumeTooSmall",
-    208: "SnapshotHasClones",
-    209: "SnapshotsDisabled",
-    210: "NotAClone",
-    211: "LunNotFound",
-    212: "LunExists",
-    213: "LunBusy",
-    214: "LunOffline",
-    215: "LunTooSmall",
-    216: "LunIdInUse",
-    217: "LunIdCollision",
-    218: "LunNotMapped",
-    219: "LunAlreadyMapped",
-    220: "BadLunId",
-    221: "IgroupNotFound",
-    222: "IgroupExists",
-    223: "IgroupBusy",
-    224: "InitiatorExists",
-    225: "InitiatorNotFound",
-    226: "BadInitiator",
-    227: "BadSchedule",
-    228: "SplitNotRunning",
-    229: "ExportNotFound",
-    301: "NBDServerError",
-    302: "ProtocolViolation",
-    303: "TLSSetupError",
-    304: "ShortRead",
-    401: "BadSisSchedule",
-    402: "SisNotEnabled",
-    403: "ScanBusy",
-    501: "GuestImageError",
-    502: "KernelPackageUnavailable",
-    503: "BadSeed",
-    504: "BadDomainXML",
-    505: "HypervisorError",
-    506: "LibvirtUnavailable",
-    507: "DomainNotFound",
-    508: "DomainExists",
-    509: "DomainTimeout",
-    510: "NotADatastore",
-    511: "DatastoreIsCopy",
-    512: "DatastoreNotAttached",
-    513: "BadPolicy",
-    514: "TemplateNotFound",
-    515: "TemplateExists",
-    516: "TemplateBusy",
-    517: "BadImage",
-    518: "CustSpecNotFound",
-    519: "CustSpecExists",
-    520: "BadCustSpec",
-    521: "SSHKeyUnreadable",
-    522: "AddressPoolExhausted",
-    523: "BadNamePattern",
-    524: "BadCount",
-    525: "BadVMName",
-    526: "VMExists",
-    527: "VMNotFound",
-    528: "VMRunning",
-    529: "StageFailed",
-    530: "InjectedFailure",
-    531: "CompareTooBig",
-    532: "BadRecord",
-    533: "HostNotSetUp",
-    534: "HostPathRefused",
+    1: "coppice.errors:CoppiceError",
+    2: "coppice.errors:NotFound",
+    3: "coppice.errors:AlreadyExists",
+    4: "coppice.errors:InvalidArgument",
+    5: "coppice.errors:Busy",
+    6: "coppice.errors:NoSpace",
+    7: "coppice.errors:ReadOnly",
+    8: "coppice.errors:Corruption",
+    9: "coppice.errors:Unauthorized",
+    10: "coppice.errors:DaemonUnreachable",
+    11: "coppice.errors:DaemonError",
+    12: "coppice.daemon:ListenFailed",
+    13: "coppice.errors:NotSupported",
+    14: "coppice.errors:JobIncomplete",
+    15: "coppice.errors:ProvisionIncomplete",
+    16: "coppice.errors:InternalError",
+    17: "coppice.api.errors:JobNotFound",
+    18: "coppice.api.errors:JobNotCancellable",
+    19: "coppice.api.errors:UnknownJobKind",
+    20: "coppice.api.errors:ShuttingDown",
+    21: "coppice.api.hypervisors:ConnectNotAllowed",
+    22: "coppice.console.session:SignInRefused",
+    23: "coppice.console.session:CsrfRefused",
+    101: "coppice.engine.pool:PoolNotFound",
+    102: "coppice.engine.pool:PoolExists",
+    103: "coppice.engine.pool:PoolInUse",
+    104: "coppice.engine.pool:VolumeNotFound",
+    105: "coppice.engine.pool:VolumeExists",
+    106: "coppice.engine.pool:SnapshotNotFound",
+    107: "coppice.engine.pool:SnapshotExists",
+    108: "coppice.engine.pool:ObjectNotFound",
+    109: "coppice.engine.pool:ObjectExists",
+    110: "coppice.engine.pool:SnapshotBusy",
+    111: "coppice.engine.pool:BadName",
+    112: "coppice.engine.pool:OutOfRange",
+    113: "coppice.engine.pool:BlockCorrupt",
+    114: "coppice.engine.pool:PoolFull",
+    115: "coppice.engine.page_cache:MetadataCorruption",
+    116: "coppice.engine.space:FileSystemFull",
+    117: "coppice.engine.space:MetadataNoSpace",
+    118: "coppice.engine.pool:PoolDamaged",
+    201: "coppice.filer.errors:InvalidName",
+    202: "coppice.filer.errors:BadSize",
+    203: "coppice.filer.errors:BadPath",
+    204: "coppice.filer.errors:BadOption",
+    205: "coppice.filer.errors:VolumeBusy",
+    206: "coppice.filer.errors:VolumeFull",
+    207: "coppice.filer.errors:VolumeTooSmall",
+    208: "coppice.filer.errors:SnapshotHasClones",
+    209: "coppice.filer.errors:SnapshotsDisabled",
+    210: "coppice.filer.errors:NotAClone",
+    211: "coppice.filer.errors:LunNotFound",
+    212: "coppice.filer.errors:LunExists",
+    213: "coppice.filer.errors:LunBusy",
+    214: "coppice.filer.errors:LunOffline",
+    215: "coppice.filer.errors:LunTooSmall",
+    216: "coppice.filer.errors:LunIdInUse",
+    217: "coppice.filer.errors:LunIdCollision",
+    218: "coppice.filer.errors:LunNotMapped",
+    219: "coppice.filer.errors:LunAlreadyMapped",
+    220: "coppice.filer.errors:BadLunId",
+    221: "coppice.filer.errors:IgroupNotFound",
+    222: "coppice.filer.errors:IgroupExists",
+    223: "coppice.filer.errors:IgroupBusy",
+    224: "coppice.filer.errors:InitiatorExists",
+    225: "coppice.filer.errors:InitiatorNotFound",
+    226: "coppice.filer.errors:BadInitiator",
+    227: "coppice.filer.errors:BadSchedule",
+    228: "coppice.filer.errors:SplitNotRunning",
+    229: "coppice.filer.export_resolver:ExportNotFound",
+    230: "coppice.backend.base:BackendUnsupported",
+    231: "coppice.backend.base:ThinOnly",
+    232: "coppice.backend.rbd:RbdWriteFailed",
+    233: "coppice.backend.rbd:CephUnavailable",
+    234: "coppice.backend.rbd:NamespaceTaken",
+    235: "coppice.backend.rbd:CephPoolOwned",
+    301: "coppice.nbd.server:NBDServerError",
+    302: "coppice.nbd.server:ProtocolViolation",
+    303: "coppice.nbd.tls:TLSSetupError",
+    304: "coppice.nbd.commands:ShortRead",
+    401: "coppice.dedup.config:BadSisSchedule",
+    402: "coppice.dedup.config:SisNotEnabled",
+    403: "coppice.dedup.scanner:ScanBusy",
+    501: "coppice.provision.errors:GuestImageError",
+    502: "coppice.provision.errors:KernelPackageUnavailable",
+    503: "coppice.provision.errors:BadSeed",
+    504: "coppice.provision.errors:BadDomainXML",
+    505: "coppice.provision.errors:HypervisorError",
+    506: "coppice.provision.errors:LibvirtUnavailable",
+    507: "coppice.provision.errors:DomainNotFound",
+    508: "coppice.provision.errors:DomainExists",
+    509: "coppice.provision.errors:DomainTimeout",
+    510: "coppice.provision.provisioning_errors:NotADatastore",
+    511: "coppice.provision.provisioning_errors:DatastoreIsCopy",
+    512: "coppice.provision.provisioning_errors:DatastoreNotAttached",
+    513: "coppice.provision.provisioning_errors:BadPolicy",
+    514: "coppice.provision.provisioning_errors:TemplateNotFound",
+    515: "coppice.provision.provisioning_errors:TemplateExists",
+    516: "coppice.provision.provisioning_errors:TemplateBusy",
+    517: "coppice.provision.provisioning_errors:BadImage",
+    518: "coppice.provision.provisioning_errors:CustSpecNotFound",
+    519: "coppice.provision.provisioning_errors:CustSpecExists",
+    520: "coppice.provision.provisioning_errors:BadCustSpec",
+    521: "coppice.provision.provisioning_errors:SSHKeyUnreadable",
+    522: "coppice.provision.provisioning_errors:AddressPoolExhausted",
+    523: "coppice.provision.provisioning_errors:BadNamePattern",
+    524: "coppice.provision.provisioning_errors:BadCount",
+    525: "coppice.provision.provisioning_errors:BadVMName",
+    526: "coppice.provision.provisioning_errors:VMExists",
+    527: "coppice.provision.provisioning_errors:VMNotFound",
+    528: "coppice.provision.provisioning_errors:VMRunning",
+    529: "coppice.provision.provisioning_errors:StageFailed",
+    530: "coppice.provision.provisioning_errors:InjectedFailure",
+    531: "coppice.provision.compare:CompareTooBig",
+    532: "coppice.provision.provisioning_errors:BadRecord",
+    533: "coppice.provision.errors:HostNotSetUp",
+    534: "coppice.provision.provisioning_errors:HostPathRefused",
+    535: "coppice.provision.generalize:GeneralizeError",
+    536: "coppice.provision.generalize:UnknownOperation",
 }
-_CODE_OF = {name: code for code, name in CATALOGUE.items()}
-
-# The modules that define error classes: imported only to rebuild an error
-# from its code (so a CLI that gets no error loads none of them).
-ERROR_MODULES = (
-    "coppice.api.errors",
-    "coppice.api.hypervisors",
-    "coppice.daemon",
-    "coppice.engine",
-    "coppice.engine.space",
-    "coppice.filer.errors",
-    "coppice.filer.export_resolver",
-    "coppice.nbd.server",
-    "coppice.nbd.commands",
-    "coppice.nbd.tls",
-    "coppice.dedup",
-    "coppice.provision.errors",
-    "coppice.provision.provisioning_errors",
-    "coppice.provision.compare",
-)
+_CODE_OF = {where.rsplit(":", 1)[1]: code for code, where in CATALOGUE.items()}
 
 
 def all_classes() -> list[type]:
-    """Every CoppiceError class, with every module of ``ERROR_MODULES`` imported."""
+    """Every CoppiceError class: every module of the package imported (a module
+    whose optional dependency is missing is skipped)."""
     import importlib
+    import pkgutil
 
-    for m in ERROR_MODULES:
-        importlib.import_module(m)
-    out, todo = [], [CoppiceError]
-    while todo:
-        c = todo.pop()
-        if c not in out:
-            out.append(c)
-            todo.extend(c.__subclasses__())
-    return out
+    root = os.path.dirname(os.path.abspath(__file__))
+    for info in pkgutil.walk_packages([root], "coppice."):
+        try:
+            importlib.import_module(info.name)
+        except Exception:  # noqa: BLE001 - an optional backend's library may be absent here
+            pass
+    for dirpath, _dirs, files in os.walk(root):  # namespace packages (no __init__.py) too
+        rel = os.path.relpath(dirpath, os.path.dirname(root)).replace(os.sep, ".")
+        for f in files:
+            if f.endswith(".py") and f != "__init__.py":
+                try:
+                    importlib.import_module(f"{rel}.{f[:-3]}")
+                except Exception:  # noqa: BLE001
+                    pass
+    return list(_loaded_subclasses())
 
 
 def by_code(code) -> type | None:
-    """The error class with catalogue code ``code``, or None."""
-    name = CATALOGUE.get(code) if isinstance(code, int) else None
-    if name is None:
+    """The error class with catalogue code ``code`` (importing only its module), or None."""
+    where = CATALOGUE.get(code) if isinstance(code, int) and not isinstance(code, bool) else None
+    if where is None:
         return None
-    for c in _loaded_subclasses():
-        if c.__name__ == name:
-            return c
-    return next((c for c in all_classes() if c.__name__ == name), None)
+    import importlib
+
+    module, name = where.rsplit(":", 1)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _loaded_subclasses():
-    todo = [CoppiceError]
+    seen, todo = set(), [CoppiceError]
     while todo:
         c = todo.pop()
-        yield c
-        todo.extend(c.__subclasses__())
+        if c not in seen:
+            seen.add(c)
+            yield c
+            todo.extend(c.__subclasses__())
 
 
 def rebuild(code, message: str, exit_code: int | None = None, http_status: int = 400) -> CoppiceError:

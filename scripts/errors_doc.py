@@ -24,6 +24,7 @@ def render() -> str:
     from coppice.errors import CATALOGUE, all_classes
 
     by_name = {c.__name__: c for c in all_classes()}
+    by_name = {where: by_name[where.rsplit(":", 1)[1]] for where in CATALOGUE.values()} | by_name
     exit_owner = {}
     for c in by_name.values():
         if "exit_code" in c.__dict__:
@@ -47,8 +48,9 @@ def render() -> str:
         lines.append(f"| {code} | `{exit_owner[code]}` |")
     lines += ["| 130 | interrupted (Ctrl-C) |", "", "## Every error", ""]
     lines += ["| code | error | is a | exit | HTTP | errno | message |", "|---|---|---|---|---|---|---|"]
-    for code, name in sorted(CATALOGUE.items()):
-        c = by_name[name]
+    for code, where in sorted(CATALOGUE.items()):
+        c = by_name[where]
+        name = c.__name__
         base = c.__mro__[1].__name__ if c.__mro__[1] is not Exception else "-"
         msg = " ".join((c.__doc__ or "").strip().split("\n\n")[0].split()).replace("|", "\\|")
         en = errno.errorcode.get(c.errno, str(c.errno))

@@ -74,7 +74,7 @@ class CephUnavailable(CoppiceError):
     """Cannot use Ceph pool {pool} with {conf}: {why}. Check that the cluster
     is up (`ceph -s -c {conf}`) and the pool exists (`ceph osd pool ls`)."""
 
-    exit_code = 7
+    exit_code = 16
     http_status = 503
 
 

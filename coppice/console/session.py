@@ -32,7 +32,7 @@ import threading
 import time
 from http.cookies import SimpleCookie
 
-from ..errors import CoppiceError
+from ..errors import CoppiceError, Unauthorized
 
 COOKIE = "coppice_session"
 CSRF_HEADER = "x-csrf-token"
@@ -42,19 +42,17 @@ MAX_SESSIONS = 256
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-class CsrfRefused(CoppiceError):
+class CsrfRefused(Unauthorized):
     """Refused: {why}. The console sends its CSRF token with every change; reload the
     page (or sign in again) and retry. Scripts should use `Authorization: Bearer TOKEN`."""
 
-    exit_code = 9
     http_status = 403
 
 
-class SignInRefused(CoppiceError):
+class SignInRefused(Unauthorized):
     """Wrong token: the console's sign-in takes the daemon's API token, the content of
     {path} on the daemon's host."""
 
-    exit_code = 9
     http_status = 401
 
 
