@@ -58,6 +58,7 @@ def ceph_pool(ceph_conf):
     """The Ceph pool ``rbd``, emptied (namespaces, images, claim) after the test."""
     from tests.rbd import ceph_cluster
 
+    ceph_cluster.wipe(ceph_conf, "rbd")  # whatever an earlier, failed test left
     yield "rbd"
     ceph_cluster.wipe(ceph_conf, "rbd")
 
