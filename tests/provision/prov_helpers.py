@@ -47,8 +47,13 @@ def snapshot_state(filer, hv):
 
 
 @pytest.fixture
-def filer(pool_dir):
-    f = Filer.create(pool_dir)
+def filer(pool_dir, backend, request):
+    """A Filer on a new pool; also on rbd for tests marked backends("native", "rbd")."""
+    if backend == "rbd":
+        conf = request.getfixturevalue("ceph_conf")
+        f = Filer.create(pool_dir, backend="rbd", ceph_conf=conf, ceph_pool="rbd")
+    else:
+        f = Filer.create(pool_dir)
     yield f
     f.close()
 

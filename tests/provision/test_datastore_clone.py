@@ -10,6 +10,8 @@ from coppice.provision.provisioning_errors import DatastoreIsCopy, VMExists
 
 from .prov_helpers import TEST_URI, filer, hv, snapshot_state, uniq  # noqa: F401
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 def _three_vm_datastore(filer, hv, vol):
     ds.create(filer, vol, name="prod")

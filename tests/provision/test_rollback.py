@@ -9,6 +9,8 @@ from coppice.provision.provisioning_errors import InjectedFailure
 
 from .prov_helpers import TEST_URI, filer, hv, image, snapshot_state, tpl, uniq  # noqa: F401
 
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 def _fault_at(vm_name, stage):
     def fault(name, st):
