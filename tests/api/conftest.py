@@ -80,13 +80,18 @@ class Served:
 
 
 @pytest.fixture
-def pool_path():
+def pool_path(backend, request):
+    """A new pool's directory; on rbd too for tests marked backends("native", "rbd")."""
     base = "/var/tmp" if os.path.isdir("/var/tmp") else None
     d = tempfile.mkdtemp(prefix="coppice-api-", dir=base)
     p = os.path.join(d, "pool")
     from coppice.filer import Filer
 
-    Filer.create(p).close()
+    if backend == "rbd":
+        conf = request.getfixturevalue("ceph_conf")
+        Filer.create(p, backend="rbd", ceph_conf=conf, ceph_pool="rbd").close()
+    else:
+        Filer.create(p).close()
     yield p
     shutil.rmtree(d, ignore_errors=True)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from coppice.api.jobs import JobRunner
 from coppice.engine import Pool
 
@@ -87,6 +89,7 @@ def test_job_left_running_by_a_killed_daemon_is_failed_with_reason(pool):
     assert rec["state"] == "failed" and "pid 999999" in rec["error"] and "start it again" in rec["error"]
 
 
+@pytest.mark.backends("native", "rbd")
 def test_clone_split_runs_as_a_job_over_http(served):
     # POST /clones/{vol}/split answers 202 with a job; /jobs/{id} reports it done
     h = served.http

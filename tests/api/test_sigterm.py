@@ -7,6 +7,8 @@ import signal
 import struct
 import threading
 
+import pytest
+
 from coppice.nbd import protocol as P
 from tests.api.conftest import Served
 from tests.nbd.rawclient import RawClient
@@ -19,6 +21,7 @@ def _payload(i: int, seq: int) -> bytes:
     return struct.pack(">QQ", i, seq) * (BLOCK // 16)
 
 
+@pytest.mark.backends("native", "rbd")
 def test_sigterm_during_write_stream_loses_no_flushed_data(pool_path):
     s = Served(pool_path)
     s.unix.post("/volumes", json={"name": "v", "size": "1g"}).raise_for_status()
