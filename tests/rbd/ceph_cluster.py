@@ -49,6 +49,7 @@ def start() -> str:
     if res.returncode != 0:
         raise CephStartError(f"Ceph did not start (rc {res.returncode}):\n{res.stderr[-4000:]}")
     conf = res.stdout.strip().splitlines()[-1]
+    _watchdog(d)
     subprocess.run(
         ["ceph", "-c", conf, "osd", "set-require-min-compat-client", "mimic"],
         capture_output=True,
@@ -56,6 +57,19 @@ def start() -> str:
         check=True,
     )
     return conf
+
+
+def _watchdog(d: str) -> None:
+    """Stop the cluster when this process dies without its finalizer (a
+    pytest killed by a timeout), so no daemons outlive the test run."""
+    script = f'while kill -0 {os.getpid()} 2>/dev/null && [ -d "{d}" ]; do sleep 2; done; [ -d "{d}" ] && "{STOP}" "{d}"'
+    subprocess.Popen(
+        ["bash", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(conf: str) -> None:
