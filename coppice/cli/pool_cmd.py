@@ -65,6 +65,7 @@ def info(json_: bool = JSON_OPT):
     typer.echo(
         f"pool {i['path']}: {i['volumes']} volume(s), {format_size(i['used_bytes'])} used, "
         f"{format_size(i['free_bytes'])} free, block size {format_size(i['block_size'])}"
+        + (f"; data in Ceph pool {i['ceph_pool']} ({i['ceph_conf']})" if i.get("backend") == "rbd" else "")
     )
 
 
