@@ -152,6 +152,44 @@ class RbdWriteFailed(CoppiceError):
     errno = _errno.EIO
 
 
+class _WriteQueue:
+    """The queued aio writes of one handle, and the first error among them.
+    Referenced by librbd's completion callbacks instead of the handle."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.inflight: dict[int, tuple] = {}  # id(completion) -> (completion, data kept alive)
+        self.error: str | None = None
+
+    def submit(self, image, data: bytes, offset: int) -> None:
+        with self.cond:
+            while len(self.inflight) >= MAX_INFLIGHT:
+                self.cond.wait()
+            comp = image.aio_write(data, offset, self.done)
+            # done() needs this (re-entrant) lock, so it runs after this unless
+            # librbd completed the write inline, in this thread
+            if not comp.is_complete():
+                self.inflight[id(comp)] = (comp, data)
+
+    def done(self, comp) -> None:
+        rv = comp.get_return_value()
+        with self.cond:
+            self.inflight.pop(id(comp), None)
+            if rv < 0 and self.error is None:
+                self.error = os.strerror(-rv)
+            self.cond.notify_all()
+
+    def drain(self) -> None:
+        with self.cond:
+            while self.inflight:
+                self.cond.wait()
+
+    def take_error(self) -> str | None:
+        with self.cond:
+            err, self.error = self.error, None
+            return err
+
+
 class RbdLun:
     """An open LUN image: the BlockDevice calls ``coppice.nbd`` makes.
 
@@ -179,9 +217,10 @@ class RbdLun:
         self._gate = backend._gate(vid)
         self._size = image.size()
         self._closed = False
-        self._cond = threading.Condition()
-        self._inflight: dict[int, object] = {}  # id(completion) -> data kept alive
-        self._error: str | None = None
+        # librbd runs completion callbacks on its own threads; they must hold
+        # no reference to this handle, or dropping the last one there would
+        # close the image inside librbd's thread and deadlock it
+        self._q = _WriteQueue()
 
     @property
     def size(self) -> int:
@@ -201,23 +240,12 @@ class RbdLun:
 
     def drain(self) -> None:
         """Wait until every queued write has completed."""
-        with self._cond:
-            while self._inflight:
-                self._cond.wait()
+        self._q.drain()
 
     def _raise_error(self) -> None:
-        with self._cond:
-            err, self._error = self._error, None
+        err = self._q.take_error()
         if err:
             raise RbdWriteFailed(name=self.name, why=err)
-
-    def _done(self, comp) -> None:
-        rv = comp.get_return_value()
-        with self._cond:
-            self._inflight.pop(id(comp), None)
-            if rv < 0 and self._error is None:
-                self._error = os.strerror(-rv)
-            self._cond.notify_all()
 
     def pread(self, offset, length):
         self._range("read", offset, length)
@@ -231,14 +259,7 @@ class RbdLun:
         self._range("write", offset, len(data))
         data = bytes(data)
         with self._gate.io():
-            with self._cond:
-                while len(self._inflight) >= MAX_INFLIGHT:
-                    self._cond.wait()
-                comp = self.image.aio_write(data, offset, self._done)
-                # _done needs this (re-entrant) lock, so it runs after this
-                # unless librbd completed the write inline, in this thread
-                if not comp.is_complete():
-                    self._inflight[id(comp)] = (comp, data)
+            self._q.submit(self.image, data, offset)
             if fua:
                 self.flush()
 
@@ -289,6 +310,13 @@ class RbdLun:
 
     def snapshot_held_blocks(self, offset, length):
         return 0
+
+    def __del__(self):
+        # a handle dropped without close(): finish here, in the dropping thread
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def close(self):
         if not self._closed:

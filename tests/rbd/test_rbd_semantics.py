@@ -227,3 +227,17 @@ def test_cli_pool_create_rbd_as_the_issue_shows(ceph_conf, ceph_pool, tmp_path):
     assert r.returncode != 0 and "no block deduplication" in r.stderr + r.stdout
     r = run_cli(p, "fsck")
     assert r.returncode == 0 and "clean" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_device_dropped_with_writes_in_flight_does_not_deadlock(rbd_filer):
+    """librbd completes writes on its own threads: a LUN device dropped
+    without close() while its writes are queued must finish in the dropping
+    thread (this deadlocked librbd's io_context once)."""
+    f = rbd_filer
+    f.vol_create("v", "1g")
+    f.lun_create("/vol/v/l", "8m")
+    for i in range(200):
+        f.open_lun("/vol/v/l").pwrite(i * 4096, bytes([i % 251 + 1]) * 4096)
+    d = f.open_lun("/vol/v/l")
+    assert all(bytes(d.pread(i * 4096, 1)) == bytes([i % 251 + 1]) for i in range(200))
+    d.close()
