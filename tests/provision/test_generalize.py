@@ -29,6 +29,7 @@ def used_disk(tmp_path):
     return make_partitioned_ext4_disk(str(tmp_path / "golden.raw"), str(root))
 
 
+@pytest.mark.slow  # one libguestfs appliance boot
 def test_used_linux_disk_generalized_on_base_only(filer, used_disk, tmp_path):
     r = template.import_image(filer, "deb", used_disk, keep=["bash-history"])
     g = r["generalized"]
