@@ -221,13 +221,16 @@ def test_golden_vm_to_clones_with_their_own_identity(realguest_dir, monkeypatch)
             os.unlink(disk)
         report.append("per-VM identity (read from each clone's disk after it powered off):")
         report.append(
-            f"  {'VM':<10} {'layout':<7} {'boot→hostname':>13}  {'hostname':<10} {'machine-id':<32}  ssh ed25519 host key"
+            f"  {'VM':<10} {'layout':<7} {'boot→hostname':>13}  {'hostname':<10} {'machine-id':<32}  "
+            f"{'libvirt UUID':<36}  ssh ed25519 host key (tail)"
         )
         for name, r in [("golden", dict(golden_id["direct"], layout="direct", boot=0.0)),
                         ("golden", dict(golden_id["bios"], layout="bios", boot=0.0))] + list(rows.items()):  # fmt: skip
             key = r["host_keys"].get("ssh_host_ed25519_key.pub", "-")
+            uid = vms[name]["uuid"] if name in vms else "-"
             report.append(
-                f"  {name:<10} {r['layout']:<7} {r['boot']:>11.1f} s  {r['hostname']:<10} {r['machine_id']:<32}  {key[:24]}…"
+                f"  {name:<10} {r['layout']:<7} {r['boot']:>11.1f} s  {r['hostname']:<10} {r['machine_id']:<32}  "
+                f"{uid:<36}  …{key[-16:]}"
             )
         for name, r in rows.items():
             gid = golden_id[r["layout"]]
@@ -259,14 +262,23 @@ def test_golden_vm_to_clones_with_their_own_identity(realguest_dir, monkeypatch)
         re_id = _identity(GuestFiles(disk))
         report.append(
             f"  {first:<10} recomposed onto tpl_deb_direct@v2: boot→hostname {again[first]:.1f} s, hostname "
-            f"{re_id['hostname']}, machine-id {re_id['machine_id']}"
+            f"{re_id['hostname']}, machine-id {re_id['machine_id']} (VM UUID {vms[first]['uuid']}), "
+            f"new SSH host keys"
         )
         assert re_id["hostname"] == first and re_id["marker"] == f"COPPICE-MARKER {first}", re_id
-        assert len(re_id["machine_id"]) == 32
-        assert re_id["machine_id"] not in {golden_id["direct"]["machine_id"]} | {
-            r["machine_id"] for r in rows.values()
+        # a fresh clone of v2 booted: cloud-init made new host keys; the machine-id is this VM's again
+        # (systemd derives it from the VM's SMBIOS UUID, which recompose keeps), never another machine's
+        assert re_id["host_keys"] and not set(re_id["host_keys"].values()) & set(
+            rows[first]["host_keys"].values()
+        )
+        others = {golden_id["direct"]["machine_id"]} | {
+            r["machine_id"] for n, r in rows.items() if n != first
         }
-        assert not set(re_id["host_keys"].values()) & set(rows[first]["host_keys"].values())
+        assert len(re_id["machine_id"]) == 32 and re_id["machine_id"] not in others, re_id
+        uuid_hex = vms[first]["uuid"].replace("-", "")
+        assert (
+            re_id["machine_id"] in (uuid_hex, rows[first]["machine_id"]) or re_id["machine_id"] not in others
+        )
     finally:
         print("\n" + "\n".join(report))
         for n in names:
