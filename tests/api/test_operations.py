@@ -59,11 +59,17 @@ def test_remote_facades_have_the_local_signatures():
             assert sent <= local_params, (layer, method, sent - local_params)
 
 
-def test_the_client_side_loads_no_server_framework():
+def test_the_client_side_loads_no_server_framework(served):
+    # a command through the daemon (parsing, the request, the table printed) loads none of them
     code = (
-        "import sys, coppice.cli.main, coppice.client, coppice.remote, coppice.operations;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'pydantic', 'starlette'));"
+        "import sys, coppice.client, coppice.remote, coppice.operations;"
+        "from coppice.cli.main import main;"
+        f"sys.argv = ['coppice', '--pool', {served.pool!r}, 'vol', 'show'];"
+        "exec('try: main()\\nexcept SystemExit as e: assert not e.code, e.code');"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'pydantic', 'starlette', 'httpx'));"
         "assert not bad, bad"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "COPPICE_URL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == "No volumes.\n"
