@@ -27,6 +27,7 @@ reported as ``NoSpace`` (ENOSPC), never as a raw SQLite error.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from ..errors import Corruption, NoSpace
 from .space import MetadataNoSpace, is_full
@@ -148,4 +149,12 @@ def _committed(pool) -> None:
     pool.epoch += 1
     pool._cp_blocked = False
     pool.log.reset()
+    if pool.headroom.near_full():
+        # SQLite's WAL grows to ~4 MiB between its own checkpoints; near
+        # full, hand that space back now (what the next commit needs is in
+        # the headroom estimate). A checkpoint that cannot run is harmless.
+        try:
+            pool.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
     pool.headroom.arm()

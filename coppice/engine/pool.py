@@ -76,10 +76,11 @@ LOG_LIMIT_BYTES = 64 << 20
 # holds already (at least 1 MiB, at most this): writing into space the file
 # system holds runs several times faster than growing the file as it goes.
 PREALLOC_MAX_BYTES = 64 << 20
+PREALLOC_KEEP_FREE = 16 << 20
 # What a consistency point may take of the file system (see _cp_need).
-CP_FIXED_BYTES = 256 << 10
+CP_FIXED_BYTES = 128 << 10
 CP_PAGE_BYTES = 3 * 2 * 4096
-CP_ROW_BYTES = 2 * 64
+CP_ROW_BYTES = 64
 MAX_NAME_BYTES = 255
 
 
@@ -1158,6 +1159,15 @@ class Pool:
         if m and self.capacity is not None and self.alloc.used + m > self.capacity:
             raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
         grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
+        if grow and self.cache.block_delta and self.headroom.near_full() and not self._txn_depth:
+            # Near full, recycle what overwrites freed (they come back only
+            # at a consistency point) before growing the data file into the
+            # last free space.
+            try:
+                self._checkpoint()
+            except NoSpace:
+                self._cp_blocked = True
+            grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
         self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
         runs = self.alloc.allocate(m) if m else []
         top = (runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)) if runs else 0
@@ -1199,7 +1209,10 @@ class Pool:
         chunk = min(max(self._data_end, (1 << 20) // bs), PREALLOC_MAX_BYTES // bs)
         end = top + chunk
         extra = (end - self._data_end) * bs
-        if not self.headroom.admit(extra, self._cp_need(0)):
+        # Space preallocated is space a consistency point cannot use: only
+        # while plenty stays free, or a nearly full file system would refuse
+        # writes while the data file still had room.
+        if not self.headroom.admit(extra, self._cp_need(0) + PREALLOC_KEEP_FREE):
             return
         preallocate = getattr(self.data, "preallocate", None)
         if preallocate is None:

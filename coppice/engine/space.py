@@ -69,6 +69,7 @@ class SpaceGuard:
         self.armed = False
         self._free = 0
         self._budget = 0
+        self._room = 0  # free beyond what was needed at the last check, less what was spent since
         self.arm()
 
     def free_bytes(self) -> int:
@@ -83,8 +84,14 @@ class SpaceGuard:
         b = self._budget - cost
         if b > 0:
             self._budget = b
+            self._room -= cost
             return True
         return False
+
+    def near_full(self) -> bool:
+        """Within ``2 * NEAR`` of the limit, as far as the last check and
+        what was admitted since tell?"""
+        return self._room < 2 * NEAR
 
     def admit(self, consume: int, keep: int) -> bool:
         need = consume + keep
@@ -93,6 +100,7 @@ class SpaceGuard:
         free = self.free_bytes()
         if not self.armed:
             need += self.reserve_bytes
+        self._room = free - need
         if free < need:
             self._budget = 0
             return False
