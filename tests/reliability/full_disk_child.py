@@ -44,12 +44,17 @@ def main():
     rnd = random.Random(seed)
     filler = os.path.join(os.path.dirname(path), "filler")
     pool = Pool.open(path, cache_bytes=64 * 8192)
-    if not os.path.exists(filler):
-        fill(filler, rnd.choice([1, 2, 3]) << 20)
     h = pool.open_object("v", "lun")
     j = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     refused = 0
+    since_room = 10**9
     while True:
+        if since_room > 150 and not os.path.exists(filler):
+            # Fill the disk again, leaving a little: the next writes,
+            # snapshots and consistency points run into ENOSPC.
+            fill(filler, rnd.choice([16 << 10, 128 << 10, 512 << 10]))
+            since_room = 0
+        since_room += 1
         seq += 1
         lbn = rnd.randrange(NBLOCKS - 4)
         cnt = rnd.randint(1, 4)
@@ -61,6 +66,7 @@ def main():
             refused += 1
             if refused % 4 == 0 and os.path.exists(filler):
                 os.unlink(filler)
+                since_room = 0
             elif refused % 4 == 0:
                 snaps = pool.list_snapshots("v")
                 if snaps:
@@ -76,10 +82,10 @@ def main():
             if r < 0.3:
                 pool.flush()
                 os.write(j, f"F {seq}\n".encode())
-            elif r < 0.33 and len(pool.list_snapshots("v")) < 3:
+            elif r < 0.36 and len(pool.list_snapshots("v")) < 3:
                 pool.create_snapshot("v", f"s{seq}")
                 os.write(j, f"S s{seq}\n".encode())
-            elif r < 0.36:
+            elif r < 0.39:
                 pool.checkpoint()
         except NoSpace:
             pass

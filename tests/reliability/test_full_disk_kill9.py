@@ -2,7 +2,7 @@
 
 A child (full_disk_child.py) fills a 8 MiB tmpfs through a pool: writes,
 flushes, snapshots, checkpoints, refusals with ENOSPC, room made by
-deleting a filler file or a snapshot. It is killed with SIGKILL at random
+deleting a filler file or a snapshot, the disk filled again. It is killed with SIGKILL at random
 moments, 14 times on the same pool. After every kill the pool opens (on a
 full file system too), each block holds its last flushed version or a
 later one (never garbage, never an older one), every snapshot whose
@@ -123,4 +123,4 @@ def test_kill9_at_any_moment_of_the_full_disk_sequence(small_fs, tmp_path):
             for lbn, sq in state.items():
                 f.write(f"W {lbn} 1 {sq}\n")
             f.write(f"F {seq_base}\n")
-    assert refusals > 0, "the file system never filled up: the test did not test a full disk"
+    assert refusals >= TRIALS // 2, f"only {refusals} writes were refused: the test hardly tested a full disk"
