@@ -78,3 +78,31 @@ def test_real_failure_define_rolls_back(filer, hv, tpl):
     after = snapshot_state(filer, hv)
     assert after["volumes"] == before["volumes"] and after["maps"] == before["maps"]
     hv.remove(stem + "1")
+
+
+def test_refresh_failing_midway_leaves_the_vm_as_it_was(filer, hv, tpl, monkeypatch):
+    # refresh builds the new clone under a temporary name: a failure writing its folder
+    # undoes that clone, and the VM keeps its volume, data, maps, definition and index entry
+    from coppice.provision import datastore, registry, vm
+
+    name = uniq("rf")
+    Provisioner(filer).provision(tpl, 1, name)
+    dev = filer.open_lun(f"/vol/{name}/vm0.disk0")
+    dev.pwrite(2 << 20, b"keep me")
+    dev.flush()
+    dev.close()
+    before = snapshot_state(filer, hv)
+    entry, xml = registry.get(filer, registry.VM, name), hv.xml(name)
+
+    def broken(*a, **k):
+        raise OSError("disk full while writing the VM folder")
+
+    monkeypatch.setattr(datastore, "write_vm", broken)
+    with pytest.raises(OSError):
+        vm.refresh(filer, name)
+    assert snapshot_state(filer, hv) == before
+    assert registry.get(filer, registry.VM, name) == entry and hv.xml(name) == xml
+    dev = filer.open_lun(f"/vol/{name}/vm0.disk0")
+    assert bytes(dev.pread(2 << 20, 7)) == b"keep me"
+    dev.close()
+    assert filer.fsck()["clean"]
