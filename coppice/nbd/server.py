@@ -607,6 +607,11 @@ class _Connection:
                 if end != start:
                     log.info("%s: closed mid-request", self._who())
                 raise _Disconnect()
+            if self.closing:
+                # Cut while we waited: what arrives now came after the
+                # revocation and is not served.
+                self._flush_replies(replies)
+                raise _Disconnect()
             end += k
 
     def _recv_more(self, mv, replies: Replies) -> int:
@@ -636,10 +641,18 @@ class _Connection:
         pv[:got] = have
         while got < length:
             k = self._recv_more(pv[got:length], replies)
-            if k == 0:
+            if k == 0 or self.closing:
+                self._flush_replies(replies)
                 raise _Disconnect()
             got += k
         return pv[:length]
+
+    def _flush_replies(self, replies: Replies) -> None:
+        if replies:
+            try:
+                self._sendv(replies.take())
+            except OSError:
+                pass
 
 
 class NBDServer:
@@ -705,8 +718,10 @@ class NBDServer:
         self._listening = False
         on_revoke = getattr(resolver, "on_revoke", None)
         if on_revoke is not None:
+            # The filer calls back inside its commit, holding its lock, which
+            # a connection's next write may be waiting for: cut, never wait.
             if getattr(resolver, "authorize", None) is not None:
-                on_revoke(self.revoke, recheck=self.recheck)
+                on_revoke(lambda name: self.revoke(name, wait=False), recheck=self.recheck)
             else:
                 on_revoke(self.revoke)
 
@@ -880,33 +895,37 @@ class NBDServer:
             log.exception("%s: re-checking access failed", c._who())
             return f"re-checking access failed: {e}"
 
-    def _cut_and_wait(self, victims: list[_Connection]) -> None:
+    def _cut_and_wait(self, victims: list[_Connection], wait: bool) -> None:
         for c in victims:
             c.cut()
+        if not wait:
+            return
         for c in victims:
             if c.thread is not None and c.thread is not threading.current_thread():
                 c.thread.join(timeout=10)
 
-    def revoke(self, export_name: str) -> int:
+    def revoke(self, export_name: str, wait: bool = True) -> int:
         """Cut every connection to ``export_name`` cleanly (their read
         requests are answered, the device flushed and closed), then re-check
         every other connection (the export may have been what authorized a
-        snapshot export); returns how many were cut. New opens are the
-        resolver's to refuse."""
+        snapshot export); returns how many were cut. With ``wait`` (not from
+        inside a filer commit) it returns once they are closed. New opens
+        are the resolver's to refuse."""
         with self._lock:
             self._revocations[export_name] = self._revocations.get(export_name, 0) + 1
             victims = [c for c in self._conns if c.export_name == export_name]
             for c in victims:
                 c.cut()
-        self._cut_and_wait(victims)
+        self._cut_and_wait(victims, wait)
         if victims:
             log.info("nbd: revoked %d connection(s) to %r", len(victims), export_name)
-        return len(victims) + self.recheck(export_name)
+        return len(victims) + self.recheck(export_name, wait)
 
-    def recheck(self, export_name: str | None = None) -> int:
+    def recheck(self, export_name: str | None = None, wait: bool = False) -> int:
         """Who may open what changed (``export_name`` says where, for the
         log): ask the resolver again for every open connection and cut
-        exactly those it now refuses. Returns how many were cut."""
+        exactly those it now refuses (they finish what they have read, then
+        close; ``wait`` returns only then). Returns how many were cut."""
         with self._lock:
             self._access_changes += 1
             conns = [c for c in self._conns if c.device is not None and not c.closing]
@@ -919,7 +938,7 @@ class NBDServer:
             if why:
                 log.warning("%s: access withdrawn (%s); closing the connection", c._who(), why)
                 victims.append(c)
-        self._cut_and_wait(victims)
+        self._cut_and_wait(victims, wait)
         return len(victims)
 
     def shutdown(self, timeout: float = 30.0) -> None:

@@ -250,3 +250,28 @@ def test_recheck_races_with_opens_never_leave_a_removed_host_connected(nbd_pool)
     stop.set()
     t.join(10)
     assert opened and all(cut(c) for c in opened)
+
+
+def test_unmap_under_a_writing_client_does_not_wait_for_it(nbd_pool):
+    # A write in flight waits for the filer's lock, which the unmap's commit
+    # holds while it tells the target: the target must cut, not wait for
+    # that connection to finish (it used to stall the unmap 10 s).
+    import time
+
+    f = nbd_pool
+    f.vol_create("v", "64m")
+    f.lun_create("/vol/v/lun0", "4m")
+    f.igroup_create("g", [HOST_A], protocol="nbd")
+    f.lun_map("/vol/v/lun0", "g")
+    port = f.serve().address[1]
+    c = open_export(port, "/vol/v/lun0", HOST_A)
+    with f._lock:  # as a commit holds it
+        c.request(P.CMD_WRITE, 0, 4096, data=b"w" * 4096)
+        threading.Event().wait(0.3)  # the write reaches the device and waits for the lock
+        t0 = time.monotonic()
+        f.lun_unmap("/vol/v/lun0", "g")
+        took = time.monotonic() - t0
+    assert took < 5, f"unmap waited {took:.1f}s for the connection it cut"
+    err, _h, _ = c.simple_reply()
+    assert err == 0  # the write it had read is answered
+    assert cut(c)
