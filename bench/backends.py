@@ -44,6 +44,9 @@ def start_ceph() -> tuple[str, bool]:
         return os.environ["COPPICE_CEPH_CONF"], False
     from tests.rbd import ceph_cluster
 
+    # 2 x 1 GiB LUNs, a split clone and the direct image: more than the test
+    # suite's 4 GiB OSD holds (a full bluestore OSD stops and I/O hangs)
+    os.environ.setdefault("CEPH_OSD_SIZE_GB", "16")
     return ceph_cluster.start(), True
 
 

@@ -154,34 +154,40 @@ class RbdWriteFailed(CoppiceError):
 
 class _WriteQueue:
     """The queued aio writes of one handle, and the first error among them.
-    Referenced by librbd's completion callbacks instead of the handle."""
+    Referenced by librbd's completion callbacks instead of the handle. No
+    lock is held across ``aio_write``: librbd may block in it until one of
+    its threads has run a completion, which takes this lock."""
 
     def __init__(self):
         self.cond = threading.Condition()
-        self.inflight: dict[int, tuple] = {}  # id(completion) -> (completion, data kept alive)
+        self.count = 0
         self.error: str | None = None
 
     def submit(self, image, data: bytes, offset: int) -> None:
         with self.cond:
-            while len(self.inflight) >= MAX_INFLIGHT:
+            while self.count >= MAX_INFLIGHT:
                 self.cond.wait()
-            comp = image.aio_write(data, offset, self.done)
-            # done() needs this (re-entrant) lock, so it runs after this unless
-            # librbd completed the write inline, in this thread
-            if not comp.is_complete():
-                self.inflight[id(comp)] = (comp, data)
+            self.count += 1
+        try:
+            # the callback keeps the buffer alive until librbd is done with it
+            image.aio_write(data, offset, lambda comp, _keep=data: self.done(comp))
+        except BaseException:
+            with self.cond:
+                self.count -= 1
+                self.cond.notify_all()
+            raise
 
     def done(self, comp) -> None:
         rv = comp.get_return_value()
         with self.cond:
-            self.inflight.pop(id(comp), None)
+            self.count -= 1
             if rv < 0 and self.error is None:
                 self.error = os.strerror(-rv)
             self.cond.notify_all()
 
     def drain(self) -> None:
         with self.cond:
-            while self.inflight:
+            while self.count:
                 self.cond.wait()
 
     def take_error(self) -> str | None:
