@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 
 from .errors import NotAClone, SplitNotRunning, VolumeExists
-from .lun_map import collisions, remap_lowest
+from .lun_map import collisions, note_lun, note_volume, remap_lowest
 from .names import check_volume, lun_path
 from .volume import opts, put_opts, require
 
@@ -49,6 +49,7 @@ def create(f, new, parent, snap, remap=False, schedule=None) -> dict:
             return m
 
         f.backend.clone_volume(new, parent, snap, meta, object_meta)
+        note_volume(f, new)
         luns, messages = [], []
         for o in f.pool.list_objects(new):
             if o.kind != "lun":
@@ -63,6 +64,7 @@ def create(f, new, parent, snap, remap=False, schedule=None) -> dict:
                     m["online"] = False
                     m["offline_reason"] = "; ".join(coll)
                     f.pool.set_object_meta(new, o.name, m)
+                    note_lun(f, new, o.name)
                     messages.append(f"LUN {path} is offline: {m['offline_reason']}")
             luns.append(
                 {

@@ -103,6 +103,7 @@ class Filer:
         self._op_depth = 0
         self._budgets: dict[int, _space.Budget] = {}
         self._splits: dict[str, dict] = {}
+        self._map_index = None  # lun_map.MapIndex, built on first use
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -173,6 +174,7 @@ class Filer:
                 if self._op_depth == 0:
                     self._pending_revokes.clear()
                     self._budgets.clear()
+                    self._map_index = None  # the pool rolled back: rebuilt on next use
                     self.backend.rollback()
                 raise
             self._op_depth -= 1

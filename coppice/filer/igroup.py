@@ -23,7 +23,8 @@ from .errors import (
     InitiatorExists,
     InitiatorNotFound,
 )
-from .names import check_igroup, lun_path
+from .lun_map import note_lun
+from .names import check_igroup, lun_path, parse_lun_path
 
 SCOPE = "igroup"
 PROTOCOLS = ("iscsi", "fcp", "nbd", "mixed")
@@ -106,7 +107,7 @@ def create(f, name, initiators, ostype="linux", protocol="iscsi") -> dict:
 def _mapped(f, name) -> list[str]:
     from .lun_map import all_maps
 
-    return [m["path"] for m in all_maps(f) if m["igroup"] == name]
+    return [m["path"] for m in all_maps(f, name)]
 
 
 def destroy(f, name, force=False) -> None:
@@ -160,12 +161,13 @@ def rename(f, old, new) -> None:
     with f.transaction():
         if f.pool.kv_get(SCOPE, new) is not None:
             raise IgroupExists(name=new)
-        for v in f.pool.list_volumes():
-            for o in f.pool.list_objects(v.name):
-                maps = o.meta.get("maps") or []
-                if o.kind == "lun" and any(m["igroup"] == old for m in maps):
-                    new_maps = [dict(m, igroup=new) if m["igroup"] == old else m for m in maps]
-                    f.pool.set_object_meta(v.name, o.name, dict(o.meta, maps=new_maps))
+        for path in dict.fromkeys(_mapped(f, old)):
+            vol, _, lun = parse_lun_path(path)
+            o = f.pool.object_info(vol, lun)
+            maps = o.meta.get("maps") or []
+            new_maps = [dict(m, igroup=new) if m["igroup"] == old else m for m in maps]
+            f.pool.set_object_meta(vol, lun, dict(o.meta, maps=new_maps))
+            note_lun(f, vol, lun)
         rec["name"] = new
         f.pool.kv_delete(SCOPE, old)
         f.pool.kv_put(SCOPE, new, rec)
@@ -188,14 +190,9 @@ def show(f, name=None) -> list[dict]:
         recs = [require(f, name)]
     else:
         recs = [r for _, r in f.pool.kv_items(SCOPE)]
-    maps = all_maps(f)
     out = []
     for r in recs:
-        out.append(
-            dict(
-                r, luns=[{"path": m["path"], "lun_id": m["lun_id"]} for m in maps if m["igroup"] == r["name"]]
-            )
-        )
+        out.append(dict(r, luns=[{"path": m["path"], "lun_id": m["lun_id"]} for m in all_maps(f, r["name"])]))
     return out
 
 

@@ -27,6 +27,7 @@ import string
 
 from ..engine import ObjectExists as _EngineObjectExists
 from .errors import BadOption, LunBusy, LunExists, LunIdCollision, LunNotFound, LunTooSmall, VolumeFull
+from .lun_map import note_lun
 from .names import check_lun, lun_path, parse_lun_path
 from .sizes import format_size, parse_size
 from .volume import opts, require
@@ -119,6 +120,7 @@ def create(f, path, size, ostype="linux", comment="") -> dict:
                 "comment": comment or "",
             },
         )
+        note_lun(f, vol, name)
     return info(f, path)
 
 
@@ -185,6 +187,7 @@ def destroy(f, path, force=False) -> None:
             )
         f.revoke_later(path)
         f.backend.delete_lun(vol, name)
+        note_lun(f, vol, name)
 
 
 def resize(f, path, size, force=False) -> dict:
@@ -231,6 +234,7 @@ def set_online(f, path, online: bool) -> None:
             meta.pop("offline_reason", None)
             f.revoke_later(path, access_only=True)
         f.pool.set_object_meta(vol, name, meta)
+        note_lun(f, vol, name)
 
 
 def rename(f, path, new_path) -> None:
@@ -248,6 +252,8 @@ def rename(f, path, new_path) -> None:
             f.backend.rename_lun(vol, name, nname)
         except _EngineObjectExists:
             raise LunExists(path=new_path) from None
+        note_lun(f, vol, name)
+        note_lun(f, vol, nname)
 
 
 def set_comment(f, path, text) -> None:
@@ -282,4 +288,5 @@ def clone_create(f, new_path, parent_path, snap) -> dict:
             "parent": lun_path(vol, pname, snap),
         }
         f.backend.clone_lun(vol, name, pname, snap, meta)
+        note_lun(f, vol, name)
     return info(f, new_path)

@@ -92,6 +92,8 @@ def restore(f, vol, name) -> dict:
         # copies: the engine updates restored object records in place
         before = {o.name: (o.kind, dict(o.meta)) for o in f.pool.list_objects(vol)}
         f.backend.restore_snapshot(vol, name)
+        lun_map.forget_volume(f, vol, [n for n, (kind, _) in before.items() if kind == "lun"])
+        lun_map.note_volume(f, vol)
         after = {o.name: o for o in f.pool.list_objects(vol)}
         offline = []
         for n, o in after.items():
@@ -108,11 +110,13 @@ def restore(f, vol, name) -> dict:
                     else:
                         meta.pop(k, None)
                 f.pool.set_object_meta(vol, n, meta)
+                lun_map.note_lun(f, vol, n)
             else:
                 coll = lun_map.collisions(f, path, online_only=False)
                 if coll:
                     meta = dict(o.meta, online=False, offline_reason="; ".join(coll))
                     f.pool.set_object_meta(vol, n, meta)
+                    lun_map.note_lun(f, vol, n)
                     offline.append({"path": path, "reason": meta["offline_reason"]})
         for n, (kind, _) in before.items():
             if n not in after and kind == "lun":

@@ -12,6 +12,7 @@ Functions take the ``Filer`` as first argument; callers use the Filer.
 from __future__ import annotations
 
 from ..engine import VolumeNotFound as _EngineVolumeNotFound
+from . import lun_map
 from .errors import (
     BadOption,
     SnapshotHasClones,
@@ -163,7 +164,9 @@ def destroy(f, name, force=False, children=False) -> list[str]:
                 raise VolumeBusy(name=v, why=f"LUN {', '.join(mapped)} is mapped; unmap it first or pass -f")
         for v in order:
             _revoke_all(f, v)
+            luns = [o.name for o in f.pool.list_objects(v) if o.kind == "lun"]
             f.backend.delete_volume(v)
+            lun_map.forget_volume(f, v, luns)
     return order
 
 
@@ -184,10 +187,13 @@ def rename(f, old, new) -> None:
         if old != new and f.pool.has_volume(new):
             raise VolumeExists(name=new)
         _revoke_all(f, old)
+        luns = [o.name for o in f.pool.list_objects(old) if o.kind == "lun"]
         try:
             f.backend.rename_volume(old, new)
         except _EngineVolumeNotFound:
             raise VolumeNotFound(name=old) from None
+        lun_map.forget_volume(f, old, luns)
+        lun_map.note_volume(f, new)
 
 
 def resize(f, name, size) -> dict:
