@@ -1,9 +1,9 @@
-"""Child for test_kill9: runs a slow scan of the pool, reporting progress
-lines ``<phase> <done> <total>`` to a file, until the parent kills it."""
+"""Child for test_kill9: runs a scan of the pool in small batches and, after
+each batch, prints ``<phase> <done> <total>`` and waits for the parent's go
+(one line on stdin) before going on, so the parent kills it at a known
+point, with no timing involved."""
 
-import os
 import sys
-import time
 
 from coppice import dedup
 from coppice.dedup import scanner
@@ -11,21 +11,21 @@ from coppice.engine import Pool
 
 
 def main():
-    path, report, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    path = sys.argv[1]
     scanner.COLLECT_BATCH_LEAVES = 1
     scanner.MATCH_BATCH_ROWS = 64
     scanner.MATCH_BATCH_GROUPS = 16
     scanner.MIRROR_SECONDS = 0.0
     scanner.MATCH_RUN_BLOCKS = 32  # short runs, so the kill lands mid-match
     pool = Pool.open(path)
-    fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
 
     def progress(phase, done, total):
-        os.write(fd, f"{phase} {done} {total}\n".encode())
-        time.sleep(delay)
+        print(phase, done, total, flush=True)
+        if not sys.stdin.readline():
+            raise SystemExit("parent gone")
 
     dedup.scan(pool, progress=progress)
-    os.write(fd, b"finished 0 0\n")
+    print("finished 0 0", flush=True)
     pool.close()
 
 

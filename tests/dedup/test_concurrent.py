@@ -2,7 +2,6 @@
 block rewritten while the scan runs is never lost or reverted."""
 
 import threading
-import time
 
 from coppice import dedup
 
@@ -49,6 +48,7 @@ def test_writer_thread_not_stalled_by_scan(pool):
     pool.create_object("busy", "lun", 1 << 20)
     h = pool.open_object("busy", "lun")
     stop = threading.Event()
+    wrote = threading.Condition()
     done = []
     last = {}
     seen = {}  # phase -> writer's completed-write counts at each progress report
@@ -59,14 +59,19 @@ def test_writer_thread_not_stalled_by_scan(pool):
             blk = i % 256
             payload = i.to_bytes(8, "little") * (BS // 8)
             h.pwrite(blk * BS, payload)
-            done.append(i)
-            last[blk] = payload
+            with wrote:
+                done.append(i)
+                last[blk] = payload
+                wrote.notify_all()
             i += 1
-            time.sleep(0)  # let the scan thread in, as a network client would
 
     def progress(phase, n, total):
-        seen.setdefault(phase, []).append(len(done))
-        time.sleep(0.002)  # a scan batch boundary: the writer gets the lock
+        # At a batch boundary the scan holds no engine lock: a write must
+        # complete before the scan goes on (a stalled writer fails the test).
+        with wrote:
+            seen.setdefault(phase, []).append(len(done))
+            k = len(done)
+            assert wrote.wait_for(lambda: len(done) > k, timeout=60), "the writer is stalled"
 
     from coppice.dedup import scanner
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,29 +19,33 @@ HERE = os.path.dirname(__file__)
 COPY = 4 << 20
 
 
-def run_until(pool_dir, report, phase, min_done):
+def run_until(pool_dir, phase, min_done) -> list[str]:
+    """Run the child scan in lockstep and SIGKILL it right after the batch
+    that takes ``phase`` to ``min_done`` blocks; the child's progress lines."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.dedup.scan_child", pool_dir, report, "0.01"],
+        [sys.executable, "-m", "tests.dedup.scan_child", pool_dir],
         env=env,
         cwd=os.path.dirname(os.path.dirname(HERE)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.time() + 30
+    lines = []
     try:
-        while time.time() < deadline:
-            if child.poll() is not None:
-                raise AssertionError(f"child exited early with {child.returncode}")
-            if os.path.exists(report):
-                lines = open(report).read().split("\n")[:-1]
-                hits = [ln for ln in lines if ln.split()[0] == phase and int(ln.split()[1]) >= min_done]
-                if hits:
-                    break
-            time.sleep(0.005)
+        for line in child.stdout:
+            lines.append(line.strip())
+            what, done, _ = line.split()
+            if what == phase and int(done) >= min_done:
+                break  # the child waits for our go: it is killed here
+            child.stdin.write("go\n")
+            child.stdin.flush()
         else:
-            raise AssertionError(f"child never reached {phase} {min_done}")
+            raise AssertionError(f"child never reached {phase} {min_done}; exit {child.wait()}")
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+    return lines
 
 
 @pytest.mark.parametrize("phase,min_done", [("collect", 1500), ("match", 1000)])
@@ -55,10 +58,9 @@ def test_kill9_mid_scan_loses_nothing_and_resumes(pool_dir, phase, min_done):
     before = digest_all(p)
     p.close()
 
-    report = pool_dir + ".progress"
-    run_until(pool_dir, report, phase, min_done)
+    lines = run_until(pool_dir, phase, min_done)
 
-    assert "finished" not in open(report).read()
+    assert not any(ln.startswith("finished") for ln in lines)
     p = Pool.open(pool_dir)
     try:
         assert digest_all(p) == before
