@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coppice.errors import CoppiceError
-from coppice.filer import Filer
-from coppice.filer import lun_map
+from coppice.filer import Filer, lun_map
 
 VOLS = ("v0", "v1", "v2")
 LUNS = ("a", "b", "c")
