@@ -242,14 +242,13 @@ class Provisioner:
         hv = self.hypervisor(connect_uri)
         in_libvirt = set(hv.list_domains())
         known = dict(registry.items(f, registry.VM))
-        vols = {v["name"] for v in f.vol_show()} if count > 64 else None
         for nm in names:
             if nm in in_libvirt:
                 raise VMExists(name=nm, where=f"a domain of that name is defined in libvirt at {connect_uri}")
             if nm in known:
                 raise VMExists(name=nm, where=f"Coppice made it on volume {known[nm]['volume']}")
             vol = volume_for_vm(nm)
-            if (vol in vols) if vols is not None else f.vol_exists(vol):
+            if f.vol_exists(vol):  # O(1); vol_show would compute every volume's space
                 raise VMExists(name=nm, where=f"volume {vol} exists")
         hosts = [
             cs.hostname_for(spec.hostname, nm, i, trec["name"])
