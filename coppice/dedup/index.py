@@ -8,9 +8,6 @@ Contract:
       fpidx(fp, pbn)            the canonical physical block of every content
                                 seen by a scan, keyed by fingerprint (several
                                 rows per fp only for true collisions)
-      rows(oid, lbn, fp, pbn)   the current scan job's collected mappings;
-                                sorted by (fp, pbn) through an index that
-                                SQLite builds with an external merge sort
       leafsig(oid, leaf, sig)   xxh3 of each leaf's (lbn, pbn) list at the
                                 last scan: an incremental scan skips leaves
                                 whose mapping has not changed
@@ -19,6 +16,10 @@ Contract:
                                 albn .. of object aoid mapped when collected
                                 (their own rows are stale)
       meta(key, value)          pool uuid, the job record (JSON)
+
+  beside the job's collected rows, ``job-<id>.rows`` (appended while
+  collecting) and ``job-<id>.b<i>`` (sorted buckets), binary arrays of
+  ``kernels.ROW``; see ``scanner``.
 
   Entries are hints, never trusted: every candidate is read back and
   compared byte for byte before anything is shared, and the engine checks
@@ -56,8 +57,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fpidx (fp INTEGER NOT NULL, pbn INTEGER NOT NULL,
                                   PRIMARY KEY (fp, pbn)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rows (oid INTEGER NOT NULL, lbn INTEGER NOT NULL, fp INTEGER NOT NULL,
-                                 pbn INTEGER NOT NULL, PRIMARY KEY (oid, lbn)) WITHOUT ROWID;
+DROP TABLE IF EXISTS rows;
 CREATE TABLE IF NOT EXISTS covered (oid INTEGER NOT NULL, lbn INTEGER NOT NULL, n INTEGER NOT NULL,
                                     aoid INTEGER NOT NULL, albn INTEGER NOT NULL,
                                     PRIMARY KEY (oid, lbn)) WITHOUT ROWID;
@@ -91,9 +91,8 @@ class DedupStore:
         if uuid != pool.uuid:
             # A new pool at an old path: nothing here describes it.
             self.db.execute("BEGIN")
-            for t in ("fpidx", "rows", "covered", "leafsig", "meta"):
+            for t in ("fpidx", "covered", "leafsig", "meta"):
                 self.db.execute(f"DELETE FROM {t}")
-            self.db.execute("DROP INDEX IF EXISTS rows_fp")
             self.db.execute("INSERT INTO meta VALUES ('pool_uuid', ?)", (json.dumps(pool.uuid),))
             self.db.execute("COMMIT")
 

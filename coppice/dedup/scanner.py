@@ -50,26 +50,32 @@ pauses it at the next batch, resumable.
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 import uuid as _uuid
 from array import array
 from bisect import bisect_right
 from collections import Counter
 
+import numpy as np
 import xxhash
 
 from ..errors import Busy, NotFound
 from . import config
-from .index import DedupStore, group_by_content, s64, u64
+from . import kernels as K
+from .index import DedupStore, group_by_content, u64
 
 LEAF = 512  # blocks per engine leaf (engine.format.LEAF_FANOUT)
-COLLECT_BATCH_LEAVES = 16  # leaves per commit while collecting
-MATCH_BATCH_ROWS = 4096  # rows fetched per query while matching
+COLLECT_BATCH_LEAVES = 64  # leaves per commit while collecting
+SORT_ROWS = 1 << 21  # rows sorted in memory at once (64 MiB): more are split into buckets by fingerprint
+MATCH_BATCH_ROWS = 8192  # rows classified at once while matching (one commit each)
+JOB_FORMAT = 2  # rows in files of kernels.ROW, sorted in buckets
 MATCH_BATCH_GROUPS = 256  # fingerprint groups per commit while matching
 MATCH_BATCH_SHARES = 16384  # ... or blocks shared, whichever comes first
 MATCH_RUN_BLOCKS = 8192  # longest run one seed extends to (share_run calls of <= RUN_CALL blocks)
 RUN_CALL = 512  # blocks per engine share_run call (its maximum)
-CHECKPOINT_SHARES = 8192  # shares between consistency points: bounds the engine's pending refcounts
+CHECKPOINT_SHARES = 32768  # shares between consistency points: bounds the engine's pending refcounts
 MIRROR_SECONDS = 30.0  # how often progress is mirrored to the pool kv (each is a consistency point)
 
 _running: dict[str, Scanner] = {}
@@ -105,6 +111,7 @@ class Covered:
     def __init__(self):
         self.maps: dict[int, tuple[array, array, array, array]] = {}
         self.runs = 0
+        self.version = 0  # changes with every add
 
     def __bool__(self) -> bool:
         return self.runs > 0
@@ -128,6 +135,7 @@ class Covered:
         if m is None:
             m = self.maps[oid] = (array("q"), array("q"), array("q"), array("q"))
         starts, ends, aoids, albns = m
+        self.version += 1
         i = bisect_right(starts, lbn)
         if i and ends[i - 1] == lbn and aoids[i - 1] == aoid and albns[i - 1] + lbn - starts[i - 1] == albn:
             ends[i - 1] = lbn + n
@@ -141,6 +149,44 @@ class Covered:
     @property
     def nbytes(self) -> int:
         return 32 * self.runs
+
+    def free_prefix(self, oid: int, lbn: int, n: int) -> int:
+        """How many of blocks lbn, lbn+1, ... (at most n) no run covers."""
+        m = self.maps.get(oid)
+        if m is None:
+            return n
+        starts, ends = m[0], m[1]
+        i = bisect_right(starts, lbn) - 1
+        if i >= 0 and lbn < ends[i]:
+            return 0
+        if i + 1 < len(starts):
+            return min(n, starts[i + 1] - lbn)
+        return n
+
+    def resolve(self, oids: np.ndarray, lbns: np.ndarray):
+        """For rows (oid, lbn): (covered mask, target oids, target lbns), one
+        level deep, in arrays."""
+        hit = np.zeros(len(oids), dtype=bool)
+        toid = oids.copy()
+        tlbn = lbns.copy()
+        if not self.runs:
+            return hit, toid, tlbn
+        u = np.sort(oids)
+        for oid in u[np.concatenate(([True], u[1:] != u[:-1]))]:
+            m = self.maps.get(int(oid))
+            if m is None:
+                continue
+            starts, ends, aoids, albns = (np.frombuffer(a, dtype=np.int64) for a in m)
+            sel = np.flatnonzero(oids == oid)
+            lb = lbns[sel]
+            i = np.searchsorted(starts, lb, "right") - 1
+            j = np.maximum(i, 0)
+            inside = (i >= 0) & (lb < ends[j])
+            sel, j, lb = sel[inside], j[inside], lb[inside]
+            hit[sel] = True
+            toid[sel] = aoids[j]
+            tlbn[sel] = albns[j] + lb - starts[j]
+        return hit, toid, tlbn
 
 
 def running(pool) -> Scanner | None:
@@ -187,6 +233,10 @@ class Scanner:
                     raise config.SisNotEnabled(volume=v)
         with self._session():
             job = self.store.meta_get("job")
+            if job is not None and job.get("format") != JOB_FORMAT and job.get("state") != "done":
+                # a job of an older scanner: its collected rows are in a form
+                # this one does not read; scanning again only repeats work
+                job = self._new_job(job.get("volumes"), job.get("full", False))
             if job is None or job.get("state") == "done":
                 job = self._new_job(volumes, full)
             return self._run(job)
@@ -197,6 +247,8 @@ class Scanner:
             job = self.store.meta_get("job")
             if job is None:
                 return None
+            if job.get("format") != JOB_FORMAT:
+                job = self._new_job(job.get("volumes"), job.get("full", False))
             return self._run(job)
 
     # ---- job lifecycle --------------------------------------------------------
@@ -243,10 +295,10 @@ class Scanner:
         # Leaf signatures of deleted objects describe nothing any more.
         stale = [(oid,) for (oid,) in db.execute("SELECT DISTINCT oid FROM leafsig") if oid not in live]
         db.executemany("DELETE FROM leafsig WHERE oid=?", stale)
-        db.execute("DELETE FROM rows")
         db.execute("DELETE FROM covered")
-        db.execute("DROP INDEX IF EXISTS rows_fp")
+        self._remove_job_files()
         job = {
+            "format": JOB_FORMAT,
             "id": _uuid.uuid4().hex[:12],
             "volumes": list(volumes),
             "volume_ids": [pool.volume(v).id for v in volumes],
@@ -260,8 +312,11 @@ class Scanner:
             "total_blocks": total,
             "done_blocks": 0,
             "rows": 0,
+            "rows_bytes": 0,
             "rows_done": 0,
-            "cursor": None,
+            "buckets": 0,
+            "bucket": 0,
+            "row": 0,
             "started": time.time(),
             "updated": time.time(),
             "counters": {
@@ -291,12 +346,12 @@ class Scanner:
             self._mirror(force=True)
         if job["phase"] == "sort":
             self._report("sort", 0, 1)
-            db = self.store.db
-            db.execute("CREATE INDEX IF NOT EXISTS rows_fp ON rows(fp, pbn)")
-            job["rows"] = db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+            self._sort(job)
             job["phase"] = "match"
+            job["bucket"] = job["row"] = 0
             self._save(job)
             self._mirror(force=True)
+            _unlink(self._rows_path(job))
             self._report("sort", 1, 1)
         if job["phase"] == "match":
             if not self._match(job):
@@ -322,11 +377,10 @@ class Scanner:
             **job["counters"],
         }
         db.execute("BEGIN")
-        db.execute("DELETE FROM rows")
         db.execute("DELETE FROM covered")
-        db.execute("DROP INDEX IF EXISTS rows_fp")
         self.store.meta_delete("job")
         db.execute("COMMIT")
+        self._remove_job_files()
         by_id = {v.id: v.name for v in pool.list_volumes()}
         for vid in job["volume_ids"]:
             if vid in by_id:
@@ -356,88 +410,153 @@ class Scanner:
             return csum
         return (self.fingerprint(self.pool.read_pbn(pbn, csum)) & ((1 << 64) - 1)) or 1
 
+    # ---- the job's row files ------------------------------------------------------
+    def _dir(self) -> str:
+        return os.path.dirname(self.store.path)
+
+    def _rows_path(self, job) -> str:
+        return os.path.join(self._dir(), f"job-{job['id']}.rows")
+
+    def _bucket_path(self, job, i: int) -> str:
+        return os.path.join(self._dir(), f"job-{job['id']}.b{i}")
+
+    def _remove_job_files(self) -> None:
+        for p in glob.glob(os.path.join(self._dir(), "job-*")):
+            _unlink(p)
+
+    # ---- phase 1: collect -----------------------------------------------------
+    def _fp_of(self, pbn: int, csum: int) -> int:
+        if self.fingerprint is None:
+            return csum
+        return (self.fingerprint(self.pool.read_pbn(pbn, csum)) & ((1 << 64) - 1)) or 1
+
     def _collect(self, job) -> bool:
+        """Walk the maps a leaf at a time; rows go to the job's rows file
+        (appended, synced, then its length committed with the cursor, so a
+        resumed job truncates it to what its cursor covers)."""
         pool, db = self.pool, self.store.db
         names = object_names(pool)
         work = job["work"]
         c = job["counters"]
         full = job["full"]
-        while job["item"] < len(work):
-            oid = work[job["item"]]
-            nm = names.get(oid)
-            if nm is None:
-                job["item"] += 1
-                job["lbn"] = 0
-                continue
-            vol, snap, name = nm
-            rows: list[tuple] = []
-            sigs: list[tuple] = []
-            leaves = 0
-            cur_leaf = None
-            ents: list[tuple[int, int, int]] = []
+        fd = os.open(self._rows_path(job), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, job["rows_bytes"])
+            os.lseek(fd, job["rows_bytes"], os.SEEK_SET)
+            while job["item"] < len(work):
+                oid = work[job["item"]]
+                nm = names.get(oid)
+                if nm is None:
+                    job["item"] += 1
+                    job["lbn"] = 0
+                    continue
+                vol, snap, name = nm
+                old = {} if full else dict(db.execute("SELECT leaf, sig FROM leafsig WHERE oid=?", (oid,)))
+                parts: list[np.ndarray] = []
+                sigs: list[tuple] = []
+                leaves = 0
 
-            # Both closures run inside this iteration only: late binding is intended.
-            def close_leaf():
-                nonlocal leaves
-                if cur_leaf is None:
-                    return
-                sig = s64(xxhash.xxh3_64_intdigest(array("Q", [x for e in ents for x in e[:2]]).tobytes()))
-                old = (
-                    None
-                    if full
-                    else db.execute(
-                        "SELECT sig FROM leafsig WHERE oid=? AND leaf=?", (oid, cur_leaf)
-                    ).fetchone()
-                )
-                if old is not None and old[0] == sig:
-                    c["skipped"] += len(ents)
-                else:
-                    for lbn, pbn, csum in ents:
-                        rows.append((oid, lbn, s64(self._fp_of(pbn, csum)), pbn))
-                    c["scanned"] += len(ents)
-                    sigs.append((oid, cur_leaf, sig))
-                leaves += 1
+                def commit(next_lbn):
+                    nrows = sum(len(x) for x in parts)
+                    if nrows:
+                        _write_all(fd, np.concatenate(parts).tobytes())
+                        os.fdatasync(fd)
+                    db.execute("BEGIN")
+                    db.executemany("INSERT OR REPLACE INTO leafsig (oid, leaf, sig) VALUES (?,?,?)", sigs)
+                    job["rows"] += nrows
+                    job["rows_bytes"] += nrows * K.ROW.itemsize
+                    job["done_blocks"] += max(0, next_lbn - job["lbn"])
+                    job["lbn"] = next_lbn
+                    self._save(job)
+                    db.execute("COMMIT")
+                    parts.clear()
+                    sigs.clear()
+                    self._report("collect", job["done_blocks"], job["total_blocks"])
+                    self._mirror()
 
-            def commit(next_lbn):
-                db.execute("BEGIN")
-                db.executemany("INSERT OR REPLACE INTO rows (oid, lbn, fp, pbn) VALUES (?,?,?,?)", rows)
-                db.executemany("INSERT OR REPLACE INTO leafsig (oid, leaf, sig) VALUES (?,?,?)", sigs)
-                job["done_blocks"] += max(0, next_lbn - job["lbn"])
-                job["lbn"] = next_lbn
-                self._save(job)
-                db.execute("COMMIT")
-                rows.clear()
-                sigs.clear()
-                self._report("collect", job["done_blocks"], job["total_blocks"])
-                self._mirror()
-
-            try:
-                for lbn, pbn, csum in pool.iter_blocks(vol, name, snap, job["lbn"]):
-                    leaf = lbn // LEAF
-                    if leaf != cur_leaf:
-                        close_leaf()
+                try:
+                    for base, leaf, nb in pool.iter_leaf_maps(vol, name, snap, job["lbn"]):
                         if leaves >= COLLECT_BATCH_LEAVES:
-                            commit(leaf * LEAF)
+                            commit(base)
                             leaves = 0
                             if self._stop:
                                 return False
-                        cur_leaf, ents = leaf, []
-                    ents.append((lbn, pbn, csum))
-                close_leaf()
-            except NotFound:
-                pass  # deleted or renamed meanwhile: the next scan sees it
-            size = next((o.size for o in _objects(pool, vol, snap) if o.id == oid), 0)
-            end = max(job["lbn"], -(-size // pool.block_size))
-            commit(end)
-            job["item"] += 1
-            job["lbn"] = 0
-            self._save(job)
-            if self._stop:
-                return False
+                        lbns, pbns, csums, sig = K.leaf_rows(base, leaf, nb)
+                        if not len(lbns):
+                            continue
+                        if old.get(base // LEAF) == sig:
+                            c["skipped"] += len(lbns)
+                        else:
+                            if self.fingerprint is None:
+                                fps = csums
+                            else:
+                                fps = [self._fp_of(int(p), int(x)) for p, x in zip(pbns, csums, strict=True)]
+                            parts.append(K.make_rows(fps, pbns, oid, lbns))
+                            c["scanned"] += len(lbns)
+                            sigs.append((oid, base // LEAF, sig))
+                        leaves += 1
+                except NotFound:
+                    pass  # deleted or renamed meanwhile: the next scan sees it
+                size = _size_of(pool, vol, snap, name, oid)
+                end = max(job["lbn"], -(-size // pool.block_size))
+                commit(end)
+                job["item"] += 1
+                job["lbn"] = 0
+                self._save(job)
+                if self._stop:
+                    return False
+        finally:
+            os.close(fd)
         return True
+
+    # ---- phase 2: sort --------------------------------------------------------
+    def _sort(self, job) -> None:
+        """The rows file into ``buckets`` files, each sorted by (fp, pbn, oid,
+        lbn); a bucket holds a range of fingerprints, so walking the buckets
+        in order walks all rows in fingerprint order with at most
+        SORT_ROWS (about) in memory. Idempotent: a resumed sort starts over."""
+        n = job["rows"]
+        nb = 1
+        while n > SORT_ROWS * nb:
+            nb *= 2
+        job["buckets"] = nb
+        src = self._rows_path(job)
+        if nb == 1:
+            rows = np.fromfile(src, dtype=K.ROW, count=n) if n else np.empty(0, dtype=K.ROW)
+            _save_array(self._bucket_path(job, 0), K.sort_rows(rows))
+            return
+        shift = 64 - (nb.bit_length() - 1)
+        fds = [
+            os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            for i in range(nb)
+        ]
+        try:
+            with open(src, "rb") as f:
+                done = 0
+                while done < n:
+                    chunk = np.fromfile(f, dtype=K.ROW, count=min(SORT_ROWS, n - done))
+                    done += len(chunk)
+                    # signed order: flip the sign bit, then the top bits are the bucket
+                    b = (chunk["fp"].view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(shift)
+                    order = np.argsort(b, kind="stable")
+                    chunk, b = chunk[order], b[order]
+                    cuts = np.searchsorted(b, np.arange(nb + 1, dtype=np.uint64))
+                    for i in range(nb):
+                        if cuts[i + 1] > cuts[i]:
+                            _write_all(fds[i], chunk[cuts[i] : cuts[i + 1]].tobytes())
+        finally:
+            for fd in fds:
+                os.close(fd)
+        for i in range(nb):
+            p = self._bucket_path(job, i)
+            _save_array(p, K.sort_rows(np.fromfile(p, dtype=K.ROW)))
 
     # ---- phase 3: match and share ---------------------------------------------
     def _match(self, job) -> bool:
+        """Walk the sorted buckets a window of rows at a time. Groups the
+        arrays show need nothing (one physical block, known to the index or
+        new) are settled in bulk; each other group goes through
+        ``_match_group`` (confirm, share, extend into runs)."""
         db = self.store.db
         names = object_names(self.pool)
         self._shared_at_cp = job["counters"]["shared"]
@@ -447,48 +566,22 @@ class Scanner:
             "SELECT oid, lbn, n, aoid, albn FROM covered ORDER BY oid, lbn"
         ):
             self.covered.add(oid, lbn, n, aoid, albn)
-        group_fp = None
-        members: list[tuple[int, int, int]] = []
-        key = None if job["cursor"] is None else (job["cursor"], (1 << 63) - 1, (1 << 63) - 1, (1 << 63) - 1)
-        groups_in_batch = 0
         learned: list[tuple[int, int]] = []
+        self._index_count = db.execute("SELECT COUNT(*) FROM fpidx").fetchone()[0]
+        self._groups_in_batch = 0
+        self._report("match", job["rows_done"], job["rows"])
         db.execute("BEGIN")
         try:
-            while True:
-                if key is None:
-                    chunk = db.execute(
-                        "SELECT fp, pbn, oid, lbn FROM rows ORDER BY fp, pbn, oid, lbn LIMIT ?",
-                        (MATCH_BATCH_ROWS,),
-                    ).fetchall()
-                else:
-                    chunk = db.execute(
-                        "SELECT fp, pbn, oid, lbn FROM rows WHERE (fp, pbn, oid, lbn) > (?,?,?,?) "
-                        "ORDER BY fp, pbn, oid, lbn LIMIT ?",
-                        (*key, MATCH_BATCH_ROWS),
-                    ).fetchall()
-                if not chunk:
-                    break
-                key = chunk[-1]
-                for fp, pbn, oid, lbn in chunk:
-                    if fp != group_fp:
-                        if members:
-                            self._match_group(group_fp, members, names, learned)
-                            job["cursor"] = group_fp
-                            job["rows_done"] += len(members)
-                            groups_in_batch += 1
-                            if (
-                                groups_in_batch >= MATCH_BATCH_GROUPS
-                                or job["counters"]["shared"] - self._shared_at_commit >= MATCH_BATCH_SHARES
-                            ):
-                                groups_in_batch = 0
-                                if not self._commit_match(job, learned):
-                                    return False
-                        group_fp, members = fp, []
-                    members.append((pbn, oid, lbn))
-            if members:
-                self._match_group(group_fp, members, names, learned)
-                job["cursor"] = group_fp
-                job["rows_done"] += len(members)
+            while job["bucket"] < job["buckets"]:
+                p = self._bucket_path(job, job["bucket"])
+                rows = np.fromfile(p, dtype=K.ROW) if os.path.exists(p) else np.empty(0, dtype=K.ROW)
+                while job["row"] < len(rows):
+                    if not self._match_window(job, rows, names, learned):
+                        return False
+                job["bucket"] += 1
+                job["row"] = 0
+                if not self._commit_match(job, learned):
+                    return False
             self._save(job)
             db.execute("COMMIT")
         except BaseException:
@@ -499,9 +592,111 @@ class Scanner:
         self._report("match", job["rows_done"], job["rows"])
         return True
 
+    def _known(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The index's (fp, pbn) entries for the distinct sorted fingerprints ``u``."""
+        db = self.store.db
+        out: list[tuple[int, int]] = []
+        span = (float(u[-1]) - float(u[0])) / 2.0**64
+        if self._index_count * span <= 8 * len(u):
+            # the window's fingerprints are close together (rows are sorted):
+            # one range scan of the index finds them all
+            out = db.execute(
+                "SELECT fp, pbn FROM fpidx WHERE fp BETWEEN ? AND ? ORDER BY fp, pbn", (int(u[0]), int(u[-1]))
+            ).fetchall()
+        else:
+            vals = u.tolist()
+            for i in range(0, len(vals), 256):
+                chunk = vals[i : i + 256]
+                q = "SELECT fp, pbn FROM fpidx WHERE fp IN ({}) ORDER BY fp, pbn".format(
+                    ",".join("?" * len(chunk))
+                )
+                out += db.execute(q, chunk).fetchall()
+        if not out:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        a = np.array(out, dtype=np.int64)
+        return a[:, 0], a[:, 1]
+
+    def _current_pbns(self, w: np.ndarray, starts: np.ndarray):
+        """The block each row of window ``w`` maps now, as ``_current`` does
+        row by row, and a per-group flag: False where a row cannot be
+        resolved in arrays (left to ``_match_group``)."""
+        cur = w["pbn"].copy()
+        ok = np.ones(len(starts) - 1, dtype=bool)
+        if not self.covered:
+            return cur, ok
+        hit, toid, tlbn = self.covered.resolve(w["oid"], w["lbn"])
+        if not hit.any():
+            return cur, ok
+        gid = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+        keys = (w["oid"] << 40) | w["lbn"]
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        rk = (toid[hit] << 40) | tlbn[hit]
+        j = np.minimum(np.searchsorted(sk, rk), len(sk) - 1)
+        src = order[j]
+        found = (sk[j] == rk) & (gid[src] == gid[hit]) & ~hit[src]  # in the group, and not moved itself
+        cur[np.flatnonzero(hit)[found]] = w["pbn"][src[found]]
+        bad = np.flatnonzero(hit)[~found]
+        ok[gid[bad]] = False
+        return cur, ok
+
+    def _match_window(self, job, rows, names, learned) -> bool:
+        """One window of whole groups from job['row']; False to stop."""
+        db = self.store.db
+        c = job["counters"]
+        pos = job["row"]
+        end = min(len(rows), pos + MATCH_BATCH_ROWS)
+        if end < len(rows):  # extend to the end of the last group
+            tail = np.flatnonzero(rows["fp"][end:] != rows["fp"][end - 1])
+            end = end + int(tail[0]) if len(tail) else len(rows)
+        w = rows[pos:end]
+        fps = w["fp"]
+        starts = K.groups(fps)
+        kfp, kpbn = self._known(fps[starts[:-1]])
+        version = self.covered.version
+        cur, resolvable = self._current_pbns(w, starts)
+        ok, unknown = K.settled(fps, cur, starts, kfp, kpbn)
+        ok &= resolvable
+        g, ng = 0, len(starts) - 1
+        while g < ng:
+            if ok[g]:
+                h = g
+                while h < ng and ok[h]:
+                    h += 1
+                new = np.flatnonzero(unknown[g:h]) + g
+                if len(new):
+                    first = starts[new]
+                    db.executemany(
+                        "INSERT OR IGNORE INTO fpidx (fp, pbn) VALUES (?, ?)",
+                        zip(fps[first].tolist(), cur[first].tolist(), strict=True),
+                    )
+                job["rows_done"] += int(starts[h] - starts[g])
+                g = h
+                continue
+            a, b = int(starts[g]), int(starts[g + 1])
+            members = list(
+                zip(w["pbn"][a:b].tolist(), w["oid"][a:b].tolist(), w["lbn"][a:b].tolist(), strict=True)
+            )
+            self._match_group(int(fps[a]), members, names, learned)
+            job["rows_done"] += b - a
+            job["row"] = pos + b
+            g += 1
+            self._groups_in_batch += 1
+            if (
+                self._groups_in_batch >= MATCH_BATCH_GROUPS
+                or c["shared"] - self._shared_at_commit >= MATCH_BATCH_SHARES
+            ):
+                if not self._commit_match(job, learned):
+                    return False
+            if self.covered.version != version:
+                return True  # runs moved rows: classify the rest again
+        job["row"] = end
+        return self._commit_match(job, learned)
+
     def _commit_match(self, job, learned) -> bool:
         """Commit the cursor with the batch's index changes; False to stop."""
         db = self.store.db
+        self._groups_in_batch = 0
         self._save(job)
         db.execute("COMMIT")
         self._shared_at_commit = job["counters"]["shared"]
@@ -641,56 +836,45 @@ class Scanner:
 
     def _extend(self, row, at, names) -> int:
         """Remap blocks lbnB, lbnB+1, ... of row's object onto the blocks
-        at lbnA, lbnA+1, ... of the target's object, for as long as the
-        collected rows of both line up with equal fingerprints; the engine
-        confirms every block byte for byte. Returns the blocks shared."""
+        at lbnA, lbnA+1, ... of the target's object, for as long as both map
+        blocks whose checksums agree (read from the block maps now, a leaf
+        window at a time); the engine confirms every block byte for byte.
+        Returns the blocks shared."""
         db, pool, cov = self.store.db, self.pool, self.covered
         c = self.job["counters"]
         _, oid_b, lbn_b = row
         _, oid_a, lbn_a = at
-        nm = names.get(oid_b)
-        if nm is None:
+        nm_b, nm_a = names.get(oid_b), names.get(oid_a)
+        if nm_b is None or nm_a is None:
             return 0
-        vol, snap, name = nm
+        vol, snap, name = nm_b
         limit = MATCH_RUN_BLOCKS
         if oid_a == oid_b:
             # Overlapping source and target ranges would only shift blocks around.
             limit = min(limit, abs(lbn_a - lbn_b))
-        q = "SELECT lbn, fp, pbn FROM rows WHERE oid=? AND lbn>=? AND lbn<? ORDER BY lbn"
         total = 0
         while total < limit:
             n = min(RUN_CALL, limit - total)
             lb, la = lbn_b + total, lbn_a + total
-            bs = db.execute(q, (oid_b, lb, lb + n)).fetchall()
-            as_ = db.execute(q, (oid_a, la, la + n)).fetchall() if bs else ()
-            expected, targets = [], []
-            for i, (b, a) in enumerate(zip(bs, as_, strict=False)):
-                # Stop at a hole, a different fingerprint, a block already
-                # shared, or a block a run remapped (its row is stale).
-                if (
-                    b[0] != lb + i
-                    or a[0] != la + i
-                    or b[1] != a[1]
-                    or b[2] == a[2]
-                    or (oid_b, b[0]) in cov
-                    or (oid_a, a[0]) in cov
-                ):
-                    break
-                expected.append(b[2])
-                targets.append(a[2])
-            if not expected:
+            pb, cb = _window(pool, nm_b, lb, n)
+            pa, ca = _window(pool, nm_a, la, n)
+            # Stop at a hole, a different checksum, a block already shared,
+            # or a block a run remapped.
+            k = K.first_mismatch(pb, pa, cb, ca)
+            k = cov.free_prefix(oid_a, la, cov.free_prefix(oid_b, lb, k))
+            if not k:
                 break
-            k = pool.share_run(vol, name, snap, lb, expected, targets)
-            if k:
-                cov.add(oid_b, lb, k, oid_a, la)
+            got = pool.share_run(vol, name, snap, lb, pb[:k].tolist(), pa[:k].tolist())
+            if got:
+                cov.add(oid_b, lb, got, oid_a, la)
                 db.execute(
                     "INSERT OR REPLACE INTO covered (oid, lbn, n, aoid, albn) VALUES (?,?,?,?,?)",
-                    (oid_b, lb, k, oid_a, la),
+                    (oid_b, lb, got, oid_a, la),
                 )
-                c["shared"] += k
-                total += k
+                c["shared"] += got
+                total += got
                 self._maybe_checkpoint()
-            if k < len(expected) or len(expected) < n:
+            if got < k or k < n:
                 break
         return total
 
@@ -718,11 +902,57 @@ class Scanner:
         return ok, len(done)
 
 
-def _objects(pool, vol, snap):
+def _window(pool, nm, lbn: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """PBNs and checksums of blocks [lbn, lbn+n) of object ``nm`` now (0 for
+    holes, past its end, or when it is gone); n <= LEAF."""
+    vol, snap, name = nm
+    pb = np.zeros(n, dtype=np.int64)
+    cs = np.zeros(n, dtype=np.int64)
     try:
-        return pool.list_objects(vol, snap)
+        for base, leaf, nb in pool.iter_leaf_maps(vol, name, snap, lbn - lbn % LEAF):
+            if base >= lbn + n:
+                break
+            s, e = max(lbn, base), min(lbn + n, base + LEAF, nb)
+            if e > s:
+                ents = np.frombuffer(leaf, dtype=np.int64)
+                pb[s - lbn : e - lbn] = ents[s - base : e - base]
+                cs[s - lbn : e - lbn] = ents[LEAF + s - base : LEAF + e - base]
     except NotFound:
-        return []
+        pass
+    return pb, cs
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    mv = memoryview(data)
+    while mv:
+        mv = mv[os.write(fd, mv) :]
+
+
+def _save_array(path: str, arr: np.ndarray) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, arr.tobytes())
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _size_of(pool, vol, snap, name, oid) -> int:
+    """Size of object ``oid`` (``vol``/``snap``/``name``): one lookup by name,
+    not a walk of the dataset's objects (that made a collect pass
+    O(objects^2)); 0 when it is gone or the name now holds another object."""
+    try:
+        o = pool.object_info(vol, name, snap)
+    except NotFound:
+        return 0
+    return o.size if o.id == oid else 0
 
 
 def scan(pool, volumes=None, full=False, fingerprint=None, progress=None) -> dict:

@@ -1375,6 +1375,26 @@ class Pool:
             yield from batch
             base = b + LEAF_FANOUT
 
+    def iter_leaf_maps(self, volume: str, name: str, snapshot: str | None = None, start_lbn: int = 0):
+        """Yield (first_lbn, leaf, nblocks) for every present leaf from
+        ``start_lbn`` on: ``leaf`` is a copy of the leaf page (LEAF_FANOUT
+        little-endian u64 PBNs, 0 = hole, then their checksums), taken under
+        the lock a leaf at a time; ``nblocks`` is the object's size in
+        blocks then (slots past it are not data). ``iter_blocks`` in bulk,
+        for callers that process a leaf with array code."""
+        base = start_lbn
+        while True:
+            with self._lock:
+                o = self._object(self._dataset(volume, snapshot), name)
+                nb = self._nblocks(o)
+                nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, nb), None)
+                if nxt is None:
+                    return
+                b, leaf, _ = nxt
+                buf = bytes(leaf.buf)
+            yield b, buf, nb
+            base = b + LEAF_FANOUT
+
     def read_pbn(self, pbn: int, checksum: int | None = None) -> bytes:
         """The bytes of physical block ``pbn`` (verified when ``checksum``)."""
         with self._lock:

@@ -137,14 +137,55 @@ def test_scan_requires_sis_on(pool):
 
 
 def test_stale_index_entry_is_dropped(pool):
-    # An indexed canonical block that was freed is not used as a target.
+    # An indexed canonical block that was freed and then reused for other
+    # bytes is found stale (read back, fingerprint differs), dropped from
+    # the index, and never used as a target.
+    from coppice.dedup.index import DedupStore
+
     data = rand_bytes(COPY, 10)
     make_copies(pool, 1, data)
     dedup.scan(pool)  # indexes v0's blocks
+    old = {lbn: (pbn, csum) for lbn, pbn, csum in pool.iter_blocks("v0", "lun")}
     pool.delete_volume("v0")  # frees them
     pool.checkpoint()
-    make_copies(pool, 2, data, prefix="w")  # may reuse the PBNs, or not
-    dedup.scan(pool)
-    assert used_blocks(pool) == COPY // BS
+    # Other bytes into the freed blocks (sis off: this volume is not scanned).
+    make_copies(pool, 1, rand_bytes(COPY, 11), sis=False, prefix="x")
+    reused = {pbn for _, pbn, _ in pool.iter_blocks("x0", "lun")}
+    assert reused & {p for p, _ in old.values()}, "the allocator did not reuse the freed blocks"
+    make_copies(pool, 2, data, prefix="w")
+    job = dedup.scan(pool)
+    assert job["counters"]["stale"] >= len(reused & {p for p, _ in old.values()})
+    store = DedupStore(pool)
+    try:
+        for pbn, csum in old.values():
+            if pbn in reused:
+                assert pbn not in store.lookup(csum)  # the stale entry is gone
+    finally:
+        store.close()
+    assert used_blocks(pool) == 2 * COPY // BS  # x0, and one copy of data for w0 and w1
     assert bytes(pool.open_object("w1", "lun").pread(0, COPY)) == data
+    assert bytes(pool.open_object("w0", "lun").pread(0, COPY)) == data
+    assert_clean(pool)
+
+
+def test_collect_does_not_list_a_volume_per_object(pool):
+    # A volume of many objects: the scan looks each one up by name, it does
+    # not list the volume's objects again for every object (O(objects^2)).
+    pool.create_volume("many")
+    dedup.config.set_enabled(pool, "many", True)
+    block = rand_bytes(BS, 12)
+    for i in range(100):
+        pool.create_object("many", f"o{i}", BS)
+        pool.open_object("many", f"o{i}").pwrite(0, block)
+    pool.checkpoint()
+    calls = []
+    real = pool.list_objects
+    pool.list_objects = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        job = dedup.scan(pool)
+    finally:
+        del pool.list_objects
+    assert job["counters"]["shared"] == 99
+    assert len(calls) < 10, f"{len(calls)} list_objects calls for one volume"
+    assert used_blocks(pool) == 1
     assert_clean(pool)
