@@ -8,10 +8,13 @@ pool holds N x S logical and S unique after deduplication.
 * **scan**: a full post-process scan (`sis start -s`) of the N copies in a
   child process; GB/s of logical data scanned, per CPU-second (the scan is
   single-threaded, so that is per core); physical used before and after.
-* **RAM per unique block**: the child's peak RSS over its RSS before the
-  scan, at two sizes; the slope between them is the memory that grows with
-  the number of unique blocks (the rest is a fixed cost: SQLite's capped
-  cache, Python). Inline mode's table is fixed-size: 16 bytes a slot.
+* **RAM per unique block**: measured the same way for Coppice and
+  duperemove: the peak RSS of the whole scanning process (wait4's
+  ru_maxrss of the child), over the unique blocks, at two sizes; the slope
+  between them is the memory that grows with the number of unique blocks
+  (the rest is a fixed cost: the interpreter, SQLite's capped cache, the
+  engine's capped page cache). Inline mode's table is fixed-size: 16 bytes
+  a slot.
 * **inline**: MB/s writing the copies with inline off (the plain write
   path), with inline on when every block is new (pure lookup cost) and
   when every block is a duplicate.
@@ -93,28 +96,13 @@ def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dic
 
 
 def child_scan(path: str) -> None:
-    """Runs in a child: scan, print JSON with timings and memory."""
+    """Runs in a child: scan, print JSON with timings and counters. Its
+    memory is measured by the parent (wait4), as duperemove's is."""
     from coppice import dedup
     from coppice.engine import Pool
 
-    # The engine's default page cache: with a much smaller one (4 MiB) the
-    # match phase thrashes it and runs ~6x slower while RSS barely drops.
     pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
     before = pool.pool_space()["used_bytes"]
-    # Warm the engine's block-map cache first (a serving pool has it warm):
-    # its pages are the engine's bounded memory (64 MiB cap), used by every
-    # reader, not the scan's. What grows after this is the scan's own.
-    for v in pool.list_volumes():
-        for o in pool.list_objects(v.name):
-            for _ in pool.iter_blocks(v.name, o.name):
-                pass
-    try:  # reset the peak-RSS mark (Linux: "5" to clear_refs) so VmHWM is the scan's peak
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    rss0 = rss_kib("VmRSS")
-    pages0 = len(pool.cache.clean) + len(pool.cache.dirty)
     phases = {}
     last = [time.perf_counter(), "start"]
 
@@ -129,11 +117,6 @@ def child_scan(path: str) -> None:
     job = dedup.Scanner(pool, progress=progress).start(full=True)
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    hwm = rss_kib("VmHWM")
-    # The engine's block-map page cache grows toward its fixed cap as the
-    # scan touches leaves: bounded memory of the engine, not of the scan.
-    # ~8 KiB of page plus ~250 B of Python objects per cached page.
-    cache_growth = (len(pool.cache.clean) + len(pool.cache.dirty) - pages0) * (8192 + 250)
     after = pool.pool_space()["used_bytes"]
     clean = pool.fsck().clean
     pool.close()
@@ -142,11 +125,8 @@ def child_scan(path: str) -> None:
             {
                 "wall": wall,
                 "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-                "rss0_kib": rss0,
-                "hwm_kib": hwm,
                 "before": before,
                 "after": after,
-                "engine_cache_growth_bytes": cache_growth,
                 "fsck_clean": clean,
                 "counters": job["counters"],
                 "phases": phases,
@@ -155,18 +135,39 @@ def child_scan(path: str) -> None:
     )
 
 
+def measured(argv: list[str], stdout=None, stderr=None) -> tuple[int, float, int]:
+    """Run argv; (exit code, CPU seconds, peak RSS KiB) of that process alone.
+
+    Measured by GNU time (``/usr/bin/time -f``), which forks the command
+    itself: wait4's ru_maxrss of a child forked from this (large) process
+    would report this process's memory at the fork, not the child's."""
+    if not os.path.exists("/usr/bin/time"):
+        raise SystemExit("bench/dedup.py measures memory with GNU time: apt-get install time")
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        code = subprocess.call(
+            ["/usr/bin/time", "-o", tf.name, "-f", "%e %U %S %M", *argv], stdout=stdout, stderr=stderr
+        )
+        _wall, user, sys_, kib = tf.read().split()[-4:]
+    return code, float(user) + float(sys_), int(kib)
+
+
 def run_scan(path: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child-scan", path], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """The scan in a child process, measured the same way as duperemove."""
+    with tempfile.TemporaryFile("w+") as out:
+        code, _, kib = measured([sys.executable, __file__, "--child-scan", path], stdout=out)
+        if code:
+            raise SystemExit(f"the scan child failed with exit code {code}")
+        out.seek(0)
+        r = json.loads(out.read().strip().splitlines()[-1])
+    r["maxrss_kib"] = kib
+    return r
 
 
 def duperemove(tmp: str, copies: int, data: bytes) -> dict:
     """The same copies as files on btrfs, deduplicated by duperemove."""
     if os.geteuid() != 0:
         return {"skip": "needs root"}
-    for tool in ("mkfs.btrfs", "duperemove", "losetup"):
+    for tool in ("mkfs.btrfs", "duperemove", "losetup", "/usr/bin/time"):
         if not shutil.which(tool):
             return {"skip": f"{tool} not installed"}
     img = os.path.join(tmp, "btrfs.img")
@@ -197,24 +198,23 @@ def duperemove(tmp: str, copies: int, data: bytes) -> dict:
         before = used()
         t = time.perf_counter()
         hashfile = os.path.join(tmp, "dupe.hash")
+        if os.path.exists(hashfile):  # from the other size's run: start from nothing
+            os.unlink(hashfile)
         errf = os.path.join(tmp, "dupe.err")
         with open(errf, "wb") as ef:
-            proc = subprocess.Popen(
+            code, cpu, kib = measured(
                 ["duperemove", "-dr", "-q", f"--hashfile={hashfile}", mnt],
                 stdout=subprocess.DEVNULL,
                 stderr=ef,
             )
-            # wait4: this child's own CPU time and peak RSS, not all children's.
-            _, status, ru = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
-        if proc.returncode:
+        if code:
             return {"skip": f"duperemove failed: {open(errf).read().strip()[-200:]}"}
         after = used()
         return {
             "wall": wall,
-            "cpu": ru.ru_utime + ru.ru_stime,
-            "maxrss_kib": ru.ru_maxrss,
+            "cpu": cpu,
+            "maxrss_kib": kib,
             "before": before,
             "after": after,
         }
@@ -251,6 +251,7 @@ def main(argv=None) -> int:
     try:
         n = a.copies
         runs = {}
+        dupe = {}
         for label, mb in (("small", a.small_mib), ("big", a.size_mib)):
             data = data_of(mb << 20)
             path = os.path.join(tmp, f"pool-{label}")
@@ -258,25 +259,16 @@ def main(argv=None) -> int:
             s = run_scan(path)
             runs[label] = {"mib": mb, "write": w, "scan": s, "unique_blocks": (mb << 20) // BS}
             shutil.rmtree(path)
+            dupe[label] = {"skip": "--no-duperemove"} if a.no_duperemove else duperemove(tmp, n, data)
         big, small = runs["big"], runs["small"]
         data = data_of(big["mib"] << 20)
         logical = n * len(data)
         s = big["scan"]
-        slope = (
-            (
-                (big["scan"]["hwm_kib"] - big["scan"]["rss0_kib"])
-                - (small["scan"]["hwm_kib"] - small["scan"]["rss0_kib"])
-            )
-            * 1024
-            / max(1, big["unique_blocks"] - small["unique_blocks"])
-        )
+        du = big["unique_blocks"] - small["unique_blocks"]
 
-        def own(r):  # the scan's RSS growth less the engine page cache's
-            return (r["scan"]["hwm_kib"] - r["scan"]["rss0_kib"]) * 1024 - r["scan"][
-                "engine_cache_growth_bytes"
-            ]
+        def slope(b_kib, s_kib):  # bytes of peak RSS per added unique block
+            return (b_kib - s_kib) * 1024 / max(1, du)
 
-        slope_own = (own(big) - own(small)) / max(1, big["unique_blocks"] - small["unique_blocks"])
         res["coppice"] = {
             "logical_bytes": logical,
             "unique_bytes": len(data),
@@ -287,13 +279,12 @@ def main(argv=None) -> int:
             "used_before": s["before"],
             "used_after": s["after"],
             "fsck_clean": s["fsck_clean"],
-            "peak_rss_delta_bytes": (s["hwm_kib"] - s["rss0_kib"]) * 1024,
-            "rss_per_unique_block_total": (s["hwm_kib"] - s["rss0_kib"]) * 1024 / big["unique_blocks"],
-            "rss_per_unique_block_marginal": slope,
+            "maxrss_bytes": s["maxrss_kib"] * 1024,
+            "maxrss_small_bytes": small["scan"]["maxrss_kib"] * 1024,
+            "rss_per_unique_block_total": s["maxrss_kib"] * 1024 / big["unique_blocks"],
+            "rss_per_unique_block_marginal": slope(s["maxrss_kib"], small["scan"]["maxrss_kib"]),
             "phases": s["phases"],
             "counters": s["counters"],
-            "engine_cache_growth_bytes": s["engine_cache_growth_bytes"],
-            "rss_per_unique_block_marginal_without_engine_cache": slope_own,
         }
         # Inline: plain vs inline, unique data and duplicate data.
         plain = big["write"]
@@ -309,7 +300,12 @@ def main(argv=None) -> int:
             "inline_hits": inl["hits"],
             "table_bytes_per_slot": 16,
         }
-        res["duperemove"] = {"skip": "--no-duperemove"} if a.no_duperemove else duperemove(tmp, n, data)
+        d = dupe["big"]
+        if "skip" not in d and "skip" not in dupe["small"]:
+            d["maxrss_small_kib"] = dupe["small"]["maxrss_kib"]
+            d["rss_per_unique_block_total"] = d["maxrss_kib"] * 1024 / big["unique_blocks"]
+            d["rss_per_unique_block_marginal"] = slope(d["maxrss_kib"], dupe["small"]["maxrss_kib"])
+        res["duperemove"] = d
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -342,22 +338,19 @@ def main(argv=None) -> int:
             dcol() if dcol else f"{mib(d['before'])} -> {mib(d['after'])}",
         ),
         (
-            "peak RSS of the scan",
-            f"+{mib(c['peak_rss_delta_bytes'])} over baseline",
-            dcol() if dcol else f"{mib(d['maxrss_kib'] * 1024)} (whole process)",
+            "peak RSS, whole process (big, small)",
+            f"{mib(c['maxrss_bytes'])}, {mib(c['maxrss_small_bytes'])}",
+            dcol() if dcol else f"{mib(d['maxrss_kib'] * 1024)}, {mib(d['maxrss_small_kib'] * 1024)}",
         ),
         (
-            "RAM / unique block (total)",
+            "RAM / unique block (peak RSS / unique)",
             f"{c['rss_per_unique_block_total']:.1f} B",
-            dcol() if dcol else f"{d['maxrss_kib'] * 1024 / (c['unique_bytes'] // BS):.1f} B",
+            dcol() if dcol else f"{d['rss_per_unique_block_total']:.1f} B",
         ),
-        ("RAM / unique block (marginal)", f"{c['rss_per_unique_block_marginal']:.1f} B", "-"),
-        ("  of which engine page cache", f"{mib(c['engine_cache_growth_bytes'])} (fixed cap 64 MiB)", "-"),
         (
-            "RAM / unique block, scan alone",
-            f"{c['rss_per_unique_block_marginal_without_engine_cache']:.1f} B "
-            "(marginal, engine cache excluded)",
-            "-",
+            "RAM / unique block (marginal, big - small)",
+            f"{c['rss_per_unique_block_marginal']:.1f} B",
+            dcol() if dcol else f"{d['rss_per_unique_block_marginal']:.1f} B",
         ),
         ("fsck after scan", "clean" if c["fsck_clean"] else "NOT CLEAN", "-"),
         ("plain write, new data", f"{i['plain_unique_mbps']:.0f} MB/s", "-"),
