@@ -68,7 +68,10 @@ from .index import DedupStore, group_by_content, u64
 
 LEAF = 512  # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 64  # leaves per commit while collecting
-SORT_ROWS = 1 << 21  # rows sorted in memory at once (64 MiB): more are split into buckets by fingerprint
+# Rows sorted in memory at once (2 MiB of rows; the sort holds about three
+# times that): more are first split into buckets by fingerprint, so the
+# scan's working memory does not grow with the pool.
+SORT_ROWS = 1 << 16
 MATCH_BATCH_ROWS = 8192  # rows classified at once while matching (one commit each)
 JOB_FORMAT = 2  # rows in files of kernels.ROW, sorted in buckets
 MATCH_BATCH_GROUPS = 256  # fingerprint groups per commit while matching
@@ -526,30 +529,30 @@ class Scanner:
             _save_array(self._bucket_path(job, 0), K.sort_rows(rows))
             return
         shift = 64 - (nb.bit_length() - 1)
-        fds = [
-            os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            for i in range(nb)
-        ]
-        try:
-            with open(src, "rb") as f:
-                done = 0
-                while done < n:
-                    chunk = np.fromfile(f, dtype=K.ROW, count=min(SORT_ROWS, n - done))
-                    done += len(chunk)
-                    # signed order: flip the sign bit, then the top bits are the bucket
-                    b = (chunk["fp"].view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(shift)
-                    order = np.argsort(b, kind="stable")
-                    chunk, b = chunk[order], b[order]
-                    cuts = np.searchsorted(b, np.arange(nb + 1, dtype=np.uint64))
-                    for i in range(nb):
-                        if cuts[i + 1] > cuts[i]:
-                            _write_all(fds[i], chunk[cuts[i] : cuts[i + 1]].tobytes())
-        finally:
-            for fd in fds:
-                os.close(fd)
+        for i in range(nb):
+            _unlink(self._bucket_path(job, i))
+        with open(src, "rb") as f:
+            done = 0
+            while done < n:
+                chunk = np.fromfile(f, dtype=K.ROW, count=min(SORT_ROWS, n - done))
+                done += len(chunk)
+                # signed order: flip the sign bit, then the top bits are the bucket
+                b = (chunk["fp"].view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(shift)
+                order = np.argsort(b, kind="stable")
+                chunk, b = chunk[order], b[order]
+                cuts = np.searchsorted(b, np.arange(nb + 1, dtype=np.uint64))
+                for i in range(nb):
+                    if cuts[i + 1] > cuts[i]:
+                        # opened per chunk: thousands of buckets stay under the fd limit
+                        fd = os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                        try:
+                            _write_all(fd, chunk[cuts[i] : cuts[i + 1]].tobytes())
+                        finally:
+                            os.close(fd)
         for i in range(nb):
             p = self._bucket_path(job, i)
-            _save_array(p, K.sort_rows(np.fromfile(p, dtype=K.ROW)))
+            if os.path.exists(p):
+                _save_array(p, K.sort_rows(np.fromfile(p, dtype=K.ROW)))
 
     # ---- phase 3: match and share ---------------------------------------------
     def _match(self, job) -> bool:
