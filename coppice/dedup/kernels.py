@@ -9,7 +9,7 @@ scan's collected mappings, a structured array ``ROW`` of (fp, pbn, oid, lbn),
   (below ``nb`` blocks) as (lbns, pbns, csums) and the leaf's signature (xxh3
   of its (lbn, pbn) pairs: an incremental scan skips a leaf whose signature
   has not changed).
-* ``sort_rows(rows)``: rows in (fp, pbn, oid, lbn) order.
+* ``sort_rows(rows)``: rows in fingerprint order (stable).
 * ``groups(rows)``: start offsets of the runs of equal fingerprints.
 * ``settled(fps, cur, starts, known_fp, known_pbn)``: which groups need
   no sharing and no index change beyond "remember this block": their rows
@@ -67,12 +67,12 @@ def make_rows(fps, pbns, oid: int, lbns) -> np.ndarray:
 
 
 def sort_rows(rows: np.ndarray) -> np.ndarray:
-    order = np.lexsort((rows["lbn"], rows["oid"], rows["pbn"], rows["fp"]))
-    return rows[order]
+    """By fingerprint, stable (rows of one fingerprint keep their order)."""
+    return rows[np.argsort(rows["fp"], kind="stable")]
 
 
 def sort_rows_py(rows: list[tuple]) -> list[tuple]:
-    return sorted(rows)
+    return sorted(rows, key=lambda r: r[0])
 
 
 def groups(fps: np.ndarray) -> np.ndarray:

@@ -514,8 +514,8 @@ class Scanner:
 
     # ---- phase 2: sort --------------------------------------------------------
     def _sort(self, job) -> None:
-        """The rows file into ``buckets`` files, each sorted by (fp, pbn, oid,
-        lbn); a bucket holds a range of fingerprints, so walking the buckets
+        """The rows file into ``buckets`` files, each sorted by fingerprint;
+        a bucket holds a range of fingerprints, so walking the buckets
         in order walks all rows in fingerprint order with at most
         SORT_ROWS (about) in memory. Idempotent: a resumed sort starts over."""
         n = job["rows"]
@@ -677,7 +677,7 @@ class Scanner:
                 g = h
                 continue
             a, b = int(starts[g]), int(starts[g + 1])
-            members = list(
+            members = sorted(
                 zip(w["pbn"][a:b].tolist(), w["oid"][a:b].tolist(), w["lbn"][a:b].tolist(), strict=True)
             )
             self._match_group(int(fps[a]), members, names, learned)
