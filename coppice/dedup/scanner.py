@@ -12,7 +12,8 @@ Contract:
   again under its lock before remapping anything.
 * **Extent-based.** A confirmed match of block (B, L) with target (A, M)
   seeds a run: the scanner extends it along L+1, M+1, ... while the
-  collected checksums of both objects agree, and hands it to the engine's
+  checksums in both objects' block maps (read now, a leaf window at a
+  time) agree, and hands it to the engine's
   ``share_run`` (up to 512 blocks a call), which confirms the bytes and
   shares the longest valid prefix. Each run is kept as an interval (B's
   lbns -> A's lbns; in memory and in the ``covered`` table, so a resumed
@@ -20,17 +21,20 @@ Contract:
   current PBN is its run target's, usually the group's target already, so
   the group is settled without reads or engine calls.
 * **Never loses a write.** The engine remaps a block only if it still maps
-  the physical block the scan collected; a block rewritten meanwhile is
+  the physical block the scan collected (or, in a run, read from the map);
+  a block rewritten meanwhile is
   left alone (a run stops there) and picked up by the next scan.
 * **Beside client I/O.** The engine's lock is held for one leaf (512
   blocks) while collecting and for one ``share_run`` (at most 512 blocks) or
   ``share_blocks`` batch while sharing; writers run in between.
-* **Resumable.** A job has phases ``collect`` (walk the maps, record
-  (fingerprint, pbn, object, lbn) rows in ``dedup/index.db``), ``sort``
-  (SQLite builds a (fp, pbn) index: an external sort with bounded memory)
-  and ``match`` (walk the rows in fingerprint order, confirm, share). Each
-  phase's cursor commits with its rows, so a killed scan resumes where it
-  stopped and redoes at most one batch (every step is idempotent).
+* **Resumable.** A job has phases ``collect`` (walk the maps a leaf at a
+  time, append (fingerprint, pbn, object, lbn) rows to the job's rows file),
+  ``sort`` (the rows into bucket files by fingerprint range, each sorted in
+  memory) and ``match`` (walk the buckets in fingerprint order a window at a
+  time; settle in bulk the groups the arrays show need nothing, confirm and
+  share the others). Each phase's cursor commits in ``dedup/index.db`` after
+  the data it covers is synced, so a killed scan resumes where it stopped
+  and redoes at most one batch (every step is idempotent).
   ``Scanner.start`` resumes an unfinished job before starting a new one.
 * **Incremental by default.** Without ``full`` a scan skips leaves whose
   (lbn, pbn) list is unchanged since the last scan ("new blocks only", like
@@ -39,9 +43,11 @@ Contract:
   seconds and at each phase change, to the pool's kv (scope ``sis``, key
   ``job``) for ``sis status``.
 
-Memory: one leaf of rows, one fingerprint group and one run window at a
-time, SQLite's capped cache, and the run intervals (32 bytes a run; runs
-are up to MATCH_RUN_BLOCKS long): see bench/dedup.py.
+Memory: a collect batch of rows (COLLECT_BATCH_LEAVES leaves), one bucket
+of at most about SORT_ROWS rows (32 bytes each) while sorting or matching,
+SQLite's capped cache, and the run intervals (32 bytes a run; runs are up
+to MATCH_RUN_BLOCKS long): fixed, whatever the pool's size; see
+bench/dedup.py.
 
 Threading: run one Scanner at a time per pool (``ScanBusy`` otherwise); it
 may run in a thread beside the NBD server. ``stop()`` from another thread
