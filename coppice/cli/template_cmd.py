@@ -11,7 +11,11 @@ import typer
 
 from .common import JSON_OPT, command, console, emit_json, provisioning
 
-app = typer.Typer(help="Templates: golden images with a generalized base snapshot.", no_args_is_help=True)
+app = typer.Typer(
+    help="Templates: golden images with a base snapshot, generalized offline where libguestfs can "
+    "inspect the image (Linux); `template list` shows which were.",
+    no_args_is_help=True,
+)
 
 
 @app.command("import")
