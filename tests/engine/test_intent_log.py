@@ -38,8 +38,11 @@ class FailingFiles(fileio.Files):
 
 
 def _crash(p: Pool) -> None:
-    """Drop the pool as kill -9 would: no checkpoint, no close."""
+    """Drop the pool as kill -9 would: no checkpoint, no close (its file
+    descriptors are released as the process's would be)."""
     p.db.close()
+    p.data.close()
+    p.log.close()
     os.close(p._lockfd)
 
 
