@@ -60,7 +60,12 @@ def run_demo(pool_dir: str, console, count: int = 4, boot: bool = True) -> dict:
             )
             console.print(
                 f"template {name} imported in {r['import_seconds']} s; base snapshot "
-                f"{r['volume']}@base; generalized: {', '.join(r['generalized']['cleared'])}"
+                f"{r['volume']}@base; "
+                + (
+                    f"generalized: {', '.join(r['generalized']['cleared'])}"
+                    if r["generalized"].get("done")
+                    else f"not generalized: {r['generalized'].get('why')}"
+                )
             )
         if "demo" not in {c["name"] for c in custspec.list_(f)}:
             custspec.create(f, "demo", user="ops", runcmd=["echo provisioned by coppice"])
