@@ -99,7 +99,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "dedup-compare-skip",
         "dedup never merges different data",
-        "coppice/engine/pool.py",
+        "coppice/engine/sharing.py",
         "        good = datapath.equal_prefix(a, b, bs)\n",
         "        good = len(a) // bs\n",
         ("tests/engine/test_share_compare.py", "tests/dedup/test_collision.py"),

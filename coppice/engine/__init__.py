@@ -4,16 +4,12 @@ checksums, consistency points, intent log. Knows nothing of LUNs or VMs.
 Public surface: ``Pool`` (and its errors), ``ObjectHandle``.
 """
 
-from .handle import ObjectHandle
-from .pool import (
+from .errors import (
     BadName,
     BlockCorrupt,
-    Dataset,
     ObjectExists,
     ObjectNotFound,
-    ObjRec,
     OutOfRange,
-    Pool,
     PoolDamaged,
     PoolExists,
     PoolFull,
@@ -22,11 +18,12 @@ from .pool import (
     SnapshotBusy,
     SnapshotExists,
     SnapshotNotFound,
-    SpaceInfo,
     VolumeExists,
     VolumeNotFound,
-    validate_name,
 )
+from .handle import ObjectHandle
+from .pool import Pool
+from .records import Dataset, ObjRec, SpaceInfo, validate_name
 from .space import FileSystemFull, MetadataNoSpace
 
 __all__ = [

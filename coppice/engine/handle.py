@@ -10,10 +10,16 @@ read-only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import ReadOnly
 from . import blockmap
+from .errors import ObjectNotFound, OutOfRange
 from .format import LEAF_FANOUT
-from .pool import ObjectNotFound, ObjRec, OutOfRange, Pool
+from .records import ObjRec
+
+if TYPE_CHECKING:
+    from .pool import Pool
 
 
 class ObjectHandle:

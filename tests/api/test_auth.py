@@ -57,7 +57,7 @@ def test_token_survives_restart(pool_path):
 
 def test_second_opener_gets_an_error_naming_the_daemon(served):
     # opening the pool directly while the daemon owns it fails, naming pid, API and socket
-    from coppice.engine.pool import PoolInUse
+    from coppice.engine import PoolInUse
     from coppice.filer import Filer
 
     try:
