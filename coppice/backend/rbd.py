@@ -142,7 +142,8 @@ class _Quiesce:
                 self.cond.notify_all()
 
 
-MAX_INFLIGHT = 64
+MAX_INFLIGHT = 64  # queued writes per handle
+MAX_INFLIGHT_BYTES = 64 << 20  # and their bytes (one larger write may go alone)
 
 
 class RbdWriteFailed(CoppiceError):
@@ -153,41 +154,62 @@ class RbdWriteFailed(CoppiceError):
 
 
 class _WriteQueue:
-    """The queued aio writes of one handle, and the first error among them.
-    Referenced by librbd's completion callbacks instead of the handle. No
-    lock is held across ``aio_write``: librbd may block in it until one of
-    its threads has run a completion, which takes this lock."""
+    """The queued aio writes of one handle, their ranges, and the first error
+    among them. Referenced by librbd's completion callbacks instead of the
+    handle. No lock is held across ``aio_write``: librbd may block in it
+    until one of its threads has run a completion, which takes this lock."""
 
     def __init__(self):
         self.cond = threading.Condition()
         self.count = 0
+        self.nbytes = 0
+        self.ranges: dict[int, tuple[int, int]] = {}  # ticket -> (offset, end) in flight
+        self._ticket = 0
         self.error: str | None = None
 
     def submit(self, image, data: bytes, offset: int) -> None:
+        n = len(data)
         with self.cond:
-            while self.count >= MAX_INFLIGHT:
+            while self.count >= MAX_INFLIGHT or (self.nbytes and self.nbytes + n > MAX_INFLIGHT_BYTES):
                 self.cond.wait()
             self.count += 1
+            self.nbytes += n
+            self._ticket += 1
+            ticket = self._ticket
+            self.ranges[ticket] = (offset, offset + n)
         try:
             # the callback keeps the buffer alive until librbd is done with it
-            image.aio_write(data, offset, lambda comp, _keep=data: self.done(comp))
+            image.aio_write(data, offset, lambda comp, _keep=data: self.done(comp, ticket))
         except BaseException:
             with self.cond:
-                self.count -= 1
-                self.cond.notify_all()
+                self._retire(ticket)
             raise
 
-    def done(self, comp) -> None:
+    def _retire(self, ticket: int) -> None:
+        offset, end = self.ranges.pop(ticket)
+        self.count -= 1
+        self.nbytes -= end - offset
+        self.cond.notify_all()
+
+    def done(self, comp, ticket: int) -> None:
         rv = comp.get_return_value()
         with self.cond:
-            self.count -= 1
+            self._retire(ticket)
             if rv < 0 and self.error is None:
                 self.error = os.strerror(-rv)
-            self.cond.notify_all()
 
     def drain(self) -> None:
         with self.cond:
             while self.count:
+                self.cond.wait()
+
+    def wait_overlapping(self, offset: int, length: int) -> None:
+        """Wait until no queued write overlaps [offset, offset+length): a read
+        then sees every write acknowledged before it (librbd itself does not
+        order a read after an overlapping write still in flight)."""
+        end = offset + length
+        with self.cond:
+            while self.count and any(o < end and offset < e for o, e in self.ranges.values()):
                 self.cond.wait()
 
     def take_error(self) -> str | None:
@@ -199,14 +221,17 @@ class _WriteQueue:
 class RbdLun:
     """An open LUN image: the BlockDevice calls ``coppice.nbd`` makes.
 
-    Writes are pipelined: ``pwrite`` queues a librbd aio write (at most
-    MAX_INFLIGHT at once) and returns, as a write-back disk acknowledges a
-    write before it is durable; FUA, ``flush``, ``trim``, ``zero`` and
-    every read first wait for the queued writes, so a read sees every
-    acknowledged write and a flush makes them durable (librbd's flush). A
-    queued write that fails makes the next flush (or FUA write) fail with
-    EIO, as a failed write-back does. Multi-conn is off: one connection's
-    flush does not cover another connection's image handle."""
+    Writes are pipelined: ``pwrite`` copies the data, queues a librbd aio
+    write (at most MAX_INFLIGHT writes and MAX_INFLIGHT_BYTES at once) and
+    returns, as a write-back disk acknowledges a write before it is
+    durable; FUA, ``flush``, ``trim`` and ``zero`` first wait for every
+    queued write, and a read for the queued writes it overlaps, so a read
+    sees every acknowledged write and a flush makes them durable (librbd's
+    flush). A queued write that fails makes the next flush (or FUA write)
+    fail with EIO, as a failed write-back does. Reads are ``pread`` or,
+    for the NBD server's concurrent path, ``start_read`` (a librbd aio
+    read; ``nbd.blockdev.AsyncReads``). Multi-conn is off: one
+    connection's flush does not cover another connection's image handle."""
 
     can_trim = True
     can_zero = True
@@ -257,8 +282,27 @@ class RbdLun:
         self._range("read", offset, length)
         if not length:
             return b""
-        self.drain()
+        self._q.wait_overlapping(offset, length)
         return self.image.read(offset, length)
+
+    def start_read(self, offset, length, done):
+        self._range("read", offset, length)
+        if not length:
+            done(b"", None)
+            return
+        self._q.wait_overlapping(offset, length)
+        name = self.name  # the callback must not hold the handle (see __init__)
+
+        def complete(comp, data):
+            rv = comp.get_return_value()
+            if rv < 0:
+                # an OSError carries librbd's errno to the NBD reply as it is
+                why = f"read of {name} at {offset}+{length} failed in Ceph (check `ceph -s`)"
+                done(None, OSError(-rv, why))
+            else:
+                done(data, None)
+
+        self.image.aio_read(offset, length, complete)
 
     def pwrite(self, offset, data, fua=False):
         self._writable()

@@ -36,6 +36,12 @@ class LunDevice:
         # a backend that keeps no per-block map (RBD) has no write budget to charge
         self._budgeted = filer.backend.block_budget
         self.can_multi_conn = getattr(self.h, "can_multi_conn", True)
+        if hasattr(self.h, "start_read"):  # nbd.blockdev.AsyncReads, offered only where the backend has it
+            self.start_read = self._start_read
+
+    def _start_read(self, offset: int, length: int, done) -> None:
+        self._check(False)
+        self.h.start_read(offset, length, done)
 
     def _meta(self) -> dict:
         # the handle survives renames; its object record carries the LUN attributes

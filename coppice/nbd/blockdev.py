@@ -12,7 +12,18 @@ failure, ENOSPC for a full volume, EPERM for a read-only export, EINVAL for a
 bad range) and keeps the connection.
 
 Threading: a device may be called from several threads at once; it does its
-own locking.
+own locking. Buffers: the ``data`` given to ``pwrite`` is the server's
+receive buffer, valid only during the call; a device that keeps it longer
+(a write queue) copies it.
+
+Asynchronous reads (optional): a device whose reads wait on a remote store
+(RBD) may also implement ``AsyncReads.start_read``. The server then keeps
+many READs of one connection in flight and answers each when it completes,
+in completion order (the NBD handle says which request a reply is for).
+Writes need no such method: a device that acknowledges writes before they
+are durable (a write-back queue, as RBD's) returns from ``pwrite`` at once
+and makes them durable in ``flush`` or on FUA. A device without
+``start_read`` is read synchronously, one request at a time per connection.
 """
 
 from __future__ import annotations
@@ -52,6 +63,23 @@ class BlockDevice(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+ReadDone = Callable[[bytes | None, BaseException | None], None]
+
+
+@runtime_checkable
+class AsyncReads(Protocol):
+    def start_read(self, offset: int, length: int, done: ReadDone) -> None:
+        """Start reading ``length`` bytes at ``offset`` and return at once.
+
+        Exactly once, from any thread (possibly before this returns),
+        ``done(data, None)`` or ``done(None, error)`` follows. The data must
+        include every write whose ``pwrite`` returned before this call. An
+        error raised here (a bad range, an offline LUN) means the read was
+        not started and ``done`` is never called. ``done`` must not block
+        for long: it runs on the device's completion thread."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,19 @@ the spec's errno with a message. A bad request or a failing device never
 raises: the connection goes on. Only the payload of WRITE is not ``None``.
 A command without a handler (CACHE, RESIZE, anything unknown) is answered
 with ``unknown``. A reply to FLUSH or to a FUA request is appended only
-after the device call returned, so durability is exactly the device's.
+after the device call returned, so durability is exactly the device's; FUA
+on a device without it is a flush after the change (``_fua_by_flush``).
+
+The one exception to "appends a reply now": when the connection gives the
+``Export`` a ``read_async`` (a device with ``start_read``, see
+``blockdev.AsyncReads``), a checked READ is handed to it and its reply is
+made later by ``read_done``, on whichever thread the device completes on.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coppice.errors import CoppiceError
@@ -33,6 +40,9 @@ class Export:
     who: str  # for the log: "nbd client ADDRESS export=..."
     structured: bool
     block_status_ok: bool  # base:allocation negotiated for this export
+    # (handle, offset, length) -> None: start a checked READ whose reply the
+    # connection sends when the device completes it; None reads in place
+    read_async: Callable[[int, int, int], None] | None = None
 
     def __post_init__(self):
         dev = self.dev
@@ -76,14 +86,30 @@ def read(x: Export, out, flags, handle, offset, length, payload) -> None:
         return out.error(handle, P.EINVAL, f"READ: length {length} not in 1..{MAX_PAYLOAD}")
     if offset + length > x.size:
         return out.error(handle, P.EINVAL, "READ past the end of the export")
+    if x.read_async is not None:
+        return x.read_async(handle, offset, length)
     try:
         data = x.dev.pread(offset, length)
-        if len(data) != length:
-            raise ShortRead(got=len(data), length=length)
     except Exception as e:
         return _device_error(x, out, handle, "READ", offset, length, e)
+    return read_done(x, out, handle, offset, length, data, None)
+
+
+def read_done(x: Export, out, handle, offset, length, data, exc: BaseException | None) -> None:
+    """The reply to a READ the device answered with ``data`` or failed with ``exc``."""
+    if exc is None and len(data) != length:
+        exc = ShortRead(got=len(data), length=length)
+    if exc is not None:
+        return _device_error(x, out, handle, "READ", offset, length, exc)
     out.data(handle, offset, data)
     return None
+
+
+def _fua_by_flush(x: Export, flags: int) -> None:
+    """FUA asked of a device that cannot do it per request: flush after the
+    change, so the reply still means durable."""
+    if flags & FUA and not x.can_fua:
+        x.dev.flush()
 
 
 def write(x: Export, out, flags, handle, offset, length, payload) -> None:
@@ -98,8 +124,7 @@ def write(x: Export, out, flags, handle, offset, length, payload) -> None:
     fua = bool(flags & FUA)
     try:
         x.dev.pwrite(offset, payload, fua and x.can_fua)
-        if fua and not x.can_fua:
-            x.dev.flush()
+        _fua_by_flush(x, flags)
     except Exception as e:
         return _device_error(x, out, handle, "WRITE", offset, length, e)
     out.ok(handle)
@@ -142,8 +167,7 @@ def trim(x: Export, out, flags, handle, offset, length, payload) -> None:
     fua = bool(flags & FUA)
     try:
         x.dev.trim(offset, length, fua and x.can_fua)
-        if fua and not x.can_fua:
-            x.dev.flush()
+        _fua_by_flush(x, flags)
     except Exception as e:
         return _device_error(x, out, handle, "TRIM", offset, length, e)
     out.ok(handle)
@@ -162,8 +186,7 @@ def write_zeroes(x: Export, out, flags, handle, offset, length, payload) -> None
             dev.zero(offset, length, not (flags & P.CMD_FLAG_NO_HOLE), fua)
         else:
             _emulate_zero(dev, offset, length, fua)
-        if flags & FUA and not x.can_fua:
-            dev.flush()
+        _fua_by_flush(x, flags)
     except Exception as e:
         return _device_error(x, out, handle, "WRITE_ZEROES", offset, length, e)
     out.ok(handle)

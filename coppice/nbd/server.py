@@ -20,10 +20,21 @@ Guarantees:
   violation (bad magic, unknown client flags, a WRITE payload over 32 MiB,
   an option over 1 MiB) closes that one connection and nothing else.
 - A reply to FLUSH or to a FUA command is sent only after the device call
-  returned, so durability is exactly the device's.
-- ``revoke(name)`` and ``shutdown()`` finish the requests a connection has
-  already read, send their replies, flush and close the device, then close
-  the socket.
+  returned, so durability is exactly the device's. FLUSH is handled after
+  every request read before it was handed to the device, so it covers
+  every write whose reply was sent before the FLUSH arrived (a device that
+  queues writes drains its queue in ``flush``).
+- Replies may come out of request order (reads on a device with
+  ``start_read``); each carries its request's handle, and a reply is never
+  interleaved with another on the socket (one thread sends).
+- Bounded memory per connection: at most 64 MiB of READ replies started
+  and not yet sent (``_MAX_INFLIGHT_BYTES``; a client that does not read
+  its replies is not read from), plus the request buffer (256 KiB) and one
+  WRITE payload (at most 32 MiB); what a device queues is the device's own
+  bound (an RBD LUN: 64 writes, 64 MiB).
+- ``revoke(name)``, ``shutdown()``, DISC and a protocol violation finish the
+  requests a connection has already read (reads in flight included), send
+  their replies, flush and close the device, then close the socket.
 
 Modules: ``wire`` encodes and decodes the messages, ``commands`` holds one
 handler per transmission command; this module owns sockets, the handshake,
@@ -31,10 +42,17 @@ admission and access (who may hold which export).
 
 Threading: one thread accepts; each connection runs in its own thread on a
 blocking socket, reading requests in batches (one ``recv_into`` brings in
-every pipelined request already queued) and answering a batch with one
-``sendmsg``. Devices must tolerate calls from several connection threads
-at once (``BlockDevice``'s own contract). All public methods are safe to
-call from any thread.
+every pipelined request already queued) and handling them in order. For a
+device without ``start_read`` (the native engine: its reads are local and
+short) that thread also answers each batch with one ``sendmsg``. For a
+device with it (RBD: reads wait on the network), a clear-text connection
+gets a second thread, the reply sender: READs are started on the device
+and their replies queued by the device's completion threads, the reader
+thread goes on reading, and QD32 from one client becomes QD32 at the
+device. (Writes reach such a device's own queue synchronously and fast.)
+A TLS connection always uses the one-thread path. Devices must tolerate
+calls from several threads at once (``BlockDevice``'s own contract). All
+public methods are safe to call from any thread.
 """
 
 from __future__ import annotations
@@ -52,7 +70,7 @@ from coppice.errors import CoppiceError, NotFound
 from coppice.nbd import protocol as P
 from coppice.nbd import wire
 from coppice.nbd.blockdev import BlockDevice, ExportResolver, Initiator
-from coppice.nbd.commands import HANDLERS, Export, unknown
+from coppice.nbd.commands import HANDLERS, Export, read_done, unknown
 from coppice.nbd.wire import REQUEST_SIZE, BadRequestMagic, Replies, decode_request
 
 log = logging.getLogger("coppice.nbd")
@@ -62,6 +80,11 @@ __all__ = ["NBDServer", "NBDServerError", "ProtocolViolation"]
 _RECV_BUFFER = 256 << 10  # requests are read into this, many at a time
 _SEND_BATCH_BYTES = 4 << 20  # send replies once this much is queued
 _IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
+# Bytes of READ replies one connection may have started and not yet sent
+# (reads in flight plus replies queued): over it the connection stops
+# reading requests until the client reads its replies.
+_MAX_INFLIGHT_BYTES = 64 << 20
+_REPLY_OVERHEAD = 32  # header bytes of a READ reply, counted with its data
 
 
 class NBDServerError(CoppiceError):
@@ -156,6 +179,7 @@ class _Connection:
         self.since = time.time()
         self._refusal_logged = False
         self._payload_buf: memoryview | None = None
+        self._sender: _ReplySender | None = None  # set while transmission runs with async reads
 
     # ------------------------------------------------------------------ life
 
@@ -551,10 +575,46 @@ class _Connection:
         """Serve requests until DISC, EOF, a cut or a protocol violation.
 
         Requests are read in batches (one ``recv_into`` takes every request
-        already queued), each is answered by its command's handler into one
-        ``Replies`` batch, and the batch goes out in one ``sendmsg`` before
-        the next read (or earlier, once large)."""
+        already queued) and each is answered by its command's handler into
+        one ``Replies`` batch. Without a reply sender the batch goes out in
+        one ``sendmsg`` before the next read (or earlier, once large); with
+        one (a device with ``start_read``), READs are handed to the device
+        and every reply goes through the sender, which sends in completion
+        order. Either way, what was read is answered before this returns."""
         x = Export(self.device, self._who(), self.structured, self.structured and self.meta_base_allocation)
+        start_read = getattr(self.device, "start_read", None)
+        # TLS: an SSL object must not be read and written from two threads
+        # at once, so a TLS connection keeps the one-thread path.
+        if start_read is not None and not self.tls:
+            self._sender = _ReplySender(self, _MAX_INFLIGHT_BYTES)
+            x.read_async = self._async_reader(x, start_read, self._sender)
+        try:
+            self._serve_requests(x)
+        finally:
+            sender, self._sender = self._sender, None
+            if sender is not None:
+                sender.close()  # every read in flight answered (or dropped with the peer)
+
+    def _async_reader(self, x: Export, start_read, sender: _ReplySender):
+        structured = self.structured
+
+        def read_async(handle: int, offset: int, length: int) -> None:
+            cost = length + _REPLY_OVERHEAD
+            sender.reserve(cost)
+
+            def done(data, exc) -> None:
+                out = Replies(structured)
+                read_done(x, out, handle, offset, length, data, exc)
+                sender.complete(out.take(), cost)
+
+            try:
+                start_read(offset, length, done)
+            except Exception as e:
+                done(None, e)
+
+        return read_async
+
+    def _serve_requests(self, x: Export) -> None:
         handlers = HANDLERS
         replies = Replies(self.structured)
         server = self.server
@@ -581,8 +641,7 @@ class _Connection:
                         payload = self._recv_payload(view[start:end], length, replies)
                         start = end = 0
                 elif cmd == P.CMD_DISC:
-                    if replies:
-                        self._sendv(replies.take())
+                    self._emit(replies)
                     raise _Disconnect()
                 handler = handlers.get(cmd)
                 if handler is None:
@@ -591,10 +650,9 @@ class _Connection:
                     handler(x, replies, flags, handle, offset, length, payload)
                 del payload
                 if replies.nbytes >= _SEND_BATCH_BYTES:
-                    self._sendv(replies.take())
+                    self._emit(replies)
             if self.closing or server._shutting_down:
-                if replies:
-                    self._sendv(replies.take())
+                self._emit(replies)
                 return
             if start == end:
                 start = end = 0
@@ -614,11 +672,31 @@ class _Connection:
                 raise _Disconnect()
             end += k
 
+    def _emit(self, replies: Replies) -> None:
+        """Hand the queued replies to the socket (or to the reply sender)."""
+        if not replies:
+            return
+        sender = self._sender
+        if sender is None:
+            self._sendv(replies.take())
+        else:
+            n = replies.nbytes
+            sender.push(replies.take(), n)
+
     def _recv_more(self, mv, replies: Replies) -> int:
         """recv_into ``mv``; replies still queued go out first if, and only
         if, the read would block: a client with requests in flight gets
         one reply batch for all of them instead of one send each, and a
-        client waiting for replies before it sends more is never stalled."""
+        client waiting for replies before it sends more is never stalled.
+        With a reply sender they are handed over at once (sending does not
+        hold this thread), and this waits while the connection is over its
+        bound of unsent bytes, so a client that does not read its replies
+        is not read from either."""
+        sender = self._sender
+        if sender is not None:
+            self._emit(replies)
+            sender.wait_room()
+            return self.sock.recv_into(mv)
         if replies:
             if not self.tls:  # SSLSocket takes no recv flags
                 try:
@@ -633,7 +711,7 @@ class _Connection:
     def _recv_payload(self, have, length: int, replies: Replies) -> memoryview:
         """A WRITE payload still arriving: ``have`` is its start, already
         read; the rest goes straight into its own buffer, not through the
-        request buffer."""
+        request buffer (devices copy what they keep: see ``BlockDevice``)."""
         if self._payload_buf is None or len(self._payload_buf) < length:
             self._payload_buf = memoryview(bytearray(max(length, 1 << 20)))
         pv = self._payload_buf
@@ -648,11 +726,91 @@ class _Connection:
         return pv[:length]
 
     def _flush_replies(self, replies: Replies) -> None:
-        if replies:
-            try:
-                self._sendv(replies.take())
-            except OSError:
-                pass
+        try:
+            self._emit(replies)
+        except OSError:
+            pass
+
+
+class _ReplySender:
+    """The one thread that writes a connection's replies, when its device
+    completes reads asynchronously.
+
+    The reader thread ``push``es the replies it made itself; a READ's
+    completion (on the device's thread) ``complete``s the reply whose room
+    the reader ``reserve``d before starting it. Replies are sent whole and
+    in the order they were queued, never interleaved. ``pending`` counts
+    bytes reserved or queued and not yet sent: ``reserve`` and
+    ``wait_room`` hold the reader while it is over ``limit`` (one request
+    may always go when nothing is pending). After a failed send the rest is
+    dropped (the peer is gone; the reader sees it next). ``close`` waits
+    until everything reserved is sent or dropped, then ends the thread."""
+
+    def __init__(self, conn: _Connection, limit: int):
+        self.conn = conn
+        self.limit = limit
+        self.cond = threading.Condition(threading.Lock())
+        self.queue: list[tuple[list, int]] = []
+        self.pending = 0
+        self.closed = False
+        self.failed: OSError | None = None
+        self.thread = threading.Thread(target=self._run, name="nbd-send", daemon=True)
+        self.thread.start()
+
+    def reserve(self, n: int) -> None:
+        with self.cond:
+            while self.pending and self.pending + n > self.limit:
+                self.cond.wait()
+            self.pending += n
+
+    def wait_room(self) -> None:
+        with self.cond:
+            while self.pending > self.limit:
+                self.cond.wait()
+
+    def push(self, bufs: list, n: int) -> None:
+        with self.cond:
+            self.pending += n
+            self.queue.append((bufs, n))
+            self.cond.notify_all()
+
+    def complete(self, bufs: list, reserved: int) -> None:
+        with self.cond:
+            self.queue.append((bufs, reserved))
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            while self.pending:
+                self.cond.wait()
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join()
+
+    def _run(self) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                while not self.queue:
+                    if self.closed:
+                        return
+                    cond.wait()
+                batch, self.queue = self.queue, []
+            bufs: list = []
+            n = 0
+            for b, k in batch:
+                bufs.extend(b)
+                n += k
+            if self.failed is None:
+                try:
+                    self.conn._sendv(bufs)
+                except OSError as e:
+                    self.failed = e
+                    log.info("%s: sending replies failed: %s", self.conn._who(), e)
+            del bufs, batch
+            with cond:
+                self.pending -= n
+                cond.notify_all()
 
 
 class NBDServer:

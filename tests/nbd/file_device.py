@@ -7,6 +7,11 @@ and write-zeroes punch holes (``fallocate``); extents come from
 them. Durability is the file system's: ``flush`` and FUA are ``fdatasync``.
 Thread-safe (positional I/O on one descriptor). Also holds the tiny
 in-test resolver, ``DictResolver``.
+
+``SlowReadsDevice`` is a ``FileDevice`` with ``start_read``
+(``coppice.nbd.blockdev.AsyncReads``): each read completes on a thread of
+its own after a delay the test chooses per request, so replies come back
+out of order the way a remote store's do.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from coppice.errors import NotFound, ReadOnly
+from coppice.errors import InvalidArgument, NotFound, ReadOnly
 from coppice.nbd.blockdev import EXTENT_HOLE, EXTENT_ZERO, Initiator
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -130,6 +135,39 @@ class FileDevice:
         if not self.closed:
             self.closed = True
             os.close(self.fd)
+
+
+class SlowReadsDevice(FileDevice):
+    """A FileDevice whose reads complete asynchronously after
+    ``delay(offset, length)`` seconds (default: none). ``started`` counts
+    reads begun, ``in_flight`` those not yet completed."""
+
+    def __init__(self, path: str, delay: Callable[[int, int], float] | None = None, **kw):
+        super().__init__(path, **kw)
+        self.delay = delay or (lambda offset, length: 0.0)
+        self.lock = threading.Lock()
+        self.started = 0
+        self.in_flight = 0
+
+    def start_read(self, offset: int, length: int, done) -> None:
+        if offset < 0 or offset + length > self.size:
+            raise InvalidArgument(detail=f"read {offset}+{length} outside {self.path}")
+        with self.lock:
+            self.started += 1
+            self.in_flight += 1
+
+        def run():
+            try:
+                data, exc = self.pread(offset, length), None
+            except Exception as e:
+                data, exc = None, e
+            with self.lock:
+                self.in_flight -= 1
+            done(data, exc)
+
+        t = threading.Timer(self.delay(offset, length), run)
+        t.daemon = True
+        t.start()
 
 
 class DictResolver:
