@@ -103,18 +103,33 @@ def child_scan(path: str) -> None:
 
     pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
     before = pool.pool_space()["used_bytes"]
+    # Per phase: wall, CPU and the peak RSS reached during it (the kernel's
+    # high-water mark, reset at each phase change through clear_refs).
     phases = {}
-    last = [time.perf_counter(), "start"]
+    last = [time.perf_counter(), "start", time.process_time(), rss_kib()]
+
+    def reset_peak() -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass  # not Linux, or not allowed: the peak is then the process's so far
 
     def progress(phase, done, total):
         now = time.perf_counter()
         if phase != last[1]:
-            phases[last[1]] = phases.get(last[1], 0) + now - last[0]
-            last[0], last[1] = now, phase
+            p = phases.setdefault(last[1], {"wall": 0.0, "cpu": 0.0, "rss_start_kib": last[3], "peak_kib": 0})
+            p["wall"] += now - last[0]
+            p["cpu"] += time.process_time() - last[2]
+            p["peak_kib"] = max(p["peak_kib"], rss_kib("VmHWM"))
+            reset_peak()
+            last[:] = [now, phase, time.process_time(), rss_kib()]
 
+    reset_peak()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     job = dedup.Scanner(pool, progress=progress).start(full=True)
+    progress("end", 0, 0)
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     after = pool.pool_space()["used_bytes"]
@@ -288,7 +303,15 @@ def main(argv=None) -> int:
             "engine_cache_pages": (small["scan"]["engine_cache_pages"], s["engine_cache_pages"]),
             "rss_per_unique_block_total": s["maxrss_kib"] * 1024 / big["unique_blocks"],
             "rss_per_unique_block_marginal": slope(s["maxrss_kib"], small["scan"]["maxrss_kib"]),
+            # the part of that slope that is the engine's block-map page cache
+            # (pages held at the end, 8 KiB each), not the scan's index
+            "rss_per_unique_block_engine_cache": (
+                s["engine_cache_pages"] - small["scan"]["engine_cache_pages"]
+            )
+            * 8192
+            / max(1, du),
             "phases": s["phases"],
+            "phases_small": small["scan"]["phases"],
             "counters": s["counters"],
         }
         # Inline: plain vs inline, unique data and duplicate data.
@@ -358,6 +381,16 @@ def main(argv=None) -> int:
             dcol() if dcol else f"{d['rss_per_unique_block_marginal']:.1f} B",
         ),
         (
+            "  of which the engine's block-map cache",
+            f"{c['rss_per_unique_block_engine_cache']:.1f} B",
+            "-",
+        ),
+        (
+            "  the rest (the scan's own)",
+            f"{c['rss_per_unique_block_marginal'] - c['rss_per_unique_block_engine_cache']:.1f} B",
+            "-",
+        ),
+        (
             "engine block-map pages held (small, big)",
             "{}, {} (8 KiB each; cache capped at {} MiB)".format(
                 *c["engine_cache_pages"], ENGINE_CACHE >> 20
@@ -387,8 +420,15 @@ def main(argv=None) -> int:
     print(f"{'':{w0}}  {'coppice':{w1}}  duperemove on btrfs")
     for r in rows:
         print(f"{r[0]:{w0}}  {r[1]:{w1}}  {r[2]}")
-    ph = c["phases"]
-    print("\nscan phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in ph.items() if k != "start"))
+    for label, key in (("big", "phases"), ("small", "phases_small")):
+        print(f"\nscan phases ({label} run): wall, CPU, RSS at start -> peak during the phase")
+        for k, v in c[key].items():
+            if k in ("start", "done"):
+                continue
+            print(
+                f"  {k:8s} {v['wall']:6.2f} s  {v['cpu']:6.2f} s CPU  "
+                f"{v['rss_start_kib'] / 1024:6.1f} -> {v['peak_kib'] / 1024:6.1f} MiB"
+            )
     return 0
 
 

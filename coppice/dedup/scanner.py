@@ -121,6 +121,8 @@ class Covered:
         self.maps: dict[int, tuple[array, array, array, array]] = {}
         self.runs = 0
         self.version = 0  # changes with every add
+        self._np: dict[int, tuple] = {}
+        self._np_version = -1
 
     def __bool__(self) -> bool:
         return self.runs > 0
@@ -145,6 +147,7 @@ class Covered:
             m = self.maps[oid] = (array("q"), array("q"), array("q"), array("q"))
         starts, ends, aoids, albns = m
         self.version += 1
+        self._np.clear()  # its views hold the arrays' buffers, which must resize now
         i = bisect_right(starts, lbn)
         if i and ends[i - 1] == lbn and aoids[i - 1] == aoid and albns[i - 1] + lbn - starts[i - 1] == albn:
             ends[i - 1] = lbn + n
@@ -172,21 +175,36 @@ class Covered:
             return min(n, starts[i + 1] - lbn)
         return n
 
+    def _arrays(self, oid: int):
+        """The runs of ``oid`` as int64 arrays (views, rebuilt after an add)."""
+        if self._np_version != self.version:
+            self._np = {}
+            self._np_version = self.version
+        a = self._np.get(oid)
+        if a is None:
+            a = self._np[oid] = tuple(np.frombuffer(x, dtype=np.int64) for x in self.maps[oid])
+        return a
+
     def resolve(self, oids: np.ndarray, lbns: np.ndarray):
         """For rows (oid, lbn): (covered mask, target oids, target lbns), one
-        level deep, in arrays."""
+        level deep, in arrays; ``get`` row by row is the reference."""
         hit = np.zeros(len(oids), dtype=bool)
         toid = oids.copy()
         tlbn = lbns.copy()
-        if not self.runs:
+        if not self.runs or not len(oids):
             return hit, toid, tlbn
-        u = np.sort(oids)
-        for oid in u[np.concatenate(([True], u[1:] != u[:-1]))]:
-            m = self.maps.get(int(oid))
-            if m is None:
-                continue
-            starts, ends, aoids, albns = (np.frombuffer(a, dtype=np.int64) for a in m)
+        if len(self.maps) <= 16:
+            # Few objects have runs: one pass over the rows per object is
+            # cheaper than grouping the rows by object.
+            cand = self.maps.keys()
+        else:
+            u = np.sort(oids)
+            cand = [int(o) for o in u[np.concatenate(([True], u[1:] != u[:-1]))] if int(o) in self.maps]
+        for oid in cand:
             sel = np.flatnonzero(oids == oid)
+            if not len(sel):
+                continue
+            starts, ends, aoids, albns = self._arrays(oid)
             lb = lbns[sel]
             i = np.searchsorted(starts, lb, "right") - 1
             j = np.maximum(i, 0)
@@ -468,7 +486,7 @@ class Scanner:
                 def commit(next_lbn):
                     nrows = sum(len(x) for x in parts)
                     if nrows:
-                        _write_all(fd, np.concatenate(parts).tobytes())
+                        _writev_all(fd, parts)  # no joined copy of the batch
                         os.fdatasync(fd)
                     db.execute("BEGIN")
                     db.executemany("INSERT OR REPLACE INTO leafsig (oid, leaf, sig) VALUES (?,?,?)", sigs)
@@ -545,14 +563,14 @@ class Scanner:
                 # signed order: flip the sign bit, then the top bits are the bucket
                 b = (chunk["fp"].view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(shift)
                 order = np.argsort(b, kind="stable")
-                chunk, b = chunk[order], b[order]
+                chunk, b = np.take(chunk, order), b[order]
                 cuts = np.searchsorted(b, np.arange(nb + 1, dtype=np.uint64))
                 for i in range(nb):
                     if cuts[i + 1] > cuts[i]:
                         # opened per chunk: thousands of buckets stay under the fd limit
                         fd = os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                         try:
-                            _write_all(fd, chunk[cuts[i] : cuts[i + 1]].tobytes())
+                            _writev_all(fd, [chunk[cuts[i] : cuts[i + 1]]])
                         finally:
                             os.close(fd)
         for i in range(nb):
@@ -638,7 +656,7 @@ class Scanner:
             return cur, ok
         gid = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
         keys = (w["oid"] << 40) | w["lbn"]
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # (oid, lbn) is unique among a job's rows: no ties
         sk = keys[order]
         rk = (toid[hit] << 40) | tlbn[hit]
         j = np.minimum(np.searchsorted(sk, rk), len(sk) - 1)
@@ -931,16 +949,23 @@ def _window(pool, nm, lbn: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return pb, cs
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    mv = memoryview(data)
-    while mv:
-        mv = mv[os.write(fd, mv) :]
+def _writev_all(fd: int, arrays) -> None:
+    bufs = [memoryview(np.ascontiguousarray(a).view(np.uint8)) for a in arrays if len(a)]
+    while bufs:
+        n = os.writev(fd, bufs[:512])  # within IOV_MAX
+        while n and bufs:
+            if n >= len(bufs[0]):
+                n -= len(bufs[0])
+                bufs.pop(0)
+            else:
+                bufs[0] = bufs[0][n:]
+                n = 0
 
 
 def _save_array(path: str, arr: np.ndarray) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, arr.tobytes())
+        _writev_all(fd, [arr])
         os.fdatasync(fd)
     finally:
         os.close(fd)

@@ -113,3 +113,32 @@ def test_many_buckets_sort_walks_in_fingerprint_order(pool, monkeypatch):
     assert job["counters"]["shared"] == 2 * (1 << 20) // BS
     assert used_blocks(pool) == (1 << 20) // BS
     assert_clean(pool)
+
+
+runs_st = st.lists(
+    st.tuples(
+        st.integers(1, 20), st.integers(0, 60), st.integers(1, 9), st.integers(1, 20), st.integers(0, 60)
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(runs_st, st.lists(st.tuples(st.integers(1, 20), st.integers(0, 80)), max_size=50), st.booleans())
+def test_covered_resolve_equals_get(runs, rows, many_objects):
+    # resolve (arrays, one pass per object with runs, or grouping the rows
+    # by object when many objects have runs) against get row by row.
+    cov = scanner.Covered()
+    for oid, lbn, n, aoid, albn in runs:
+        if cov.free_prefix(oid, lbn, n) == n:  # runs of one job never overlap
+            cov.add(oid, lbn, n, aoid, albn)
+    if many_objects:
+        for k in range(17):  # past the threshold where rows are grouped by object
+            cov.add(1000 + k, 0, 1, 1, 0)
+    oids = np.array([o for o, _ in rows], dtype=np.int64)
+    lbns = np.array([lb for _, lb in rows], dtype=np.int64)
+    hit, toid, tlbn = cov.resolve(oids, lbns)
+    for i, (oid, lbn) in enumerate(rows):
+        ref = cov.get(oid, lbn)
+        assert bool(hit[i]) == (ref is not None)
+        assert (int(toid[i]), int(tlbn[i])) == (ref if ref is not None else (oid, lbn))
