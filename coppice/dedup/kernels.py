@@ -58,7 +58,11 @@ def leaf_rows_py(base: int, leaf: bytes, nb: int):
 
 
 def make_rows(fps, pbns, oid: int, lbns) -> np.ndarray:
-    out = np.empty(len(pbns), dtype=ROW)
+    return fill_rows(np.empty(len(pbns), dtype=ROW), fps, pbns, oid, lbns)
+
+
+def fill_rows(out: np.ndarray, fps, pbns, oid: int, lbns) -> np.ndarray:
+    """Rows of one object's leaf written into ``out`` (a slice of a batch buffer)."""
     out["fp"] = np.asarray(fps, dtype="<u8").view("<i8")
     out["pbn"] = pbns
     out["oid"] = oid
@@ -66,11 +70,14 @@ def make_rows(fps, pbns, oid: int, lbns) -> np.ndarray:
     return out
 
 
-def sort_rows(rows: np.ndarray) -> np.ndarray:
-    """By fingerprint, stable (rows of one fingerprint keep their order)."""
+def sort_rows(rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """By fingerprint, stable (rows of one fingerprint keep their order);
+    into ``out`` (as long as ``rows``) when given."""
     # np.take, not rows[order]: fancy indexing of a structured array goes
     # field by field through a slow generic path (about 15x slower here).
-    return np.take(rows, np.argsort(rows["fp"], kind="stable"))
+    # mode="clip" (the indices are in range anyway): with the default mode
+    # numpy gathers into a temporary and copies it into ``out``.
+    return np.take(rows, np.argsort(rows["fp"], kind="stable"), out=out, mode="clip")
 
 
 def sort_rows_py(rows: list[tuple]) -> list[tuple]:

@@ -57,6 +57,7 @@ pauses it at the next batch, resumable.
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import time
 import uuid as _uuid
@@ -466,6 +467,9 @@ class Scanner:
         work = job["work"]
         c = job["counters"]
         full = job["full"]
+        # One batch buffer for the whole collect (a commit's worth of
+        # leaves), filled in place: no array per leaf, no joined copy.
+        batch = _Scratch(K.ROW, COLLECT_BATCH_LEAVES * LEAF).arr
         fd = os.open(self._rows_path(job), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.ftruncate(fd, job["rows_bytes"])
@@ -479,14 +483,14 @@ class Scanner:
                     continue
                 vol, snap, name = nm
                 old = {} if full else dict(db.execute("SELECT leaf, sig FROM leafsig WHERE oid=?", (oid,)))
-                parts: list[np.ndarray] = []
                 sigs: list[tuple] = []
                 leaves = 0
+                filled = [0]  # rows in batch
 
                 def commit(next_lbn):
-                    nrows = sum(len(x) for x in parts)
+                    nrows = filled[0]
                     if nrows:
-                        _writev_all(fd, parts)  # no joined copy of the batch
+                        _writev_all(fd, [batch[:nrows]])
                         os.fdatasync(fd)
                     db.execute("BEGIN")
                     db.executemany("INSERT OR REPLACE INTO leafsig (oid, leaf, sig) VALUES (?,?,?)", sigs)
@@ -496,7 +500,7 @@ class Scanner:
                     job["lbn"] = next_lbn
                     self._save(job)
                     db.execute("COMMIT")
-                    parts.clear()
+                    filled[0] = 0
                     sigs.clear()
                     self._report("collect", job["done_blocks"], job["total_blocks"])
                     self._mirror()
@@ -518,7 +522,9 @@ class Scanner:
                                 fps = csums
                             else:
                                 fps = [self._fp_of(int(p), int(x)) for p, x in zip(pbns, csums, strict=True)]
-                            parts.append(K.make_rows(fps, pbns, oid, lbns))
+                            k = filled[0]
+                            K.fill_rows(batch[k : k + len(lbns)], fps, pbns, oid, lbns)
+                            filled[0] = k + len(lbns)
                             c["scanned"] += len(lbns)
                             sigs.append((oid, base // LEAF, sig))
                         leaves += 1
@@ -541,42 +547,55 @@ class Scanner:
         """The rows file into ``buckets`` files, each sorted by fingerprint;
         a bucket holds a range of fingerprints, so walking the buckets
         in order walks all rows in fingerprint order with at most
-        SORT_ROWS (about) in memory. Idempotent: a resumed sort starts over."""
+        SORT_ROWS (about) in memory. Idempotent: a resumed sort starts over.
+
+        Rows are read into and gathered into two buffers reused for every
+        chunk and bucket (grown only for a bucket larger than any before):
+        allocating and freeing arrays of a few MiB per chunk leaves the
+        allocator's heap fragmented and the process's RSS higher."""
         n = job["rows"]
         nb = 1
         while n > SORT_ROWS * nb:
             nb *= 2
         job["buckets"] = nb
         src = self._rows_path(job)
+        rows_buf, out_buf = _Scratch(K.ROW, min(n, SORT_ROWS)), _Scratch(K.ROW, min(n, SORT_ROWS))
         if nb == 1:
-            rows = np.fromfile(src, dtype=K.ROW, count=n) if n else np.empty(0, dtype=K.ROW)
-            _save_array(self._bucket_path(job, 0), K.sort_rows(rows))
+            rows = _read_rows(src, 0, n, rows_buf)
+            _save_array(self._bucket_path(job, 0), K.sort_rows(rows, out=out_buf.get(len(rows))))
             return
-        shift = 64 - (nb.bit_length() - 1)
+        shift = np.uint64(64 - (nb.bit_length() - 1))
+        sign = np.uint64(1 << 63)
         for i in range(nb):
             _unlink(self._bucket_path(job, i))
-        with open(src, "rb") as f:
-            done = 0
-            while done < n:
-                chunk = np.fromfile(f, dtype=K.ROW, count=min(SORT_ROWS, n - done))
-                done += len(chunk)
-                # signed order: flip the sign bit, then the top bits are the bucket
-                b = (chunk["fp"].view(np.uint64) ^ np.uint64(1 << 63)) >> np.uint64(shift)
-                order = np.argsort(b, kind="stable")
-                chunk, b = np.take(chunk, order), b[order]
-                cuts = np.searchsorted(b, np.arange(nb + 1, dtype=np.uint64))
-                for i in range(nb):
-                    if cuts[i + 1] > cuts[i]:
-                        # opened per chunk: thousands of buckets stay under the fd limit
-                        fd = os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                        try:
-                            _writev_all(fd, [chunk[cuts[i] : cuts[i + 1]]])
-                        finally:
-                            os.close(fd)
+        done = 0
+        sizes = np.zeros(nb, dtype=np.int64)
+        while done < n:
+            chunk = _read_rows(src, done, min(SORT_ROWS, n - done), rows_buf)
+            done += len(chunk)
+            # signed order: flip the sign bit, then the top bits are the bucket
+            b = (chunk["fp"].view(np.uint64) ^ sign) >> shift
+            order = np.argsort(b, kind="stable")
+            chunk = np.take(chunk, order, out=out_buf.get(len(chunk)), mode="clip")  # no temporary
+            counts = np.bincount(b.astype(np.int64), minlength=nb)
+            sizes += counts
+            cuts = np.concatenate(([0], np.cumsum(counts)))
+            for i in range(nb):
+                if cuts[i + 1] > cuts[i]:
+                    # opened per chunk: thousands of buckets stay under the fd limit
+                    fd = os.open(self._bucket_path(job, i), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    try:
+                        _writev_all(fd, [chunk[cuts[i] : cuts[i + 1]]])
+                    finally:
+                        os.close(fd)
+        chunk = rows = None
+        rows_buf.get(int(sizes.max()))  # the largest bucket, once
+        out_buf.get(int(sizes.max()))
         for i in range(nb):
             p = self._bucket_path(job, i)
             if os.path.exists(p):
-                _save_array(p, K.sort_rows(np.fromfile(p, dtype=K.ROW)))
+                rows = _read_rows(p, 0, os.path.getsize(p) // K.ROW.itemsize, rows_buf)
+                _save_array(p, K.sort_rows(rows, out=out_buf.get(len(rows))))
 
     # ---- phase 3: match and share ---------------------------------------------
     def _match(self, job) -> bool:
@@ -947,6 +966,43 @@ def _window(pool, nm, lbn: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     except NotFound:
         pass
     return pb, cs
+
+
+class _Scratch:
+    """One reusable array of ``dtype``: ``get(k)`` is a view of k elements,
+    the array replaced by a larger one when k exceeds it. The array lives
+    in an anonymous mapping of its own, so its pages go back to the system
+    as soon as it is dropped, rather than staying in the allocator's heap
+    (fragmented by the phase's other arrays) for the rest of the scan."""
+
+    def __init__(self, dtype, k: int = 0):
+        self.dtype = np.dtype(dtype)
+        self.arr = np.empty(0, dtype=self.dtype)
+        if k:
+            self.get(k)
+
+    def get(self, k: int) -> np.ndarray:
+        if k > len(self.arr):
+            self.arr = np.empty(0, dtype=self.dtype)  # the old mapping goes first
+            self.arr = np.frombuffer(mmap.mmap(-1, k * self.dtype.itemsize), dtype=self.dtype)
+        return self.arr[:k]
+
+
+def _read_rows(path: str, first: int, count: int, buf: _Scratch) -> np.ndarray:
+    """Rows [first, first+count) of the rows file ``path``, read into ``buf``."""
+    out = buf.get(count)
+    mv = memoryview(out.view(np.uint8))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = 0
+        while got < len(mv):
+            k = os.preadv(fd, [mv[got:]], first * K.ROW.itemsize + got)
+            if not k:
+                break
+            got += k
+    finally:
+        os.close(fd)
+    return out[: got // K.ROW.itemsize]
 
 
 def _writev_all(fd: int, arrays) -> None:
