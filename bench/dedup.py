@@ -13,8 +13,12 @@ pool holds N x S logical and S unique after deduplication.
   ru_maxrss of the child), over the unique blocks, at two sizes; the slope
   between them is the memory that grows with the number of unique blocks
   (the rest is a fixed cost: the interpreter, SQLite's capped cache, the
-  engine's capped page cache). Inline mode's table is fixed-size: 16 bytes
-  a slot.
+  engine's capped page cache). The part of that slope that is the engine's
+  block-map cache (pages held at the end, 8 KiB each) is printed apart.
+  Inline mode's table is fixed-size: 16 bytes a slot.
+* **phases**: wall, CPU and peak RSS of collect, sort and match, for both
+  sizes (the peak is the kernel's high-water mark, reset through
+  /proc/self/clear_refs at each phase change).
 * **inline**: MB/s writing the copies with inline off (the plain write
   path), with inline on when every block is new (pure lookup cost) and
   when every block is a duplicate.

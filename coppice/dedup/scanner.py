@@ -43,11 +43,14 @@ Contract:
   seconds and at each phase change, to the pool's kv (scope ``sis``, key
   ``job``) for ``sis status``.
 
-Memory: a collect batch of rows (COLLECT_BATCH_LEAVES leaves), one bucket
-of at most about SORT_ROWS rows (32 bytes each) while sorting or matching,
-SQLite's capped cache, and the run intervals (32 bytes a run; runs are up
-to MATCH_RUN_BLOCKS long): fixed, whatever the pool's size; see
-bench/dedup.py.
+Memory: a collect batch of rows (COLLECT_BATCH_LEAVES leaves, one buffer
+filled in place), two buffers of the largest bucket (about SORT_ROWS rows,
+32 bytes each) while sorting, one bucket while matching, SQLite's capped
+cache, and the run intervals (32 bytes a run; runs are up to
+MATCH_RUN_BLOCKS long): fixed, whatever the pool's size. The collect and
+sort buffers are anonymous mappings of their own, returned to the system
+when the phase ends. bench/dedup.py prints the peak RSS of each phase and
+how much of the RSS growth with the pool is the engine's block-map cache.
 
 Threading: run one Scanner at a time per pool (``ScanBusy`` otherwise); it
 may run in a thread beside the NBD server. ``stop()`` from another thread
@@ -79,6 +82,7 @@ COLLECT_BATCH_LEAVES = 64  # leaves per commit while collecting
 # times that): more are first split into buckets by fingerprint, so the
 # scan's working memory does not grow with the pool.
 SORT_ROWS = 1 << 16
+SMALL_GROUP_SCAN = 16  # moved rows' targets looked up by position in groups up to this size
 MATCH_BATCH_ROWS = 8192  # rows classified at once while matching (one commit each)
 JOB_FORMAT = 2  # rows in files of kernels.ROW, sorted in buckets
 MATCH_BATCH_GROUPS = 256  # fingerprint groups per commit while matching
@@ -673,16 +677,31 @@ class Scanner:
         hit, toid, tlbn = self.covered.resolve(w["oid"], w["lbn"])
         if not hit.any():
             return cur, ok
-        gid = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+        size = np.diff(starts)
+        gid = np.repeat(np.arange(len(starts) - 1), size)
         keys = (w["oid"] << 40) | w["lbn"]
-        order = np.argsort(keys)  # (oid, lbn) is unique among a job's rows: no ties
-        sk = keys[order]
-        rk = (toid[hit] << 40) | tlbn[hit]
-        j = np.minimum(np.searchsorted(sk, rk), len(sk) - 1)
-        src = order[j]
-        found = (sk[j] == rk) & (gid[src] == gid[hit]) & ~hit[src]  # in the group, and not moved itself
-        cur[np.flatnonzero(hit)[found]] = w["pbn"][src[found]]
-        bad = np.flatnonzero(hit)[~found]
+        moved = np.flatnonzero(hit)
+        rk = (toid[moved] << 40) | tlbn[moved]
+        g = gid[moved]
+        longest = int(size[g].max())
+        if longest <= SMALL_GROUP_SCAN:
+            # Groups are small (a few copies): look for each moved row's
+            # target among its group's rows, one position at a time.
+            src = np.full(len(moved), -1, dtype=np.int64)
+            first, n = starts[g], size[g]
+            for k in range(longest):
+                r = np.where(k < n, first + k, 0)
+                m = (k < n) & (keys[r] == rk) & ~hit[r] & (src < 0)  # in the group, and not moved itself
+                src[m] = r[m]
+            found = src >= 0
+        else:
+            order = np.argsort(keys)  # (oid, lbn) is unique among a job's rows: no ties
+            sk = keys[order]
+            j = np.minimum(np.searchsorted(sk, rk), len(sk) - 1)
+            src = order[j]
+            found = (sk[j] == rk) & (gid[src] == g) & ~hit[src]  # in the group, and not moved itself
+        cur[moved[found]] = w["pbn"][src[found]]
+        bad = moved[~found]
         ok[gid[bad]] = False
         return cur, ok
 

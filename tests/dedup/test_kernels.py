@@ -142,3 +142,49 @@ def test_covered_resolve_equals_get(runs, rows, many_objects):
         ref = cov.get(oid, lbn)
         assert bool(hit[i]) == (ref is not None)
         assert (int(toid[i]), int(tlbn[i])) == (ref if ref is not None else (oid, lbn))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 3), st.integers(0, 12), st.integers(1, 9)), max_size=40
+    ),
+    st.lists(
+        st.tuples(
+            st.integers(1, 3), st.integers(0, 12), st.integers(1, 4), st.integers(1, 3), st.integers(0, 12)
+        ),
+        max_size=8,
+    ),
+)
+def test_current_pbns_equals_row_by_row(rows, runs):
+    # The window's current PBNs in arrays (both lookups: by position within
+    # small groups, and by sorting the window) against _current row by row.
+    seen, uniq = set(), []
+    for fp, oid, lbn, pbn in rows:
+        if (oid, lbn) not in seen:  # a job collects each mapping once
+            seen.add((oid, lbn))
+            uniq.append((fp, pbn, oid, lbn))
+    if not uniq:
+        return
+    w = K.sort_rows(np.array(uniq, dtype=K.ROW))
+    starts = K.groups(w["fp"])
+    sc = scanner.Scanner(None)
+    sc.covered = scanner.Covered()
+    for oid, lbn, n, aoid, albn in runs:
+        if sc.covered.free_prefix(oid, lbn, n) == n:
+            sc.covered.add(oid, lbn, n, aoid, albn)
+    results = []
+    for limit in (scanner.SMALL_GROUP_SCAN, 0):
+        saved, scanner.SMALL_GROUP_SCAN = scanner.SMALL_GROUP_SCAN, limit
+        try:
+            results.append(sc._current_pbns(w, starts))
+        finally:
+            scanner.SMALL_GROUP_SCAN = saved
+    (cur, ok), (cur2, ok2) = results
+    assert cur.tolist() == cur2.tolist() and ok.tolist() == ok2.tolist()
+    for g in np.flatnonzero(ok):
+        a, b = int(starts[g]), int(starts[g + 1])
+        members = list(
+            zip(w["pbn"][a:b].tolist(), w["oid"][a:b].tolist(), w["lbn"][a:b].tolist(), strict=True)
+        )
+        assert [p for p, _, _ in sc._current(members)] == cur[a:b].tolist()
