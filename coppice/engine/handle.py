@@ -10,16 +10,11 @@ read-only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import ReadOnly
 from . import blockmap
 from .errors import ObjectNotFound, OutOfRange
 from .format import LEAF_FANOUT
 from .records import ObjRec
-
-if TYPE_CHECKING:
-    from .pool import Pool
 
 
 class ObjectHandle:
@@ -36,7 +31,7 @@ class ObjectHandle:
     can_fua = True
     can_multi_conn = True
 
-    def __init__(self, pool: Pool, o: ObjRec, read_only: bool):
+    def __init__(self, pool, o: ObjRec, read_only: bool):  # pool: the engine Pool that opened it
         self.pool = pool
         self.oid = o.id
         self.name = o.name

@@ -138,7 +138,7 @@ def open_lun_device(filer, path: str, allow_offline: bool = False) -> LunDevice:
     """Open the LUN at ``path`` (a snapshot path opens read-only); refuses an
     offline LUN unless ``allow_offline``. No access check: that is the export
     resolver's."""
-    from .lun import resolve
+    from .lookup import resolve
 
     vol, snap, name, o = resolve(filer, path, allow_snapshot=True)
     dev = LunDevice(filer, vol, name, snap, allow_offline)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import time
 
 from .errors import NotAClone, SplitNotRunning, VolumeExists
+from .lookup import opts, put_opts, require
 from .lun_map import collisions, note_lun, note_volume, remap_lowest
 from .names import check_volume, lun_path
-from .volume import opts, put_opts, require
 
 
 def create(f, new, parent, snap, remap=False, schedule=None) -> dict:

@@ -194,7 +194,7 @@ class FilerExportResolver:
     def who(self, path: str) -> dict:
         """The igroups ``path`` (an active LUN path) is mapped to, their
         members, and whether the LUN is online: who would be allowed."""
-        from .lun import resolve
+        from .lookup import resolve
 
         f = self.filer
         with f._lock:

@@ -78,6 +78,7 @@ from contextlib import contextmanager
 from ..engine import Pool
 from . import clone as _clone
 from . import igroup as _igroup
+from . import lookup as _lookup
 from . import lun as _lun
 from . import lun_map as _map
 from . import schedule as _sched
@@ -390,7 +391,7 @@ class Filer:
     def file_write(self, vol: str, name: str, data: bytes) -> None:
         check("file", name)
         with self._op():
-            _vol.require(self, vol)
+            _lookup.require(self, vol)
             existing = self.pool.has_object(vol, name)
             if existing and self.pool.object_info(vol, name).kind != "file":
                 from .errors import LunExists
@@ -399,11 +400,11 @@ class Filer:
             self.pool.write_file(vol, name, bytes(data))
 
     def file_read(self, vol: str, name: str, snapshot: str | None = None) -> bytes:
-        _vol.require(self, vol, snapshot)
+        _lookup.require(self, vol, snapshot)
         return self.pool.read_file(vol, name, snapshot)
 
     def file_list(self, vol: str, snapshot: str | None = None) -> list[dict]:
-        _vol.require(self, vol, snapshot)
+        _lookup.require(self, vol, snapshot)
         return [
             {"name": o.name, "size": o.size}
             for o in self.pool.list_objects(vol, snapshot)
@@ -412,7 +413,7 @@ class Filer:
 
     def file_delete(self, vol: str, name: str) -> None:
         with self._op():
-            _vol.require(self, vol)
+            _lookup.require(self, vol)
             o = self.pool.object_info(vol, name)
             if o.kind != "file":
                 from .errors import BadOption
@@ -436,7 +437,7 @@ class Filer:
 
     def vol_parent(self, name: str) -> tuple[str, str] | None:
         """(parent volume, snapshot) of a clone; None for a volume that is no clone."""
-        _vol.require(self, name)
+        _lookup.require(self, name)
         return self.pool.origin_of(name)
 
     def object_exists(self, vol: str, name: str, snapshot: str | None = None) -> bool:
@@ -445,7 +446,7 @@ class Filer:
         return self.pool.has_object(vol, name, snapshot)
 
     def lun_serials(self, vol: str, snapshot: str | None = None) -> dict[str, str]:
-        _vol.require(self, vol, snapshot)
+        _lookup.require(self, vol, snapshot)
         return {
             o.name: o.meta.get("serial", "") for o in self.pool.list_objects(vol, snapshot) if o.kind == "lun"
         }

@@ -19,14 +19,14 @@ from .errors import (
     BadOption,
     IgroupBusy,
     IgroupExists,
-    IgroupNotFound,
     InitiatorExists,
     InitiatorNotFound,
 )
-from .lun_map import note_lun
+from .lookup import IGROUP_SCOPE, require_igroup
+from .lun_map import all_maps, note_lun, unmap_lun
 from .names import check_igroup, lun_path, parse_lun_path
 
-SCOPE = "igroup"
+SCOPE = IGROUP_SCOPE
 PROTOCOLS = ("iscsi", "fcp", "nbd", "mixed")
 OSTYPES = ("linux", "windows", "vmware", "hyper_v", "xen", "solaris", "aix", "hpux", "netware", "openvms")
 
@@ -75,15 +75,6 @@ def nbd_identity_hint(rec: dict) -> str | None:
     )
 
 
-def require(f, name) -> dict:
-    if not isinstance(name, str):
-        raise IgroupNotFound(name=name)
-    rec = f.pool.kv_get(SCOPE, name)
-    if rec is None:
-        raise IgroupNotFound(name=name)
-    return rec
-
-
 def create(f, name, initiators, ostype="linux", protocol="iscsi") -> dict:
     check_igroup(name)
     if ostype not in OSTYPES:
@@ -105,15 +96,13 @@ def create(f, name, initiators, ostype="linux", protocol="iscsi") -> dict:
 
 
 def _mapped(f, name) -> list[str]:
-    from .lun_map import all_maps
 
     return [m["path"] for m in all_maps(f, name)]
 
 
 def destroy(f, name, force=False) -> None:
-    from .lun_map import unmap_lun
 
-    require(f, name)
+    require_igroup(f, name)
     with f.transaction():
         mapped = _mapped(f, name)
         if mapped and not force:
@@ -129,7 +118,7 @@ def _revoke_mapped(f, name):
 
 
 def add(f, name, initiator) -> dict:
-    rec = require(f, name)
+    rec = require_igroup(f, name)
     n = normalize_initiator(initiator)
     with f.transaction():
         if n.lower() in (m.lower() for m in rec["initiators"]):
@@ -140,7 +129,7 @@ def add(f, name, initiator) -> dict:
 
 
 def remove(f, name, initiator) -> dict:
-    rec = require(f, name)
+    rec = require_igroup(f, name)
     n = normalize_initiator(initiator)
     with f.transaction():
         keep = [m for m in rec["initiators"] if m.lower() != n.lower()]
@@ -155,7 +144,7 @@ def remove(f, name, initiator) -> dict:
 
 def rename(f, old, new) -> None:
     check_igroup(new)
-    rec = require(f, old)
+    rec = require_igroup(f, old)
     if old == new:
         return
     with f.transaction():
@@ -174,7 +163,7 @@ def rename(f, old, new) -> None:
 
 
 def set_ostype(f, name, ostype) -> dict:
-    rec = require(f, name)
+    rec = require_igroup(f, name)
     if ostype not in OSTYPES:
         raise BadOption(detail=f"igroup ostype {ostype!r} is invalid: use one of {', '.join(OSTYPES)}")
     with f.transaction():
@@ -184,10 +173,9 @@ def set_ostype(f, name, ostype) -> dict:
 
 
 def show(f, name=None) -> list[dict]:
-    from .lun_map import all_maps
 
     if name is not None:
-        recs = [require(f, name)]
+        recs = [require_igroup(f, name)]
     else:
         recs = [r for _, r in f.pool.kv_items(SCOPE)]
     out = []
@@ -217,4 +205,4 @@ def matches(rec: dict, initiator) -> bool:
     return False
 
 
-__all__ = ["create", "destroy", "add", "remove", "rename", "show", "matches", "require", "lun_path"]
+__all__ = ["create", "destroy", "add", "remove", "rename", "show", "matches", "require_igroup", "lun_path"]

@@ -27,10 +27,11 @@ import string
 
 from ..engine import ObjectExists as _EngineObjectExists
 from .errors import BadOption, LunBusy, LunExists, LunIdCollision, LunNotFound, LunTooSmall, VolumeFull
-from .lun_map import note_lun
+from .lookup import opts, require, resolve
+from .lun_map import collisions, note_lun
 from .names import check_lun, lun_path, parse_lun_path
 from .sizes import format_size, parse_size
-from .volume import opts, require
+from .space import usage
 
 OSTYPES = (
     "linux",
@@ -56,18 +57,6 @@ def new_serial() -> str:
     return "".join(secrets.choice(_SERIAL_CHARS) for _ in range(12))
 
 
-def resolve(f, path, allow_snapshot: bool = False):
-    """(volume, snapshot, name, ObjRec) of the LUN at ``path``, or LunNotFound."""
-    vol, snap, name = parse_lun_path(path, allow_snapshot)
-    require(f, vol, snap)
-    if not f.pool.has_object(vol, name, snap):
-        raise LunNotFound(path=path)
-    o = f.pool.object_info(vol, name, snap)
-    if o.kind != "lun":
-        raise LunNotFound(path=path)
-    return vol, snap, name, o
-
-
 def _lun_size(text) -> int:
     size = parse_size(text, "LUN size")
     if size % SECTOR:
@@ -80,7 +69,6 @@ def _lun_size(text) -> int:
 
 def _check_thick(f, vol, path, extra: int) -> None:
     """A thick volume must hold all its LUNs at full size."""
-    from .space import usage
 
     o = opts(f, vol)
     f.backend.require_thin(f"LUN {path} in volume {vol}", o["guarantee"])
@@ -218,7 +206,6 @@ def resize(f, path, size, force=False) -> dict:
 
 
 def set_online(f, path, online: bool) -> None:
-    from .lun_map import collisions
 
     vol, _, name, o = resolve(f, path)
     with f.transaction():

@@ -24,6 +24,7 @@ reference the tests hold the index to.
 from __future__ import annotations
 
 from .errors import BadLunId, LunAlreadyMapped, LunIdInUse, LunNotMapped
+from .lookup import require_igroup, resolve
 from .names import lun_path
 
 MAX_LUN_ID = 4095
@@ -207,7 +208,6 @@ def lowest_free(used) -> int:
 
 def collisions(f, path: str, online_only: bool = True, maps=None) -> list[str]:
     """Messages naming each of the LUN's maps another LUN also holds."""
-    from .lun import resolve
 
     if maps is None:
         maps = resolve(f, path)[3].meta.get("maps") or []
@@ -233,8 +233,6 @@ def _check_id(lun_id) -> int:
 
 
 def map_lun(f, path: str, igroup: str, lun_id=None) -> int:
-    from .igroup import require as require_igroup
-    from .lun import resolve
 
     vol, _, name, o = resolve(f, path)
     if lun_id is not None:
@@ -259,7 +257,6 @@ def map_lun(f, path: str, igroup: str, lun_id=None) -> int:
 
 
 def unmap_lun(f, path: str, igroup: str) -> None:
-    from .lun import resolve
 
     vol, _, name, o = resolve(f, path)
     with f.transaction():

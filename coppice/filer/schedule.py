@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import BadSchedule
+from .lookup import opts, put_opts, require
+from .snapshot import create
 
 KINDS = ("weekly", "nightly", "hourly")
 MAX_CATCHUP_HOURS = 8 * 24
@@ -112,7 +114,6 @@ def _slot(t: _dt.datetime) -> _dt.datetime:
 
 
 def set_schedule(f, vol, spec=None, now: _dt.datetime | None = None) -> dict:
-    from .volume import opts, put_opts, require
 
     require(f, vol)
     if spec is not None:
@@ -124,7 +125,6 @@ def set_schedule(f, vol, spec=None, now: _dt.datetime | None = None) -> dict:
 
 
 def tick(f, now: _dt.datetime, volume: str | None = None) -> list[dict]:
-    from .volume import opts, require
 
     if volume is not None:
         require(f, volume)
@@ -158,14 +158,12 @@ def tick(f, now: _dt.datetime, volume: str | None = None) -> list[dict]:
                             slot=due[kind].isoformat(),
                         )
                     )
-            from .volume import put_opts
 
             put_opts(f, vol, sched_last=now.isoformat())
     return actions
 
 
 def _rotate_and_take(f, vol, kind, keep) -> dict:
-    from .snapshot import create
 
     pool = f.pool
     rx = re.compile(re.escape(kind) + r"\.(\d+)\Z")

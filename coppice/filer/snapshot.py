@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as _dt
 
 from .errors import SnapshotExists, SnapshotHasClones, SnapshotsDisabled
+from .lookup import opts, parse_percent, put_opts, require
 from .names import check_snapshot, lun_path
-from .volume import _percent, opts, put_opts, require
 
 
 def create(f, vol, name, by: str = "user") -> dict:
@@ -132,7 +132,7 @@ def reserve(f, vol, percent=None) -> int:
     require(f, vol)
     if percent is None:
         return int(opts(f, vol)["snap_reserve"])
-    p = _percent(percent)
+    p = parse_percent(percent)
     with f.transaction():
         put_opts(f, vol, snap_reserve=p)
     return p

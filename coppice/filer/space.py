@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 
 from .errors import VolumeFull
+from .lookup import opts, require
 from .sizes import format_size
 
 
@@ -49,7 +50,6 @@ def _pbn_set(pool, vol, snapshot=None) -> set[int]:
 def usage(f, vol: str, size: int | None = None, light: bool = False) -> dict:
     """See the module docstring. ``light`` skips the shared-block count (a
     reference-count lookup per block), which the write budget does not need."""
-    from .volume import opts
 
     pool = f.pool
     bs = pool.block_size
@@ -205,7 +205,6 @@ def budget(f, vid: int) -> Budget:
 
 
 def df(f, volume: str | None = None, savings: bool = False) -> dict:
-    from .volume import require
 
     vols = [volume] if volume is not None else [v.name for v in f.pool.list_volumes()]
     for v in vols:

@@ -12,47 +12,22 @@ Functions take the ``Filer`` as first argument; callers use the Filer.
 from __future__ import annotations
 
 from ..engine import VolumeNotFound as _EngineVolumeNotFound
-from . import lun_map
+from . import lun_map, schedule, snapshot, space
 from .errors import (
     BadOption,
     SnapshotHasClones,
-    SnapshotNotFound,
     VolumeBusy,
     VolumeExists,
     VolumeNotFound,
     VolumeTooSmall,
 )
+from .lookup import DEFAULTS, opts, parse_percent, put_opts, require
 from .names import check_volume, lun_path
 from .sizes import format_size, parse_size
 
-DEFAULTS = {"size": None, "guarantee": "none", "snap_reserve": 5, "nosnap": False, "snap_sched": "0 0 0"}
 GUARANTEES = ("none", "volume")
 MIN_VOL_SIZE = 1 << 20
 OPTIONS = ("nosnap", "guarantee", "snap_reserve", "snap_sched")
-
-
-def require(f, name, snapshot: str | None = None):
-    """The engine Dataset of volume ``name`` (or its snapshot), or a clear NotFound."""
-    if not isinstance(name, str) or not f.pool.has_volume(name):
-        raise VolumeNotFound(name=name)
-    if snapshot is not None:
-        if snapshot not in {s.name for s in f.pool.list_snapshots(name)}:
-            raise SnapshotNotFound(volume=name, snap=snapshot)
-        return f.pool.snapshot(name, snapshot)
-    return f.pool.volume(name)
-
-
-def opts(f, name) -> dict:
-    o = dict(DEFAULTS)
-    o.update(require(f, name).meta)
-    return o
-
-
-def put_opts(f, name, **changes) -> dict:
-    meta = dict(require(f, name).meta)
-    meta.update(changes)
-    f.pool.set_volume_meta(name, meta)
-    return meta
 
 
 def create(f, name, size, guarantee="none", snap_reserve=None) -> dict:
@@ -65,7 +40,7 @@ def create(f, name, size, guarantee="none", snap_reserve=None) -> dict:
     if guarantee not in GUARANTEES:
         raise BadOption(detail=f"guarantee {guarantee!r} is invalid: use none (thin) or volume (thick)")
     f.backend.require_thin(f"volume {name} with guarantee {guarantee}", guarantee)
-    reserve = DEFAULTS["snap_reserve"] if snap_reserve is None else _percent(snap_reserve)
+    reserve = DEFAULTS["snap_reserve"] if snap_reserve is None else parse_percent(snap_reserve)
     with f.transaction():
         if f.pool.has_volume(name):
             raise VolumeExists(name=name)
@@ -82,18 +57,6 @@ def create(f, name, size, guarantee="none", snap_reserve=None) -> dict:
     return info(f, name)
 
 
-def _percent(v) -> int:
-    try:
-        p = int(str(v).rstrip("%"))
-    except ValueError:
-        raise BadOption(
-            detail=f"snapshot reserve {v!r} is invalid: give a percentage from 0 to 100"
-        ) from None
-    if not 0 <= p <= 100:
-        raise BadOption(detail=f"snapshot reserve {v!r} is invalid: give a percentage from 0 to 100")
-    return p
-
-
 def clones_of_volume(f, name) -> list[tuple[str, str]]:
     """(snapshot, clone volume) pairs for every clone of a snapshot of ``name``."""
     out = []
@@ -104,7 +67,6 @@ def clones_of_volume(f, name) -> list[tuple[str, str]]:
 
 
 def info(f, name) -> dict:
-    from . import space
 
     v = require(f, name)
     o = opts(f, name)
@@ -199,7 +161,6 @@ def rename(f, old, new) -> None:
 def resize(f, name, size) -> dict:
     """``vol size``: grow always; shrink only when the data (and, for a thick
     volume, the LUNs) still fit. ``size`` may be "+10g"/"-10g" for relative."""
-    from . import space
 
     o = opts(f, name)
     cur = o["size"] or 0
@@ -263,8 +224,6 @@ def set_option(f, name, option, value) -> dict:
         f.backend.require_thin(f"guarantee {value} on volume {name}", value)
         with f.transaction():
             if value == "volume":
-                from . import space
-
                 u = space.usage(f, name)
                 luns = sum(x.size for x in f.pool.list_objects(name) if x.kind == "lun")
                 if luns > u["total"]:
@@ -276,12 +235,8 @@ def set_option(f, name, option, value) -> dict:
                     )
             put_opts(f, name, guarantee=value)
     elif option in ("snap_reserve", "reserve"):
-        from . import snapshot
-
         snapshot.reserve(f, name, value)
     elif option in ("snap_sched", "schedule"):
-        from . import schedule
-
         schedule.set_schedule(f, name, value)
     else:
         raise BadOption(
