@@ -174,13 +174,14 @@ class Daemon:
         from .api.scheduler import Scheduler
         from .filer import Filer
         from .nbd.server import NBDServer
+        from .provision.revert import Revert
 
-        undo = []  # run in reverse if start fails half way
-        try:
+        # What a start that fails half way has opened is closed again, in reverse.
+        with Revert() as revert:
             tcp = None
             if self.api_port is not None:
                 tcp = _tcp_listener(self.api_host, self.api_port, "--api")
-                undo.append(tcp.close)
+                revert.add(tcp.close)
                 host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
                 self.api_url = f"http://{host}:{tcp.getsockname()[1]}"
             holder = (
@@ -188,7 +189,7 @@ class Daemon:
                 f"socket {self.socket_path})"
             )
             self.filer = Filer.open(self.pool_dir, holder=holder)
-            undo.append(self.filer.close)
+            revert.add(self.filer.close)
             pool = self.filer.pool
             if getattr(pool, "inline_dedup", None) is None:
                 try:
@@ -199,11 +200,11 @@ class Daemon:
                     log.warning("inline dedup not attached: %s", e)
             token = ensure_token(self.pool_dir)
             us = _unix_listener(self.socket_path)
-            undo.append(us.close)
+            revert.add(us.close)
 
             self.jobs = JobRunner(pool, workers=self.jobs_workers)
             register_jobs(self.jobs, self.filer)
-            undo.append(lambda: self.jobs.shutdown(self.graceful_timeout))
+            revert.add(lambda: self.jobs.shutdown(self.graceful_timeout))
 
             tls_ctx = None
             if self.tls_dir:
@@ -224,7 +225,7 @@ class Daemon:
                 raise ListenFailed(
                     where=f"NBD {self.nbd_host}:{self.nbd_port}", why=str(e), option="--nbd"
                 ) from None
-            undo.append(self.nbd.shutdown)
+            revert.add(self.nbd.shutdown)
 
             self.scheduler = Scheduler(clock=self.clock, **({"sleep": self.sleep} if self.sleep else {}))
             for task in default_tasks(self.filer, self.jobs, self.schedule_interval):
@@ -261,21 +262,15 @@ class Daemon:
 
             import_dir.install(self.app.state, self.filer, self.import_dir)  # host files for requests
             register_app_jobs(self.jobs, self.app)
-            undo.append(self._close_hypervisors)
+            revert.add(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))
-            undo.append(self._stop_uvicorn)
+            revert.add(self._stop_uvicorn)
             pool.kv_put("daemon", "last_start", self.info)
             resumed = self.jobs.recover()
             if resumed:
                 log.info("resumed %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
             self.scheduler.start()
-        except BaseException:
-            for fn in reversed(undo):
-                try:
-                    fn()
-                except Exception as e:
-                    log.warning("undo during a failed start: %s", e)
-            raise
+            revert.success()
         return self
 
     def _start_uvicorn(self, tcp, us, unix_app) -> None:
