@@ -190,19 +190,17 @@ class Daemon:
             )
             self.filer = Filer.open(self.pool_dir, holder=holder)
             revert.add(self.filer.close)
-            pool = self.filer.pool
-            if getattr(pool, "inline_dedup", None) is None:
-                try:
-                    from . import dedup
+            try:
+                from .dedup.facade import Dedup
 
-                    dedup.attach(pool)
-                except Exception as e:  # dedup is optional for serving
-                    log.warning("inline dedup not attached: %s", e)
+                Dedup(self.filer).attach_inline()
+            except Exception as e:  # dedup is optional for serving
+                log.warning("inline dedup not attached: %s", e)
             token = ensure_token(self.pool_dir)
             us = _unix_listener(self.socket_path)
             revert.add(us.close)
 
-            self.jobs = JobRunner(pool, workers=self.jobs_workers)
+            self.jobs = JobRunner(self.filer, workers=self.jobs_workers)
             register_jobs(self.jobs, self.filer)
             revert.add(lambda: self.jobs.shutdown(self.graceful_timeout))
 
@@ -235,7 +233,7 @@ class Daemon:
             nbd_addr = self.nbd.address
             self.info = {
                 "pool": self.pool_dir,
-                "pool_uuid": pool.uuid,
+                "pool_uuid": self.filer.uuid,
                 "api_url": self.api_url,
                 "socket": self.socket_path,
                 "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
@@ -265,7 +263,7 @@ class Daemon:
             revert.add(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))
             revert.add(self._stop_uvicorn)
-            pool.kv_put("daemon", "last_start", self.info)
+            self.filer.kv_put("daemon", "last_start", self.info)
             resumed = self.jobs.recover()
             if resumed:
                 log.info("resumed %d interrupted job(s): %s", len(resumed), ", ".join(resumed))
@@ -353,7 +351,7 @@ class Daemon:
         if nbd_stop:
             nbd_stop.join(self.graceful_timeout + 5)
         try:
-            self.filer.pool.flush()
+            self.filer.flush()
         finally:
             self.filer.close()
         for p in (self.socket_path,):
@@ -392,9 +390,9 @@ def default_tasks(filer, jobs, interval: float = 60.0):
         return filer.snap_sched_tick(_dt.datetime.fromtimestamp(now))
 
     def dedup_scans(now: float):
-        from . import dedup
+        from .dedup.facade import Dedup
 
-        vols = dedup.due(filer.pool, now)
+        vols = Dedup(filer).due(now)
         if not vols:
             return []
         if any(j["state"] in ("queued", "running") for j in jobs.list(kind="dedup_scan")):

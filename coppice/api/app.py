@@ -132,7 +132,7 @@ def facades(state) -> dict:
             default_target=lambda nbd, tls: vms.daemon_target(state, nbd, tls),
             import_policy=lambda: _import_policy(state),
         ),
-        "dedup": Dedup(state.filer.pool),
+        "dedup": Dedup(state.filer),
     }
 
 
@@ -148,7 +148,7 @@ def register_jobs(runner, filer) -> None:
     )
     runner.register(
         "dedup_scan",
-        dedup.run_scan(Dedup(filer.pool)),
+        dedup.run_scan(Dedup(filer)),
         resumable=True,
         description="post-process deduplication scan",
     )

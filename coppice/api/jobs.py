@@ -139,8 +139,10 @@ def _fraction(rec: dict) -> float | None:
 
 
 class JobRunner:
-    def __init__(self, pool, workers: int = 2, persist_interval: float = 1.0):
-        self.pool = pool
+    def __init__(self, store, workers: int = 2, persist_interval: float = 1.0):
+        # Where job records persist: the Filer's records (or an engine Pool:
+        # anything with kv_items, kv_put and kv_delete).
+        self.store = store
         self.workers = workers
         self.persist_interval = persist_interval
         self.kinds: dict[str, JobKind] = {}
@@ -151,7 +153,7 @@ class JobRunner:
         self._queue: list[str] = []
         self._closing = False
         self._changed = threading.Condition(self._lock)
-        for key, rec in pool.kv_items(SCOPE):
+        for key, rec in store.kv_items(SCOPE):
             if isinstance(rec, dict) and "id" in rec:
                 self._jobs[key] = rec
 
@@ -164,7 +166,7 @@ class JobRunner:
     # ---- records ----------------------------------------------------------------
     def _persist(self, rec: dict) -> None:
         try:
-            self.pool.kv_put(SCOPE, rec["id"], rec)
+            self.store.kv_put(SCOPE, rec["id"], rec)
         except Exception as e:  # a closed pool at shutdown must not kill a worker
             log.warning("job %s: cannot persist its state: %s", rec["id"], e)
 
@@ -405,6 +407,6 @@ class JobRunner:
                 del self._jobs[r["id"]]
         for r in drop:
             try:
-                self.pool.kv_delete(SCOPE, r["id"])
+                self.store.kv_delete(SCOPE, r["id"])
             except Exception:
                 pass

@@ -85,7 +85,7 @@ def open_session() -> Session:
     def dedup():
         from ..dedup.facade import Dedup
 
-        return Dedup(f.pool)
+        return Dedup(f)
 
     return Session(f, provisioning, dedup)
 

@@ -1,4 +1,4 @@
-"""Dedup: the one Python API of deduplication (``sis``), over an open pool.
+"""Dedup: the one Python API of deduplication (``sis``), over an open filer.
 
 Contract: the methods named ``sis_*`` are the dedup rows of
 ``coppice.operations``; ``coppice.remote.RemoteDedup`` has the same
@@ -8,6 +8,11 @@ dedup and engine errors (``SisNotEnabled``, ``VolumeNotFound``,
 ``BadSisSchedule``...). A scan runs in the caller's thread: ``progress(phase,
 done, total)`` at each step, ``should_stop()`` polled between batches (the
 scan then pauses, resumable); Ctrl-C pauses it the same way.
+
+It is built over the ``Filer`` (``Dedup(filer)``): the layers above hand
+the filer over and never reach into its pool; dedup works on the engine
+pool's block maps underneath. ``attach_inline`` and ``due`` are what a
+daemon needs besides the ``sis_*`` calls.
 """
 
 from __future__ import annotations
@@ -18,11 +23,24 @@ from ..errors import InvalidArgument
 
 
 class Dedup:
-    def __init__(self, pool):
-        self.pool = pool
+    def __init__(self, filer):
+        self.pool = filer.pool
 
     def close(self) -> None:
-        pass  # the pool belongs to whoever passed it in
+        pass  # the filer belongs to whoever passed it in
+
+    def attach_inline(self) -> None:
+        """Install the inline hook on the pool, so writes to volumes with
+        inline dedup on share equal blocks as they are written."""
+        from .inline import attach
+
+        attach(self.pool)
+
+    def due(self, now: float) -> list[str]:
+        """The volumes whose sis schedule is due at ``now``."""
+        from .config import due
+
+        return due(self.pool, now)
 
     @property
     def block_size(self) -> int:

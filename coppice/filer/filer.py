@@ -61,7 +61,7 @@ strings like "20g"; ``now`` is a datetime, default the injected clock):
   file_write(vol, name, data);  file_read(vol, name, snapshot=None) -> bytes
   file_list(vol, snapshot=None) -> list[dict];  file_delete(vol, name)
   -- cheap lookups for the layers above (no space accounting)
-  path;  vol_exists(name) -> bool;  vol_names() -> list[str];  vol_parent(name) -> (vol, snap) | None
+  path;  uuid;  flush();  vol_exists(name) -> bool;  vol_names() -> list[str];  vol_parent(name) -> (vol, snap) | None
   object_exists(vol, name, snapshot=None) -> bool;  lun_serials(vol, snapshot=None) -> {lun: serial}
   -- records: JSON values the layers above keep in the pool (templates, VMs, ...)
   kv_get(scope, key, default=None);  kv_put(scope, key, value);  kv_delete(scope, key)
@@ -428,6 +428,15 @@ class Filer:
     def path(self) -> str:
         """The pool's directory."""
         return self.pool.path
+
+    @property
+    def uuid(self) -> str:
+        """The pool's identity (it stays when the directory moves)."""
+        return self.pool.uuid
+
+    def flush(self) -> None:
+        """Every write acknowledged so far survives power loss on return."""
+        self.pool.flush()
 
     def vol_exists(self, name: str) -> bool:
         return self.pool.has_volume(name)

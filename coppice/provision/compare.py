@@ -171,25 +171,24 @@ class _Run:
     """One strategy in its own scratch pool."""
 
     def __init__(self, strategy: str, template: Template, plan: Plan, path: str):
+        from ..dedup.facade import Dedup
         from ..filer import Filer
 
         self.s = strategy
         self.t = template
         self.plan = plan
         self.filer = Filer.create(path)
-        self.pool = self.filer.pool
+        self.dedup = Dedup(self.filer)
         self.rnd = random.Random(plan.seed)
         self.vms: list[str] = []
         self.res = Result(strategy)
         self.hour = 0.0
         if strategy == "full+inline":
-            from .. import dedup
-
-            dedup.attach(self.pool)
+            self.dedup.attach_inline()
         self._gen = 0
 
     def physical(self) -> int:
-        ps = self.pool.pool_space()
+        ps = self.filer.pool_info()
         return ps["used_bytes"] + ps["metadata_bytes"]
 
     def sample(self, event: str) -> int:
@@ -212,11 +211,7 @@ class _Run:
         self.sample("template")
 
     def _sis_on(self, vol: str) -> None:
-        from ..dedup import config
-
-        config.set_enabled(self.pool, vol, True)
-        if self.s == "full+inline":
-            config.set_inline(self.pool, vol, True)
+        self.dedup.sis_configure(vol, enabled=True, inline=True if self.s == "full+inline" else None)
 
     def _copy_into(self, path: str, data: bytes) -> None:
         dev = self.filer.open_lun(path, allow_offline=True)
@@ -269,9 +264,7 @@ class _Run:
     def dedup_run(self) -> None:
         if not self.s.endswith("+sis"):
             return
-        from .. import dedup
-
-        dedup.scan(self.pool)
+        self.dedup.sis_scan()
         self.sample("dedup run")
 
     def churn(self) -> None:

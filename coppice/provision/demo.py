@@ -20,9 +20,9 @@ import time
 
 def _savings(filer) -> dict:
     try:
-        from ..dedup.report import savings
+        from ..dedup.facade import Dedup
 
-        return savings(filer.pool)
+        return Dedup(filer).sis_savings()
     except Exception:
         return filer.df(savings=True)
 

@@ -117,13 +117,13 @@ def savings(request: Request, fresh: bool = False):
     """The pool's savings (``GET /dedup/savings``'s pool part). That walks every block map, so
     one computation serves every console for ``SAVINGS_SECONDS`` and concurrent asks wait for
     it rather than start their own; ``fresh`` recomputes."""
-    from ... import dedup
+    from ...dedup.facade import Dedup
 
     st = request.app.state
     with _savings_lock:
         cached = getattr(st, "console_savings", None)
         if cached is None or fresh or time.time() - cached["at"] > SAVINGS_SECONDS:
-            cached = {"at": time.time(), "pool": to_jsonable(dedup.savings(st.filer.pool)["pool"])}
+            cached = {"at": time.time(), "pool": to_jsonable(Dedup(st.filer).sis_savings()["pool"])}
             st.console_savings = cached
     return cached
 
