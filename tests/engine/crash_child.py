@@ -1,26 +1,17 @@
 """Child process for test_crash: writes, flushes and snapshots forever,
 journaling what it did, until the parent kills it with SIGKILL.
 
-Journal lines (plain writes; the kernel keeps them across kill -9):
-    W <lbn> <count> <seq>    about to write blocks lbn..lbn+count-1 with seq
-    F <seq>                  flush returned: every write with seq' <= seq is durable
-    S <name>                 snapshot <name> created (durable on return)
+The journal's lines are tests/kill9.py's.
 """
 
 import os
 import random
-import struct
 import sys
 
 from coppice.engine import Pool
+from tests.kill9 import BS, block
 
-BS = 4096
 NBLOCKS = 2048
-
-
-def block(lbn, seq):
-    head = struct.pack("<QQ", lbn, seq)
-    return head * (BS // len(head))
 
 
 def main():

@@ -3,29 +3,18 @@ flushes, snapshots and checkpoints until the disk is full, frees room (a
 filler file, old snapshots) and goes on, journaling what it did, until the
 parent kills it with SIGKILL.
 
-Journal lines (plain appends; the kernel keeps them across kill -9):
-    W <lbn> <count> <seq>    about to write blocks lbn..lbn+count-1 with seq
-    X <seq>                  that write was refused (ENOSPC): it changed nothing
-    F <seq>                  flush returned: every write with seq' <= seq that
-                             was not refused is durable
-    S <name>                 snapshot <name> created
-    d <name> / D <name>      about to delete snapshot <name> / deleted
+The journal's lines are tests/kill9.py's.
 """
 
 import os
 import random
-import struct
 import sys
 
 from coppice.engine import Pool
 from coppice.errors import NoSpace
+from tests.kill9 import BS, block
 
-BS = 4096
 NBLOCKS = 1024
-
-
-def block(lbn, seq):
-    return struct.pack("<QQ", lbn, seq) * (BS // 16)
 
 
 def fill(path, leave):

@@ -6,76 +6,21 @@ deleting a filler file or a snapshot, the disk filled again. It is killed with S
 moments, 14 times on the same pool. After every kill the pool opens (on a
 full file system too), each block holds its last flushed version or a
 later one (never garbage, never an older one), every snapshot whose
-creation returned is there (unless its deletion began), and fsck is clean.
+creation returned is there (unless its deletion began), and fsck is clean
+(the shared harness: tests/kill9.py).
 """
 
 import os
 import random
-import signal
-import struct
-import subprocess
-import sys
-import time
 
 from coppice.engine import Pool
 from coppice.errors import NoSpace
+from tests import kill9
 
 HERE = os.path.dirname(__file__)
-BS = 4096
+BS = kill9.BS
 NBLOCKS = 1024
 TRIALS = 14
-
-
-def parse(journal):
-    writes, refused, flushed = {}, set(), 0
-    snaps, deleting = set(), set()
-    with open(journal) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 2 or not line.endswith("\n"):
-                continue
-            if parts[0] == "W":
-                lbn, cnt, seq = map(int, parts[1:])
-                for i in range(cnt):
-                    writes.setdefault(lbn + i, []).append(seq)
-            elif parts[0] == "X":
-                refused.add(int(parts[1]))
-            elif parts[0] == "F":
-                flushed = int(parts[1])
-            elif parts[0] == "S":
-                snaps.add(parts[1])
-            elif parts[0] == "d":
-                deleting.add(parts[1])
-            elif parts[0] == "D":
-                snaps.discard(parts[1])
-    writes = {lbn: [s for s in seqs if s not in refused] for lbn, seqs in writes.items()}
-    return writes, flushed, snaps - deleting
-
-
-def check(pool, writes, flushed, snaps, trial):
-    data = pool.open_object("v", "lun").pread(0, NBLOCKS * BS)
-    top = 0
-    state = {}
-    for lbn in range(NBLOCKS):
-        blk = bytes(data[lbn * BS : (lbn + 1) * BS])
-        seqs = writes.get(lbn, [])
-        durable = max((s for s in seqs if s <= flushed), default=None)
-        if blk == bytes(BS):
-            assert durable is None, f"trial {trial}: block {lbn} lost flushed write seq {durable}"
-            continue
-        got_lbn, got_seq = struct.unpack_from("<QQ", blk)
-        assert blk == struct.pack("<QQ", got_lbn, got_seq) * (BS // 16), f"block {lbn} is torn"
-        assert got_lbn == lbn, f"trial {trial}: block {lbn} holds block {got_lbn}'s data"
-        assert got_seq in seqs, f"trial {trial}: block {lbn} holds seq {got_seq} never written there"
-        if durable is not None:
-            assert got_seq >= durable, f"trial {trial}: block {lbn} went back from {durable} to {got_seq}"
-        state[lbn] = got_seq
-        top = max(top, got_seq)
-    names = {s.name for s in pool.list_snapshots("v")}
-    assert not (snaps - names), f"trial {trial}: snapshots lost: {snaps - names}"
-    rep = pool.fsck()
-    assert rep.clean, rep.problems
-    return state, top, names
 
 
 def test_kill9_at_any_moment_of_the_full_disk_sequence(small_fs, tmp_path):
@@ -90,37 +35,19 @@ def test_kill9_at_any_moment_of_the_full_disk_sequence(small_fs, tmp_path):
     seq_base = 0
     refusals = 0
     for trial in range(TRIALS):
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                os.path.join(HERE, "full_disk_child.py"),
-                path,
-                journal,
-                str(trial),
-                str(seq_base),
-            ],
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        kill9.kill9(
+            os.path.join(HERE, "full_disk_child.py"), [path, journal, trial, seq_base], rnd, (0.4, 1.2)
         )
-        time.sleep(rnd.uniform(0.4, 1.2))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        writes, flushed, snaps = parse(journal)
-        with open(journal) as f:
-            refusals += sum(1 for line in f if line.startswith("X "))
+        j = kill9.Journal.read(journal)
+        refusals += j.refused
         pool = Pool.open(path)
         try:
-            state, top, names = check(pool, writes, flushed, snaps, trial)
+            state, top, names = kill9.check(pool, j, NBLOCKS, trial)
         finally:
             try:
                 pool.close()
             except NoSpace:
                 pass  # the intent log keeps it; the next open replays
-        seq_base = top + 1 + max((max(s) for s in writes.values() if s), default=0)
-        # The next trial starts from what is on disk now.
-        with open(journal, "w") as f:
-            for name in names:
-                f.write(f"S {name}\n")
-            for lbn, sq in state.items():
-                f.write(f"W {lbn} 1 {sq}\n")
-            f.write(f"F {seq_base}\n")
+        seq_base = j.next_seq(top)
+        kill9.restart(journal, state, names, top)
     assert refusals >= TRIALS // 2, f"only {refusals} writes were refused: the test hardly tested a full disk"

@@ -255,7 +255,7 @@ def test_recheck_races_with_opens_never_leave_a_removed_host_connected(nbd_pool)
 def test_unmap_under_a_writing_client_does_not_wait_for_it(nbd_pool):
     # A write in flight waits for the filer's lock, which the unmap's commit
     # holds while it tells the target: the target must cut, not wait for
-    # that connection to finish (it used to stall the unmap 10 s).
+    # that connection to finish (waiting would stall the unmap for seconds).
     import time
 
     f = nbd_pool
