@@ -32,23 +32,13 @@ class Sharing:
     def iter_blocks(self, volume: str, name: str, snapshot: str | None = None, start_lbn: int = 0):
         """Yield (lbn, pbn, checksum) of every mapped block from ``start_lbn``
         on, a leaf at a time under the lock (writers run in between)."""
-        base = start_lbn
-        while True:
-            with self._lock:
-                o = self._object(self._dataset(volume, snapshot), name)
-                nb = self._nblocks(o)
-                nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, nb), None)
-                if nxt is None:
-                    return
-                b, leaf, _ = nxt
-                ents = leaf.ents
-                batch = [
-                    (b + i, ents[i], ents[LEAF_FANOUT + i])
-                    for i in range(max(0, base - b), LEAF_FANOUT)
-                    if ents[i] and b + i < nb
-                ]
-            yield from batch
-            base = b + LEAF_FANOUT
+        for b, buf, nb in self.iter_leaf_maps(volume, name, snapshot, start_lbn):
+            ents = memoryview(buf).cast("Q")  # the leaf's own layout (Page.ents)
+            yield from [
+                (b + i, ents[i], ents[LEAF_FANOUT + i])
+                for i in range(max(0, start_lbn - b), LEAF_FANOUT)
+                if ents[i] and b + i < nb
+            ]
 
     def iter_leaf_maps(self, volume: str, name: str, snapshot: str | None = None, start_lbn: int = 0):
         """Yield (first_lbn, leaf, nblocks) for every present leaf from

@@ -115,3 +115,12 @@ def test_big_snapshots_fold_and_unfold(client):
     assert [x["name"] for x in client.get("/console/api/tree", params={"q": "deep"}).json()["rows"]][
         -1
     ] == "deep"
+
+
+def test_savings_are_the_dedup_facades_pool_figures(client):
+    # The console's savings panel: the pool part of `df -s`, through the dedup façade.
+    r = client.get("/console/api/savings", params={"fresh": "true"})
+    assert r.status_code == 200, r.text
+    p = r.json()["pool"]
+    assert p["provisioned_blocks"] >= 122 * (10 << 20) // p["block_size"]  # gold, 120 clones, deep
+    assert p["logical_blocks"] == p["physical_blocks"] + p["saved_dedup_blocks"] + p["saved_clones_blocks"]
