@@ -237,7 +237,7 @@ CATALOGUE: dict[int, str] = {
     231: "coppice.backend.base:ThinOnly",
     232: "coppice.backend.rbd:RbdWriteFailed",
     233: "coppice.backend.rbd:CephUnavailable",
-    234: "coppice.backend.rbd:NamespaceTaken",
+    234: "coppice.backend.rbd:ImageNameTaken",
     235: "coppice.backend.rbd:CephPoolOwned",
     301: "coppice.nbd.server:NBDServerError",
     302: "coppice.nbd.server:ProtocolViolation",
@@ -282,6 +282,7 @@ CATALOGUE: dict[int, str] = {
     534: "coppice.provision.provisioning_errors:HostPathRefused",
     535: "coppice.provision.generalize:GeneralizeError",
     536: "coppice.provision.generalize:UnknownOperation",
+    537: "coppice.provision.provisioning_errors:DiskPathUnsupported",
 }
 _CODE_OF = {where.rsplit(":", 1)[1]: code for code, where in CATALOGUE.items()}
 

@@ -249,7 +249,7 @@ OPS: list[Op] = [
     VMS(
         "vm_provision",
         "POST /vms",
-        body="template count name customize connect start igroup parallel on_error nbd tls",
+        body="template count name customize connect start igroup parallel on_error nbd tls disk_path",
         job="provision",
         summary="provision COUNT VMs from a template (a job; poll /jobs/{id})",
     ),

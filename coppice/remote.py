@@ -378,6 +378,7 @@ class RemoteProvisioning:
         nbd: str | None = None,
         tls: bool | None = None,
         progress: Callable[[int, int, dict], None] | None = None,
+        disk_path: str = "nbd",
     ) -> dict:
         def each(rec):
             if progress is not None:
@@ -395,6 +396,7 @@ class RemoteProvisioning:
             on_error=on_error,
             nbd=nbd,
             tls=tls,
+            disk_path=disk_path,
         )
         return self._daemon.call("provision", "vm_provision", params, progress=each)
 

@@ -9,7 +9,7 @@ Two implementations:
 * ``native`` (the default): the embedded copy-on-write engine holds data
   and metadata together; every call delegates to ``coppice.engine.Pool``
   unchanged.
-* ``rbd``: each volume is an RBD namespace, each LUN an RBD image in it
+* ``rbd``: each LUN an RBD image ``coppice.VOLUME.LUN`` in the Ceph pool
   (see ``coppice.backend.rbd`` and docs/rbd.md).
 
 ``open_backend(pool)`` returns the backend a pool was created with (the

@@ -78,6 +78,11 @@ class Backend:
     def describe(self) -> dict:
         return {"backend": self.kind}
 
+    def direct_disk_access(self) -> dict | None:
+        """How a hypervisor opens LUN data without Coppice (the rbd backend:
+        pool, monitors, cephx user); None when only Coppice's NBD target can."""
+        return None
+
     def require_thin(self, what: str, guarantee: str) -> None:
         if self.thin_only and guarantee != "none":
             raise ThinOnly(what=what, backend=self.label)

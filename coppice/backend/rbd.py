@@ -1,40 +1,45 @@
 """The RBD backend: a pool whose LUN data lives in Ceph RBD images.
 
-Layout (readable with ``rbd ls``): each volume is an RBD namespace named
-after the volume at its creation (``rbd ls POOL/VOLUME``), each LUN an
-image named after the LUN, each volume snapshot an RBD snapshot of the
-same name on every LUN image of the volume. The pool directory keeps the
-control plane (the engine's SQLite database with volumes, snapshots,
-clones, LUN records and attributes, igroups, maps, options, schedules,
-small files); a LUN record carries its image's RBD id (``rbd_id``), which
-survives renames, and ``kv`` scope ``rbd.ns`` maps a volume's dataset id to
-its namespace, so a renamed volume keeps its namespace.
+Layout (readable with ``rbd ls POOL``): every LUN is one image in the Ceph
+pool's default namespace, named ``coppice.VOLUME.LUN`` (``image_name``),
+each volume snapshot an RBD snapshot of the same name on every LUN image of
+the volume. Volume names hold no '.', so the first '.' after the prefix ends
+the volume and the rest is the LUN (which may hold '.' and '-'). The default
+namespace, not one namespace per volume, because libvirt (9.0, and upstream
+today) names an RBD disk only as ``pool/image``: a namespace would make the
+images unreachable as libvirt disks (``vm provision --disk-path rbd``). The
+pool directory keeps the control plane (the engine's SQLite database with
+volumes, snapshots, clones, LUN records and attributes, igroups, maps,
+options, schedules, small files); a LUN record carries its image's RBD id
+(``rbd_id``), by which every image is opened, so the names serve people and
+libvirt and renames (``lun move``, ``vol rename``) rename the images.
 
 Contract:
 
 * LUN = RBD image with the layering and deep-flatten features, thin. A
-  LUN renamed is an image renamed; a LUN deleted while a snapshot still
-  holds it keeps its image under the hidden name ``.deleted.ID`` until
-  the last such snapshot goes.
+  LUN or volume renamed is its images renamed; a LUN deleted while a
+  snapshot still holds it keeps its image under the hidden name
+  ``coppice.~deleted.ID`` until the last such snapshot goes; a volume
+  destroyed has its images hidden at once and removed after the commit.
 * Volume snapshot = one instant across the volume's LUNs by quiescing:
   Coppice's own writers to the volume (every handle ``open_lun`` gave out)
   are held and flushed, then every image is snapshotted, then writers
   resume. A client that writes to the images directly (bypassing Coppice)
   gets a crash-consistent snapshot per image, not across images.
-* Volume clone = an RBD clone (format 2, so no protection and
-  cross-namespace) of each LUN image from the snapshot, into the clone's
-  namespace: O(LUNs), no data copied. ``split_steps`` flattens each clone
+* Volume clone = an RBD clone (format 2, so no protection) of each LUN
+  image from the snapshot, named for the clone volume: O(LUNs), no data
+  copied, nothing else made in Ceph. ``split_steps`` flattens each clone
   image (RBD's own progress is reported); the snapshot then has no children.
 * A snapshot is busy while it has clones: the control plane's and the RBD
   children of its images (a child Coppice does not know is named
-  ``rbd:POOL/NS/IMAGE``).
+  ``rbd:POOL/IMAGE``).
 * ``restore_snapshot`` = RBD rollback of every image (it writes the whole
   image: its cost is the volume's LUN size, ``restore_cost`` says so).
 * Thin only (a thick guarantee is ``ThinOnly``), no dedup; ``usage`` and
   ``space`` come from RBD's allocation maps (``diff_iterate``).
 * Transactions: images, snapshots and clones are made at once and undone if
-  the filer's transaction rolls back; removals of images, snapshots and
-  namespaces happen after the commit, so a refused command never loses
+  the filer's transaction rolls back; removals of images and snapshots
+  happen after the commit, so a refused command never loses
   data. A crash in between leaves at worst an image no LUN names, which
   ``fsck`` reports.
 * One owner: the object ``coppice.owner`` of the Ceph pool records the
@@ -61,13 +66,60 @@ import weakref
 from contextlib import contextmanager
 
 from ..engine.pool import SpaceInfo
-from ..errors import Busy, CoppiceError, InvalidArgument, NotFound, ReadOnly
+from ..errors import Busy, CoppiceError, InvalidArgument, ReadOnly
 from .base import Backend
 
 OWNER_OBJECT = "coppice.owner"
 LOCK_NAME = "coppice"
 FEATURES_DOC = "layering, deep-flatten"
-HIDDEN_PREFIX = ".deleted."
+IMAGE_PREFIX = "coppice"
+# '~' is in no volume name, so a hidden image never looks like a LUN's
+HIDDEN_PREFIX = IMAGE_PREFIX + ".~deleted."
+
+
+def image_name(volume: str, lun: str) -> str:
+    """The RBD image of LUN ``lun`` of volume ``volume``: ``coppice.VOLUME.LUN``."""
+    return f"{IMAGE_PREFIX}.{volume}.{lun}"
+
+
+def _split_top(text: str, seps: str) -> list[str]:
+    """text split at the separators outside brackets (IPv6 addresses, address vectors)."""
+    parts, cur, depth = [], "", 0
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch in seps and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur] if p]
+
+
+def mon_hosts(mon_host: str) -> list[tuple[str, int | None]]:
+    """(host, port) per monitor from a ceph.conf ``mon_host`` value, as
+    libvirt's ``<host name= port=>`` takes them. Accepts what Ceph does:
+    ``10.0.0.1``, ``mon1:6789``, ``v2:10.0.0.1:3300``, ``[::1]:6789``,
+    address vectors ``[v2:h:3300,v1:h:6789]`` (the v2 address is taken),
+    nonces (``/0``), separated by ',', ';' or spaces."""
+    out: list[tuple[str, int | None]] = []
+    for item in _split_top(mon_host, ",; \t"):
+        if item.startswith("[") and item[1:4] in ("v1:", "v2:", "any"):
+            addrs = sorted(_split_top(item[1:-1], ","), key=lambda a: not a.startswith("v2:"))
+            item = addrs[0] if addrs else ""
+        for kind in ("v1:", "v2:", "any:"):
+            item = item.removeprefix(kind)
+        item = item.split("/", 1)[0]
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        else:
+            host, port = item, ""  # a bare IPv6 address or a name
+        hp = (host, int(port) if port.isdigit() else None)
+        if host and hp not in out:
+            out.append(hp)
+    return out
 
 
 class CephUnavailable(CoppiceError):
@@ -83,10 +135,10 @@ class CephPoolOwned(Busy):
     pool, or give this one its own Ceph pool (--ceph-pool)."""
 
 
-class NamespaceTaken(Busy):
-    """RBD namespace {ns} already exists in Ceph pool {pool} but belongs to no
-    volume of this Coppice pool; remove it (`rbd namespace remove {pool}/{ns}`)
-    or choose another volume name."""
+class ImageNameTaken(Busy):
+    """RBD image {pool}/{image} already exists but belongs to no LUN of this
+    Coppice pool; remove it (`rbd rm {pool}/{image}`) or choose another {what}
+    name."""
 
 
 def _rbd():
@@ -433,7 +485,6 @@ class RbdBackend(Backend):
         self._gates: dict[int, _Quiesce] = {}
         self._gates_lock = threading.Lock()
         self._handles: weakref.WeakSet = weakref.WeakSet()
-        self._ioctxs: dict[str, object] = {}
         self.cluster = rados.Rados(conffile=self.conf)
         try:
             self.cluster.connect(timeout=15)
@@ -441,7 +492,7 @@ class RbdBackend(Backend):
                 raise CephUnavailable(pool=self.ceph_pool, conf=self.conf, why="the pool does not exist")
             self.ioctx = self.cluster.open_ioctx(self.ceph_pool)
             if creating:
-                # clone v2: clones of unprotected snapshots, across namespaces
+                # clone v2: clones of unprotected snapshots, parents deleted while children live
                 self._mon({"prefix": "osd set-require-min-compat-client", "version": "mimic"})
             self._lock_owner(holder, creating)
         except self.rados_mod.Error as e:
@@ -475,11 +526,15 @@ class RbdBackend(Backend):
         claim = self._read_owner()
         if claim and claim.get("pool_uuid") != me["pool_uuid"]:
             raise CephPoolOwned(pool=self.ceph_pool, owner=self._describe_owner(claim))
-        if not claim and not creating and self.r.namespace_list(self.ioctx):
+        if (
+            not claim
+            and not creating
+            and any(n.startswith(IMAGE_PREFIX + ".") for n in self.r.list(self.ioctx))
+        ):
             raise CephUnavailable(
                 pool=self.ceph_pool,
                 conf=self.conf,
-                why="the pool's Coppice claim (object coppice.owner) is gone but RBD namespaces remain",
+                why="the pool's Coppice claim (object coppice.owner) is gone but coppice.* images remain",
             )
         self._cookie = f"{me['pool_uuid']}.{os.getpid()}.{id(self)}"
         for attempt in range(2):
@@ -549,8 +604,6 @@ class RbdBackend(Backend):
             self.ioctx.unlock(OWNER_OBJECT, LOCK_NAME, self._cookie)
         except Exception:
             pass
-        for io in self._ioctxs.values():
-            io.close()
         self.ioctx.close()
         self.cluster.shutdown()
 
@@ -558,26 +611,11 @@ class RbdBackend(Backend):
         return {"backend": "rbd", "ceph_conf": self.conf, "ceph_pool": self.ceph_pool}
 
     # ---- names -------------------------------------------------------------------------
-    def _io(self, ns: str):
-        io = self._ioctxs.get(ns)
-        if io is None:
-            io = self.cluster.open_ioctx(self.ceph_pool)
-            io.set_namespace(ns)
-            self._ioctxs[ns] = io
-        return io
+    def _image(self, rbd_id: str, snapshot=None, read_only=False):
+        return self.rbd_mod.Image(self.ioctx, image_id=rbd_id, snapshot=snapshot, read_only=read_only)
 
-    def ns_of(self, vol: str) -> str:
-        vid = self.pool.volume(vol).id
-        ns = self.pool.kv_get("rbd.ns", str(vid))
-        if ns is None:
-            raise NotFound(what="RBD namespace", detail=f"volume {vol} has none recorded; run `coppice fsck`")
-        return ns
-
-    def _image(self, ns: str, rbd_id: str, snapshot=None, read_only=False):
-        return self.rbd_mod.Image(self._io(ns), image_id=rbd_id, snapshot=snapshot, read_only=read_only)
-
-    def _image_name(self, ns: str, rbd_id: str) -> str:
-        with self._image(ns, rbd_id, read_only=True) as img:
+    def _image_name(self, rbd_id: str) -> str:
+        with self._image(rbd_id, read_only=True) as img:
             return img.get_name()
 
     def _gate(self, vid: int) -> _Quiesce:
@@ -596,6 +634,31 @@ class RbdBackend(Backend):
         for s in self.pool.list_snapshots(vol):
             held |= {o.meta.get("rbd_id") for o in self._luns(vol, s.name)}
         return live - {None}, held - {None}
+
+    def _volume_of_ids(self) -> dict[str, str]:
+        """rbd id -> volume, for every image a LUN (live or in a snapshot) names."""
+        out = {}
+        for v in self.pool.list_volumes():
+            live, held = self._referenced_ids(v.name)
+            out.update(dict.fromkeys(live | held, v.name))
+        return out
+
+    def direct_disk_access(self) -> dict:
+        """What a QEMU on any host needs to open a LUN's image straight from
+        Ceph: the pool, the monitors (from the ceph.conf's mon_host), the
+        cephx user (None when the cluster runs without auth) and the image
+        name rule (``image_name``)."""
+        auth = (self.cluster.conf_get("auth_client_required") or "cephx").replace(",", " ").split()
+        user = None
+        if any(a != "none" for a in auth):
+            user = (getattr(self.cluster, "rados_id", None) or "admin").removeprefix("client.")
+        return {
+            "protocol": "rbd",
+            "pool": self.ceph_pool,
+            "hosts": mon_hosts(self.cluster.conf_get("mon_host") or ""),
+            "auth_user": user,
+            "ceph_conf": self.conf,
+        }
 
     # ---- transactions ----------------------------------------------------------------
     def begin(self) -> None:
@@ -619,43 +682,39 @@ class RbdBackend(Backend):
 
     # ---- volumes -----------------------------------------------------------------------
     def create_volume(self, name, meta):
-        ds = self.pool.create_volume(name, meta=meta)
-        self._new_namespace(ds.id, name)
-        return ds
-
-    def _new_namespace(self, vid: int, name: str) -> str:
-        if self.r.namespace_exists(self.ioctx, name):
-            raise NamespaceTaken(ns=name, pool=self.ceph_pool)
-        self.r.namespace_create(self.ioctx, name)
-        self._undo.append(lambda: self.r.namespace_remove(self.ioctx, name))
-        self.pool.kv_put("rbd.ns", str(vid), name)
-        return name
+        # nothing in Ceph until a LUN exists: a volume is the prefix of its images' names
+        return self.pool.create_volume(name, meta=meta)
 
     def delete_volume(self, name):
-        vid = self.pool.volume(name).id
-        ns = self.ns_of(name)
+        live, held = self._referenced_ids(name)
         self.pool.delete_volume(name)
-        self.pool.kv_delete("rbd.ns", str(vid))
-        self._after.append(lambda: self._purge_namespace(ns))
+        # hidden at once, so the volume's names are free inside this transaction
+        # (a refresh renames its new clone to them before the commit)
+        for rbd_id in live:
+            try:
+                self._rename_image(rbd_id, HIDDEN_PREFIX + rbd_id)
+            except self.rbd_mod.ImageNotFound:
+                pass  # already gone: fsck reported it
+        ids = live | held
+        self._after.append(lambda: self._remove_images(ids))
 
-    def _purge_namespace(self, ns: str) -> None:
-        io = self._io(ns)
-        images = [i["id"] for i in self.r.list2(io)]
-        # images cloned inside the namespace (LUN clones) before their parents
-        for _ in range(len(images) + 1):
-            for iid in list(images):
+    def _remove_images(self, ids) -> None:
+        left = set(ids)
+        # LUN clones inside the volume before their parents: pass until nothing moves
+        for _ in range(len(left) + 1):
+            for rbd_id in sorted(left):
                 try:
-                    self._remove_image(ns, iid)
-                    images.remove(iid)
+                    self._remove_image(rbd_id)
+                    left.discard(rbd_id)
+                except self.rbd_mod.ImageNotFound:
+                    left.discard(rbd_id)
                 except (self.rbd_mod.ImageBusy, self.rbd_mod.ImageHasSnapshots):
                     continue
-        self._ioctxs.pop(ns, None)
-        io.close()
-        self.r.namespace_remove(self.ioctx, ns)
+            if not left:
+                return
 
-    def _remove_image(self, ns: str, rbd_id: str) -> None:
-        io = self._io(ns)
-        with self._image(ns, rbd_id) as img:
+    def _remove_image(self, rbd_id: str) -> None:
+        with self._image(rbd_id) as img:
             name = img.get_name()
             for s in list(img.list_snaps()):
                 if img.is_protected_snap(s["name"]):
@@ -663,98 +722,102 @@ class RbdBackend(Backend):
                 img.remove_snap(s["name"])
         for _ in range(20):  # a closing NBD connection may still watch it for a moment
             try:
-                self.r.remove(io, name)
+                self.r.remove(self.ioctx, name)
                 return
             except self.rbd_mod.ImageBusy:
                 threading.Event().wait(0.1)
-        self.r.remove(io, name)
+        self.r.remove(self.ioctx, name)
 
     def rename_volume(self, old, new):
-        # the namespace keeps its name (RBD cannot rename one); kv maps it
+        # the images carry the volume's name: renamed with it (O(LUNs), ids unchanged)
         self.pool.rename_volume(old, new)
+        for o in self._luns(new):
+            self._rename_image(o.meta["rbd_id"], image_name(new, o.name))
 
     # ---- LUN objects -----------------------------------------------------------------
     def _features(self) -> int:
         m = self.rbd_mod
         return m.RBD_FEATURE_LAYERING | m.RBD_FEATURE_DEEP_FLATTEN
 
+    def _taken(self, name: str, what: str):
+        return ImageNameTaken(pool=self.ceph_pool, image=name, what=what)
+
     def create_lun(self, vol, name, size, meta):
-        ns = self.ns_of(vol)
-        io = self._io(ns)
-        self.r.create(io, name, size, old_format=False, features=self._features())
-        with self.rbd_mod.Image(io, name, read_only=True) as img:
+        img_name = image_name(vol, name)
+        try:
+            self.r.create(self.ioctx, img_name, size, old_format=False, features=self._features())
+        except self.rbd_mod.ImageExists:
+            raise self._taken(img_name, "LUN") from None
+        with self.rbd_mod.Image(self.ioctx, img_name, read_only=True) as img:
             rbd_id = img.id()
-        self._undo.append(lambda: self._remove_image(ns, rbd_id))
+        self._undo.append(lambda: self._remove_image(rbd_id))
         return self.pool.create_object(vol, name, size, kind="lun", meta=dict(meta, rbd_id=rbd_id))
 
     def delete_lun(self, vol, name):
-        ns = self.ns_of(vol)
         rbd_id = self.pool.object_info(vol, name).meta.get("rbd_id")
         self.pool.delete_object(vol, name)
         if rbd_id:
-            self._retire(vol, ns, rbd_id, name)
+            self._retire(vol, rbd_id)
 
-    def _retire(self, vol, ns, rbd_id, name) -> None:
+    def _retire(self, vol, rbd_id) -> None:
         """An image no live LUN names any more: hidden while a snapshot holds
         it, removed after the commit otherwise."""
         live, held = self._referenced_ids(vol)
         if rbd_id in live:
             return
         if rbd_id in held:
-            hidden = HIDDEN_PREFIX + rbd_id
-            self._rename_image(ns, rbd_id, hidden)
+            self._rename_image(rbd_id, HIDDEN_PREFIX + rbd_id)
         else:
-            self._after.append(lambda: self._remove_image(ns, rbd_id))
+            self._after.append(lambda: self._remove_image(rbd_id))
 
-    def _rename_image(self, ns, rbd_id, new) -> None:
-        io = self._io(ns)
-        old = self._image_name(ns, rbd_id)
+    def _rename_image(self, rbd_id, new) -> None:
+        old = self._image_name(rbd_id)
         if old == new:
             return
-        self.r.rename(io, old, new)
-        self._undo.append(lambda: self.r.rename(io, new, old))
+        try:
+            self.r.rename(self.ioctx, old, new)
+        except self.rbd_mod.ImageExists:
+            raise self._taken(new, "LUN or volume") from None
+        self._undo.append(lambda: self.r.rename(self.ioctx, new, old))
 
     def resize_lun(self, vol, name, size):
-        ns = self.ns_of(vol)
         o = self.pool.object_info(vol, name)
         rbd_id, old = o.meta["rbd_id"], o.size
         self.pool.resize_object(vol, name, size)
         if size >= old:
-            with self._image(ns, rbd_id) as img:
-                img.resize(size)
-            self._undo.append(lambda: self._resize(ns, rbd_id, old))
+            self._resize(rbd_id, size)
+            self._undo.append(lambda: self._resize(rbd_id, old))
         else:  # shrinking drops data: only once the record says so
-            self._after.append(lambda: self._resize(ns, rbd_id, size))
+            self._after.append(lambda: self._resize(rbd_id, size))
 
-    def _resize(self, ns, rbd_id, size):
-        with self._image(ns, rbd_id) as img:
+    def _resize(self, rbd_id, size):
+        with self._image(rbd_id) as img:
             img.resize(size)
 
     def rename_lun(self, vol, old, new):
-        ns = self.ns_of(vol)
         rbd_id = self.pool.object_info(vol, old).meta["rbd_id"]
         self.pool.rename_object(vol, old, new)
-        self._rename_image(ns, rbd_id, new)
+        self._rename_image(rbd_id, image_name(vol, new))
 
     def clone_lun(self, vol, new, parent, snap, meta):
-        ns = self.ns_of(vol)
         src = self.pool.object_info(vol, parent, snap)
-        rbd_id = self._clone_image(ns, src.meta["rbd_id"], snap, ns, new)
+        rbd_id = self._clone_image(src.meta["rbd_id"], snap, image_name(vol, new))
         return self.pool.create_object(vol, new, src.size, kind="lun", meta=dict(meta, rbd_id=rbd_id))
 
-    def _clone_image(self, pns, parent_id, snap, cns, name) -> str:
-        pname = self._image_name(pns, parent_id)
-        cio = self._io(cns)
-        self.r.clone(self._io(pns), pname, snap, cio, name, features=self._features())
-        with self.rbd_mod.Image(cio, name, read_only=True) as img:
+    def _clone_image(self, parent_id, snap, name) -> str:
+        pname = self._image_name(parent_id)
+        try:
+            self.r.clone(self.ioctx, pname, snap, self.ioctx, name, features=self._features())
+        except self.rbd_mod.ImageExists:
+            raise self._taken(name, "volume") from None
+        with self.rbd_mod.Image(self.ioctx, name, read_only=True) as img:
             cid = img.id()
-        self._undo.append(lambda: self._remove_image(cns, cid))
+        self._undo.append(lambda: self._remove_image(cid))
         return cid
 
     def open_lun(self, vol, name, snapshot=None):
-        ns = self.ns_of(vol)
         o = self.pool.object_info(vol, name, snapshot)
-        img = self._image(ns, o.meta["rbd_id"], snapshot=snapshot, read_only=snapshot is not None)
+        img = self._image(o.meta["rbd_id"], snapshot=snapshot, read_only=snapshot is not None)
         label = f"/vol/{vol}/{name}" if snapshot is None else f"/vol/{vol}/.snapshot/{snapshot}/{name}"
         h = RbdLun(self, self.pool.volume(vol).id, o.id, img, snapshot is not None, label)
         self._handles.add(h)
@@ -762,7 +825,6 @@ class RbdBackend(Backend):
 
     # ---- snapshots -----------------------------------------------------------------
     def create_snapshot(self, vol, snap, meta):
-        ns = self.ns_of(vol)
         vid = self.pool.volume(vol).id
         ds = self.pool.create_snapshot(vol, snap, meta=meta)
         with self._gate(vid).freeze():
@@ -772,56 +834,52 @@ class RbdBackend(Backend):
                     h.image.flush()
             for o in self._luns(vol):
                 rbd_id = o.meta["rbd_id"]
-                with self._image(ns, rbd_id) as img:
+                with self._image(rbd_id) as img:
                     img.create_snap(snap)
-                self._undo.append(lambda rbd_id=rbd_id: self._remove_snap(ns, rbd_id, snap))
+                self._undo.append(lambda rbd_id=rbd_id: self._remove_snap(rbd_id, snap))
         return ds
 
-    def _remove_snap(self, ns, rbd_id, snap) -> None:
-        with self._image(ns, rbd_id) as img:
+    def _remove_snap(self, rbd_id, snap) -> None:
+        with self._image(rbd_id) as img:
             if any(s["name"] == snap for s in img.list_snaps()):
                 img.remove_snap(snap)
 
     def delete_snapshot(self, vol, snap):
-        ns = self.ns_of(vol)
         ids = [o.meta["rbd_id"] for o in self._luns(vol, snap)]
         self.pool.delete_snapshot(vol, snap)
         live, held = self._referenced_ids(vol)
 
         def drop():
             for rbd_id in ids:
-                self._remove_snap(ns, rbd_id, snap)
+                self._remove_snap(rbd_id, snap)
                 if rbd_id not in live and rbd_id not in held:
-                    self._remove_image(ns, rbd_id)
+                    self._remove_image(rbd_id)
 
         self._after.append(drop)
 
     def rename_snapshot(self, vol, old, new):
-        ns = self.ns_of(vol)
         ids = [o.meta["rbd_id"] for o in self._luns(vol, old)]
         self.pool.rename_snapshot(vol, old, new)
         for rbd_id in ids:
-            with self._image(ns, rbd_id) as img:
-                img.rename_snap(old, new)
-            self._undo.append(lambda rbd_id=rbd_id: self._rename_snap(ns, rbd_id, new, old))
+            self._rename_snap(rbd_id, old, new)
+            self._undo.append(lambda rbd_id=rbd_id: self._rename_snap(rbd_id, new, old))
 
-    def _rename_snap(self, ns, rbd_id, old, new):
-        with self._image(ns, rbd_id) as img:
+    def _rename_snap(self, rbd_id, old, new):
+        with self._image(rbd_id) as img:
             img.rename_snap(old, new)
 
     def restore_snapshot(self, vol, snap):
-        ns = self.ns_of(vol)
         before = {o.meta.get("rbd_id"): o.name for o in self._luns(vol)}
         self.pool.restore_snapshot(vol, snap)
         after = {o.meta["rbd_id"]: o.name for o in self._luns(vol)}
-        for rbd_id, name in before.items():
+        for rbd_id in before:
             if rbd_id and rbd_id not in after:
-                self._retire(vol, ns, rbd_id, name)
+                self._retire(vol, rbd_id)
         vid = self.pool.volume(vol).id
         with self._gate(vid).freeze():
             for rbd_id, name in after.items():
-                self._rename_image(ns, rbd_id, name)
-                with self._image(ns, rbd_id) as img:
+                self._rename_image(rbd_id, image_name(vol, name))
+                with self._image(rbd_id) as img:
                     img.rollback_to_snap(snap)
 
     def restore_cost(self, vol, snap) -> str:
@@ -835,42 +893,36 @@ class RbdBackend(Backend):
 
     def snapshot_clones(self, vol, snap) -> list[str]:
         out = list(self.pool.clones_of(vol, snap))
-        names = {ns: v for v, ns in self._namespaces().items()}
-        ns = self.ns_of(vol)
+        owners = None  # rbd id -> volume, built when an RBD child is met
         for o in self._luns(vol, snap):
             try:
-                with self._image(ns, o.meta["rbd_id"], snapshot=snap, read_only=True) as img:
+                with self._image(o.meta["rbd_id"], snapshot=snap, read_only=True) as img:
                     children = list(img.list_children2())
             except self.rbd_mod.ImageNotFound:
                 continue
             for c in children:
                 if c.get("trash"):
                     continue
-                v = names.get(c.get("pool_namespace")) if c.get("pool") == self.ceph_pool else None
+                v = None
+                if c.get("pool") == self.ceph_pool and not c.get("pool_namespace"):
+                    if owners is None:
+                        owners = self._volume_of_ids()
+                    v = owners.get(c.get("id"))
                 if v == vol:
                     # a LUN clone inside the volume: as on the engine it does not pin the
                     # snapshot (clone v2 keeps the RBD snapshot in the trash until it goes)
                     continue
-                label = v or f"rbd:{c['pool']}/{c.get('pool_namespace')}/{c['image']}"
+                ns = f"{c['pool_namespace']}/" if c.get("pool_namespace") else ""
+                label = v or f"rbd:{c['pool']}/{ns}{c['image']}"
                 if label not in out:
                     out.append(label)
         return out
 
-    def _namespaces(self) -> dict[str, str]:
-        """volume name -> namespace."""
-        ids = {str(v.id): v.name for v in self.pool.list_volumes()}
-        return {ids[k]: ns for k, ns in self.pool.kv_items("rbd.ns") if k in ids}
-
     # ---- clones ----------------------------------------------------------------------
     def clone_volume(self, new, parent, snap, meta, object_meta=None):
-        pns = self.ns_of(parent)
-        if self.r.namespace_exists(self.ioctx, new):
-            raise NamespaceTaken(ns=new, pool=self.ceph_pool)
-        self.r.namespace_create(self.ioctx, new)
-        self._undo.append(lambda: self.r.namespace_remove(self.ioctx, new))
         ids = {}
         for o in self._luns(parent, snap):
-            ids[o.name] = self._clone_image(pns, o.meta["rbd_id"], snap, new, o.name)
+            ids[o.name] = self._clone_image(o.meta["rbd_id"], snap, image_name(new, o.name))
 
         def meta_of(name, m):
             if object_meta is not None:
@@ -879,27 +931,24 @@ class RbdBackend(Backend):
                 m = dict(m, rbd_id=ids[name])
             return m
 
-        ds = self.pool.clone_volume(new, parent, snap, meta=meta, object_meta=meta_of)
-        self.pool.kv_put("rbd.ns", str(ds.id), new)
-        return ds
+        return self.pool.clone_volume(new, parent, snap, meta=meta, object_meta=meta_of)
 
     def split_steps(self, vol):
         """Flatten every clone image of the volume (RBD's progress, in
         objects), then detach the clone in the control plane."""
         if self.pool.origin_of(vol) is None:
             raise InvalidArgument(detail=f"volume {vol} is not a clone; nothing to split")
-        ns = self.ns_of(vol)
         work = []
         for o in self._luns(vol):
-            with self._image(ns, o.meta["rbd_id"], read_only=True) as img:
+            with self._image(o.meta["rbd_id"], read_only=True) as img:
                 try:
                     img.parent_id()
                 except self.rbd_mod.ImageNotFound:
                     continue
                 work.append((o.meta["rbd_id"], -(-img.size() // img.stat()["obj_size"])))
-        return self._split_gen(vol, ns, work)
+        return self._split_gen(vol, work)
 
-    def _split_gen(self, vol, ns, work):
+    def _split_gen(self, vol, work):
         total = sum(n for _, n in work) or 1
         done = 0
         yield done, total
@@ -909,7 +958,7 @@ class RbdBackend(Backend):
 
             def run(rbd_id=rbd_id, q=q):
                 try:
-                    with self._image(ns, rbd_id) as img:
+                    with self._image(rbd_id) as img:
                         img.flatten(
                             on_progress=lambda off, tot: (q.put(("p", off)), -1 if stop.is_set() else 0)[1]
                         )
@@ -944,10 +993,9 @@ class RbdBackend(Backend):
         """Bytes the clone still reads from its parent snapshot."""
         if self.pool.origin_of(vol) is None:
             return 0
-        ns = self.ns_of(vol)
         total = 0
         for o in self._luns(vol):
-            with self._image(ns, o.meta["rbd_id"], read_only=True) as img:
+            with self._image(o.meta["rbd_id"], read_only=True) as img:
                 try:
                     img.parent_id()
                 except self.rbd_mod.ImageNotFound:
@@ -961,12 +1009,11 @@ class RbdBackend(Backend):
 
     # ---- space -------------------------------------------------------------------------
     def space(self, vol, snapshot=None):
-        ns = self.ns_of(vol)
         bs = self.pool.block_size
         logical = written = unique = 0
         for o in self._luns(vol, snapshot):
             logical += o.size
-            with self._image(ns, o.meta["rbd_id"], snapshot=snapshot, read_only=True) as img:
+            with self._image(o.meta["rbd_id"], snapshot=snapshot, read_only=True) as img:
                 w = _bytes(_allocated(img, 0, o.size, include_parent=True))
                 if snapshot is None:
                     u = _bytes(_allocated(img, 0, o.size, include_parent=False))
@@ -974,7 +1021,7 @@ class RbdBackend(Backend):
                     u = 0
             if snapshot is not None:
                 # what the snapshot alone holds: its blocks the volume has changed since
-                with self._image(ns, o.meta["rbd_id"], read_only=True) as head:
+                with self._image(o.meta["rbd_id"], read_only=True) as head:
                     u = min(w, _bytes(_allocated(head, 0, min(o.size, head.size()), from_snapshot=snapshot)))
             written += w
             unique += u
@@ -1046,24 +1093,30 @@ class RbdBackend(Backend):
     def fsck(self) -> dict:
         """The control plane's own fsck, then both sides against each other:
         every LUN (live or in a snapshot) has its image (and RBD snapshot),
-        every image of a Coppice namespace is some LUN's, clone images have
-        the parent the control plane records, and every namespace a volume."""
+        a live LUN's image carries its name (``image_name``: libvirt disks
+        name it), every ``coppice.*`` image of the Ceph pool is some LUN's,
+        and clone images have the parent the control plane records."""
         rep = self.pool.fsck().as_dict()
         problems = list(rep.get("problems", []))
-        nsmap = self._namespaces()
-        images_seen = 0
-        for vol, ns in nsmap.items():
-            try:
-                present = {i["id"]: i["name"] for i in self.r.list2(self._io(ns))}
-            except self.rbd_mod.Error as e:
-                problems.append(f"volume {vol}: RBD namespace {ns} unreadable: {e}")
-                continue
-            images_seen += len(present)
+        try:
+            present = {i["id"]: i["name"] for i in self.r.list2(self.ioctx)}
+        except self.rbd_mod.Error as e:
+            problems.append(f"cannot list the RBD images of {self.ceph_pool}: {e}")
+            present = {}
+        claimed: set = set()
+        for v in self.pool.list_volumes():
+            vol = v.name
             live, held = self._referenced_ids(vol)
+            claimed |= live | held
             for o in self._luns(vol):
                 rid = o.meta.get("rbd_id")
                 if rid not in present:
-                    problems.append(f"LUN /vol/{vol}/{o.name}: its RBD image (id {rid}) is missing from {ns}")
+                    problems.append(f"LUN /vol/{vol}/{o.name}: its RBD image (id {rid}) is missing")
+                elif present[rid] != image_name(vol, o.name):
+                    problems.append(
+                        f"LUN /vol/{vol}/{o.name}: its RBD image is named {present[rid]}, "
+                        f"not {image_name(vol, o.name)}"
+                    )
             for s in self.pool.list_snapshots(vol):
                 for o in self._luns(vol, s.name):
                     rid = o.meta.get("rbd_id")
@@ -1072,42 +1125,38 @@ class RbdBackend(Backend):
                             f"snapshot {vol}@{s.name} LUN {o.name}: its RBD image (id {rid}) is missing"
                         )
                         continue
-                    with self._image(ns, rid, read_only=True) as img:
+                    with self._image(rid, read_only=True) as img:
                         if not any(x["name"] == s.name for x in img.list_snaps()):
                             problems.append(
-                                f"snapshot {vol}@{s.name} LUN {o.name}: image {ns}/{present[rid]} "
+                                f"snapshot {vol}@{s.name} LUN {o.name}: image {present[rid]} "
                                 f"has no RBD snapshot {s.name}"
                             )
-            for rid, name in present.items():
-                if rid not in live and rid not in held:
-                    problems.append(
-                        f"RBD image {self.ceph_pool}/{ns}/{name} belongs to no LUN of volume {vol}"
-                    )
             origin = self.pool.origin_of(vol)
+            if origin is None:
+                continue
+            ids_by_name = {n: i for i, n in present.items()}
+            want = {o.meta.get("rbd_id") for o in self._luns(origin[0], origin[1])}
             for o in self._luns(vol):
                 rid = o.meta.get("rbd_id")
-                if rid not in present or origin is None:
+                if rid not in present:
                     continue
-                with self._image(ns, rid, read_only=True) as img:
+                with self._image(rid, read_only=True) as img:
                     try:
                         spec = img.get_parent_image_spec()
                     except self.rbd_mod.ImageNotFound:
                         continue  # flattened (partly split clone): allowed
-                want_ns = nsmap.get(origin[0])
-                if spec.get("pool_namespace") != want_ns or spec.get("snap_name") != origin[1]:
+                pid = ids_by_name.get(spec.get("image_name")) if not spec.get("pool_namespace") else None
+                from_origin = pid in want and spec.get("snap_name") == origin[1]
+                if not from_origin and pid not in live | held:  # a LUN clone inside the volume is fine
                     problems.append(
-                        f"LUN /vol/{vol}/{o.name}: RBD parent is {spec.get('pool_namespace')}/"
-                        f"{spec.get('image_name')}@{spec.get('snap_name')}, the pool records "
-                        f"{origin[0]}@{origin[1]}"
+                        f"LUN /vol/{vol}/{o.name}: RBD parent is {spec.get('image_name')}"
+                        f"@{spec.get('snap_name')}, the pool records {origin[0]}@{origin[1]}"
                     )
-        known = set(nsmap.values())
-        try:
-            for ns in self.r.namespace_list(self.ioctx):
-                if ns not in known:
-                    problems.append(f"RBD namespace {self.ceph_pool}/{ns} belongs to no volume of this pool")
-        except self.rbd_mod.Error as e:
-            problems.append(f"cannot list the RBD namespaces of {self.ceph_pool}: {e}")
+        ours = {rid: n for rid, n in present.items() if n.startswith(IMAGE_PREFIX + ".")}
+        for rid, name in sorted(ours.items(), key=lambda kv: kv[1]):
+            if rid not in claimed:
+                problems.append(f"RBD image {self.ceph_pool}/{name} belongs to no LUN of this pool")
         rep["problems"] = problems
         rep["clean"] = bool(rep.get("clean", True)) and not problems
-        rep["rbd"] = {"namespaces": len(nsmap), "images": images_seen, "ceph_pool": self.ceph_pool}
+        rep["rbd"] = {"images": len(ours), "ceph_pool": self.ceph_pool}
         return rep

@@ -3,7 +3,8 @@ recompose, destroy.
 
     coppice vm provision --template T --count N --name 'web{n:03}' [--customize SPEC]
                          [--connect URI] [--start] [--igroup G] [--parallel K]
-                         [--on-error stop|skip] [--nbd HOST:PORT|unix:PATH] [--tls] [--json]
+                         [--on-error stop|skip] [--nbd HOST:PORT|unix:PATH] [--tls]
+                         [--disk-path nbd|rbd] [--json]
     coppice vm list | show NAME | refresh NAME | recompose NAME --snapshot S | destroy NAME [--force]
 """
 
@@ -39,6 +40,12 @@ def provision(
         None, "--nbd", envvar="COPPICE_NBD", help="NBD target the VMs use: HOST:PORT or unix:PATH."
     ),
     tls: bool = typer.Option(False, "--tls", help="The target requires TLS."),
+    disk_path: str = typer.Option(
+        "nbd",
+        "--disk-path",
+        help="nbd: disks served by `coppice serve` (default); rbd: libvirt RBD network disks "
+        "QEMU opens straight from Ceph, on any host that reaches it (a pool on --backend rbd only).",
+    ),
     json_: bool = JSON_OPT,
 ):
     """Provision COUNT VMs from TEMPLATE: clone, seed, resignature, map, define (start)."""
@@ -71,6 +78,7 @@ def provision(
             nbd,
             tls or None,
             progress=progress,
+            disk_path=disk_path,
         )
     _print_summary(s, template, count, json_)
 
@@ -115,13 +123,8 @@ def _print_summary(d: dict, template: str, count: int, json_: bool) -> None:
                 f"guests reach their disks at {d['nbd']}, mapped to igroup {d['igroup']} "
                 "(`coppice igroup show` lists the initiators it admits)"
             )
-        for w in d.get("warnings") or []:
-            typer.echo(f"warning: {w}")
-        if d.get("created") and d.get("nbd"):
-            typer.echo(
-                f"guests reach their disks at {d['nbd']}, mapped to igroup {d['igroup']} "
-                "(`coppice igroup show` lists the initiators it admits)"
-            )
+        if d.get("created") and d.get("rbd"):
+            typer.echo(f"guests open their disks straight from Ceph: {d['rbd']}")
         for w in d.get("warnings") or []:
             typer.echo(f"warning: {w}")
         for fl in d["failed"]:

@@ -27,6 +27,7 @@ strings like "20g"; ``now`` is a datetime, default the injected clock):
                ceph_pool=None) / Filer.open(dir) / close()
   backend: the ``coppice.backend`` Backend holding LUN data (native engine or RBD)
   transaction(); on_revoke(cb); dump(); pool_info(); fsck(); scrub(progress=None)
+  direct_disk_access() -> dict or None (how QEMU opens LUN data straight from the backend)
   resolver() -> ExportResolver for coppice.nbd
   open_lun(path, initiator=None, allow_offline=False) -> BlockDevice
   -- volumes
@@ -222,6 +223,9 @@ class Filer:
 
     def fsck(self) -> dict:
         return self.backend.fsck()
+
+    def direct_disk_access(self) -> dict | None:
+        return self.backend.direct_disk_access()
 
     def scrub(self, progress=None) -> dict:
         return self.pool.scrub(progress).as_dict()

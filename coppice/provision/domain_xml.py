@@ -8,8 +8,10 @@ from a datastore clone before anything is registered.
   on these machines (``type='qemu'`` by default, ``<acpi/>`` so that the
   guest's ``poweroff -f`` powers off, direct kernel boot, serial console to
   a file, ``on_poweroff='destroy'``). Disks are NBD network disks (TCP, Unix
-  socket, optionally TLS) or files; a virtio-scsi controller is added when a
-  disk sits on the SCSI bus.
+  socket, optionally TLS), RBD network disks (QEMU's librbd straight to
+  Ceph: pool/image, the monitors as hosts, a cephx user whose key a
+  libvirt secret holds; nothing in it names the Coppice host) or files; a
+  virtio-scsi controller is added when a disk sits on the SCSI bus.
 - ``parse_domain_xml(xml)``: the same fields back as a ``DomainSpec``.
 - ``rewrite_domain_xml(xml, ...)`` / ``clone_domain_xml(xml, ...)``: the
   datastore-clone flow. Only what is asked for changes (name, UUID, MACs,
@@ -59,11 +61,31 @@ class NbdSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class RbdSource:
+    """An RBD image QEMU opens itself with librbd, as OpenStack Nova's disks:
+    ``pool/image`` (libvirt has no RBD namespace), the monitors as (host,
+    port) (port None: Ceph's default), and for a cluster with cephx the user
+    whose key the libvirt secret of usage ``secret_usage`` holds (default
+    ``client.USER secret``; define it on every host that runs the VM)."""
+
+    pool: str
+    image: str
+    hosts: tuple[tuple[str, int | None], ...] = ()
+    auth_user: str | None = None
+    secret_usage: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts", tuple((h, p) for h, p in self.hosts))
+        if self.auth_user and not self.secret_usage:
+            object.__setattr__(self, "secret_usage", f"client.{self.auth_user} secret")
+
+
+@dataclasses.dataclass(frozen=True)
 class FileSource:
     path: str
 
 
-Source = NbdSource | FileSource
+Source = NbdSource | RbdSource | FileSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +188,16 @@ def _check_disk(d: Disk) -> None:
             raise BadDomainXML(detail=f"disk {d.target}: NBD export name is empty")
         if s.socket is None and (not s.host or not s.port):
             raise BadDomainXML(detail=f"disk {d.target}: NBD over TCP needs host and port")
+    elif isinstance(d.source, RbdSource):
+        s = d.source
+        for what, v in (("pool", s.pool), ("image", s.image)):
+            if not v or any(c in v for c in "/@ ") or any(ord(c) < 32 for c in v):
+                raise BadDomainXML(
+                    detail=f"disk {d.target}: RBD {what} {v!r} must be non-empty, without '/', '@' or spaces"
+                )
+        for h, port in s.hosts:
+            if not h or (port is not None and not 0 < int(port) < 65536):
+                raise BadDomainXML(detail=f"disk {d.target}: RBD monitor {h!r}:{port} is not HOST[:PORT]")
     elif isinstance(d.source, FileSource):
         if not d.source.path.startswith("/"):
             raise BadDomainXML(detail=f"disk {d.target}: file path {d.source.path!r} must be absolute")
@@ -265,6 +297,22 @@ def _read_source(disk_el: ET.Element) -> Source | None:
         name = host.get("name") if host is not None else None
         port = host.get("port") if host is not None else None
         return NbdSource(export=src.get("name", ""), host=name, port=int(port) if port else 10809, tls=tls)
+    if kind == "network" and src.get("protocol") == "rbd":
+        pool, _, image = src.get("name", "").partition("/")
+        auth = src.find("auth")
+        if auth is None:
+            auth = disk_el.find("auth")  # libvirt's older place for it
+        secret = auth.find("secret") if auth is not None else None
+        return RbdSource(
+            pool=pool,
+            image=image,
+            hosts=tuple(
+                (h.get("name", ""), int(h.get("port")) if h.get("port") else None)
+                for h in src.findall("host")
+            ),
+            auth_user=auth.get("username") if auth is not None else None,
+            secret_usage=secret.get("usage") if secret is not None else None,
+        )
     if kind == "file":
         return FileSource(src.get("file", ""))
     if kind == "block":
@@ -287,6 +335,17 @@ def _put_source(disk_el: ET.Element, src: Source) -> None:
             ET.SubElement(s, "host", {"transport": "unix", "socket": src.socket})
         else:
             ET.SubElement(s, "host", {"name": str(src.host), "port": str(src.port)})
+    elif isinstance(src, RbdSource):
+        disk_el.set("type", "network")
+        s = ET.Element("source", {"protocol": "rbd", "name": f"{src.pool}/{src.image}"})
+        for h, port in src.hosts:
+            ET.SubElement(s, "host", {"name": h} | ({"port": str(port)} if port is not None else {}))
+        if src.auth_user:
+            auth = ET.SubElement(s, "auth", {"username": src.auth_user})
+            ET.SubElement(auth, "secret", {"type": "ceph", "usage": str(src.secret_usage)})
+        old_auth = disk_el.find("auth")
+        if old_auth is not None:
+            disk_el.remove(old_auth)
     else:
         disk_el.set("type", "file")
         s = ET.Element("source", {"file": src.path})
@@ -314,8 +373,11 @@ def _read_disk(el: ET.Element) -> Disk | None:
 def _put_disk(devices: ET.Element, d: Disk) -> None:
     _check_disk(d)
     el = _sub(devices, "disk", type="file", device=d.device)
-    # Network disks: cache='none' keeps QEMU from holding writes the NBD server has not seen.
-    _sub(el, "driver", name="qemu", type=d.format, cache="none" if isinstance(d.source, NbdSource) else None)
+    # NBD: cache='none' keeps QEMU from holding writes the NBD server has not seen.
+    # RBD: 'writeback' is librbd's own cache, which a guest's flush empties into
+    # Ceph (what Ceph's and Nova's docs use).
+    cache = {NbdSource: "none", RbdSource: "writeback"}.get(type(d.source))
+    _sub(el, "driver", name="qemu", type=d.format, cache=cache)
     _put_source(el, d.source)
     _sub(el, "target", dev=d.target, bus=d.bus)
     if d.readonly:
@@ -452,7 +514,7 @@ def _root(xml: str) -> ET.Element:
 
 
 def list_disks(xml: str) -> list[Disk]:
-    """The disks of a definition that Coppice models (NBD, file, block), in order."""
+    """The disks of a definition that Coppice models (NBD, RBD, file, block), in order."""
     return parse_domain_xml(xml, strict=False).disks
 
 

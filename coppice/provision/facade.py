@@ -15,7 +15,10 @@ nothing of its own but the choice of libvirt connections and NBD target:
   (COPPICE_CONNECT, else qemu:///system).
 * ``default_target(nbd, tls)``: where VMs reach their disks (the daemon
   answers its own NBD listener when ``nbd`` is not given); None:
-  ``Target.parse(nbd, tls)``.
+  ``Target.parse(nbd, tls)``. With ``disk_path="rbd"`` the VMs' disks are
+  RBD images QEMU opens itself (``RbdTarget``, from the filer's
+  ``direct_disk_access()``); a pool without one refuses it
+  (``DiskPathUnsupported``) before anything is made.
 * ``import_policy()``: (``ImportPolicy``, ``UploadArea``) for host files a
   call names (the daemon's --import-dir and its uploads; an upload serves
   one request); None: the caller's own files (``import_dir``).
@@ -55,6 +58,22 @@ class Provisioning:
         from .provisioner import Target
 
         return Target.parse(nbd, tls=bool(tls))
+
+    def _disk_target(self, disk_path: str, nbd: str | None, tls: bool | None):
+        from ..errors import InvalidArgument
+
+        if disk_path == "nbd":
+            return self._target(nbd, tls)
+        if disk_path != "rbd":
+            raise InvalidArgument(detail=f"disk path {disk_path!r} is invalid: use nbd or rbd")
+        access = self.filer.direct_disk_access()
+        if not access or access.get("protocol") != "rbd":
+            from .provisioning_errors import DiskPathUnsupported
+
+            raise DiskPathUnsupported(disk_path=disk_path, backend=getattr(self.filer.backend, "label", "?"))
+        from .records import RbdTarget
+
+        return RbdTarget.from_access(access)
 
     def _uri(self, connect: str | None) -> str:
         if self._hypervisors is not None:
@@ -178,11 +197,13 @@ class Provisioning:
         on_error: str = "stop",
         nbd: str | None = None,
         tls: bool | None = None,
+        disk_path: str = "nbd",
     ) -> None:
         """Everything ``vm_provision`` checks before it makes anything."""
         from ..errors import InvalidArgument
         from .provisioner import Provisioner
 
+        self._disk_target(disk_path, nbd, tls)
         if on_error not in ("stop", "skip"):
             raise InvalidArgument(detail=f"on_error {on_error!r} is invalid: use stop or skip")
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
@@ -207,11 +228,14 @@ class Provisioning:
         nbd: str | None = None,
         tls: bool | None = None,
         progress: Callable[[int, int, dict], None] | None = None,
+        disk_path: str = "nbd",
     ) -> dict:
-        """Provision COUNT VMs named by the pattern; the provisioner's summary."""
+        """Provision COUNT VMs named by the pattern; the provisioner's summary.
+        ``disk_path``: ``nbd`` (disks served by Coppice's NBD target) or ``rbd``
+        (libvirt RBD network disks straight to Ceph; an rbd pool only)."""
         from .provisioner import STAGES, Provisioner
 
-        target = self._target(nbd, tls)
+        target = self._disk_target(disk_path, nbd, tls)
         connect = self._uri(connect)
         self.vm_provision_check(template, name, count, customize, connect, start, igroup, parallel, on_error)
         totals: dict[str, float] = {}

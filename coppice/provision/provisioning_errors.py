@@ -102,6 +102,13 @@ class VMRunning(Busy):
     """VM {name} is running; shut it down first or pass --force."""
 
 
+class DiskPathUnsupported(InvalidArgument):
+    """--disk-path {disk_path} needs a pool whose LUN data lives in Ceph RBD;
+    this pool keeps it in {backend}. Use --disk-path nbd (the default: the
+    VMs' disks are served by `coppice serve`), or provision from a pool made
+    with `coppice pool create --backend rbd`."""
+
+
 class StageFailed(CoppiceError):
     """VM {vm}: stage {stage} failed: {detail}"""
 

@@ -1,5 +1,5 @@
 """The provisioner's records as typed dataclasses: where VMs reach their disks
-(``Target``), a planned VM (``VMPlan``), one VM's outcome (``VMResult``), a
+(``Target``: Coppice's NBD target; ``RbdTarget``: straight in Ceph RBD), a planned VM (``VMPlan``), one VM's outcome (``VMResult``), a
 batch's outcome (``Summary``) and the pool's index entry of a VM
 (``VMRecord``), plus the checks every value read back from a stored record
 passes before it is used.
@@ -23,7 +23,7 @@ import os
 import re
 
 from ..errors import InvalidArgument
-from .domain_xml import NbdSource
+from .domain_xml import NbdSource, RbdSource
 from .provisioning_errors import BadRecord
 
 STAGES = ("clone", "seed", "resignature", "map", "define", "start")
@@ -118,8 +118,58 @@ class Target:
             where = f"nbd://{host}:{self.port}"
         return where + (" (TLS)" if self.tls else "")
 
+    disk_path = "nbd"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class RbdTarget:
+    """Where VMs reach their disks with ``--disk-path rbd``: QEMU opens each
+    LUN's RBD image itself (librbd), on any host that reaches the Ceph
+    monitors, as OpenStack Nova's disks; no Coppice on the data path. The
+    image of ``/vol/V/L`` is ``coppice.V.L`` (the rbd backend's name rule)."""
+
+    pool: str
+    hosts: list = dataclasses.field(default_factory=list)  # [[host, port or None], ...]
+    auth_user: str | None = None
+    disk_path = "rbd"
+
+    @classmethod
+    def from_access(cls, access: dict) -> RbdTarget:
+        """From the rbd backend's ``direct_disk_access()``."""
+        return cls(
+            pool=access["pool"], hosts=[list(h) for h in access["hosts"]], auth_user=access.get("auth_user")
+        )
+
+    def source(self, export: str) -> RbdSource:
+        from ..backend.rbd import image_name
+        from ..filer.names import parse_lun_path
+
+        vol, _, lun = parse_lun_path(export)
+        return RbdSource(
+            pool=self.pool,
+            image=image_name(vol, lun),
+            hosts=tuple(map(tuple, self.hosts)),
+            auth_user=self.auth_user,
+        )
+
+    def address(self) -> str:
+        mons = ",".join(f"{h}:{p}" if p else h for h, p in self.hosts)
+        return f"rbd:{self.pool} (monitors {mons or 'from the host ceph.conf'})"
+
+    def to_dict(self) -> dict:
+        return {"disk_path": "rbd", **dataclasses.asdict(self)}
+
+
+def target_from_dict(d: dict | None) -> Target | RbdTarget:
+    """A stored target (``to_dict()``) back; one without ``disk_path`` is NBD."""
+    if not d:
+        return Target.parse(None)
+    d = dict(d)
+    kind = d.pop("disk_path", "nbd")
+    return RbdTarget(**d) if kind == "rbd" else Target(**d)
 
 
 # ---- a batch --------------------------------------------------------------------------------
@@ -169,7 +219,7 @@ class Summary:
     parallel: int
     uri: str
     igroup: str | None = None
-    target: Target | None = None
+    target: Target | RbdTarget | None = None
     warnings: list = dataclasses.field(default_factory=list)
 
     @property
@@ -204,7 +254,9 @@ class Summary:
             "parallel": self.parallel,
             "uri": self.uri,
             "igroup": self.igroup,
-            "nbd": self.target.address() if self.target else None,
+            "disk_path": self.target.disk_path if self.target else None,
+            "nbd": self.target.address() if isinstance(self.target, Target) else None,
+            "rbd": self.target.address() if isinstance(self.target, RbdTarget) else None,
             "warnings": list(self.warnings),
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_totals().items()},
             "stage_per_vm_ms": {
@@ -276,5 +328,8 @@ class VMRecord:
             _check_name("LUN", p[len(prefix) :], name)
         return rec
 
-    def target_obj(self) -> Target:
-        return Target(**self.target) if self.target else Target.parse(None)
+    def target_obj(self) -> Target | RbdTarget:
+        try:
+            return target_from_dict(self.target)
+        except TypeError as e:
+            raise BadRecord(what="VM", name=self.name, why=f"target: {e}") from None

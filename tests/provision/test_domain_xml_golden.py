@@ -16,11 +16,12 @@ from coppice.provision.domain_xml import (
     FileSource,
     Interface,
     NbdSource,
+    RbdSource,
     parse_domain_xml,
     render_domain_xml,
     rewrite_domain_xml,
 )
-from coppice.provision.records import Target
+from coppice.provision.records import RbdTarget, Target
 from coppice.provision.steps import domain_xml_for
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -40,6 +41,24 @@ FULL = DomainSpec(
     interfaces=[Interface("52:54:00:12:34:56"), Interface("52:54:00:12:34:57", type="bridge", source="br0")],
     serial_log="/var/log/coppice/web001.log",
     metadata={"template": "tiny", "volume": "ds1", "slot": "vm0"},
+)
+# RBD disks as Nova writes them: monitors, a cephx user whose key a libvirt secret holds
+RBD = DomainSpec(
+    name="desk001",
+    uuid="0b5c1c2e-3f51-4a8e-9c5d-2a3e4f5a6b7d",
+    disks=[
+        Disk(
+            "vda",
+            RbdSource(
+                "vms",
+                "coppice.desk001.vm0.disk0",
+                hosts=(("10.0.0.1", 3300), ("mon2.example", None)),
+                auth_user="libvirt",
+            ),
+        ),
+        Disk("sda", RbdSource("vms", "coppice.desk001.vm0.seed"), device="cdrom", bus="scsi", readonly=True),
+    ],
+    interfaces=[Interface("52:54:00:12:34:58")],
 )
 PLAIN = DomainSpec(
     name="plain",
@@ -73,6 +92,7 @@ FOREIGN = """<domain type='qemu' id='7' xmlns:qemu='http://libvirt.org/schemas/d
 def _cases():
     yield "render_full.xml", render_domain_xml(FULL)
     yield "render_plain.xml", render_domain_xml(PLAIN)
+    yield "render_rbd.xml", render_domain_xml(RBD)
     yield (
         "rewrite_foreign.xml",
         rewrite_domain_xml(
@@ -110,7 +130,23 @@ def _cases():
             render_domain_xml(PLAIN),
         ),
     )
-    for name, text in (("render_full", render_domain_xml(FULL)), ("foreign", FOREIGN)):
+    yield (
+        "provisioned_vm_rbd.xml",
+        domain_xml_for(
+            None,
+            "web_7",
+            "vm0",
+            record,
+            RbdTarget(pool="rbd", hosts=[["127.0.0.1", 40123]]),
+            "/state",
+            render_domain_xml(PLAIN),
+        ),
+    )
+    for name, text in (
+        ("render_full", render_domain_xml(FULL)),
+        ("render_rbd", render_domain_xml(RBD)),
+        ("foreign", FOREIGN),
+    ):
         spec = parse_domain_xml(text, strict=False)
         yield f"parse_{name}.json", json.dumps(_plain(spec), indent=1, sort_keys=True) + "\n"
 
@@ -141,6 +177,6 @@ def test_matches_golden_file(name, text):
 
 def test_render_parse_render_is_stable():
     # parse reads back every modelled field: render(parse(render(s))) == render(s)
-    for spec in (FULL, PLAIN):
+    for spec in (FULL, PLAIN, RBD):
         assert parse_domain_xml(render_domain_xml(spec)) == spec
         assert render_domain_xml(parse_domain_xml(render_domain_xml(spec))) == render_domain_xml(spec)

@@ -98,12 +98,15 @@ def wipe(conf: str, pool: str = "rbd") -> None:
                 for img in r.list2(i):
                     left += 1
                     try:
-                        with rbd.Image(i, image_id=img["id"]) as im:
-                            for s in list(im.list_snaps()):
-                                if s.get("namespace", 0) == 0:
-                                    if im.is_protected_snap(s["name"]):
-                                        im.unprotect_snap(s["name"])
-                                    im.remove_snap(s["name"])
+                        try:
+                            with rbd.Image(i, image_id=img["id"]) as im:
+                                for s in list(im.list_snaps()):
+                                    if s.get("namespace", 0) == 0:
+                                        if im.is_protected_snap(s["name"]):
+                                            im.unprotect_snap(s["name"])
+                                        im.remove_snap(s["name"])
+                        except rbd.ImageNotFound:
+                            pass  # a clone whose parent went first cannot open; remove still works
                         r.remove(i, img["name"])
                         left -= 1
                     except rbd.ImageBusy:

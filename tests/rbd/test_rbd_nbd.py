@@ -53,8 +53,9 @@ def uri(s, path):
     return f"nbd://127.0.0.1:{s.nbd_port}/{path}"
 
 
-def rbd_spec(conf, ns, image, snap=None):
-    return f"rbd:rbd/{ns}/{image}{'@' + snap if snap else ''}:conf={conf}"
+def rbd_spec(conf, vol, lun, snap=None):
+    """qemu's spec of the LUN's image (coppice.VOLUME.LUN in the pool's default namespace)."""
+    return f"rbd:rbd/coppice.{vol}.{lun}{'@' + snap if snap else ''}:conf={conf}"
 
 
 def test_qemu_img_compare_block_status_trim_zero(rbd_pool, rbd_served, ceph_conf, tmp_path):
@@ -121,7 +122,7 @@ def test_fio_crc32c_through_a_clone_lun_parent_and_snapshot_unchanged(rbd_pool, 
     assert "read 8388608/8388608" in out
 
 
-def open_rbd(conf, ns, image, snap):
+def open_rbd(conf, vol, lun, snap):
     import rados
     import rbd
 
@@ -129,8 +130,7 @@ def open_rbd(conf, ns, image, snap):
     c.connect()
     try:
         io = c.open_ioctx("rbd")
-        io.set_namespace(ns)
-        with rbd.Image(io, image, snapshot=snap, read_only=True) as img:
+        with rbd.Image(io, f"coppice.{vol}.{lun}", snapshot=snap, read_only=True) as img:
             return img.read(0, img.size())
     finally:
         c.shutdown()

@@ -23,34 +23,59 @@ def rbd_cli(conf, *args):
     return r.stdout
 
 
+def ls_l(conf):
+    return json.loads(rbd_cli(conf, "ls", "-l", "--format", "json", "rbd"))
+
+
 def test_layout_is_readable_with_rbd_ls(rbd_filer, ceph_conf):
+    """One image per LUN in the pool's default namespace (libvirt names an
+    RBD disk pool/image only), named coppice.VOLUME.LUN; renames of LUNs and
+    volumes rename the images, so the names stay true."""
     f = rbd_filer
     f.vol_create("fvol_master", "1g")
     f.lun_create("/vol/fvol_master/lun0", "64m")
-    f.lun_create("/vol/fvol_master/lun1", "32m")
+    f.lun_create("/vol/fvol_master/lun1.img", "32m")
     f.snap_create("fvol_master", "clone_base_snapshot")
     f.clone_create("fvol_clone1", "fvol_master", "clone_base_snapshot")
-    assert {"fvol_master", "fvol_clone1"} <= set(rbd_cli(ceph_conf, "namespace", "ls", "rbd").split())
-    master = json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_master"))
-    assert {(i["image"], i.get("snapshot")) for i in master} == {
-        ("lun0", None),
-        ("lun1", None),
-        ("lun0", "clone_base_snapshot"),
-        ("lun1", "clone_base_snapshot"),
+    assert rbd_cli(ceph_conf, "namespace", "ls", "rbd").split() == []  # nothing but images
+    assert {(i["image"], i.get("snapshot")) for i in ls_l(ceph_conf) if "parent" not in i} == {
+        ("coppice.fvol_master.lun0", None),
+        ("coppice.fvol_master.lun1.img", None),
+        ("coppice.fvol_master.lun0", "clone_base_snapshot"),
+        ("coppice.fvol_master.lun1.img", "clone_base_snapshot"),
     }
-    clone = json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_clone1"))
-    assert {(i["image"], i["parent"]["pool_namespace"], i["parent"]["snapshot"]) for i in clone} == {
-        ("lun0", "fvol_master", "clone_base_snapshot"),
-        ("lun1", "fvol_master", "clone_base_snapshot"),
+    clone = [i for i in ls_l(ceph_conf) if "parent" in i]
+    assert {(i["image"], i["parent"]["image"], i["parent"]["snapshot"]) for i in clone} == {
+        ("coppice.fvol_clone1.lun0", "coppice.fvol_master.lun0", "clone_base_snapshot"),
+        ("coppice.fvol_clone1.lun1.img", "coppice.fvol_master.lun1.img", "clone_base_snapshot"),
     }
     # clone LUNs get new serials, as on the engine
     serials = {x["path"]: x["serial"] for x in f.lun_show()}
     assert serials["/vol/fvol_clone1/lun0"] != serials["/vol/fvol_master/lun0"]
-    f.lun_rename("/vol/fvol_master/lun1", "/vol/fvol_master/data")
-    names = {
-        i["image"] for i in json.loads(rbd_cli(ceph_conf, "ls", "-l", "--format", "json", "rbd/fvol_master"))
+    f.lun_rename("/vol/fvol_master/lun1.img", "/vol/fvol_master/data")
+    f.vol_rename("fvol_clone1", "desk7")
+    f.lun_destroy("/vol/fvol_master/lun0")  # its snapshot still holds it: hidden, not gone
+    names = {i["image"] for i in ls_l(ceph_conf) if not i.get("snapshot")}
+    hidden = {n for n in names if n.startswith("coppice.~deleted.")}
+    assert names - hidden == {"coppice.fvol_master.data", "coppice.desk7.lun0", "coppice.desk7.lun1.img"}
+    assert len(hidden) == 1
+    assert f.fsck()["clean"], f.fsck()["problems"]
+    # a name already taken in Ceph by an image no LUN owns: refused, nothing changed
+    rbd_cli(ceph_conf, "create", "--size", "1M", "rbd/coppice.fvol_master.taken")
+    from coppice.backend.rbd import ImageNameTaken
+
+    with pytest.raises(ImageNameTaken, match="rbd rm rbd/coppice.fvol_master.taken"):
+        f.lun_create("/vol/fvol_master/taken", "8m")
+    assert "/vol/fvol_master/taken" not in {x["path"] for x in f.lun_show()}
+    with pytest.raises(ImageNameTaken):
+        f.lun_rename("/vol/fvol_master/data", "/vol/fvol_master/taken")
+    assert {x["path"] for x in f.lun_show() if x["path"].startswith("/vol/fvol_master/")} == {
+        "/vol/fvol_master/data"
     }
-    assert names == {"lun0", "data"}
+    rbd_cli(ceph_conf, "rm", "--no-progress", "rbd/coppice.fvol_master.taken")
+    # destroying a volume hides its images at once and removes them after the commit
+    f.vol_destroy("desk7", force=True)
+    assert not any(i["image"].startswith("coppice.desk7.") for i in ls_l(ceph_conf))
     assert f.fsck()["clean"], f.fsck()["problems"]
 
 
@@ -193,14 +218,16 @@ def test_fsck_compares_both_sides(rbd_filer, ceph_conf):
     f.lun_create("/vol/v/k", "8m")
     f.snap_create("v", "s")
     assert f.fsck()["clean"]
-    rbd_cli(ceph_conf, "create", "--size", "1M", "rbd/v/stray")
-    rbd_cli(ceph_conf, "snap", "rm", "rbd/v/k@s")
-    rbd_cli(ceph_conf, "snap", "rm", "rbd/v/l@s")
-    rbd_cli(ceph_conf, "rm", "--no-progress", "rbd/v/l")
+    rbd_cli(ceph_conf, "create", "--size", "1M", "rbd/coppice.v.stray")
+    rbd_cli(ceph_conf, "create", "--size", "1M", "rbd/not_coppice")  # another user's image: not ours
+    rbd_cli(ceph_conf, "snap", "rm", "rbd/coppice.v.k@s")
+    rbd_cli(ceph_conf, "snap", "rm", "rbd/coppice.v.l@s")
+    rbd_cli(ceph_conf, "rm", "--no-progress", "rbd/coppice.v.l")
     problems = f.fsck()["problems"]
     assert any("/vol/v/l" in p and "missing" in p for p in problems), problems
     assert any("stray" in p and "belongs to no LUN" in p for p in problems), problems
     assert any("v@s LUN k" in p and "no RBD snapshot s" in p for p in problems), problems
+    assert not any("not_coppice" in p for p in problems), problems
 
 
 def test_cli_pool_create_rbd_as_the_issue_shows(ceph_conf, ceph_pool, tmp_path):

@@ -31,6 +31,10 @@ class Provision(Model):
     on_error: Literal["stop", "skip"] | Text = "stop"
     nbd: Text | None = Field(None, description="HOST:PORT or unix:PATH; default: this daemon's NBD listener")
     tls: bool | None = Field(None, description="the target requires TLS; default: as this daemon serves")
+    disk_path: Literal["nbd", "rbd"] = Field(
+        "nbd",
+        description="nbd: disks served by this daemon; rbd: RBD network disks straight to Ceph (rbd pools)",
+    )
 
 
 class Force(Model):
