@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from coppice.backend.rbd import mon_hosts
+from coppice.provision import custspec
 from coppice.provision.facade import Provisioning
 from coppice.provision.provisioner import STAGES, Provisioner, volume_for_vm
 from coppice.provision.provisioning_errors import DiskPathUnsupported, InjectedFailure
@@ -65,7 +66,8 @@ def read_image(conf, name):
 def test_provision_refresh_destroy_with_rbd_disks(filer, hv, tpl, ceph_conf):
     p = Provisioning(filer)
     stem = uniq("rd")
-    s = p.vm_provision(tpl, stem + "{n}", 2, connect=TEST_URI, disk_path="rbd")
+    custspec.create(filer, "ops", user="ops", network="static:192.0.2.0/28", runcmd=["echo hi"])
+    s = p.vm_provision(tpl, stem + "{n}", 2, "ops", connect=TEST_URI, disk_path="rbd")
     assert s["created"] == 2 and s["disk_path"] == "rbd" and s["nbd"] is None, s
     mons = [
         (h, str(port)) for h, port in mon_hosts(open(ceph_conf).read().split("mon host =")[1].split("\n")[0])
@@ -84,6 +86,7 @@ def test_provision_refresh_destroy_with_rbd_disks(filer, hv, tpl, ceph_conf):
         # QEMU reads the seed from the image itself: it holds this VM's identity
         seed = read_seed_iso(read_image(ceph_conf, f"coppice.{vol}.vm0.seed"))
         assert f"local-hostname: {n}" in seed["meta-data"].decode()
+        assert "ops" in seed["user-data"].decode() and "192.0.2." in seed["network-config"].decode()
     # refresh: a new clone, under the same image names, so the definition is unchanged
     vol = volume_for_vm(names[0])
     before = images(ceph_conf)
@@ -98,6 +101,10 @@ def test_provision_refresh_destroy_with_rbd_disks(filer, hv, tpl, ceph_conf):
     assert read_image(ceph_conf, disk)[:20] != b"changed by the guest"  # ...with the base's data
     assert disks(hv.xml(names[0])) == disks(xml0)
     assert not [i for i in after if "_r" in i or "~deleted" in i], after  # no temporary or old image left
+    assert filer.fsck()["clean"], filer.fsck()["problems"]
+    # recompose onto another snapshot of the template: the same names again
+    p.vm_recompose(names[0], "imported")
+    assert disks(hv.xml(names[0])) == disks(xml0) and images(ceph_conf)[disk] != after[disk]
     assert filer.fsck()["clean"], filer.fsck()["problems"]
     # destroy: its images go, the other VM's stay
     p.vm_destroy(names[0])
@@ -141,3 +148,16 @@ def test_disk_path_rbd_on_a_native_pool_is_refused_and_changes_nothing(filer, hv
     with pytest.raises(DiskPathUnsupported):
         p.vm_provision_check(tpl, uniq("nr") + "{n}", 1, connect=TEST_URI, disk_path="rbd")
     assert snapshot_state(filer, hv) == before
+
+
+@pytest.mark.backends("native")
+def test_cli_disk_path_rbd_on_a_native_pool_names_what_to_do(tmp_path):
+    from tests.api.conftest import run_cli
+
+    pool = str(tmp_path / "pool")
+    assert run_cli(pool, "pool", "create", pool).returncode == 0
+    r = run_cli(pool, "vm", "provision", "--template", "t", "--name", "v{n}", "--disk-path", "rbd")
+    assert r.returncode != 0
+    assert "--disk-path nbd" in r.stderr and "pool create --backend rbd" in r.stderr, r.stderr
+    r = run_cli(pool, "vm", "provision", "--template", "t", "--name", "v{n}", "--disk-path", "iscsi")
+    assert r.returncode != 0 and "use nbd or rbd" in r.stderr, r.stderr
