@@ -167,99 +167,21 @@ class Daemon:
 
     # ---- start ------------------------------------------------------------------------
     def start(self) -> Daemon:
-        from .api import space_history
-        from .api.app import create_app, register_app_jobs, register_jobs
-        from .api.auth import UnixMarker, ensure_token, token_path
-        from .api.jobs import JobRunner
-        from .api.scheduler import Scheduler
-        from .filer import Filer
-        from .nbd.server import NBDServer
+        """Open the pool and serve it: API, NBD target, jobs, scheduler. A
+        start that fails half way closes what it had opened, in reverse."""
+        from .api.auth import UnixMarker, ensure_token
         from .provision.revert import Revert
 
-        # What a start that fails half way has opened is closed again, in reverse.
         with Revert() as revert:
-            tcp = None
-            if self.api_port is not None:
-                tcp = _tcp_listener(self.api_host, self.api_port, "--api")
-                revert.add(tcp.close)
-                host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
-                self.api_url = f"http://{host}:{tcp.getsockname()[1]}"
-            holder = (
-                f"coppice serve (pid {os.getpid()}, api {self.api_url or 'unix socket only'}, "
-                f"socket {self.socket_path})"
-            )
-            self.filer = Filer.open(self.pool_dir, holder=holder)
-            revert.add(self.filer.close)
-            try:
-                from .dedup.facade import Dedup
-
-                Dedup(self.filer).attach_inline()
-            except Exception as e:  # dedup is optional for serving
-                log.warning("inline dedup not attached: %s", e)
+            tcp = self._listen_api(revert)
+            self._open_pool(revert)
             token = ensure_token(self.pool_dir)
             us = _unix_listener(self.socket_path)
             revert.add(us.close)
-
-            self.jobs = JobRunner(self.filer, workers=self.jobs_workers)
-            register_jobs(self.jobs, self.filer)
-            revert.add(lambda: self.jobs.shutdown(self.graceful_timeout))
-
-            tls_ctx = None
-            if self.tls_dir:
-                from .nbd.tls import server_context
-
-                tls_ctx = server_context(self.tls_dir)
-            try:
-                self.nbd = NBDServer(
-                    self.filer.resolver(),
-                    host=self.nbd_host,
-                    port=self.nbd_port,
-                    unix_path=self.nbd_socket_path,
-                    tls_context=tls_ctx,
-                    require_tls=self.require_tls,
-                    require_client_cert=self.require_tls and not self.tls_client_cert_optional,
-                ).start()
-            except CoppiceError as e:
-                raise ListenFailed(
-                    where=f"NBD {self.nbd_host}:{self.nbd_port}", why=str(e), option="--nbd"
-                ) from None
-            revert.add(self.nbd.shutdown)
-
-            self.scheduler = Scheduler(clock=self.clock, **({"sleep": self.sleep} if self.sleep else {}))
-            for task in default_tasks(self.filer, self.jobs, self.schedule_interval):
-                self.scheduler.add(task)
-            self.scheduler.add(space_history.task(self.filer))  # the console's space plot
-
-            nbd_addr = self.nbd.address
-            self.info = {
-                "pool": self.pool_dir,
-                "pool_uuid": self.filer.uuid,
-                "api_url": self.api_url,
-                "socket": self.socket_path,
-                "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
-                "nbd_socket": self.nbd_socket_path,
-                "tls": bool(tls_ctx),
-                "connect": self.connect,
-                "pid": os.getpid(),
-                "started": time.time(),
-            }
-            self.app = create_app(
-                self.filer,
-                self.jobs,
-                token=token,
-                token_path=token_path(self.pool_dir),
-                scheduler=self.scheduler,
-                nbd=self.nbd,
-                daemon_info=self.info,
-            )
-            from .api.hypervisors import Hypervisors
-
-            self.app.state.hypervisors = Hypervisors(self.connect)
-
-            from .provision import import_dir
-
-            import_dir.install(self.app.state, self.filer, self.import_dir)  # host files for requests
-            register_app_jobs(self.jobs, self.app)
+            self._start_jobs(revert)
+            tls = self._start_nbd(revert)
+            self._make_scheduler()
+            self._make_app(token, tls)
             revert.add(self._close_hypervisors)
             self._start_uvicorn(tcp, us, UnixMarker(self.app))
             revert.add(self._stop_uvicorn)
@@ -270,6 +192,108 @@ class Daemon:
             self.scheduler.start()
             revert.success()
         return self
+
+    def _listen_api(self, revert):
+        """The API's TCP listener (None without --api), before the pool is
+        opened, so the lock's holder names its address."""
+        if self.api_port is None:
+            return None
+        tcp = _tcp_listener(self.api_host, self.api_port, "--api")
+        revert.add(tcp.close)
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        self.api_url = f"http://{host}:{tcp.getsockname()[1]}"
+        return tcp
+
+    def _open_pool(self, revert) -> None:
+        from .filer import Filer
+
+        holder = (
+            f"coppice serve (pid {os.getpid()}, api {self.api_url or 'unix socket only'}, "
+            f"socket {self.socket_path})"
+        )
+        self.filer = Filer.open(self.pool_dir, holder=holder)
+        revert.add(self.filer.close)
+        try:
+            from .dedup.facade import Dedup
+
+            Dedup(self.filer).attach_inline()
+        except Exception as e:  # dedup is optional for serving
+            log.warning("inline dedup not attached: %s", e)
+
+    def _start_jobs(self, revert) -> None:
+        from .api.app import register_jobs
+        from .api.jobs import JobRunner
+
+        self.jobs = JobRunner(self.filer, workers=self.jobs_workers)
+        register_jobs(self.jobs, self.filer)
+        revert.add(lambda: self.jobs.shutdown(self.graceful_timeout))
+
+    def _start_nbd(self, revert):
+        """Start the NBD target; returns its TLS context (None: plain)."""
+        from .nbd.server import NBDServer
+
+        tls_ctx = None
+        if self.tls_dir:
+            from .nbd.tls import server_context
+
+            tls_ctx = server_context(self.tls_dir)
+        try:
+            self.nbd = NBDServer(
+                self.filer.resolver(),
+                host=self.nbd_host,
+                port=self.nbd_port,
+                unix_path=self.nbd_socket_path,
+                tls_context=tls_ctx,
+                require_tls=self.require_tls,
+                require_client_cert=self.require_tls and not self.tls_client_cert_optional,
+            ).start()
+        except CoppiceError as e:
+            raise ListenFailed(
+                where=f"NBD {self.nbd_host}:{self.nbd_port}", why=str(e), option="--nbd"
+            ) from None
+        revert.add(self.nbd.shutdown)
+        return tls_ctx
+
+    def _make_scheduler(self) -> None:
+        from .api import space_history
+        from .api.scheduler import Scheduler
+
+        self.scheduler = Scheduler(clock=self.clock, **({"sleep": self.sleep} if self.sleep else {}))
+        for task in default_tasks(self.filer, self.jobs, self.schedule_interval):
+            self.scheduler.add(task)
+        self.scheduler.add(space_history.task(self.filer))  # the console's space plot
+
+    def _make_app(self, token: str, tls_ctx) -> None:
+        from .api.app import create_app, register_app_jobs
+        from .api.auth import token_path
+        from .api.hypervisors import Hypervisors
+        from .provision import import_dir
+
+        nbd_addr = self.nbd.address
+        self.info = {
+            "pool": self.pool_dir,
+            "pool_uuid": self.filer.uuid,
+            "api_url": self.api_url,
+            "socket": self.socket_path,
+            "nbd": f"{nbd_addr[0]}:{nbd_addr[1]}" if nbd_addr else None,
+            "nbd_socket": self.nbd_socket_path,
+            "tls": bool(tls_ctx),
+            "connect": self.connect,
+            "pid": os.getpid(),
+            "started": time.time(),
+        }
+        self.app = create_app(
+            self.filer,
+            self.jobs,
+            token=token,
+            token_path=token_path(self.pool_dir),
+            scheduler=self.scheduler,
+            nbd=self.nbd,
+            daemon_info=self.info,
+        )
+        self.app.state.hypervisors = Hypervisors(self.connect)
+        import_dir.install(self.app.state, self.filer, self.import_dir)  # host files for requests
+        register_app_jobs(self.jobs, self.app)
 
     def _start_uvicorn(self, tcp, us, unix_app) -> None:
         import uvicorn
