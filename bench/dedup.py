@@ -57,6 +57,21 @@ def rss_kib(field="VmRSS") -> int:
     return 0
 
 
+def _sqlite_highwater():
+    """sqlite3_memory_highwater of the library Python's sqlite3 uses (every
+    connection of the process: the engine's and the scan's), or 0."""
+    try:
+        import ctypes
+        import sqlite3  # noqa: F401  (loads the library)
+
+        lib = ctypes.CDLL("libsqlite3.so.0")
+        lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+        lib.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    except OSError:
+        return lambda reset=False: 0
+    return lambda reset=False: lib.sqlite3_memory_highwater(1 if reset else 0)
+
+
 def data_of(size: int, seed: int = 7) -> bytes:
     part = 16 << 20  # randbytes is limited to < 256 MiB a call
     return b"".join(
@@ -112,7 +127,10 @@ def child_scan(path: str) -> None:
     phases = {}
     last = [time.perf_counter(), "start", time.process_time(), rss_kib()]
 
+    sqlite_hw = _sqlite_highwater()
+
     def reset_peak() -> None:
+        sqlite_hw(reset=True)
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -126,6 +144,7 @@ def child_scan(path: str) -> None:
             p["wall"] += now - last[0]
             p["cpu"] += time.process_time() - last[2]
             p["peak_kib"] = max(p["peak_kib"], rss_kib("VmHWM"))
+            p["sqlite_peak_kib"] = max(p.get("sqlite_peak_kib", 0), sqlite_hw() // 1024)
             reset_peak()
             last[:] = [now, phase, time.process_time(), rss_kib()]
 
@@ -430,13 +449,17 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r[0]:{w0}}  {r[1]:{w1}}  {r[2]}")
     for label, key in (("big", "phases"), ("small", "phases_small")):
-        print(f"\nscan phases ({label} run): wall, CPU, RSS at start -> peak during the phase")
+        print(
+            f"\nscan phases ({label} run): wall, CPU, RSS at start -> peak during the phase, "
+            "SQLite's peak (all connections: the engine's and the scan's)"
+        )
         for k, v in c[key].items():
             if k in ("start", "done"):
                 continue
             print(
                 f"  {k:8s} {v['wall']:6.2f} s  {v['cpu']:6.2f} s CPU  "
                 f"{v['rss_start_kib'] / 1024:6.1f} -> {v['peak_kib'] / 1024:6.1f} MiB"
+                f"  (SQLite's heap at most {v.get('sqlite_peak_kib', 0) / 1024:.1f} MiB)"
             )
     return 0
 

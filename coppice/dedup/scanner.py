@@ -74,7 +74,7 @@ import xxhash
 from ..errors import Busy, NotFound
 from . import config
 from . import kernels as K
-from .index import DedupStore, group_by_content, u64
+from .index import DedupStore, IndexMerge, IndexMergeLost, group_by_content, u64
 
 LEAF = 512  # blocks per engine leaf (engine.format.LEAF_FANOUT)
 COLLECT_BATCH_LEAVES = 64  # leaves per commit while collecting
@@ -84,7 +84,7 @@ COLLECT_BATCH_LEAVES = 64  # leaves per commit while collecting
 SORT_ROWS = 1 << 16
 SMALL_GROUP_SCAN = 16  # moved rows' targets looked up by position in groups up to this size
 MATCH_BATCH_ROWS = 8192  # rows classified at once while matching (one commit each)
-JOB_FORMAT = 2  # rows in files of kernels.ROW, sorted in buckets
+JOB_FORMAT = 3  # rows in files of kernels.ROW, sorted in buckets; the index rewritten as a file
 MATCH_BATCH_GROUPS = 256  # fingerprint groups per commit while matching
 MATCH_BATCH_SHARES = 16384  # ... or blocks shared, whichever comes first
 MATCH_RUN_BLOCKS = 8192  # longest run one seed extends to (share_run calls of <= RUN_CALL blocks)
@@ -349,6 +349,8 @@ class Scanner:
             "buckets": 0,
             "bucket": 0,
             "row": 0,
+            "idx_pos": 0,
+            "idx_out": 0,
             "started": time.time(),
             "updated": time.time(),
             "counters": {
@@ -388,6 +390,10 @@ class Scanner:
         if job["phase"] == "match":
             if not self._match(job):
                 return self._paused(job)
+        if job["phase"] == "publish":
+            # the new index, complete and synced, replaces the old one
+            if os.path.exists(self._new_index_path(job)):
+                os.replace(self._new_index_path(job), self.store.index.path)
         return self._finish(job)
 
     def _paused(self, job):
@@ -448,6 +454,9 @@ class Scanner:
 
     def _rows_path(self, job) -> str:
         return os.path.join(self._dir(), f"job-{job['id']}.rows")
+
+    def _new_index_path(self, job) -> str:
+        return os.path.join(self._dir(), f"job-{job['id']}.idx")
 
     def _bucket_path(self, job, i: int) -> str:
         return os.path.join(self._dir(), f"job-{job['id']}.b{i}")
@@ -617,7 +626,17 @@ class Scanner:
         ):
             self.covered.add(oid, lbn, n, aoid, albn)
         learned: list[tuple[int, int]] = []
-        self._index_count = db.execute("SELECT COUNT(*) FROM fpidx").fetchone()[0]
+        try:
+            self.merge = IndexMerge(
+                self.store.index.path, self._new_index_path(job), job["idx_pos"], job["idx_out"]
+            )
+        except IndexMergeLost:
+            # the new index lost its tail in a crash: match everything again
+            # (every step is idempotent; shares already done are settled)
+            for k in ("bucket", "row", "rows_done", "idx_pos", "idx_out"):
+                job[k] = 0
+            _unlink(self._new_index_path(job))
+            self.merge = IndexMerge(self.store.index.path, self._new_index_path(job))
         self._groups_in_batch = 0
         self._report("match", job["rows_done"], job["rows"])
         db.execute("BEGIN")
@@ -632,39 +651,26 @@ class Scanner:
                 job["row"] = 0
                 if not self._commit_match(job, learned):
                     return False
+            self.merge.finish()  # the rest copied through, synced
+            job["idx_pos"], job["idx_out"] = self.merge.pos, self.merge.out
+            job["phase"] = "publish"
             self._save(job)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        finally:
+            self.merge.close()
         self._learn(learned)
         self._report("match", job["rows_done"], job["rows"])
         return True
 
-    def _known(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The index's (fp, pbn) entries for the distinct sorted fingerprints ``u``."""
-        db = self.store.db
-        out: list[tuple[int, int]] = []
-        span = (float(u[-1]) - float(u[0])) / 2.0**64
-        if self._index_count * span <= 8 * len(u):
-            # the window's fingerprints are close together (rows are sorted):
-            # one range scan of the index finds them all
-            out = db.execute(
-                "SELECT fp, pbn FROM fpidx WHERE fp BETWEEN ? AND ? ORDER BY fp, pbn", (int(u[0]), int(u[-1]))
-            ).fetchall()
-        else:
-            vals = u.tolist()
-            for i in range(0, len(vals), 256):
-                chunk = vals[i : i + 256]
-                q = "SELECT fp, pbn FROM fpidx WHERE fp IN ({}) ORDER BY fp, pbn".format(
-                    ",".join("?" * len(chunk))
-                )
-                out += db.execute(q, chunk).fetchall()
-        if not out:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        a = np.array(out, dtype=np.int64)
-        return a[:, 0], a[:, 1]
+    def _known_of(self, sfp: int) -> list[int]:
+        """The old index's PBNs for fingerprint ``sfp`` (of the current window)."""
+        kfp, kpbn = self._window_known
+        i, j = np.searchsorted(kfp, sfp, "left"), np.searchsorted(kfp, sfp, "right")
+        return kpbn[i:j].tolist()
 
     def _current_pbns(self, w: np.ndarray, starts: np.ndarray):
         """The block each row of window ``w`` maps now, as ``_current`` does
@@ -707,7 +713,6 @@ class Scanner:
 
     def _match_window(self, job, rows, names, learned) -> bool:
         """One window of whole groups from job['row']; False to stop."""
-        db = self.store.db
         c = job["counters"]
         pos = job["row"]
         end = min(len(rows), pos + MATCH_BATCH_ROWS)
@@ -717,7 +722,8 @@ class Scanner:
         w = rows[pos:end]
         fps = w["fp"]
         starts = K.groups(fps)
-        kfp, kpbn = self._known(fps[starts[:-1]])
+        kfp, kpbn = self.merge.peek(fps[starts[:-1]])
+        self._window_known = (kfp, kpbn)
         version = self.covered.version
         cur, resolvable = self._current_pbns(w, starts)
         ok, unknown = K.settled(fps, cur, starts, kfp, kpbn)
@@ -728,13 +734,10 @@ class Scanner:
                 h = g
                 while h < ng and ok[h]:
                     h += 1
-                new = np.flatnonzero(unknown[g:h]) + g
-                if len(new):
-                    first = starts[new]
-                    db.executemany(
-                        "INSERT OR IGNORE INTO fpidx (fp, pbn) VALUES (?, ?)",
-                        zip(fps[first].tolist(), cur[first].tolist(), strict=True),
-                    )
+                # Settled: each group's one entry is the block all its rows
+                # map (new, or the one the index already has).
+                first = starts[g:h]
+                self.merge.decide(fps[first], fps[first], cur[first])
                 job["rows_done"] += int(starts[h] - starts[g])
                 g = h
                 continue
@@ -762,6 +765,8 @@ class Scanner:
         """Commit the cursor with the batch's index changes; False to stop."""
         db = self.store.db
         self._groups_in_batch = 0
+        self.merge.flush()
+        job["idx_pos"], job["idx_out"] = self.merge.pos, self.merge.out
         self._save(job)
         db.execute("COMMIT")
         self._shared_at_commit = job["counters"]["shared"]
@@ -794,20 +799,27 @@ class Scanner:
         return (self.fingerprint(data) & ((1 << 64) - 1)) or 1
 
     def _match_group(self, sfp: int, members, names, learned) -> None:
-        """One fingerprint: confirm which blocks are equal, share them."""
-        db, pool = self.store.db, self.pool
+        """One fingerprint: confirm which blocks are equal, share them; the
+        index's entries for it are decided here."""
+        known = self._known_of(sfp)
+        entries = self._match_group_entries(sfp, members, names, learned, known)
+        e = sorted(entries)
+        self.merge.decide(np.array([sfp], dtype=np.int64), np.full(len(e), sfp, dtype=np.int64), e)
+
+    def _match_group_entries(self, sfp: int, members, names, learned, known: list[int]) -> set[int]:
+        pool = self.pool
         c = self.job["counters"]
         fp = u64(sfp)
+        entries = set(known)
         if self.covered:
             members = self._current(members)
             if not members:
-                return
+                return entries
         counts = Counter(p for p, _, _ in members)
-        known = [r[0] for r in db.execute("SELECT pbn FROM fpidx WHERE fp=?", (sfp,))]
         if len(counts) == 1 and (not known or (len(known) == 1 and known[0] in counts)):
             if not known:  # a unique block: remember it as the canonical copy
-                db.execute("INSERT OR IGNORE INTO fpidx (fp, pbn) VALUES (?, ?)", (sfp, members[0][0]))
-            return
+                entries.add(members[0][0])
+            return entries
         c["groups"] += 1
         cands = list(dict.fromkeys(known + sorted(counts)))
         stale: set[int] = set()
@@ -826,7 +838,7 @@ class Scanner:
         for p in stale:
             if p in known:
                 c["stale"] += 1
-                db.execute("DELETE FROM fpidx WHERE fp=? AND pbn=?", (sfp, p))
+                entries.discard(p)
         for cls in classes:
             in_cls = set(cls)
             rows = [m for m in members if m[0] in in_cls]
@@ -844,13 +856,14 @@ class Scanner:
                     alt = next(p for p in ranked if p != target)
                     ok2, _ = self._share_rows(rows, alt, names)
                     if ok2:
-                        db.execute("DELETE FROM fpidx WHERE fp=? AND pbn=?", (sfp, target))
+                        entries.discard(target)
                         target = alt
-            db.execute("INSERT OR IGNORE INTO fpidx (fp, pbn) VALUES (?, ?)", (sfp, target))
+            entries.add(target)
             for p in cls:
                 if p != target and p in known:
-                    db.execute("DELETE FROM fpidx WHERE fp=? AND pbn=?", (sfp, p))
+                    entries.discard(p)
             learned.append((fp, target))
+        return entries
 
     def _current(self, members):
         """The group's rows with the PBNs they map now: a row a run remapped
