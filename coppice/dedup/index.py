@@ -115,15 +115,23 @@ class DedupStore:
             self.db.execute("COMMIT")
             self.index.remove()
         elif self.db.execute("SELECT 1 FROM fpidx LIMIT 1").fetchone() is not None:
-            # An index kept by an older scanner in SQLite: into the file, once.
-            a = np.array(
-                self.db.execute("SELECT fp, pbn FROM fpidx ORDER BY fp, pbn").fetchall(), dtype=np.int64
-            )
-            old = self.index.entries_array()
-            merged = np.concatenate([old, _as_idx(a[:, 0], a[:, 1])])
-            merged = np.unique(merged)  # sorted by (fp, pbn), duplicates dropped
-            self.index.replace_with(merged)
-            self.db.execute("DELETE FROM fpidx")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """An index kept by an older scanner in SQLite: into the file, once
+        (under SQLite's write lock, so a second opener finds it done)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute("SELECT fp, pbn FROM fpidx ORDER BY fp, pbn").fetchall()
+            if rows:
+                a = np.array(rows, dtype=np.int64)
+                merged = np.concatenate([self.index.entries_array(), _as_idx(a[:, 0], a[:, 1])])
+                self.index.replace_with(np.unique(merged))  # sorted by (fp, pbn), no duplicates
+                self.db.execute("DELETE FROM fpidx")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self):
         self.db.close()
@@ -218,7 +226,7 @@ class FpIndex:
         return [(u64(f), p) for f, p in zip(best["fp"].tolist(), best["pbn"].tolist(), strict=True)]
 
     def replace_with(self, entries: np.ndarray) -> None:
-        tmp = self.path + ".tmp"
+        tmp = f"{self.path}.{os.getpid()}.tmp"
         entries.tofile(tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
