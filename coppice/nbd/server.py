@@ -753,7 +753,7 @@ class _ReplySender:
         self.queue: list[tuple[list, int]] = []
         self.pending = 0
         self.closed = False
-        self.failed: OSError | None = None
+        self.failed: Exception | None = None
         self.thread = threading.Thread(target=self._run, name="nbd-send", daemon=True)
         self.thread.start()
 
@@ -804,7 +804,7 @@ class _ReplySender:
             if self.failed is None:
                 try:
                     self.conn._sendv(bufs)
-                except OSError as e:
+                except Exception as e:  # this thread must outlive any failure, or close() waits forever
                     self.failed = e
                     log.info("%s: sending replies failed: %s", self.conn._who(), e)
             del bufs, batch
