@@ -221,8 +221,15 @@ class _WriteQueue:
 
     def submit(self, image, data: bytes, offset: int) -> None:
         n = len(data)
+        end = offset + n
         with self.cond:
-            while self.count >= MAX_INFLIGHT or (self.nbytes and self.nbytes + n > MAX_INFLIGHT_BYTES):
+            # an overlapping write still queued goes first: the later write
+            # must win whatever order librbd would complete them in
+            while (
+                self.count >= MAX_INFLIGHT
+                or (self.nbytes and self.nbytes + n > MAX_INFLIGHT_BYTES)
+                or self._overlaps(offset, end)
+            ):
                 self.cond.wait()
             self.count += 1
             self.nbytes += n
@@ -255,13 +262,16 @@ class _WriteQueue:
             while self.count:
                 self.cond.wait()
 
+    def _overlaps(self, offset: int, end: int) -> bool:
+        return bool(self.count) and any(o < end and offset < e for o, e in self.ranges.values())
+
     def wait_overlapping(self, offset: int, length: int) -> None:
         """Wait until no queued write overlaps [offset, offset+length): a read
-        then sees every write acknowledged before it (librbd itself does not
-        order a read after an overlapping write still in flight)."""
+        then sees every write acknowledged before it (librbd does not promise
+        to order a read after an overlapping write still in flight)."""
         end = offset + length
         with self.cond:
-            while self.count and any(o < end and offset < e for o, e in self.ranges.values()):
+            while self._overlaps(offset, end):
                 self.cond.wait()
 
     def take_error(self) -> str | None:
@@ -277,13 +287,14 @@ class RbdLun:
     write (at most MAX_INFLIGHT writes and MAX_INFLIGHT_BYTES at once) and
     returns, as a write-back disk acknowledges a write before it is
     durable; FUA, ``flush``, ``trim`` and ``zero`` first wait for every
-    queued write, and a read for the queued writes it overlaps, so a read
-    sees every acknowledged write and a flush makes them durable (librbd's
-    flush). A queued write that fails makes the next flush (or FUA write)
-    fail with EIO, as a failed write-back does. Reads are ``pread`` or,
-    for the NBD server's concurrent path, ``start_read`` (a librbd aio
-    read; ``nbd.blockdev.AsyncReads``). Multi-conn is off: one
-    connection's flush does not cover another connection's image handle."""
+    queued write, and a read or write for the queued writes it overlaps,
+    so a read sees every acknowledged write, of two overlapping writes the
+    later one wins, and a flush makes them durable (librbd's flush). A
+    queued write that fails makes the next flush (or FUA write) fail with
+    EIO, as a failed write-back does. Reads are ``pread`` or, for the NBD
+    server's concurrent path, ``start_read`` (a librbd aio read;
+    ``nbd.blockdev.AsyncReads``). Multi-conn is off: one connection's
+    flush does not cover another connection's image handle."""
 
     can_trim = True
     can_zero = True
