@@ -190,10 +190,10 @@ def test_kill9_during_writes_and_flushes_loses_no_flushed_block(rbd_pool, rbd_se
 
 
 def test_qd64_reads_and_writes_on_one_connection_complete_out_of_order(rbd_pool, rbd_served):
-    # One libnbd connection keeps 64 requests in flight; READs run
-    # concurrently in librbd and are answered as they complete: an 8 MiB
-    # read sent first comes back after 4 KiB reads sent behind it. Every
-    # reply carries its own request's data (libnbd matches it by handle).
+    # One libnbd connection keeps up to 260 requests in flight; READs run
+    # concurrently in librbd and are answered as they complete, so 4 KiB
+    # reads sent behind a 4 MiB one overtake it. Every reply carries its
+    # own request's data (libnbd matches it by handle).
     import nbd
 
     setup_pool(rbd_pool, luns=(("v", "l", "32m"),))
@@ -201,7 +201,7 @@ def test_qd64_reads_and_writes_on_one_connection_complete_out_of_order(rbd_pool,
     h = nbd.NBD()
     h.connect_uri(uri(s, "/vol/v/l"))
     rnd = random.Random(15)
-    big = rnd.randbytes(8 << 20)
+    big = rnd.randbytes(16 << 20)
     h.pwrite(big, 16 << 20)
     small = {i: rnd.randbytes(4096) for i in range(256)}
     for i, b in small.items():
@@ -211,24 +211,38 @@ def test_qd64_reads_and_writes_on_one_connection_complete_out_of_order(rbd_pool,
     while h.aio_in_flight():
         h.poll(-1)
     h.flush()
-    reordered = 0
-    for _attempt in range(5):
+    # each round: four 4 MiB reads, each followed by 64 reads of 4 KiB;
+    # replies are numbered in request order and recorded in arrival order
+    reordered = False
+    for _round in range(20):
         order = []
-        bigbuf = nbd.Buffer(8 << 20)
-        h.aio_pread(bigbuf, 16 << 20, completion=lambda e, o=order: o.append(("big", e.value)) or 1)
-        bufs = {i: nbd.Buffer(4096) for i in small}
-        for i in small:
-            h.aio_pread(bufs[i], i * 4096, completion=lambda e, i=i, o=order: o.append((i, e.value)) or 1)
-            while h.aio_in_flight() >= 64:
-                h.poll(-1)
+        bigbufs, bufs = {}, {}
+        seq = 0
+        for k in range(4):
+            bigbufs[k] = nbd.Buffer(4 << 20)
+            h.aio_pread(
+                bigbufs[k],
+                (16 + 4 * k) << 20,
+                completion=lambda e, n=seq, o=order: o.append((n, e.value)) or 1,
+            )
+            seq += 1
+            for i in range(k * 64, k * 64 + 64):
+                bufs[i] = nbd.Buffer(4096)
+                h.aio_pread(
+                    bufs[i], i * 4096, completion=lambda e, n=seq, o=order: o.append((n, e.value)) or 1
+                )
+                seq += 1
         while h.aio_in_flight():
             h.poll(-1)
         assert all(e == 0 for _, e in order), order
-        assert bigbuf.to_bytearray() == big
+        assert sorted(n for n, _ in order) == list(range(seq))
+        for k, b in bigbufs.items():
+            assert b.to_bytearray() == big[k * (4 << 20) : (k + 1) * (4 << 20)], f"big read {k}"
         for i, b in small.items():
             assert bufs[i].to_bytearray() == b, f"block {i}"
-        reordered += order[0][0] != "big"
-        if reordered:
+        if [n for n, _ in order] != list(range(seq)):
+            reordered = True
+            print(f"replies overtook earlier requests in round {_round + 1}")
             break
     assert reordered, "every reply came back in request order: reads did not run concurrently"
     h.shutdown()
