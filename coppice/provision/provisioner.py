@@ -58,12 +58,12 @@ TEST_URI = "test:///default"
 _VM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}\Z")
 _SEED_ALIGN = 64 * 1024
 
-# One VM of a batch: clone and its empty seed LUN commit together; resignature,
-# map and the index entry commit together; then libvirt.
+# One VM of a batch: everything it changes in the pool (clone, seed, new
+# identity, maps, index entry) is one consistency point, so a VM costs one
+# commit and its syncs, and a failure rolls all of it back at once; only
+# then libvirt, which sees a VM whose storage is already durable.
 PLAN = (
-    steps.Atomic((steps.CLONE,)),
-    steps.SEED,
-    steps.Atomic((steps.RESIGNATURE, steps.MAP, steps.INDEX)),
+    steps.Atomic((steps.CLONE, steps.SEED, steps.RESIGNATURE, steps.MAP, steps.INDEX)),
     steps.DEFINE,
 )
 
