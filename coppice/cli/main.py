@@ -7,23 +7,40 @@ command group per module. Exit codes are the errors' ``exit_code``.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
+import sys
 
 import typer
 
 from ..engine import PoolDamaged
-from . import df_cmd, igroup_cmd, lun_cmd, pool_cmd, snap_cmd, vol_cmd
 from .common import STATE
 
-app = typer.Typer(
-    help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings={"help_option_names": ["--help"]},
-)
+# Every command word: (module in coppice.cli, attribute, "group" | "command").
+# A run imports and builds only the one it names (a user's `coppice snap
+# create` does not pay for the provisioner's modules and 150 Typer
+# signatures); help, or a word not listed here, builds them all.
+ENTRIES: dict[str, tuple[str, str, str]] = {
+    "pool": ("pool_cmd", "app", "group"),
+    "vol": ("vol_cmd", "app", "group"),
+    "snap": ("snap_cmd", "app", "group"),
+    "lun": ("lun_cmd", "app", "group"),
+    "igroup": ("igroup_cmd", "app", "group"),
+    "df": ("df_cmd", "df", "command"),
+    "fsck": ("pool_cmd", "fsck", "command"),
+    "scrub": ("pool_cmd", "scrub", "command"),
+    "serve": ("serve_cmd", "serve", "command"),  # the daemon's owner, coppice/daemon.py
+    "tls": ("tls_cmd", "app", "group"),  # over coppice/nbd/tls.py
+    "nbd": ("nbd_cmd", "app", "group"),  # the NBD target's owner
+    "compare": ("compare_cmd", "compare", "command"),  # coppice/provision/compare.py
+    "template": ("template_cmd", "app", "group"),
+    "custspec": ("custspec_cmd", "app", "group"),
+    "vm": ("vm_cmd", "app", "group"),
+    "datastore": ("datastore_cmd", "app", "group"),
+    "sis": ("sis_cmd", "app", "group"),
+}
 
 
-@app.callback()
 def _global(
     pool: str | None = typer.Option(
         None,
@@ -36,43 +53,53 @@ def _global(
     STATE.pool = pool
 
 
-app.add_typer(pool_cmd.app, name="pool")
-app.add_typer(vol_cmd.app, name="vol")
-app.add_typer(snap_cmd.app, name="snap")
-app.add_typer(lun_cmd.app, name="lun")
-app.add_typer(igroup_cmd.app, name="igroup")
-app.command("df")(df_cmd.df)
-app.command("fsck")(pool_cmd.fsck)
-app.command("scrub")(pool_cmd.scrub)
-from . import serve_cmd  # noqa: E402  (daemon owner: `coppice serve`, see coppice/daemon.py)
+def build_app(only: str | None = None) -> typer.Typer:
+    """The CLI with every command word, or with ``only`` that one."""
+    app = typer.Typer(
+        help="Coppice: a copy-on-write filer, NBD target and VM provisioner.",
+        no_args_is_help=True,
+        add_completion=False,
+        context_settings={"help_option_names": ["--help"]},
+    )
+    app.callback()(_global)
+    for name, (module, attr, kind) in ENTRIES.items():
+        if only is not None and name != only:
+            continue
+        obj = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        if kind == "group":
+            app.add_typer(obj, name=name)
+        else:
+            app.command(name)(obj)
+    return app
 
-app.command("serve")(serve_cmd.serve)
 
-from . import tls_cmd  # noqa: E402  (`coppice tls init|client`, over coppice/nbd/tls.py)
+def command_word(argv: list[str]) -> str | None:
+    """The command word ``argv`` names after the global options, if it is
+    one of ``ENTRIES``."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--pool":
+            i += 2
+        elif a.startswith("--pool="):
+            i += 1
+        else:
+            return a if a in ENTRIES else None
+    return None
 
-app.add_typer(tls_cmd.app, name="tls")
-from . import nbd_cmd  # noqa: E402  (`coppice nbd who`, the NBD target's owner)
 
-app.add_typer(nbd_cmd.app, name="nbd")
-from . import compare_cmd  # noqa: E402  (`coppice compare`, coppice/provision/compare.py)
-
-app.command("compare")(compare_cmd.compare)
-
-from . import custspec_cmd, datastore_cmd, template_cmd, vm_cmd  # noqa: E402  (provisioner's groups)
-
-app.add_typer(template_cmd.app, name="template")
-app.add_typer(custspec_cmd.app, name="custspec")
-app.add_typer(vm_cmd.app, name="vm")
-app.add_typer(datastore_cmd.app, name="datastore")
-
-from . import sis_cmd  # noqa: E402
-
-app.add_typer(sis_cmd.app, name="sis")
+def __getattr__(name: str):
+    # `from coppice.cli.main import app`: the whole CLI, built on first use.
+    if name == "app":
+        app = globals()["app"] = build_app()
+        return app
+    raise AttributeError(name)
 
 
 def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return app(args=argv, prog_name="coppice")
+        return build_app(command_word(args))(args=args, prog_name="coppice")
     except sqlite3.DatabaseError as e:
         # pool.db damaged where the engine found it only after opening (the
         # engine reports damage found while opening as PoolDamaged).

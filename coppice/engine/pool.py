@@ -38,7 +38,6 @@ rule in ``engine/records.py``, the pool directory's files in
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
 import threading
@@ -207,7 +206,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         self._dsidx: dict[tuple, Dataset] = {}
         self._snap_ids: dict[int, set[int]] = {}  # volume id -> its snapshots' ids
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
-            d = self.datasets[row[0]] = Dataset(*row[:6], meta=json.loads(row[6]))
+            d = self.datasets[row[0]] = Dataset(*row[:6], meta=row[6])  # decoded on first use
             self._dsidx[self._dkey(d)] = d
             if d.kind == "snapshot":
                 self._snap_ids.setdefault(d.volume_id, set()).add(d.id)
@@ -216,7 +215,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         # costs its own objects, not the pool's.
         self._by_ds: dict[int, dict[str, ObjRec]] = {}
         for row in db.execute("SELECT id, dataset_id, name, kind, size, root, height, meta FROM objects"):
-            o = self.objects[row[0]] = ObjRec(*row[:7], meta=json.loads(row[7]))
+            o = self.objects[row[0]] = ObjRec(*row[:7], meta=row[7])  # decoded on first use
             self._by_ds.setdefault(o.dataset_id, {})[o.name] = o
         self._dirty_objs: dict[int, ObjRec] = {}
 

@@ -3,6 +3,7 @@
 Contract: ``Dataset`` (a volume or a snapshot) and ``ObjRec`` (a LUN or a
 small file in one) mirror one row of pool.db's ``datasets`` and ``objects``
 tables; the pool owns them and callers get them to read, never to change.
+A record loaded from pool.db decodes its ``meta`` JSON when first read.
 ``SpaceInfo`` is what ``Pool.space`` answers (the RBD backend builds the
 same record). ``validate_name`` is the one naming rule for volumes,
 snapshots and objects: it returns the name or raises ``BadName``.
@@ -10,6 +11,7 @@ snapshots and objects: it returns the name or raises ``BadName``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .errors import BadName
@@ -52,6 +54,29 @@ class ObjRec:
     root: int
     height: int
     meta: dict = field(default_factory=dict)
+
+
+def _lazy_meta(cls):
+    """Make ``cls.meta`` decode its JSON text on first use. Opening a pool
+    loads every dataset and object record, but a command touches a few:
+    decoding all metas made opening a pool of 10,000 volumes cost ~60 ms
+    of JSON alone. A record built with a dict is unchanged."""
+
+    def get(self):
+        m = self.__dict__["meta"]
+        if type(m) is str:
+            m = self.__dict__["meta"] = json.loads(m)
+        return m
+
+    def set_(self, value):
+        self.__dict__["meta"] = value
+
+    cls.meta = property(get, set_)
+    return cls
+
+
+_lazy_meta(Dataset)
+_lazy_meta(ObjRec)
 
 
 @dataclass
