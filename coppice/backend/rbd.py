@@ -776,9 +776,10 @@ class RbdBackend(Backend):
         live, held = self._referenced_ids(vol)
         if rbd_id in live:
             return
-        if rbd_id in held:
-            self._rename_image(rbd_id, HIDDEN_PREFIX + rbd_id)
-        else:
+        # hidden at once either way: its name is free inside this transaction
+        # (a restore or a new LUN may take it before the commit)
+        self._rename_image(rbd_id, HIDDEN_PREFIX + rbd_id)
+        if rbd_id not in held:
             self._after.append(lambda: self._remove_image(rbd_id))
 
     def _rename_image(self, rbd_id, new) -> None:

@@ -79,6 +79,28 @@ def test_layout_is_readable_with_rbd_ls(rbd_filer, ceph_conf):
     assert f.fsck()["clean"], f.fsck()["problems"]
 
 
+def test_restore_brings_back_a_lun_whose_name_a_new_lun_took(rbd_filer, ceph_conf):
+    f = rbd_filer
+    f.vol_create("v", "1g")
+    f.lun_create("/vol/v/a", "8m")
+    d = f.open_lun("/vol/v/a")
+    d.pwrite(0, b"old".ljust(4096, b"\0"))
+    d.close()
+    f.snap_create("v", "s")
+    f.lun_destroy("/vol/v/a")
+    f.lun_create("/vol/v/a", "8m")  # a new image under the old name; the old one hidden
+    d = f.open_lun("/vol/v/a")
+    d.pwrite(0, b"new".ljust(4096, b"\0"))
+    d.close()
+    f.snap_restore("v", "s")
+    d = f.open_lun("/vol/v/a")
+    assert bytes(d.pread(0, 3)) == b"old"
+    d.close()
+    names = {i["image"] for i in ls_l(ceph_conf) if not i.get("snapshot")}
+    assert names == {"coppice.v.a"}, names
+    assert f.fsck()["clean"], f.fsck()["problems"]
+
+
 def test_snapshot_is_one_instant_across_the_volumes_luns(rbd_filer):
     """A writer stamps sequence n into LUN a, then into LUN b, each write
     acknowledged before the next: at one instant b <= a <= b + 1. Snapshots
