@@ -304,13 +304,3 @@ def connect(pool_dir: str | None) -> Daemon | None:
     if os.path.exists(sock) and _socket_alive(sock):
         return Daemon(socket_path=sock)
     return None
-
-
-def remote_filer(pool_dir: str | None):
-    """A ``RemoteFiler`` for the daemon serving ``pool_dir``, or None (see ``connect``)."""
-    d = connect(pool_dir)
-    if d is None:
-        return None
-    from .remote import RemoteFiler
-
-    return RemoteFiler(d)

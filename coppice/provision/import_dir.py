@@ -295,10 +295,15 @@ class UploadArea:
 # ---- the daemon's policy ----------------------------------------------------------------------
 
 
+def default_state_dir(filer) -> str:
+    """Where the provisioner keeps a pool's host-side state (uploads, serial
+    logs, kernels): beside the pool directory."""
+    return os.path.abspath(filer.path) + ".provision"
+
+
 def install(state, filer, import_dir: str | None) -> None:
     """Give an API app's ``state`` its upload area and import policy: host files
     from ``import_dir`` (the daemon's --import-dir) and from uploads, nothing else."""
-    from .template import default_state_dir
 
     if import_dir is not None and not os.path.isdir(import_dir):
         from ..errors import InvalidArgument

@@ -36,7 +36,7 @@ import time
 from . import datastore as ds
 from . import registry
 from .domain_xml import DirectBoot, Disk, DomainSpec, Interface, NbdSource, random_mac, render_domain_xml
-from .import_dir import ImportPolicy, convert_to_raw, probe_image
+from .import_dir import ImportPolicy, convert_to_raw, default_state_dir, probe_image
 from .provisioning_errors import BadImage, HostPathRefused, TemplateBusy, TemplateExists, TemplateNotFound
 from .records import check_digest
 from .revert import Revert
@@ -51,10 +51,6 @@ MAX_BOOT_FILE = 256 << 20  # a kernel or initrd larger than this is not one
 
 def volume_for(name: str) -> str:
     return f"tpl_{name}"
-
-
-def default_state_dir(filer) -> str:
-    return os.path.abspath(filer.path) + ".provision"
 
 
 def check_name(name: str) -> str:
