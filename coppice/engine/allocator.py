@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import bisect
 
+# release_sorted: up to this many runs one release() each, more merged as arrays.
+BULK_RUNS = 64
+
 
 class Allocator:
     def __init__(self, extents: list[tuple[int, int]], next_pbn: int):
@@ -138,6 +141,47 @@ class Allocator:
             run_start, run_len = p, 1
         if run_start is not None:
             self.release(run_start, run_len)
+
+    def release_sorted(self, pbns) -> None:
+        """Release the blocks of ``pbns``, an ascending numpy array of
+        distinct allocated PBNs (what a consistency point frees). A few runs
+        go through ``release``; many (a sustained random overwrite frees
+        one scattered block per request) are merged with the free extents
+        in one pass over arrays, where one ``release`` each would shift the
+        extent lists once per block."""
+        import numpy as np
+
+        if not len(pbns):
+            return
+        cut = np.flatnonzero(np.diff(pbns) != 1) + 1
+        rstarts = pbns[np.concatenate(([0], cut))]
+        rcounts = np.diff(np.concatenate(([0], cut, [len(pbns)])))
+        if len(rstarts) <= BULK_RUNS:
+            for s, c in zip(rstarts.tolist(), rcounts.tolist(), strict=True):
+                self.release(s, c)
+            return
+        if int(pbns[-1]) >= self.next_pbn or int(pbns[0]) < 1:
+            raise ValueError(f"PBNs {int(pbns[0])}..{int(pbns[-1])} are not all allocated")
+        starts = np.concatenate((np.asarray(self.starts, dtype=np.int64), rstarts))
+        counts = np.concatenate((np.asarray(self.counts, dtype=np.int64), rcounts))
+        order = np.argsort(starts, kind="stable")
+        starts, counts = starts[order], counts[order]
+        ends = starts + counts
+        if (starts[1:] < ends[:-1]).any():
+            i = int(np.argmax(starts[1:] < ends[:-1]))
+            raise ValueError(f"PBNs from {int(starts[i + 1])} are free already")
+        # Merge extents that touch: a new extent starts where none ended.
+        head = np.concatenate(([True], starts[1:] != ends[:-1]))
+        first = np.flatnonzero(head)
+        mstarts = starts[first]
+        mcounts = np.add.reduceat(counts, first)
+        self.starts = mstarts.tolist()
+        self.counts = mcounts.tolist()
+        self.free_below = int(mcounts.sum())
+        # A free extent ending at the high-water mark lowers it instead.
+        if self.starts and self.starts[-1] + self.counts[-1] == self.next_pbn:
+            self.next_pbn = self.starts.pop()
+            self.free_below -= self.counts.pop()
 
     def is_free(self, pbn: int) -> bool:
         if pbn >= self.next_pbn:

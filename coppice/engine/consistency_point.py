@@ -28,9 +28,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import TYPE_CHECKING
 
 from ..errors import Corruption, NoSpace
 from .space import MetadataNoSpace, is_full
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def commit(pool, begun: bool = False, log_mark: int | None = None) -> None:
@@ -93,8 +97,8 @@ def _write(pool) -> None:
     db = pool.db
     pool.cache.write_out()
     frees = _apply_block_deltas(pool)
-    if frees:
-        pool.alloc.release_many(frees)
+    if frees is not None and len(frees):
+        pool.alloc.release_sorted(frees)
     if pool._dirty_objs:
         db.executemany(
             "UPDATE objects SET name=?, kind=?, size=?, root=?, height=?, meta=? WHERE id=?",
@@ -113,18 +117,114 @@ def _write(pool) -> None:
         db.execute("UPDATE pool SET value=? WHERE key=?", (str(v), k))
 
 
-def _apply_block_deltas(pool) -> list[int]:
+def _apply_block_deltas(pool):
     """Fold pending block refcount changes into block_refs; return the
-    PBNs whose count reached 0."""
-    deltas = {p: d for p, d in pool.cache.block_delta.items() if d}
-    if not deltas:
-        return []
+    PBNs whose count reached 0 (ascending, as an array)."""
+    bd = pool.cache.block_delta
+    if not bd:
+        return None
+    pbns, deltas = pending_deltas(bd)
+    if not len(pbns):
+        return None
+    sp, sr = stored_refs(pool.db, pbns)
+    frees, deletes, upserts = fold(pbns, deltas, sp, sr)
     db = pool.db
-    stored = pool._stored_refs(deltas)
+    if len(deletes):
+        db.executemany("DELETE FROM block_refs WHERE pbn=?", ((p,) for p in deletes.tolist()))
+    if len(upserts[0]):
+        db.executemany(
+            "INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)",
+            zip(upserts[0].tolist(), upserts[1].tolist(), strict=True),
+        )
+    return frees
+
+
+# The fold works on whole arrays: a sustained 4 KiB overwrite leaves one
+# pending change per request (the block it replaced), up to 2^18 of them
+# per consistency point, and a loop in Python over those was a third of a
+# busy server's time. ``fold_reference`` is the same rule one block at a
+# time; a test holds the two equal.
+
+
+def pending_deltas(block_delta) -> tuple[np.ndarray, np.ndarray]:
+    """(PBNs ascending, their non-zero deltas) of a ``{pbn: delta}`` map."""
+    import numpy as np  # here, not at import: a CLI command that opens a pool need not pay for it
+
+    n = len(block_delta)
+    pbns = np.fromiter(block_delta.keys(), dtype=np.int64, count=n)
+    deltas = np.fromiter(block_delta.values(), dtype=np.int64, count=n)
+    keep = deltas != 0
+    pbns, deltas = pbns[keep], deltas[keep]
+    order = np.argsort(pbns, kind="stable")
+    return pbns[order], deltas[order]
+
+
+# A range scan of block_refs reads every shared block between the lowest
+# and the highest PBN changed; past this many rows per change, the rest is
+# looked up by key instead (a pool with many shared blocks and few changes).
+SCAN_ROWS_PER_CHANGE = 4
+
+
+def stored_refs(db, pbns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(PBNs ascending, committed counts) of the block_refs rows among the
+    ascending ``pbns``; a block without a row has 1 if allocated."""
+    import numpy as np
+
+    cap = max(1024, SCAN_ROWS_PER_CHANGE * len(pbns))
+    rows = db.execute(
+        "SELECT pbn, refs FROM block_refs WHERE pbn BETWEEN ? AND ? ORDER BY pbn LIMIT ?",
+        (int(pbns[0]), int(pbns[-1]), cap),
+    ).fetchall()
+    if len(rows) == cap:
+        last = rows[-1][0]
+        rest = pbns[pbns > last].tolist()
+        for i in range(0, len(rest), 900):  # SQLite's bound-parameter limit
+            chunk = rest[i : i + 900]
+            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN ({}) ORDER BY pbn".format(
+                ",".join("?" * len(chunk))
+            )
+            rows += db.execute(q, chunk).fetchall()
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    a = np.array(rows, dtype=np.int64)
+    return a[:, 0], a[:, 1]
+
+
+def fold(pbns: np.ndarray, deltas: np.ndarray, sp: np.ndarray, sr: np.ndarray):
+    """Apply ``deltas`` to the counts of ``pbns`` (both ascending-by-PBN
+    arrays; ``sp``/``sr``: stored rows, ascending, a PBN missing there
+    counts 1). Returns (frees, deletes, (upsert PBNs, their counts)):
+    blocks whose count reached 0, rows to delete (count now 1 or 0), rows
+    to write (count now 2 or more), each ascending."""
+    import numpy as np
+
+    old = np.ones(len(pbns), dtype=np.int64)
+    found = np.zeros(len(pbns), dtype=bool)
+    if len(sp):
+        pos = np.searchsorted(sp, pbns)
+        inside = pos < len(sp)
+        found[inside] = sp[pos[inside]] == pbns[inside]
+        old[found] = sr[pos[found]]
+    new = old + deltas
+    if (new < 0).any():
+        p = int(pbns[np.argmax(new < 0)])
+        raise Corruption(
+            detail=f"reference count of physical block {p} would drop below zero; run `coppice fsck`"
+        )
+    ups = new > 1
+    return pbns[new == 0], pbns[found & ~ups], (pbns[ups], new[ups])
+
+
+def fold_reference(block_delta: dict, stored: dict):
+    """``fold`` one block at a time over dicts: the reference the array
+    version is tested against. Returns lists in the same order."""
     frees, deletes, upserts = [], [], []
-    for p, d in deltas.items():
-        old = stored.get(p, 1)
-        new = old + d
+    for p in sorted(block_delta):
+        d = block_delta[p]
+        if not d:
+            continue
+        new = stored.get(p, 1) + d
         if new < 0:
             raise Corruption(
                 detail=f"reference count of physical block {p} would drop below zero; run `coppice fsck`"
@@ -133,14 +233,10 @@ def _apply_block_deltas(pool) -> list[int]:
             frees.append(p)
         if new <= 1:
             if p in stored:
-                deletes.append((p,))
+                deletes.append(p)
         else:
             upserts.append((p, new))
-    if deletes:
-        db.executemany("DELETE FROM block_refs WHERE pbn=?", deletes)
-    if upserts:
-        db.executemany("INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)", upserts)
-    return frees
+    return frees, deletes, upserts
 
 
 def _committed(pool) -> None:
