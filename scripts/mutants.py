@@ -73,6 +73,14 @@ MUTANTS: list[Mutant] = [
         ("tests/engine/test_integrity.py",),
     ),
     Mutant(
+        "read-verify-skip-one",
+        "a corrupt block read alone (a 4 KiB read) is EIO, never wrong bytes",
+        "coppice/engine/datapath.py",
+        "    if block_checksum(data) != csum:\n        return None\n",
+        "    pass\n",
+        ("tests/engine/test_integrity.py",),
+    ),
+    Mutant(
         "igroup-skip",
         "only initiators of a mapped igroup open a LUN",
         "coppice/filer/igroup.py",

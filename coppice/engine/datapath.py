@@ -24,6 +24,8 @@ def block_checksums(buf, bs: int) -> array:
     """Checksums of every ``bs``-byte block of ``buf`` (a memoryview or
     bytes whose length is a multiple of ``bs``)."""
     c = block_checksum
+    if len(buf) == bs:
+        return array("Q", (c(buf),))
     return array("Q", [c(buf[a : a + bs]) for a in range(0, len(buf), bs)])
 
 
@@ -87,6 +89,17 @@ def read_runs(f, pbns, k: int, bs: int) -> bytearray:
     for i, j, p in contiguous_runs(pbns, 0, k):
         f.preadv([mv[i * bs : j * bs]], p * bs)
     return out
+
+
+def read_block(f, pbn: int, csum: int, bs: int):
+    """The bytes of block ``pbn`` (past the end of the file: zeros), or
+    None when they do not match ``csum``; the caller raises."""
+    data = f.pread(bs, pbn * bs)
+    if len(data) < bs:
+        data += bytes(bs - len(data))
+    if block_checksum(data) != csum:
+        return None
+    return data
 
 
 def read_leaf_range(f, out_mv, dst: int, ents, s: int, e: int, csum_base: int, bs: int):

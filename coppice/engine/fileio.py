@@ -30,7 +30,11 @@ class File:
         return os.preadv(self.fd, bufs, off)
 
     def pwrite_all(self, mv, off: int) -> None:
-        mv = memoryview(mv)
+        w = os.pwrite(self.fd, mv, off)
+        if w == len(mv):
+            return
+        mv = memoryview(mv)[w:]
+        off += w
         while len(mv):
             w = os.pwrite(self.fd, mv, off)
             mv = mv[w:]
@@ -38,7 +42,10 @@ class File:
 
     def append_all(self, data) -> None:
         """Append every byte of ``data`` (O_APPEND); continue short writes."""
-        mv = memoryview(data)
+        w = os.write(self.fd, data)
+        if w == len(data):
+            return
+        mv = memoryview(data)[w:]
         while len(mv):
             w = os.write(self.fd, mv)
             mv = mv[w:]

@@ -41,6 +41,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from array import array
 from contextlib import contextmanager
 
 from ..errors import CoppiceError, NoSpace
@@ -50,7 +51,7 @@ from .allocator import Allocator
 from .checksum import block_checksum, zero_checksum
 from .errors import BlockCorrupt, OutOfRange, PoolDamaged, PoolFull, PoolInUse, PoolNotFound
 from .fileio import OS_FILES, Files
-from .format import DEFAULT_BLOCK_SIZE, LEAF_FANOUT, LOG_WRITE
+from .format import DEFAULT_BLOCK_SIZE, FANOUT_BITS, FANOUT_MASK, LEAF_FANOUT, LOG_WRITE
 from .intent_log import IntentLog
 from .namespace import Namespace
 from .page_cache import PageCache
@@ -399,8 +400,23 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             return memoryview(out)[skip : skip + length]
         return out
 
-    def _read_blocks(self, o: ObjRec, lbn: int, n: int) -> bytearray:
+    def _read_blocks(self, o: ObjRec, lbn: int, n: int):
+        """The bytes of blocks [lbn, lbn+n), each verified (a bytearray, or
+        bytes for one block: what ``pread`` returns needs no copy)."""
         bs = self.block_size
+        if n == 1:
+            # The common 4 KiB read: one leaf lookup, one pread, one checksum.
+            leaf = blockmap.lookup_leaf(self.cache, o.root, o.height, lbn >> FANOUT_BITS)
+            if leaf is None:
+                return bytes(bs)
+            slot = lbn & FANOUT_MASK
+            p = leaf.ents[slot]
+            if not p:
+                return bytes(bs)
+            data = datapath.read_block(self.data, p, leaf.ents[LEAF_FANOUT + slot], bs)
+            if data is None:
+                self._corrupt(o, lbn, p)
+            return data
         out = bytearray(n * bs)
         omv = memoryview(out)
         end = lbn + n
@@ -411,14 +427,14 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
                 self.data, omv, (base + s - lbn) * bs, leaf.ents, s, e, LEAF_FANOUT, bs
             )
             if bad is not None:
-                ds = self.datasets.get(o.dataset_id)
-                raise BlockCorrupt(
-                    where=self._ds_label(ds) if ds else "?",
-                    object=o.name,
-                    offset=(base + bad[0]) * bs,
-                    pbn=bad[1],
-                )
+                self._corrupt(o, base + bad[0], bad[1])
         return out
+
+    def _corrupt(self, o: ObjRec, lbn: int, pbn: int):
+        ds = self.datasets.get(o.dataset_id)
+        raise BlockCorrupt(
+            where=self._ds_label(ds) if ds else "?", object=o.name, offset=lbn * self.block_size, pbn=pbn
+        )
 
     def _write(self, o: ObjRec, offset: int, data: memoryview) -> None:
         length = len(data)
@@ -450,13 +466,14 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         n = len(mv) // bs
         csums = datapath.block_checksums(mv, bs)
         zeros = datapath.zero_slots(mv, bs, csums, self._zero_csum)
-        shared = self._inline_dedup_candidates(o, mv, csums, zeros)
+        shared = self._inline_dedup_candidates(o, mv, csums, zeros) if self.inline_dedup is not None else None
         skip = sorted(set(zeros).union(shared)) if shared else zeros
         m = n - len(skip)
-        if m and self.capacity is not None and self.alloc.used + m > self.capacity:
-            raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
-        grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
-        if grow and self.cache.block_delta and self.headroom.near_full() and not self._txn_depth:
+        alloc = self.alloc
+        if m and self.capacity is not None and alloc.used + m > self.capacity:
+            raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - alloc.used))
+        grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
+        if grow > 0 and self.cache.block_delta and self.headroom.near_full() and not self._txn_depth:
             # Near full, recycle what overwrites freed (they come back only
             # at a consistency point) before growing the data file into the
             # last free space.
@@ -464,24 +481,36 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
                 self._checkpoint()
             except NoSpace:
                 self._cp_blocked = True
-            grow = max(0, self.alloc.next_pbn + max(0, m - self.alloc.free_below) - self._data_end)
-        self._admit(grow * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
-        runs = self.alloc.allocate(m) if m else []
-        top = (runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)) if runs else 0
-        if runs:
-            self._preallocate(top)
-        pbns = datapath.spread(runs, n, skip)
-        for i, p in shared.items():
-            pbns[i] = p
-        for i in zeros:
-            csums[i] = 0
+            grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
+        self._admit(max(0, grow) * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
+        if m:
+            runs = alloc.allocate(m)
+            top = runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)
+            if top > self._data_end:
+                self._preallocate(top)
+        else:
+            runs, top = [], 0
+        if not skip and len(runs) == 1:
+            # The common case: every block new, one contiguous run.
+            start = runs[0][0]
+            pbns = array("Q", range(start, start + n))
+        else:
+            pbns = datapath.spread(runs, n, skip)
+            if shared:
+                for i, p in shared.items():
+                    pbns[i] = p
+            for i in zeros:
+                csums[i] = 0
+            start = 0
         try:
-            if m:
+            if start:
+                self.data.pwrite_all(mv, start * bs)
+            elif m:
                 datapath.write_runs(self.data, mv, pbns, bs)
             self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
         except OSError as e:
-            for start, cnt in runs:
-                self.alloc.release(start, cnt)
+            for s, c in runs:
+                alloc.release(s, c)
             if is_full(e):
                 raise FileSystemFull(path=self.path, needed=m * bs, free=0) from None
             raise
@@ -489,8 +518,9 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             self._data_gen += 1
             if top > self._data_end:
                 self._data_end = top
-        for p in shared.values():
-            self.cache.incref_block(p)
+        if shared:
+            for p in shared.values():
+                self.cache.incref_block(p)
         hook = self.inline_dedup
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
@@ -548,6 +578,17 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         cache = self.cache
         bd = cache.block_delta
         n = len(pbns)
+        if n == 1 and not skip_marked:
+            # One block (a 4 KiB write): no slicing.
+            slot = lbn & FANOUT_MASK
+            ents = blockmap.mutable_leaf(cache, o, lbn >> FANOUT_BITS).ents
+            old = ents[slot]
+            if old:
+                bd[old] -= 1
+            ents[slot] = pbns[0]
+            ents[LEAF_FANOUT + slot] = csums[0]
+            self._dirty_objs[o.id] = o
+            return
         i = 0
         while i < n:
             cur = lbn + i
