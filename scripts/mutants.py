@@ -81,6 +81,14 @@ MUTANTS: list[Mutant] = [
         ("tests/engine/test_integrity.py",),
     ),
     Mutant(
+        "overwrite-unref-skip",
+        "sharing is exact: an overwritten block is freed when nothing else holds it",
+        "coppice/engine/pool.py",
+        "            old = ents[slot]\n            if old:\n                unref.append(old)\n",
+        "            old = ents[slot]\n",
+        ("tests/engine/test_fold.py",),
+    ),
+    Mutant(
         "igroup-skip",
         "only initiators of a mapped igroup open a LUN",
         "coppice/filer/igroup.py",

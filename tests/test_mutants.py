@@ -1,7 +1,8 @@
 """The named mutants of scripts/mutants.py are all killed: each deliberate
 breakage of a core promise (no-op flush, no-op zero, extents all data, no
-read verification, no igroup check, no busy-snapshot check, a skipped
-refcount decrement, no dedup byte compare, no write-budget charge) makes the
+read verification (of a range, of one block), no igroup check, no
+busy-snapshot check, a skipped refcount decrement (trim, overwrite), no
+dedup byte compare, no write-budget charge) makes the
 tests named for it fail. Prints the table (pytest -s shows it)."""
 
 from __future__ import annotations
@@ -26,4 +27,4 @@ def test_every_named_mutant_is_killed():
     )
     print(r.stdout)
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
-    assert "all 9 mutants killed" in r.stdout
+    assert "all 11 mutants killed" in r.stdout

@@ -44,8 +44,8 @@ class Accounting:
     def _block_refs(self, pbns) -> dict[int, int]:
         """Current reference counts: committed plus pending."""
         stored = self._stored_refs(pbns)
-        bd = self.cache.block_delta
-        return {p: stored.get(p, 1) + bd.get(p, 0) for p in pbns}
+        pending = self.cache.pending_block_deltas(pbns)
+        return {p: stored.get(p, 1) + pending[p] for p in pbns}
 
     def _shared_blocks(self, o: ObjRec, lo: int, hi: int) -> int:
         """Blocks in [lo, hi) that another map also references: what a

@@ -31,6 +31,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from ..errors import Corruption, NoSpace
+from . import datapath
 from .space import MetadataNoSpace, is_full
 
 if TYPE_CHECKING:
@@ -120,10 +121,10 @@ def _write(pool) -> None:
 def _apply_block_deltas(pool):
     """Fold pending block refcount changes into block_refs; return the
     PBNs whose count reached 0 (ascending, as an array)."""
-    bd = pool.cache.block_delta
-    if not bd:
+    cache = pool.cache
+    if not cache.block_changes():
         return None
-    pbns, deltas = pending_deltas(bd)
+    pbns, deltas = pending_deltas(cache.block_delta, *cache.unref_counts())
     if not len(pbns):
         return None
     sp, sr = stored_refs(pool.db, pbns)
@@ -146,17 +147,20 @@ def _apply_block_deltas(pool):
 # time; a test holds the two equal.
 
 
-def pending_deltas(block_delta) -> tuple[np.ndarray, np.ndarray]:
-    """(PBNs ascending, their non-zero deltas) of a ``{pbn: delta}`` map."""
+def pending_deltas(block_delta, unref_pbns=None, unref_counts=None) -> tuple[np.ndarray, np.ndarray]:
+    """(PBNs ascending, their non-zero deltas) of a ``{pbn: delta}`` map,
+    less ``unref_counts`` references of ``unref_pbns`` (ascending arrays)."""
     import numpy as np  # here, not at import: a CLI command that opens a pool need not pay for it
 
     n = len(block_delta)
     pbns = np.fromiter(block_delta.keys(), dtype=np.int64, count=n)
     deltas = np.fromiter(block_delta.values(), dtype=np.int64, count=n)
+    if unref_pbns is not None and len(unref_pbns):
+        pbns = np.concatenate((pbns, unref_pbns))
+        deltas = np.concatenate((deltas, -unref_counts))
+    pbns, deltas = datapath.sum_by_key(pbns, deltas)
     keep = deltas != 0
-    pbns, deltas = pbns[keep], deltas[keep]
-    order = np.argsort(pbns, kind="stable")
-    return pbns[order], deltas[order]
+    return pbns[keep], deltas[keep]
 
 
 # A range scan of block_refs reads every shared block between the lowest

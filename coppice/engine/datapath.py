@@ -16,8 +16,12 @@ contiguous run of PBNs, byte comparisons as one memcmp each.
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 from .checksum import block_checksum
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def block_checksums(buf, bs: int) -> array:
@@ -139,3 +143,15 @@ def equal_prefix(a: bytearray, b: bytearray, bs: int) -> int:
     while good < k and a[good * bs : (good + 1) * bs] == b[good * bs : (good + 1) * bs]:
         good += 1
     return good
+
+
+def sum_by_key(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys ascending, the sum of the values of each), in integers."""
+    import numpy as np
+
+    if not len(keys):
+        return keys, values
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[first], np.add.reduceat(values, first)

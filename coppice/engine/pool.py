@@ -285,7 +285,9 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
     # ---- consistency points ------------------------------------------------
     def _has_uncommitted(self) -> bool:
         c = self.cache
-        return bool(c.dirty or c.freed or c.page_delta or c.block_delta or self._dirty_objs or self.log.size)
+        return bool(
+            c.dirty or c.freed or c.page_delta or c.block_changes() or self._dirty_objs or self.log.size
+        )
 
     def checkpoint(self) -> None:
         """Commit everything written so far as one consistency point."""
@@ -336,7 +338,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         dirty pages than now."""
         c = self.cache
         pages = len(c.dirty) + len(c.freed) + len(c.page_delta) // 8 + extra_pages
-        rows = len(c.block_delta) + len(self._dirty_objs) + len(self.alloc.starts)
+        rows = c.block_changes() + len(self._dirty_objs) + len(self.alloc.starts)
         return CP_FIXED_BYTES + pages * CP_PAGE_BYTES + rows * CP_ROW_BYTES
 
     def _admit(self, consume: int, extra_pages: int, rows: int) -> None:
@@ -473,7 +475,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         if m and self.capacity is not None and alloc.used + m > self.capacity:
             raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - alloc.used))
         grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
-        if grow > 0 and self.cache.block_delta and self.headroom.near_full() and not self._txn_depth:
+        if grow > 0 and self.headroom.near_full() and self.cache.block_changes() and not self._txn_depth:
             # Near full, recycle what overwrites freed (they come back only
             # at a consistency point) before growing the data file into the
             # last free space.
@@ -575,8 +577,10 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         return out
 
     def _map_blocks(self, o: ObjRec, lbn: int, pbns, csums, skip_marked: bool = False) -> None:
+        """Point blocks [lbn, lbn+len(pbns)) at ``pbns``; each block they
+        pointed at before loses a reference (``cache.unref``)."""
         cache = self.cache
-        bd = cache.block_delta
+        unref = cache.unref
         n = len(pbns)
         if n == 1 and not skip_marked:
             # One block (a 4 KiB write): no slicing.
@@ -584,7 +588,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             ents = blockmap.mutable_leaf(cache, o, lbn >> FANOUT_BITS).ents
             old = ents[slot]
             if old:
-                bd[old] -= 1
+                unref.append(old)
             ents[slot] = pbns[0]
             ents[LEAF_FANOUT + slot] = csums[0]
             self._dirty_objs[o.id] = o
@@ -605,13 +609,11 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
                         continue  # replay: a record whose block never reached the disk
                     old = ents[slot + k]
                     if old:
-                        bd[old] -= 1
+                        unref.append(old)
                     ents[slot + k] = p
                     ents[LEAF_FANOUT + slot + k] = c
             else:
-                for old in ents[slot : slot + cnt].tolist():
-                    if old:
-                        bd[old] -= 1
+                unref.frombytes(ents[slot : slot + cnt].cast("B"))  # holes go in as 0: skipped by the fold
                 ents[slot : slot + cnt] = pbns[i : i + cnt]
                 ents[LEAF_FANOUT + slot : LEAF_FANOUT + slot + cnt] = csums[i : i + cnt]
             i += cnt
