@@ -471,18 +471,19 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         shared = self._inline_dedup_candidates(o, mv, csums, zeros) if self.inline_dedup is not None else None
         skip = sorted(set(zeros).union(shared)) if shared else zeros
         m = n - len(skip)
+        if m and self.capacity is not None and self.alloc.used + m > self.capacity:
+            # Overwrites free their old blocks only at a consistency point:
+            # commit one to get them back before refusing.
+            self._recycle_freed()
+            if self.alloc.used + m > self.capacity:
+                raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - self.alloc.used))
         alloc = self.alloc
-        if m and self.capacity is not None and alloc.used + m > self.capacity:
-            raise PoolFull(path=self.path, needed=m, free=max(0, self.capacity - alloc.used))
         grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
-        if grow > 0 and self.headroom.near_full() and self.cache.block_changes() and not self._txn_depth:
-            # Near full, recycle what overwrites freed (they come back only
-            # at a consistency point) before growing the data file into the
-            # last free space.
-            try:
-                self._checkpoint()
-            except NoSpace:
-                self._cp_blocked = True
+        if grow > 0 and self.headroom.near_full() and self.cache.block_changes():
+            # Near full, recycle what overwrites freed before growing the
+            # data file into the last free space.
+            self._recycle_freed()
+            alloc = self.alloc  # a failed consistency point rebuilt it
             grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
         self._admit(max(0, grow) * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
         if m:
@@ -527,6 +528,16 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
         self._map_blocks(o, lbn, pbns, csums)
+
+    def _recycle_freed(self) -> None:
+        """Commit a consistency point (outside a management transaction)
+        so the blocks overwrites freed become allocatable again."""
+        if self._txn_depth or not self.cache.block_changes():
+            return
+        try:
+            self._checkpoint()
+        except NoSpace:
+            self._cp_blocked = True
 
     def _preallocate(self, top: int) -> None:
         """Make the file system hold the data file up to past PBN ``top``

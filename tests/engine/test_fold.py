@@ -182,3 +182,21 @@ def test_sustained_overwrite_across_consistency_points_stays_exact(tmp_path, mon
     assert bytes(pool.open_object("v", "lun").pread(0, 1024 * bs)) == bytes(want)
     assert pool.fsck().clean
     pool.close()
+
+
+def test_overwrites_in_a_pool_at_capacity_get_their_old_blocks_back(tmp_path):
+    """Overwrites free the blocks they replace only at a consistency point:
+    a pool whose capacity the LUN nearly fills commits one rather than
+    refusing the overwrite (PoolFull) while the old blocks wait."""
+    bs = 4096
+    pool = Pool.create(str(tmp_path / "pool"), capacity=64 * bs)
+    pool.create_volume("v")
+    pool.create_object("v", "lun", 49 * bs)
+    h = pool.open_object("v", "lun")
+    h.pwrite(0, bytes([9]) * (49 * bs))
+    for i in range(1, 4):  # 15 free: the 16th overwrite needs what the first freed
+        for lbn in range(48):
+            h.pwrite(lbn * bs, bytes([i]) * bs)
+    assert bytes(h.pread(0, 48 * bs)) == bytes([3]) * (48 * bs)
+    assert pool.fsck().clean
+    pool.close()
