@@ -97,9 +97,7 @@ def _write(pool) -> None:
     """Everything in memory into the open transaction."""
     db = pool.db
     pool.cache.write_out()
-    frees = _apply_block_deltas(pool)
-    if frees is not None and len(frees):
-        pool.alloc.release_sorted(frees)
+    _apply_block_deltas(pool)
     if pool._dirty_objs:
         db.executemany(
             "UPDATE objects SET name=?, kind=?, size=?, root=?, height=?, meta=? WHERE id=?",
@@ -118,18 +116,34 @@ def _write(pool) -> None:
         db.execute("UPDATE pool SET value=? WHERE key=?", (str(v), k))
 
 
-def _apply_block_deltas(pool):
-    """Fold pending block refcount changes into block_refs; return the
-    PBNs whose count reached 0 (ascending, as an array)."""
+def _apply_block_deltas(pool) -> None:
+    """Fold pending block refcount changes into block_refs and release
+    the blocks whose count reached 0 to the allocator."""
     cache = pool.cache
-    if not cache.block_changes():
-        return None
+    n = cache.block_changes()
+    if not n:
+        return
+    db = pool.db
+    if n <= SMALL_FOLD and cache.unref_compacted() is None:
+        # A management transaction's few changes: one block at a time, no
+        # numpy (a CLI command that commits need not import it).
+        bd = dict(cache.block_delta)
+        for p in cache.unref:
+            if p:
+                bd[p] = bd.get(p, 0) - 1
+        frees, deletes, upserts = fold_reference(bd, pool._stored_refs([p for p, d in bd.items() if d]))
+        if deletes:
+            db.executemany("DELETE FROM block_refs WHERE pbn=?", [(p,) for p in deletes])
+        if upserts:
+            db.executemany("INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)", upserts)
+        if frees:
+            pool.alloc.release_many(frees)
+        return
     pbns, deltas = pending_deltas(cache.block_delta, *cache.unref_counts())
     if not len(pbns):
-        return None
-    sp, sr = stored_refs(pool.db, pbns)
+        return
+    sp, sr = stored_refs(db, pbns)
     frees, deletes, upserts = fold(pbns, deltas, sp, sr)
-    db = pool.db
     if len(deletes):
         db.executemany("DELETE FROM block_refs WHERE pbn=?", ((p,) for p in deletes.tolist()))
     if len(upserts[0]):
@@ -137,7 +151,12 @@ def _apply_block_deltas(pool):
             "INSERT OR REPLACE INTO block_refs (pbn, refs) VALUES (?, ?)",
             zip(upserts[0].tolist(), upserts[1].tolist(), strict=True),
         )
-    return frees
+    if len(frees):
+        pool.alloc.release_sorted(frees)
+
+
+# Up to this many pending changes the fold runs one block at a time.
+SMALL_FOLD = 4096
 
 
 # The fold works on whole arrays: a sustained 4 KiB overwrite leaves one
@@ -221,8 +240,9 @@ def fold(pbns: np.ndarray, deltas: np.ndarray, sp: np.ndarray, sr: np.ndarray):
 
 
 def fold_reference(block_delta: dict, stored: dict):
-    """``fold`` one block at a time over dicts: the reference the array
-    version is tested against. Returns lists in the same order."""
+    """``fold`` one block at a time over dicts: what a small consistency
+    point runs, and the reference the array version is tested against.
+    Returns lists in the same order."""
     frees, deletes, upserts = [], [], []
     for p in sorted(block_delta):
         d = block_delta[p]

@@ -209,6 +209,10 @@ class PageCache:
             return empty, empty
         return self._unref_counts
 
+    def unref_compacted(self):
+        """What ``unref_counts`` compacted so far (None: nothing yet)."""
+        return self._unref_counts
+
     def pending_block_deltas(self, pbns) -> dict[int, int]:
         """{pbn: pending change of its reference count} for ``pbns``."""
         bd = self.block_delta

@@ -142,11 +142,14 @@ def test_unref_counts_equal_one_decrement_each(deltas, unref, compact_at):
     assert pbns.tolist() == sorted(pbns.tolist())
 
 
-def test_sustained_overwrite_across_consistency_points_stays_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("small_fold", [0, 4096], ids=["arrays", "one-by-one"])
+def test_sustained_overwrite_across_consistency_points_stays_exact(tmp_path, monkeypatch, small_fold):
     """4 KiB and 64 KiB overwrites of a LUN with a snapshot, past several
     consistency points due to the unref bound: every block reads back, the
-    snapshot is unchanged, fsck is clean and the space figures are exact."""
+    snapshot is unchanged, fsck is clean and the space figures are exact
+    (the fold as arrays, and one block at a time as small ones run)."""
     monkeypatch.setattr(page_cache, "UNREF_LIMIT", 700)
+    monkeypatch.setattr(cp, "SMALL_FOLD", small_fold)
     bs = 4096
     pool = Pool.create(str(tmp_path / "pool"))
     pool.create_volume("v")
