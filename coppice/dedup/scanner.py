@@ -241,6 +241,7 @@ class Scanner:
         self._stop = False
         self._last_mirror = 0.0
         self.job: dict | None = None
+        self._target_windows: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- public ---------------------------------------------------------------
     def stop(self) -> None:
@@ -894,6 +895,11 @@ class Scanner:
         extend each match into a run; returns (blocks shared, rows tried)."""
         c = self.job["counters"]
         ok = tried = 0
+        # The target's block-map windows, read once for all the group's rows
+        # (each copy's run reads the same ones). Only hints, like any window:
+        # share_run checks the target is still allocated and equal byte for
+        # byte, and a window of an object a run then remaps is dropped.
+        self._target_windows = {}
         for row in rows:
             if row[0] == at[0]:
                 continue
@@ -901,6 +907,7 @@ class Scanner:
                 # Remapped by a run onto a block that is not this group's
                 # target: move it one block at a time (its neighbours' rows are stale).
                 done, n = self._share_rows([row], at[0], names)
+                self._forget_windows(row[1])
                 ok += done
                 tried += n
                 continue
@@ -910,7 +917,13 @@ class Scanner:
                 ok += k
             else:
                 c["refused"] += 1
+        self._target_windows = {}
         return ok, tried
+
+    def _forget_windows(self, oid: int) -> None:
+        """Drop the target windows of ``oid`` (its map just changed)."""
+        if any(k[0] == oid for k in self._target_windows):
+            self._target_windows = {k: v for k, v in self._target_windows.items() if k[0] != oid}
 
     def _extend(self, row, at, names) -> int:
         """Remap blocks lbnB, lbnB+1, ... of row's object onto the blocks
@@ -935,7 +948,10 @@ class Scanner:
             n = min(RUN_CALL, limit - total)
             lb, la = lbn_b + total, lbn_a + total
             pb, cb = _window(pool, nm_b, lb, n)
-            pa, ca = _window(pool, nm_a, la, n)
+            key = (oid_a, la, n)
+            if key not in self._target_windows:
+                self._target_windows[key] = _window(pool, nm_a, la, n)
+            pa, ca = self._target_windows[key]
             # Stop at a hole, a different checksum, a block already shared,
             # or a block a run remapped.
             k = K.first_mismatch(pb, pa, cb, ca)
@@ -944,6 +960,7 @@ class Scanner:
                 break
             got = pool.share_run(vol, name, snap, lb, pb[:k].tolist(), pa[:k].tolist())
             if got:
+                self._forget_windows(oid_b)
                 cov.add(oid_b, lb, got, oid_a, la)
                 db.execute(
                     "INSERT OR REPLACE INTO covered (oid, lbn, n, aoid, albn) VALUES (?,?,?,?,?)",

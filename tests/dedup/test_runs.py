@@ -127,3 +127,29 @@ def test_covered_intervals_merge_and_resolve():
     assert cov.runs == 2
     assert cov.get(1, 199) == (2, 109) and cov.get(1, 5) == (3, 5)
     assert cov.get(1, 200) is None and cov.get(1, 50) is None and cov.get(4, 0) is None
+
+
+def test_copies_in_the_target_object_and_others(pool):
+    # One group's rows: the target's object holds the data twice, two other
+    # volumes once each; the target's block-map windows are read once for
+    # the group and dropped when a run remaps the target's own object.
+    n = 2 * LEAF
+    data = rand_bytes(n * BS, 71)
+    pool.create_volume("a")
+    pool.create_object("a", "lun", 2 * n * BS)
+    h = pool.open_object("a", "lun")
+    h.pwrite(0, data)
+    h.pwrite(n * BS, data)
+    dedup.config.set_enabled(pool, "a", True)
+    for v in ("b", "c"):
+        pool.create_volume(v)
+        pool.create_object(v, "lun", n * BS)
+        pool.open_object(v, "lun").pwrite(0, data)
+        dedup.config.set_enabled(pool, v, True)
+    pool.checkpoint()
+    before = digest_all(pool)
+    job = dedup.scan(pool)
+    assert job["counters"]["shared"] == 3 * n
+    assert used_blocks(pool) == n
+    assert digest_all(pool) == before
+    assert_clean(pool)
