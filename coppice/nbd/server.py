@@ -626,11 +626,13 @@ class _Connection:
                 try:
                     flags, cmd, handle, offset, length = decode_request(buf, start)
                 except BadRequestMagic as e:
+                    self._flush_replies(replies)  # the requests before it are answered
                     raise ProtocolViolation(detail=str(e)) from None
                 start += REQUEST_SIZE
                 payload = None
                 if cmd == P.CMD_WRITE:
                     if length > P.MAX_REQUEST_PAYLOAD:
+                        self._flush_replies(replies)
                         raise ProtocolViolation(
                             detail=f"WRITE of {length} bytes exceeds the {P.MAX_REQUEST_PAYLOAD}-byte maximum"
                         )

@@ -190,6 +190,17 @@ def test_disc_and_a_protocol_violation_answer_what_was_read_then_close_only_that
     other.close()
 
 
+def test_a_protocol_violation_on_the_one_thread_path_answers_the_requests_before_it(serve):
+    # A device without start_read: the reads before the bad request are
+    # answered (in order) before the connection closes.
+    s = serve()
+    c = open_export(s.port, "disk")
+    reqs = b"".join(P.REQUEST.pack(P.REQUEST_MAGIC, 0, P.CMD_READ, h, h * BS, BS) for h in (1, 2, 3))
+    c.sock.sendall(reqs + P.REQUEST.pack(0x12345678, 0, P.CMD_READ, 4, 0, BS))
+    assert [c.simple_reply(BS)[:2] for _ in range(3)] == [(0, 1), (0, 2), (0, 3)]
+    assert c.closed_by_server()
+
+
 def test_a_client_that_reads_no_replies_is_not_read_from_past_the_bound(serve, workdir, monkeypatch):
     # 64 reads of 1 MiB, no reply read: the server starts reads only while
     # their unsent replies stay under the connection's bound (4 MiB here),
