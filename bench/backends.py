@@ -16,8 +16,12 @@ and, as the baseline the NBD path is measured against, the same four fio
 figures straight to an RBD image of the same size in the same Ceph pool
 with fio's rbd engine (librbd, no NBD, no Coppice; fio's rbd engine has no
 namespace option, so the image lives in the pool's default namespace).
+On a shared machine the load changes from minute to minute, so each
+workload runs through `coppice serve` and straight to librbd back to back,
+``--rounds`` times alternating; the table gives the mean of the rounds and
+each round's own rbd/direct ratio.
 
-    .venv/bin/python bench/backends.py [--size-mib 1024] [--runtime 5] [--backends native,rbd]
+    .venv/bin/python bench/backends.py [--size-mib 1024] [--runtime 5] [--rounds 2] [--backends native,rbd]
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def filer_for(backend, path, conf):
     return Filer.create(path)
 
 
-def measure_backend(backend, base, conf, size, runtime) -> dict:
+def measure_backend(backend, base, conf, size, runtime, rounds=1) -> dict:
     res = {}
     pool = os.path.join(base, f"pool-{backend}")
     f = filer_for(backend, pool, conf)
@@ -104,11 +108,16 @@ def measure_backend(backend, base, conf, size, runtime) -> dict:
         res["split per GiB"] = split / (size / (1 << 30))
     finally:
         f.close()
-    res["fio"] = fio_through_serve(pool, "/vol/full/lun0", size, runtime)
+    res["fio"], res["direct"] = fio_through_serve(
+        pool, "/vol/full/lun0", size, runtime, rounds, conf if backend == "rbd" else None
+    )
     return res
 
 
-def fio_through_serve(pool, path, size, runtime) -> dict:
+def fio_through_serve(pool, path, size, runtime, rounds=1, direct_conf=None) -> tuple[dict, dict]:
+    """fio through `coppice serve` on ``path``: {workload: [(MiB/s, IOPS) per
+    round]}; with ``direct_conf``, each round is followed at once by the
+    same fio straight to an RBD image of the same size (the second dict)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COPPICE_POOL=pool)
     env.pop("COPPICE_URL", None)
     proc = subprocess.Popen(
@@ -119,70 +128,97 @@ def fio_through_serve(pool, path, size, runtime) -> dict:
         env=env,
         cwd=ROOT,
     )
+    direct = None
     try:
         line = proc.stdout.readline()
         m = re.search(r"nbd=(\S+):(\d+)", line)
         if not m:
             raise SystemExit(f"coppice serve did not start: {line!r}")
         uri = f"nbd://127.0.0.1:{m.group(2)}/{path}"
-        return {label: fio(uri, rw, bs, depth, size >> 20, runtime) for label, rw, bs, depth in WORKLOADS}
+        if direct_conf is not None:
+            direct = DirectImage(direct_conf, size)
+        served: dict = {}
+        straight: dict = {}
+        for label, rw, bs, depth in WORKLOADS:
+            for _ in range(rounds):
+                served.setdefault(label, []).append(fio(uri, rw, bs, depth, size >> 20, runtime))
+                if direct is not None:
+                    straight.setdefault(label, []).append(direct.fio(rw, bs, depth, runtime))
+        return served, straight
     finally:
+        if direct is not None:
+            direct.remove()
         proc.terminate()
         proc.wait(30)
 
 
-def fio_rbd_direct(conf, size, runtime) -> dict:
-    import rados
-    import rbd
+class DirectImage:
+    """An RBD image of ``size`` bytes in the pool's default namespace, filled
+    with data, for fio's rbd engine (librbd straight, no NBD, no Coppice)."""
 
-    name = f"bench-direct-{os.getpid()}"
-    c = rados.Rados(conffile=conf)
-    c.connect()
-    io = c.open_ioctx("rbd")
-    rbd.RBD().create(io, name, size, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
-    try:
-        with rbd.Image(io, name) as img:
+    def __init__(self, conf, size):
+        import rados
+        import rbd
+
+        self.conf, self.size = conf, size
+        self.name = f"bench-direct-{os.getpid()}"
+        self.cluster = rados.Rados(conffile=conf)
+        self.cluster.connect()
+        self.io = self.cluster.open_ioctx("rbd")
+        rbd.RBD().create(self.io, self.name, size, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+        with rbd.Image(self.io, self.name) as img:
             buf = os.urandom(CHUNK)
             for off in range(0, size, CHUNK):
                 img.write(buf[: min(CHUNK, size - off)], off)
             img.flush()
-        out = {}
-        for label, rw, bs, depth in WORKLOADS:
-            cmd = [
-                "fio",
-                "--name=bench",
-                "--ioengine=rbd",
-                "--clientname=admin",
-                "--pool=rbd",
-                f"--rbdname={name}",
-                f"--rw={rw}",
-                f"--bs={bs}",
-                f"--iodepth={depth}",
-                f"--size={size >> 20}M",
-                f"--runtime={runtime}",
-                "--time_based",
-                "--ramp_time=1",
-                "--randrepeat=0",
-                "--norandommap",
-                "--output-format=json",
-            ]
-            p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CEPH_CONF=conf))
-            if p.returncode != 0:
-                raise SystemExit(f"fio rbd failed: {p.stderr}")
-            job = json.loads(p.stdout[p.stdout.index("{") :])["jobs"][0]
-            r = job["read"] if rw in ("read", "randread") else job["write"]
-            out[label] = (r["bw"] / 1024.0, r["iops"])
-        return out
-    finally:
-        rbd.RBD().remove(io, name)
-        io.close()
-        c.shutdown()
+
+    def fio(self, rw, bs, depth, runtime) -> tuple[float, float]:
+        cmd = [
+            "fio",
+            "--name=bench",
+            "--ioengine=rbd",
+            "--clientname=admin",
+            "--pool=rbd",
+            f"--rbdname={self.name}",
+            f"--rw={rw}",
+            f"--bs={bs}",
+            f"--iodepth={depth}",
+            f"--size={self.size >> 20}M",
+            f"--runtime={runtime}",
+            "--time_based",
+            "--ramp_time=1",
+            "--randrepeat=0",
+            "--norandommap",
+            "--output-format=json",
+        ]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CEPH_CONF=self.conf))
+        if p.returncode != 0:
+            raise SystemExit(f"fio rbd failed: {p.stderr}")
+        job = json.loads(p.stdout[p.stdout.index("{") :])["jobs"][0]
+        r = job["read"] if rw in ("read", "randread") else job["write"]
+        return r["bw"] / 1024.0, r["iops"]
+
+    def remove(self) -> None:
+        import rbd
+
+        try:
+            rbd.RBD().remove(self.io, self.name)
+        finally:
+            self.io.close()
+            self.cluster.shutdown()
+
+
+def _mean(runs) -> tuple[float, float]:
+    return statistics.fmean(r[0] for r in runs), statistics.fmean(r[1] for r in runs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--runtime", type=int, default=5)
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="fio runs per workload, served and direct alternating"
+    )
     ap.add_argument("--backends", default="native,rbd")
     ap.add_argument("--dir", default="/var/tmp")
     a = ap.parse_args()
@@ -198,11 +234,9 @@ def main() -> None:
         results = {}
         for b in backends:
             print(f"measuring {b} ...", flush=True)
-            results[b] = measure_backend(b, base, conf, size, a.runtime)
+            results[b] = measure_backend(b, base, conf, size, a.runtime, a.rounds)
             if b == "rbd":
                 ceph_cluster.wipe(conf, "rbd")
-        print("measuring librbd direct (fio --ioengine=rbd) ...", flush=True)
-        direct = fio_rbd_direct(conf, size, a.runtime)
     finally:
         shutil.rmtree(base, ignore_errors=True)
         if started:
@@ -216,17 +250,29 @@ def main() -> None:
     for k in ("snapshot", *clones, "split per GiB"):
         print(f"| {k} (ms) | " + " | ".join(f"{results[b][k] * 1000:.1f}" for b in backends) + " |")
     print()
+    direct = results["rbd"]["direct"] if "rbd" in results else {}
+    print(f"fio: mean of {a.rounds} round(s); each round served then direct, back to back\n")
     print(
-        f"| fio (MiB/s, IOPS) | {' | '.join(f'coppice serve, {b}' for b in backends)} | librbd direct | rbd/direct |"
+        f"| fio (MiB/s, IOPS) | {' | '.join(f'coppice serve, {b}' for b in backends)} | librbd direct "
+        "| rbd/direct | per round |"
     )
-    print("|---|" + "---|" * (len(backends) + 2))
+    print("|---|" + "---|" * (len(backends) + 3))
     for label, *_ in WORKLOADS:
-        cells = [
-            f"{results[b]['fio'][label][0]:.1f} MiB/s, {results[b]['fio'][label][1]:.0f}" for b in backends
-        ]
-        d = direct[label]
-        ratio = results["rbd"]["fio"][label][1] / d[1] if "rbd" in results and d[1] else float("nan")
-        print(f"| {label} | " + " | ".join(cells) + f" | {d[0]:.1f} MiB/s, {d[1]:.0f} | {ratio:.2f} |")
+        cells = []
+        for b in backends:
+            mib, iops = _mean(results[b]["fio"][label])
+            cells.append(f"{mib:.1f} MiB/s, {iops:.0f}")
+        if label in direct:
+            d = _mean(direct[label])
+            ratio = _mean(results["rbd"]["fio"][label])[1] / d[1] if d[1] else float("nan")
+            rounds = ", ".join(
+                f"{s[1] / r[1]:.2f}" if r[1] else "nan"
+                for s, r in zip(results["rbd"]["fio"][label], direct[label], strict=True)
+            )
+            tail = f" | {d[0]:.1f} MiB/s, {d[1]:.0f} | {ratio:.2f} | {rounds} |"
+        else:
+            tail = " | - | - | - |"
+        print(f"| {label} | " + " | ".join(cells) + tail)
 
 
 if __name__ == "__main__":
