@@ -60,6 +60,7 @@ import json
 import os
 import queue
 import socket
+import struct
 import subprocess
 import threading
 import weakref
@@ -625,9 +626,33 @@ class RbdBackend(Backend):
     def _image(self, rbd_id: str, snapshot=None, read_only=False):
         return self.rbd_mod.Image(self.ioctx, image_id=rbd_id, snapshot=snapshot, read_only=read_only)
 
+    # An image's name from its id and its id from its name: one OSD call each on
+    # the records RBD format 2 keeps for that (``rbd_directory``, ``rbd_id.NAME``),
+    # instead of opening the image (five calls, ~4 ms); opening stays the fallback.
+    def _cls_str(self, obj: str, method: str, arg: str | None = None) -> str | None:
+        data = b"" if arg is None else struct.pack("<I", len(arg.encode())) + arg.encode()
+        try:
+            ret, out = self.ioctx.execute(obj, "rbd", method, data)
+        except self.rados_mod.Error:
+            return None
+        if ret < 0 or len(out) < 4:
+            return None
+        n = struct.unpack_from("<I", out)[0]
+        return out[4 : 4 + n].decode() if len(out) == 4 + n else None
+
     def _image_name(self, rbd_id: str) -> str:
-        with self._image(rbd_id, read_only=True) as img:
-            return img.get_name()
+        name = self._cls_str("rbd_directory", "dir_get_name", rbd_id)
+        if name is None:
+            with self._image(rbd_id, read_only=True) as img:
+                name = img.get_name()
+        return name
+
+    def _image_id(self, name: str) -> str:
+        rbd_id = self._cls_str(f"rbd_id.{name}", "get_id")
+        if rbd_id is None:
+            with self.rbd_mod.Image(self.ioctx, name, read_only=True) as img:
+                rbd_id = img.id()
+        return rbd_id
 
     def _gate(self, vid: int) -> _Quiesce:
         with self._gates_lock:
@@ -759,8 +784,7 @@ class RbdBackend(Backend):
             self.r.create(self.ioctx, img_name, size, old_format=False, features=self._features())
         except self.rbd_mod.ImageExists:
             raise self._taken(img_name, "LUN") from None
-        with self.rbd_mod.Image(self.ioctx, img_name, read_only=True) as img:
-            rbd_id = img.id()
+        rbd_id = self._image_id(img_name)
         self._undo.append(lambda: self._remove_image(rbd_id))
         return self.pool.create_object(vol, name, size, kind="lun", meta=dict(meta, rbd_id=rbd_id))
 
@@ -822,8 +846,7 @@ class RbdBackend(Backend):
             self.r.clone(self.ioctx, pname, snap, self.ioctx, name, features=self._features())
         except self.rbd_mod.ImageExists:
             raise self._taken(name, "volume") from None
-        with self.rbd_mod.Image(self.ioctx, name, read_only=True) as img:
-            cid = img.id()
+        cid = self._image_id(name)
         self._undo.append(lambda: self._remove_image(cid))
         return cid
 
