@@ -18,7 +18,7 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING
 
-from .checksum import block_checksum
+from .checksum import block_checksum, xxh3_64
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 def block_checksums(buf, bs: int) -> array:
     """Checksums of every ``bs``-byte block of ``buf`` (a memoryview or
     bytes whose length is a multiple of ``bs``)."""
-    c = block_checksum
     if len(buf) == bs:
-        return array("Q", (c(buf),))
-    return array("Q", [c(buf[a : a + bs]) for a in range(0, len(buf), bs)])
+        return array("Q", (block_checksum(buf),))
+    # xxh3 straight, then the rule's 0 -> 1 over the array (a scan in C):
+    # a third less per block than calling block_checksum for each.
+    x = xxh3_64
+    out = array("Q", [x(buf[a : a + bs]) for a in range(0, len(buf), bs)])
+    if 0 in out:
+        for i in range(len(out)):
+            if not out[i]:
+                out[i] = 1
+    return out
 
 
 def zero_slots(buf, bs: int, csums, zero_csum: int) -> list[int]:
@@ -125,10 +132,15 @@ def read_leaf_range(f, out_mv, dst: int, ents, s: int, e: int, csum_base: int, b
 
 def first_mismatch(buf, bs: int, csums, c0: int = 0) -> int:
     """Index of the first block of ``buf`` whose checksum is not
-    ``csums[c0 + index]``, or -1 when all match."""
-    c = block_checksum
-    for k in range(len(buf) // bs):
-        if c(buf[k * bs : (k + 1) * bs]) != csums[c0 + k]:
+    ``csums[c0 + index]``, or -1 when all match. All blocks are hashed,
+    then compared with the stored checksums in one memcmp."""
+    n = len(buf) // bs
+    got = block_checksums(buf, bs)
+    want = csums[c0 : c0 + n]
+    if got.tobytes() == want.tobytes():
+        return -1
+    for k in range(n):
+        if got[k] != want[k]:
             return k
     return -1
 

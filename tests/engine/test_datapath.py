@@ -1,0 +1,46 @@
+"""The data path's block loops keep the checksum rule: ``block_checksums``
+and ``first_mismatch`` (which hash a run of blocks at once) agree with
+``checksum.block_checksum`` block by block, 0 -> 1 included."""
+
+import os
+from array import array
+
+import pytest
+
+from coppice.engine import datapath
+from coppice.engine.checksum import block_checksum
+
+BS = 4096
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 256])
+def test_block_checksums_equal_the_rule_per_block(n):
+    buf = memoryview(bytearray(os.urandom(n * BS)))
+    assert datapath.block_checksums(buf, BS).tolist() == [
+        block_checksum(buf[i * BS : (i + 1) * BS]) for i in range(n)
+    ]
+
+
+def test_a_hash_of_zero_is_stored_as_one(monkeypatch):
+    real = datapath.xxh3_64
+    monkeypatch.setattr(datapath, "xxh3_64", lambda b: 0 if bytes(b[:1]) == b"\0" else real(b))
+    buf = bytearray(os.urandom(3 * BS))
+    buf[BS] = 0
+    buf[0] = buf[2 * BS] = 1
+    got = datapath.block_checksums(memoryview(buf), BS)
+    assert got[1] == 1 and got[0] == real(buf[:BS]) and got[2] == real(buf[2 * BS :])
+
+
+@pytest.mark.parametrize("kind", ["array", "leaf"])
+def test_first_mismatch_finds_the_first_bad_block(kind):
+    buf = bytearray(os.urandom(16 * BS))
+    sums = datapath.block_checksums(memoryview(buf), BS)
+    # stored checksums at an offset, as a leaf keeps them after its PBNs
+    stored = array("Q", [7, 7, 7]) + sums
+    csums = stored if kind == "array" else memoryview(bytearray(stored.tobytes())).cast("Q")
+    assert datapath.first_mismatch(memoryview(buf), BS, csums, 3) == -1
+    assert datapath.first_mismatch(memoryview(buf)[5 * BS :], BS, csums, 8) == -1
+    buf[9 * BS + 100] ^= 0xFF
+    buf[12 * BS] ^= 0xFF
+    assert datapath.first_mismatch(memoryview(buf), BS, csums, 3) == 9
+    assert datapath.first_mismatch(memoryview(buf)[10 * BS :], BS, csums, 13) == 2
