@@ -35,29 +35,24 @@ class IntentLog:
         self.broken: OSError | None = None
 
     def append_write(self, epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> None:
-        n = len(pbns)
-        hs = LOG_HEADER.size
-        rec = bytearray(hs + 16 * n + LOG_TRAILER.size)
-        LOG_HEADER.pack_into(rec, 0, LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, n)
-        rec[hs : hs + 8 * n] = pbns
-        rec[hs + 8 * n : hs + 16 * n] = csums
-        self._append(rec)
+        body = (
+            LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns))
+            + pbns.tobytes()
+            + csums.tobytes()
+        )
+        self._append(body)
 
     def append_clear(self, epoch: int, obj: int, lbn: int, count: int) -> None:
-        rec = bytearray(LOG_HEADER.size + LOG_TRAILER.size)
-        LOG_HEADER.pack_into(rec, 0, LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count)
-        self._append(rec)
+        self._append(LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count))
 
-    def _append(self, rec: bytearray) -> None:
-        """Seal ``rec`` (its body, then room for the trailer) and append it:
-        all of the record or none of it. A failed append (ENOSPC midway)
+    def _append(self, body: bytes) -> None:
+        """All of the record or none of it: a failed append (ENOSPC midway)
         is cut back off, so the next record does not land behind a torn one
         (``records`` stops at the first torn record). If even that fails the
         log refuses every further append."""
         if self.broken is not None:
             raise self.broken
-        end = len(rec) - LOG_TRAILER.size
-        LOG_TRAILER.pack_into(rec, end, block_checksum(memoryview(rec)[:end]))
+        rec = body + LOG_TRAILER.pack(block_checksum(body))
         try:
             self.file.append_all(rec)
         except BaseException:
