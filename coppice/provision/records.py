@@ -1,8 +1,8 @@
 """The provisioner's records as typed dataclasses: where VMs reach their disks
-(``Target``: Coppice's NBD target; ``RbdTarget``: straight in Ceph RBD), a planned VM (``VMPlan``), one VM's outcome (``VMResult``), a
-batch's outcome (``Summary``) and the pool's index entry of a VM
-(``VMRecord``), plus the checks every value read back from a stored record
-passes before it is used.
+(``Target``: Coppice's NBD target; ``RbdTarget``: straight in Ceph RBD), a
+planned VM (``VMPlan``), one VM's outcome (``VMResult``), a batch's outcome
+(``Summary``) and the pool's index entry of a VM (``VMRecord``), plus the
+checks every value read back from a stored record passes before it is used.
 
 Contract:
 
