@@ -92,13 +92,26 @@ def write_runs(f, buf, pbns, bs: int) -> None:
         f.pwrite_all(buf[i * bs : j * bs], p * bs)
 
 
-def read_runs(f, pbns, k: int, bs: int) -> bytearray:
-    """The bytes of PBNs pbns[0:k] (holes read as zeros), one preadv per
-    contiguous run."""
-    out = bytearray(k * bs)
+def read_runs(f, pbns, k: int, bs: int, out: bytearray | None = None) -> bytearray:
+    """The bytes of PBNs pbns[0:k] (holes and bytes past the end of the file
+    read as zeros), one preadv per contiguous run. ``out``: a buffer of
+    exactly ``k * bs`` bytes to fill instead of a new one (a caller that
+    reads 2 MiB runs over and over saves the fresh pages a new buffer
+    faults in each time)."""
+    fresh = out is None
+    if fresh:
+        out = bytearray(k * bs)
     mv = memoryview(out)
+    pos = 0
     for i, j, p in contiguous_runs(pbns, 0, k):
-        f.preadv([mv[i * bs : j * bs]], p * bs)
+        if not fresh and i * bs > pos:
+            mv[pos : i * bs] = bytes(i * bs - pos)
+        got = f.preadv([mv[i * bs : j * bs]], p * bs)
+        if not fresh and got < (j - i) * bs:
+            mv[i * bs + got : j * bs] = bytes((j - i) * bs - got)
+        pos = j * bs
+    if not fresh and pos < k * bs:
+        mv[pos:] = bytes(k * bs - pos)
     return out
 
 

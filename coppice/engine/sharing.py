@@ -199,7 +199,13 @@ class Sharing:
         must describe the shared bytes too)."""
         bs = self.block_size
         k = len(tgt)
-        a, b = datapath.read_runs(self.data, cur, k, bs), datapath.read_runs(self.data, tgt, k, bs)
+        a = b = None
+        if k == LEAF_FANOUT:  # a whole leaf, what a scan of copied data asks for: reuse two buffers
+            bufs = self.__dict__.get("_share_bufs")
+            if bufs is None:
+                bufs = self._share_bufs = (bytearray(k * bs), bytearray(k * bs))
+            a, b = bufs  # only under the pool lock, which share_run holds
+        a, b = datapath.read_runs(self.data, cur, k, bs, a), datapath.read_runs(self.data, tgt, k, bs, b)
         good = datapath.equal_prefix(a, b, bs)
         bad = datapath.first_mismatch(memoryview(b)[: good * bs], bs, csums)
         return good if bad < 0 else bad

@@ -44,3 +44,28 @@ def test_first_mismatch_finds_the_first_bad_block(kind):
     buf[12 * BS] ^= 0xFF
     assert datapath.first_mismatch(memoryview(buf), BS, csums, 3) == 9
     assert datapath.first_mismatch(memoryview(buf)[10 * BS :], BS, csums, 13) == 2
+
+
+def test_read_runs_into_a_reused_buffer_equals_a_fresh_read(tmp_path):
+    """A reused buffer still full of an earlier run's bytes reads exactly
+    what a fresh one does: holes (PBN 0) and blocks past the end of the
+    file come back as zeros, not as the old bytes."""
+    from coppice.engine.fileio import OS_FILES
+
+    bs = 4096
+    path = str(tmp_path / "data")
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(bs * 10))
+    f = OS_FILES.open(path)
+    try:
+        pbns = array("Q", [3, 4, 0, 9, 10, 11, 0, 1])  # a hole, a run crossing the end, a hole
+        fresh = datapath.read_runs(f, pbns, len(pbns), bs)
+        dirty = bytearray(os.urandom(len(pbns) * bs))
+        reused = datapath.read_runs(f, pbns, len(pbns), bs, dirty)
+        assert reused is dirty and reused == fresh
+        assert fresh[2 * bs : 3 * bs] == bytes(bs) and fresh[4 * bs : 7 * bs] == bytes(3 * bs)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        assert fresh[:bs] == data[3 * bs : 4 * bs] and fresh[3 * bs : 4 * bs] == data[9 * bs :]
+    finally:
+        f.close()
