@@ -170,15 +170,8 @@ def import_image(
     policy = policy or ImportPolicy.local()
     with _open(policy, image, "image") as img:
         info = probe_image(img)
-        vsize = int(info["virtual-size"])
-        vsize = -(-vsize // 512) * 512
-        boot = {}
-        for kind, path in (("kernel", kernel), ("initrd", initrd)):
-            if path is not None:
-                with _open(policy, path, kind) as hf:
-                    boot[kind] = hf.read(MAX_BOOT_FILE)
-        if boot.get("initrd") is not None and "kernel" not in boot:
-            raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
+        vsize = -(-int(info["virtual-size"]) // 512) * 512
+        boot = _read_boot_files(policy, kernel, initrd)
         state_dir = state_dir or default_state_dir(filer)
         step = progress or (lambda msg: None)
         t0 = time.monotonic()
@@ -191,44 +184,9 @@ def import_image(
                 lun, vsize, ostype="linux" if os_type == "linux" else "image", comment=f"template {name}"
             )
             step(f"reading {info.get('format')} image")
-            with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
-                raw = img.fd_path
-                if info.get("format") != "raw":
-                    raw = os.path.join(tmp, "disk.raw")
-                    convert_to_raw(img, info["format"], raw)
-                written = copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
-            record = {
-                "name": name,
-                "uuid": None,
-                "mac": None,
-                "template": name,
-                "base_snapshot": BASE_SNAPSHOT,
-                "memory_mib": memory_mib,
-                "vcpus": vcpus,
-                "os_type": os_type,
-                "disks": [{"lun": ds.disk_lun(SLOT), "target": "vda"}],
-                "seed": None,
-                "cmdline": cmdline or ("console=ttyS0" if boot else None),
-                "created": time.time(),
-            }
-            with filer.transaction():
-                for kind, data in boot.items():
-                    filer.file_write(volume, f"{SLOT}.{kind}", data)
-                    record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
-            kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
-            spec = DomainSpec(
-                name=f"template-{name}",
-                memory_mib=memory_mib,
-                vcpus=vcpus,
-                boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
-                disks=[Disk(target="vda", source=NbdSource(export=lun))],
-                interfaces=[Interface(mac=random_mac())],
-                metadata={"template": name},
-            )
-            record["uuid"] = spec.uuid
-            record["mac"] = spec.interfaces[0].mac
-            ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
-            ds.stamp(filer, volume)
+            written = _copy_image(filer, img, info, lun, vsize)
+            vm = dict(memory_mib=memory_mib, vcpus=vcpus, os_type=os_type)
+            _write_slot(filer, name, volume, lun, boot, cmdline, state_dir, vm)
             step("snapshots")
             filer.snap_create(volume, IMPORTED_SNAPSHOT)
             if generalize:
@@ -237,28 +195,84 @@ def import_image(
             else:
                 gen = gen_mod.skipped(keep)
             filer.snap_create(volume, BASE_SNAPSHOT)
-            rec = {
-                "name": name,
-                "volume": volume,
-                "slot": SLOT,
-                "base_snapshot": BASE_SNAPSHOT,
-                "image": os.path.abspath(img.path),
-                "format": info.get("format"),
-                "virtual_size": vsize,
-                "imported_bytes": written,
-                "generalized": gen,
-                "is_generalized": bool(gen["done"]),
-                "memory_mib": memory_mib,
-                "vcpus": vcpus,
-                "os_type": os_type,
-                "boot": bool(boot),
-                "created": time.time(),
-                "import_seconds": round(time.monotonic() - t0, 3),
-            }
+            rec = dict(
+                vm,
+                name=name,
+                volume=volume,
+                slot=SLOT,
+                base_snapshot=BASE_SNAPSHOT,
+                image=os.path.abspath(img.path),
+                format=info.get("format"),
+                virtual_size=vsize,
+                imported_bytes=written,
+                generalized=gen,
+                is_generalized=bool(gen["done"]),
+                boot=bool(boot),
+                created=time.time(),
+                import_seconds=round(time.monotonic() - t0, 3),
+            )
             registry.put(filer, registry.TEMPLATE, name, rec)
             revert.add(lambda: registry.delete(filer, registry.TEMPLATE, name))
             revert.success()
         return show(filer, name)
+
+
+def _read_boot_files(policy: ImportPolicy, kernel: str | None, initrd: str | None) -> dict[str, bytes]:
+    """The direct-boot files named, read whole under ``policy`` (at most MAX_BOOT_FILE each)."""
+    boot = {}
+    for kind, path in (("kernel", kernel), ("initrd", initrd)):
+        if path is not None:
+            with _open(policy, path, kind) as hf:
+                boot[kind] = hf.read(MAX_BOOT_FILE)
+    if boot.get("initrd") is not None and "kernel" not in boot:
+        raise BadImage(path=initrd, detail="an initrd needs a kernel (--kernel)")
+    return boot
+
+
+def _copy_image(filer, img, info: dict, lun: str, vsize: int) -> int:
+    """The image's bytes into ``lun`` (converted to raw first unless it is
+    raw); returns the bytes written."""
+    with tempfile.TemporaryDirectory(prefix="coppice-import-", dir="/var/tmp") as tmp:
+        raw = img.fd_path
+        if info.get("format") != "raw":
+            raw = os.path.join(tmp, "disk.raw")
+            convert_to_raw(img, info["format"], raw)
+        return copy_into_lun(filer, lun, raw, min(vsize, os.path.getsize(raw)))
+
+
+def _write_slot(filer, name: str, volume: str, lun: str, boot: dict, cmdline, state_dir: str, vm: dict):
+    """The template's VM folder in its datastore: boot files, the VM record
+    and its domain XML (disk through the NBD target), and the datastore's stamp."""
+    record = dict(
+        vm,
+        name=name,
+        uuid=None,
+        mac=None,
+        template=name,
+        base_snapshot=BASE_SNAPSHOT,
+        disks=[{"lun": ds.disk_lun(SLOT), "target": "vda"}],
+        seed=None,
+        cmdline=cmdline or ("console=ttyS0" if boot else None),
+        created=time.time(),
+    )
+    with filer.transaction():
+        for kind, data in boot.items():
+            filer.file_write(volume, f"{SLOT}.{kind}", data)
+            record[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
+    kpath, ipath = boot_paths(filer, volume, SLOT, record, state_dir)
+    spec = DomainSpec(
+        name=f"template-{name}",
+        memory_mib=vm["memory_mib"],
+        vcpus=vm["vcpus"],
+        boot=DirectBoot(kernel=kpath, initrd=ipath, cmdline=record["cmdline"]) if kpath else None,
+        disks=[Disk(target="vda", source=NbdSource(export=lun))],
+        interfaces=[Interface(mac=random_mac())],
+        metadata={"template": name},
+    )
+    record["uuid"] = spec.uuid
+    record["mac"] = spec.interfaces[0].mac
+    ds.write_vm(filer, volume, SLOT, record, render_domain_xml(spec))
+    ds.stamp(filer, volume)
 
 
 def _open(policy: ImportPolicy, path: str, what: str):
