@@ -312,6 +312,10 @@ class RbdLun:
         self._gate = backend._gate(vid)
         self._size = image.size()
         self._closed = False
+        # close() and a snapshot's flush of this handle never overlap: a
+        # connection can end (and close its handle) while a snapshot of the
+        # volume is being taken
+        self._close_lock = threading.Lock()
         # librbd runs completion callbacks on its own threads; they must hold
         # no reference to this handle, or dropping the last one there would
         # close the image inside librbd's thread and deadlock it
@@ -432,8 +436,18 @@ class RbdLun:
         except Exception:
             pass
 
+    def flush_open(self) -> None:
+        """Drain and flush, unless the handle is closed: close() flushes
+        everything first, so a closed handle has nothing left to flush."""
+        with self._close_lock:
+            if not self._closed:
+                self.drain()
+                self.image.flush()
+
     def close(self):
-        if not self._closed:
+        with self._close_lock:
+            if self._closed:
+                return
             self._closed = True
             try:
                 self.drain()
@@ -441,7 +455,7 @@ class RbdLun:
             except Exception:
                 pass
             self.image.close()
-            self.backend._handles.discard(self)
+        self.backend._handles.discard(self)
 
 
 def _allocated(image, offset, length, include_parent=True, from_snapshot=None) -> list[tuple[int, int]]:
@@ -865,8 +879,7 @@ class RbdBackend(Backend):
         with self._gate(vid).freeze():
             for h in list(self._handles):
                 if h._gate is self._gates.get(vid) and not h.read_only:
-                    h.drain()  # every acknowledged write is in the snapshot
-                    h.image.flush()
+                    h.flush_open()  # every acknowledged write is in the snapshot
             for o in self._luns(vol):
                 rbd_id = o.meta["rbd_id"]
                 with self._image(rbd_id) as img:

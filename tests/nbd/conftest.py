@@ -147,14 +147,21 @@ class ProductServed(Served):
 
 
 @pytest.fixture
-def product(workdir):
-    """product(kind="lun"|"clone", size=16 MiB, **server_kwargs) -> ProductServed."""
+def product(workdir, backend, request):
+    """product(kind="lun"|"clone", size=16 MiB, **server_kwargs) -> ProductServed,
+    on the embedded engine, or on Ceph RBD as well in a module marked
+    ``backends("native", "rbd")``."""
     from coppice.filer import Filer
 
     started = []
+    ceph = request.getfixturevalue("ceph_conf") if backend == "rbd" else None
 
     def start(kind: str = "lun", size: int = 16 * MiB, **kwargs) -> ProductServed:
-        f = Filer.create(os.path.join(workdir, f"pool{len(started)}"))
+        where = os.path.join(workdir, f"pool{len(started)}")
+        if ceph:
+            f = Filer.create(where, backend="rbd", ceph_conf=ceph, ceph_pool="rbd")
+        else:
+            f = Filer.create(where)
         f.vol_create("v", 8 * size)
         for lun in ("disk", "other"):
             f.lun_create(f"/vol/v/{lun}", size)
@@ -185,3 +192,27 @@ def target(request, product):
         return product(request.param, size, **kwargs)
 
     return start
+
+
+def assert_map(runs, expected, backend: str, size: int, touched=None) -> None:
+    """The data runs a client saw (``runs``) against the runs that hold data
+    (``expected``). The engine reports them exactly. RBD reports a RADOS
+    object's extent from its start to its last written byte (its allocation
+    map has no holes inside an object, and a zeroed range stays allocated),
+    so on rbd the runs must cover every byte of ``expected`` and lie within
+    the objects (4 MiB each) that writes or zeroes ever ``touched`` (default:
+    ``expected``), never beyond them: documented in docs/rbd.md."""
+    if backend != "rbd":
+        assert runs == expected
+        return
+    obj = 4 * MiB
+    for s, n in expected:
+        assert any(a <= s and s + n <= a + m for a, m in runs), (
+            f"written {s}+{n} not reported as data: {runs}"
+        )
+    written_objects = {b for s, n in (touched or expected) for b in range(s // obj, -(-(s + n) // obj))}
+    for a, m in runs:
+        assert {b for b in range(a // obj, -(-(a + m) // obj))} <= written_objects, (
+            f"data run {a}+{m} lies outside the written objects {sorted(written_objects)}: {runs}"
+        )
+    assert all(0 <= a and a + m <= size for a, m in runs)

@@ -5,6 +5,10 @@ import pytest
 
 from tests.nbd.conftest import run
 
+# The client suites run on both backends: every LUN here is served once from the
+# embedded engine and once from Ceph RBD.
+pytestmark = pytest.mark.backends("native", "rbd")
+
 
 @pytest.mark.parametrize("rw,bs,depth", [("randwrite", "4k", 32), ("write", "256k", 8)])
 def test_fio_verify_crc32c(target, rw, bs, depth):

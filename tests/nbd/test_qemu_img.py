@@ -4,7 +4,13 @@ product's NBD server: info, convert both ways, compare."""
 import json
 import os
 
+import pytest
+
 from tests.nbd.conftest import MiB, run
+
+# The client suites run on both backends: every LUN here is served once from the
+# embedded engine and once from Ceph RBD.
+pytestmark = pytest.mark.backends("native", "rbd")
 
 
 def test_info_reports_size_and_raw_format(target):

@@ -1,7 +1,13 @@
 """qemu-io reads, writes, discards and zeroes with pattern verification, on
 the product's LUNs (active, clone, snapshot); FUA on the protocol test device."""
 
+import pytest
+
 from tests.nbd.conftest import MiB, run
+
+# The client suites run on both backends: every LUN here is served once from the
+# embedded engine and once from Ceph RBD.
+pytestmark = pytest.mark.backends("native", "rbd")
 
 
 def qio(uri, *cmds):
