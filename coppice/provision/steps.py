@@ -262,7 +262,8 @@ def _seed(flow: Flow, vm: VMBuild, rv: Revert) -> None:
     cfg = cs.render(
         spec, vm.name, c.get("n") or 0, c["instance_id"], c["mac"], c.get("address"), c.get("template")
     )
-    # no flush: the commit of the next step's transaction syncs data before its metadata
+    # no flush: the commit that follows (the VM's transaction, or the next atomic group's) syncs
+    # data before its metadata
     write_seed(f, path, build_seed_iso(cfg), create=create, flush=False, size=vm.seed_size)
 
 
