@@ -152,6 +152,25 @@ def goto(drv, view: str, ready_sel: str):
     return wait(drv, lambda d: css(d, ready_sel), ready_sel)
 
 
+def click(drv, sel: str, what: str = ""):
+    """Find and click in one retried step: a view redrawn by a job event between
+    the find and the click leaves a stale element, so look again (a stale click
+    never reached the page, so a retry cannot click twice)."""
+
+    def attempt(d):
+        found = css(d, sel)
+        if not found:
+            return False
+        found[0].click()
+        return True
+
+    wait(drv, attempt, what or sel)
+
+
+def tree_action(kind: str, name: str, action: str) -> str:
+    return f'#tree tr[data-kind="{kind}"][data-name="{name}"] [data-action="{action}"]'
+
+
 def tree_row(drv, kind: str, name: str):
     rows = css(drv, f'#tree tr[data-kind="{kind}"][data-name="{name}"]')
     return rows[0] if rows else None
@@ -210,11 +229,11 @@ def test_runbook_state_tree_and_luns(daemon, browser, shots):
     css(drv, "#tree")[0].screenshot(os.path.join(shots, "volume-tree.png"))
     # a snapshot's clones fold away and come back (aria-expanded tells a screen reader)
     fold = 'button[aria-label="Hide the 1 clone(s) of fvol_master@clone_base_snapshot"]'
-    css(drv, fold)[0].click()
+    click(drv, fold)
     wait(drv, lambda d: tree_row(d, "volume", "fvol_clone1") is None, "the clone folded away")
-    unfold = css(drv, 'button[aria-label="Show the 1 clone(s) of fvol_master@clone_base_snapshot"]')[0]
-    assert unfold.get_attribute("aria-expanded") == "false"
-    unfold.click()
+    unfold = 'button[aria-label="Show the 1 clone(s) of fvol_master@clone_base_snapshot"]'
+    assert wait(drv, lambda d: css(d, unfold), unfold)[0].get_attribute("aria-expanded") == "false"
+    click(drv, unfold)
     wait(drv, lambda d: tree_row(d, "volume", "fvol_clone1") is not None, "the clone back")
 
     goto(drv, "luns", "#luns tbody tr")
@@ -235,9 +254,7 @@ def test_clone_from_the_page(daemon, browser, shots):
 
     drv = browser
     goto(drv, "volumes", "#tree tbody tr")
-    tree_row(drv, "snapshot", "clone_base_snapshot").find_element(
-        By.CSS_SELECTOR, '[data-action="clone"]'
-    ).click()
+    click(drv, tree_action("snapshot", "clone_base_snapshot", "clone"))
     dlg = wait(
         drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None and d, "clone dialog"
     )
@@ -282,9 +299,7 @@ def test_refused_delete_of_busy_snapshot_changes_nothing(daemon, browser, shots)
     drv = browser
     before = pool_state(daemon)
     goto(drv, "volumes", "#tree tbody tr")
-    tree_row(drv, "snapshot", "clone_base_snapshot").find_element(
-        By.CSS_SELECTOR, '[data-action="delete"]'
-    ).click()
+    click(drv, tree_action("snapshot", "clone_base_snapshot", "delete"))
     wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "delete dialog")
     drv.find_element(By.ID, "dialog-ok").click()
     err = wait(drv, lambda d: [e for e in css(d, "#dialog-error") if e.is_displayed()], "the API's refusal")[
@@ -353,7 +368,7 @@ def test_provision_five_vms_from_the_form(daemon, browser, shots):
     drv.save_screenshot(os.path.join(shots, "05-vms.png"))
     # power: start one VM from its row, then power it off (libvirt's test driver in the daemon)
     for label, state in (("Start VM cweb01", "running"), ("Power off VM cweb01", "shutoff")):
-        drv.find_element(By.CSS_SELECTOR, f'#vms button[aria-label="{label}"]').click()
+        click(drv, f'#vms button[aria-label="{label}"]')
         wait(
             drv,
             lambda d, state=state: [r for r in css(d, '#vms tr[data-vm="cweb01"]') if state in r.text],
@@ -404,7 +419,7 @@ def test_nbd_connection_per_lun_and_space_plot(daemon, browser, shots):
 
     def plotted(d):
         # "24 h" re-reads the history (the daemon samples every second here)
-        css(d, '#space-card button[aria-pressed="true"]')[0].click()
+        click(d, '#space-card button[aria-pressed="true"]')
         time.sleep(0.5)
         samples = daemon.http.get("/console/api/space").json()["samples"]
         grown = [x for x in samples if x["used"] >= before + (8 << 20)]
@@ -479,7 +494,7 @@ def test_dedup_scan_from_the_page_shows_phases_live(daemon, browser, shots):
     goto(drv, "volumes", "#tree tbody tr")
 
     def open_dedup(name):
-        tree_row(drv, "volume", name).find_element(By.CSS_SELECTOR, '[data-action="dedup"]').click()
+        click(drv, tree_action("volume", name, "dedup"))
         wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "dedup dialog")
 
     open_dedup("fvol_clone2")
@@ -513,7 +528,7 @@ def test_vm_refresh_and_destroy_from_the_page(daemon, browser):
     drv = browser
     goto(drv, "vms", "#vms tr[data-vm]")
     before = daemon.http.get("/vms/cweb02").json()
-    drv.find_element(By.CSS_SELECTOR, '#vms button[aria-label="Refresh VM cweb02"]').click()
+    click(drv, '#vms button[aria-label="Refresh VM cweb02"]')
     wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "refresh dialog")
     drv.find_element(By.ID, "dialog-ok").click()
     wait(
@@ -524,7 +539,7 @@ def test_vm_refresh_and_destroy_from_the_page(daemon, browser):
     after = daemon.http.get("/vms/cweb02").json()
     assert after["uuid"] == before["uuid"] and after["mac"] == before["mac"]  # same identity, new clone
 
-    drv.find_element(By.CSS_SELECTOR, '#vms button[aria-label="Destroy VM cweb04"]').click()
+    click(drv, '#vms button[aria-label="Destroy VM cweb04"]')
     wait(drv, lambda d: d.find_element(By.ID, "dialog").get_attribute("open") is not None, "destroy dialog")
     drv.find_element(By.ID, "dialog-ok").click()
     wait(drv, lambda d: not css(d, '#vms tr[data-vm="cweb04"]') and css(d, "#vms tr[data-vm]"), "cweb04 gone")
