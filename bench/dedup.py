@@ -15,6 +15,11 @@ pool holds N x S logical and S unique after deduplication.
   (the rest is a fixed cost: the interpreter, SQLite's capped cache, the
   engine's capped page cache). The part of that slope that is the engine's
   block-map cache (pages held at the end, 8 KiB each) is printed apart.
+  Both sizes are past the scan's fixed working sets (a bucket of rows, the
+  refcount changes between consistency points, 32,768 shares): with a
+  smaller copy (64 MiB) those are still filling and show up as slope.
+  The scanning process does only that (open, scan, close); used space and
+  fsck run in children of their own.
   Inline mode's table is fixed-size: 16 bytes a slot.
 * **phases**: wall, CPU and peak RSS of collect, sort and match, for both
   sizes (the peak is the kernel's high-water mark, reset through
@@ -26,7 +31,7 @@ pool holds N x S logical and S unique after deduplication.
   btrfs-progs and duperemove needed; the column says why when it cannot
   run): `duperemove -dr`, wall and CPU time, peak RSS, used space after.
 
-    .venv/bin/python bench/dedup.py [--copies 4] [--size-mib 256] [--small-mib 64]
+    .venv/bin/python bench/dedup.py [--copies 4] [--size-mib 1024] [--small-mib 256]
 """
 
 from __future__ import annotations
@@ -114,14 +119,27 @@ def build_pool(path: str, copies: int, data: bytes, inline: bool = False) -> dic
     }
 
 
+def child_check(path: str) -> None:
+    """Runs in a child of its own, before and after the scan's: the pool's
+    used space and (after) fsck. Not in the scan's process, so neither
+    counts in its memory (fsck holds a map of every block)."""
+    from coppice.engine import Pool
+
+    pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
+    try:
+        print(json.dumps({"used": pool.pool_space()["used_bytes"], "fsck_clean": pool.fsck().clean}))
+    finally:
+        pool.close()
+
+
 def child_scan(path: str) -> None:
-    """Runs in a child: scan, print JSON with timings and counters. Its
-    memory is measured by the parent (wait4), as duperemove's is."""
+    """Runs in a child: open the pool, scan, close; print JSON with timings
+    and counters. Its memory is measured by the parent (GNU time), as
+    duperemove's is: the process does nothing but the scan."""
     from coppice import dedup
     from coppice.engine import Pool
 
     pool = Pool.open(path, cache_bytes=ENGINE_CACHE)
-    before = pool.pool_space()["used_bytes"]
     # Per phase: wall, CPU and the peak RSS reached during it (the kernel's
     # high-water mark, reset at each phase change through clear_refs).
     phases = {}
@@ -159,20 +177,15 @@ def child_scan(path: str) -> None:
     progress("end", 0, 0)
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    after = pool.pool_space()["used_bytes"]
     # a count, not an estimate: the engine's block-map pages held at the end
     # (8 KiB of page each; the cache is capped at ENGINE_CACHE)
     pages = len(pool.cache.clean) + len(pool.cache.dirty)
-    clean = pool.fsck().clean
     pool.close()
     print(
         json.dumps(
             {
                 "wall": wall,
                 "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
-                "before": before,
-                "after": after,
-                "fsck_clean": clean,
                 "engine_cache_pages": pages,
                 "counters": job["counters"],
                 "phases": phases,
@@ -198,15 +211,23 @@ def measured(argv: list[str], stdout=None, stderr=None) -> tuple[int, float, int
     return code, float(user) + float(sys_), int(kib)
 
 
-def run_scan(path: str) -> dict:
-    """The scan in a child process, measured the same way as duperemove."""
+def _child(flag: str, path: str) -> tuple[dict, int]:
     with tempfile.TemporaryFile("w+") as out:
-        code, _, kib = measured([sys.executable, __file__, "--child-scan", path], stdout=out)
+        code, _, kib = measured([sys.executable, __file__, flag, path], stdout=out)
         if code:
-            raise SystemExit(f"the scan child failed with exit code {code}")
+            raise SystemExit(f"the {flag} child failed with exit code {code}")
         out.seek(0)
-        r = json.loads(out.read().strip().splitlines()[-1])
+        return json.loads(out.read().strip().splitlines()[-1]), kib
+
+
+def run_scan(path: str) -> dict:
+    """The scan in a child process, measured the same way as duperemove;
+    used space before and after, and fsck, each in a child of its own."""
+    before, _ = _child("--child-check", path)
+    r, kib = _child("--child-scan", path)
     r["maxrss_kib"] = max(kib, r["peak_kib"])  # see child_scan: the phases reset the kernel's figure
+    after, _ = _child("--child-check", path)
+    r.update(before=before["used"], after=after["used"], fsck_clean=after["fsck_clean"])
     return r
 
 
@@ -280,16 +301,20 @@ def mib(x):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=4)
-    ap.add_argument("--size-mib", type=int, default=256, help="size of one copy (the big run)")
+    ap.add_argument("--size-mib", type=int, default=1024, help="size of one copy (the big run)")
     ap.add_argument(
-        "--small-mib", type=int, default=64, help="size of one copy (the small run, for the slope)"
+        "--small-mib", type=int, default=256, help="size of one copy (the small run, for the slope)"
     )
     ap.add_argument("--no-duperemove", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child-scan", help=argparse.SUPPRESS)
+    ap.add_argument("--child-check", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child_scan:
         child_scan(a.child_scan)
+        return 0
+    if a.child_check:
+        child_check(a.child_check)
         return 0
 
     base = "/var/tmp" if os.path.isdir("/var/tmp") else None

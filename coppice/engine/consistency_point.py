@@ -182,36 +182,65 @@ def pending_deltas(block_delta, unref_pbns=None, unref_counts=None) -> tuple[np.
     return pbns[keep], deltas[keep]
 
 
-# A range scan of block_refs reads every shared block between the lowest
-# and the highest PBN changed; past this many rows per change, the rest is
-# looked up by key instead (a pool with many shared blocks and few changes).
-SCAN_ROWS_PER_CHANGE = 4
+# Changes at most CLUSTER_GAP apart form a cluster; a cluster of at least
+# MIN_CLUSTER changes is read with one range scan of block_refs (at most
+# CLUSTER_GAP rows per change), the rest by key, 900 at a time.
+CLUSTER_GAP = 4
+MIN_CLUSTER = 16
+# Rows read from SQLite at a time by a range scan.
+STREAM_ROWS = 4096
 
 
 def stored_refs(db, pbns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(PBNs ascending, committed counts) of the block_refs rows among the
-    ascending ``pbns``; a block without a row has 1 if allocated."""
+    ascending ``pbns``; a block without a row has 1 if allocated.
+
+    Cost follows the changes, not the pool: dense clusters of changes are
+    range scans that read at most CLUSTER_GAP rows per change, streamed a
+    chunk at a time keeping only the rows asked for (16 bytes per change);
+    scattered changes are looked up by key. One range from the lowest to
+    the highest change would read every shared block between them: a dedup
+    scan's consistency point spans the blocks it shared so far, which grew
+    with the pool (a list of 260,000 tuples per consistency point at
+    1 GiB unique)."""
     import numpy as np
 
-    cap = max(1024, SCAN_ROWS_PER_CHANGE * len(pbns))
-    rows = db.execute(
-        "SELECT pbn, refs FROM block_refs WHERE pbn BETWEEN ? AND ? ORDER BY pbn LIMIT ?",
-        (int(pbns[0]), int(pbns[-1]), cap),
-    ).fetchall()
-    if len(rows) == cap:
-        last = rows[-1][0]
-        rest = pbns[pbns > last].tolist()
-        for i in range(0, len(rest), 900):  # SQLite's bound-parameter limit
-            chunk = rest[i : i + 900]
-            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN ({}) ORDER BY pbn".format(
-                ",".join("?" * len(chunk))
+    got_p: list[np.ndarray] = []
+    got_r: list[np.ndarray] = []
+
+    def keep(rows, want):
+        a = np.array(rows, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(want, a[:, 0]), len(want) - 1)
+        hit = want[pos] == a[:, 0]
+        got_p.append(a[hit, 0])
+        got_r.append(a[hit, 1])
+
+    if len(pbns):
+        cut = np.flatnonzero(np.diff(pbns) > CLUSTER_GAP) + 1
+        starts = np.concatenate(([0], cut))
+        sizes = np.diff(np.concatenate((starts, [len(pbns)])))
+        dense = sizes >= MIN_CLUSTER
+        for s, n in zip(starts[dense].tolist(), sizes[dense].tolist(), strict=True):
+            want = pbns[s : s + n]
+            cur = db.execute(
+                "SELECT pbn, refs FROM block_refs WHERE pbn BETWEEN ? AND ? ORDER BY pbn",
+                (int(want[0]), int(want[-1])),
             )
-            rows += db.execute(q, chunk).fetchall()
-    if not rows:
+            while rows := cur.fetchmany(STREAM_ROWS):
+                keep(rows, want)
+        sparse = pbns[np.repeat(~dense, sizes)].tolist()
+        for i in range(0, len(sparse), 900):  # SQLite's bound-parameter limit
+            chunk = sparse[i : i + 900]
+            q = "SELECT pbn, refs FROM block_refs WHERE pbn IN ({})".format(",".join("?" * len(chunk)))
+            rows = db.execute(q, chunk).fetchall()
+            if rows:
+                keep(rows, np.array(chunk, dtype=np.int64))
+    if not got_p:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    a = np.array(rows, dtype=np.int64)
-    return a[:, 0], a[:, 1]
+    sp, sr = np.concatenate(got_p), np.concatenate(got_r)
+    order = np.argsort(sp, kind="stable")
+    return sp[order], sr[order]
 
 
 def fold(pbns: np.ndarray, deltas: np.ndarray, sp: np.ndarray, sr: np.ndarray):

@@ -49,29 +49,55 @@ def test_fold_equals_reference(deltas, stored):
     assert list(zip(up_p.tolist(), up_n.tolist(), strict=True)) == want[2]
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.sets(pbn, min_size=1, max_size=300),
-    st.dictionaries(pbn, st.integers(2, 6), max_size=400),
-)
-def test_stored_refs_finds_every_row(wanted, rows):
+def block_refs_db(rows):
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE block_refs (pbn INTEGER PRIMARY KEY, refs INTEGER NOT NULL)")
-    db.executemany("INSERT INTO block_refs VALUES (?, ?)", rows.items())
-    sp, sr = cp.stored_refs(db, np.array(sorted(wanted), dtype=np.int64))
+    db.executemany("INSERT INTO block_refs VALUES (?, ?)", rows)
+    return db
+
+
+# changes as a consistency point sees them: scattered blocks and dense runs
+runs = st.lists(st.tuples(pbn, st.integers(1, 80), st.integers(1, 6)), max_size=6).map(
+    lambda rs: {p for start, n, step in rs for p in range(start, start + n * step, step)}
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sets(pbn, max_size=300),
+    runs,
+    st.dictionaries(pbn, st.integers(2, 6), max_size=400),
+    st.sampled_from([7, cp.STREAM_ROWS]),
+)
+def test_stored_refs_finds_every_row(scattered, dense, rows, stream_rows):
+    wanted = scattered | dense
+    if not wanted:
+        wanted = {1}
+    db = block_refs_db(rows.items())
+    default, cp.STREAM_ROWS = cp.STREAM_ROWS, stream_rows  # 7: a range scan streams in many chunks
+    try:
+        sp, sr = cp.stored_refs(db, np.array(sorted(wanted), dtype=np.int64))
+    finally:
+        cp.STREAM_ROWS = default
     got = dict(zip(sp.tolist(), sr.tolist(), strict=True))
-    assert {p: got[p] for p in wanted if p in got} == {p: rows[p] for p in wanted if p in rows}
+    # exactly the stored rows of the wanted blocks: rows of other blocks in a range are not kept
+    assert got == {p: rows[p] for p in wanted if p in rows}
     assert sp.tolist() == sorted(sp.tolist())
 
 
-def test_stored_refs_by_key_past_the_scan_cap():
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE block_refs (pbn INTEGER PRIMARY KEY, refs INTEGER NOT NULL)")
-    db.executemany("INSERT INTO block_refs VALUES (?, 2)", [(p,) for p in range(1, 20001)])
-    wanted = np.array([5, 19999, 20000, 25000], dtype=np.int64)
-    sp, _ = cp.stored_refs(db, wanted)  # the scan stops after 1024 rows; the rest by key
-    assert set(sp.tolist()) >= {5, 19999, 20000}
-    assert 25000 not in sp.tolist()
+def test_stored_refs_reads_rows_near_the_changes_only():
+    # A dedup scan's consistency point: a dense run of targets at the start
+    # of a pool full of shared blocks, and the blocks it freed far away. One
+    # range from the lowest to the highest change would read all 200,000 rows.
+    db = block_refs_db([(p, 2) for p in range(1, 200_001)])
+    reads = []
+    db.set_trace_callback(reads.append)
+    wanted = np.array([*range(1000, 2000), *range(150_000, 150_400, 40), 300_000], dtype=np.int64)
+    sp, sr = cp.stored_refs(db, wanted)
+    assert sp.tolist() == [p for p in wanted.tolist() if p <= 200_000] and set(sr.tolist()) == {2}
+    ranges = [q for q in reads if "BETWEEN" in q]
+    assert ranges == ["SELECT pbn, refs FROM block_refs WHERE pbn BETWEEN 1000 AND 1999 ORDER BY pbn"]
+    assert len([q for q in reads if " IN (" in q]) == 1  # the 11 scattered ones, by key
 
 
 @settings(max_examples=200, deadline=None)
