@@ -21,6 +21,7 @@ and a table with coppice/qemu-nbd-raw ratios.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
         [--backend engine|engine-clone|lun|file] [--targets raw,nbdkit,qcow2,coppice] [--dir /var/tmp]
+        [--workloads write,read,randread,randwrite]
 """
 
 from __future__ import annotations
@@ -268,6 +269,11 @@ def main() -> None:
     ap.add_argument("--backend", choices=("file", "engine", "engine-clone", "lun"), default="engine")
     ap.add_argument("--targets", default="raw,nbdkit,qcow2,coppice")
     ap.add_argument("--dir", default="/var/tmp")
+    ap.add_argument(
+        "--workloads",
+        default="write,read,randread,randwrite",
+        help="which of the four fio workloads to run (by fio's rw name)",
+    )
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -275,6 +281,10 @@ def main() -> None:
         serve(a.serve, a.backend, a.path, a.size_mib)
         return
 
+    wanted = a.workloads.split(",")
+    WORKLOADS[:] = [w for w in WORKLOADS if w[1] in wanted]
+    if not WORKLOADS:
+        raise SystemExit("--workloads: name at least one of write, read, randread, randwrite")
     work = tempfile.mkdtemp(prefix="coppice-nbd-bench-", dir=a.dir)
     targets = a.targets.split(",")
     results: dict[str, dict] = {}

@@ -134,3 +134,87 @@ def restart(path: str, state: dict[int, int], names, top: int) -> None:
         for lbn, seq in sorted(state.items()):
             f.write(f"W {lbn} 1 {seq}\n")
         f.write(f"F {top}\n")
+
+
+# ---- kill -9 of `coppice serve` under a real NBD client ----------------------
+# The writer (libnbd, in a subprocess) writes block i % 2048 with i, flushes,
+# and logs i once the flush returned: every write before i is flushed.
+
+NBD_WRITERS = {
+    "one-at-a-time": (
+        16,
+        r"""
+import sys, nbd, os
+port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
+out = open(log, "a", buffering=1)
+i = 0
+while True:
+    blk = i % 2048
+    h.pwrite(i.to_bytes(8, "little") * 512, blk * 4096)
+    i += 1
+    if i % 16 == 0:
+        h.flush()
+        out.write(f"{i}\n")  # every write before i is flushed
+""",
+    ),
+    "32-in-flight": (
+        32,
+        r"""
+import sys, nbd
+port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
+out = open(log, "a", buffering=1)
+i = 0
+while True:
+    # 32 writes in flight at once, then (all acknowledged) one flush
+    for _ in range(32):
+        blk = i % 2048
+        h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(i.to_bytes(8, "little") * 512)), blk * 4096)
+        i += 1
+    while h.aio_in_flight():
+        h.poll(-1)
+    h.flush()
+    out.write(f"{i}\n")  # every write before i is flushed
+""",
+    ),
+}
+
+
+def served_kill9(pool: str, served, lun: str, writer: str, tmp) -> None:
+    """Run an NBD writer against LUN ``lun`` (8 MiB, mapped to 127.0.0.0/8)
+    of the daemon ``served`` (tests.api.conftest.Served), kill the daemon
+    with SIGKILL after at least 40 flushes, reopen the pool and check
+    every block holds its last flushed write or a later one, and fsck."""
+    from coppice.filer import Filer
+
+    per_flush, script = NBD_WRITERS[writer]
+    log = os.path.join(str(tmp), "flushed")
+    w = subprocess.Popen(["/usr/bin/python3", "-c", script, str(served.nbd_port), lun, log])
+    try:
+        for _ in range(200):
+            if os.path.exists(log) and len(open(log).read().split()) >= 40:
+                break
+            time.sleep(0.05)
+        os.kill(served.pid, signal.SIGKILL)
+        served.proc.wait(10)
+    finally:
+        w.kill()
+        w.wait()
+    flushed = int(open(log).read().split()[-1])
+    assert flushed >= 40 * per_flush
+    f = Filer.open(pool)
+    try:
+        d = f.open_lun(lun)
+        data = bytes(d.pread(0, 2048 * BS))
+        d.close()
+        # for each block, the last write before `flushed` to it, or a later one
+        for blk in range(2048):
+            last = max((i for i in range(blk, flushed, 2048)), default=None)
+            if last is None:
+                continue
+            got = int.from_bytes(data[blk * BS : blk * BS + 8], "little")
+            assert got >= last and got % 2048 == blk, (blk, last, got)
+        assert f.fsck()["clean"], f.fsck()["problems"]
+    finally:
+        f.close()

@@ -60,20 +60,32 @@ class ObjectHandle:
         """Blocks touched by [offset, offset+length) that are holes: what a
         write there would newly allocate (a space budget's question, asked
         before every write, so it is a walk of the range's leaves only)."""
+        return self.unallocated_blocks_many([(offset, length)])
+
+    def unallocated_blocks_many(self, ranges) -> int:
+        """``unallocated_blocks`` summed over ``[(offset, length)]``, under
+        one hold of the pool's lock (a batch of writes asks it once)."""
         p = self.pool
         bs = p.block_size
+        cache = p.cache
+        holes = 0
         with p._lock:
             o = self._obj()
-            if offset < 0 or length < 0 or offset + length > o.size:
-                raise OutOfRange(
-                    what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size
-                )
-            lo, hi = offset // bs, -(-(offset + length) // bs)
-            holes = hi - lo
-            for base, leaf, _ in blockmap.iter_leaves(p.cache, o.root, o.height, lo, hi):
-                s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
-                holes -= e - s - leaf.ents[s:e].tolist().count(0)
-            return holes
+            for offset, length in ranges:
+                if offset < 0 or length < 0 or offset + length > o.size:
+                    raise OutOfRange(
+                        what="unallocated_blocks", offset=offset, length=length, name=o.name, size=o.size
+                    )
+                lo, hi = offset // bs, -(-(offset + length) // bs)
+                if hi - lo == 1:  # one block (a 4 KiB write): one leaf lookup
+                    leaf = blockmap.lookup_leaf(cache, o.root, o.height, lo // LEAF_FANOUT)
+                    holes += leaf is None or not leaf.ents[lo % LEAF_FANOUT]
+                    continue
+                holes += hi - lo
+                for base, leaf, _ in blockmap.iter_leaves(cache, o.root, o.height, lo, hi):
+                    s, e = max(lo, base) - base, min(hi, base + LEAF_FANOUT) - base
+                    holes -= e - s - leaf.ents[s:e].tolist().count(0)
+        return holes
 
     def snapshot_held_blocks(self, offset: int, length: int) -> int:
         """Blocks of [offset, offset+length) that one of this volume's own
@@ -145,6 +157,17 @@ class ObjectHandle:
             p._write(self._obj(), offset, data if isinstance(data, memoryview) else memoryview(data))
         if fua:
             p.flush()
+        p._checkpoint_if_due()
+
+    def pwrite_many(self, items) -> None:
+        """Writes ``[(offset, data), ...]`` applied in order, as one batch
+        (see ``Pool._write_many``): one lock hold, one data write, one
+        intent-log append. Acknowledged like ``pwrite`` without FUA."""
+        self._writable()
+        p = self.pool
+        mv = [(off, d if isinstance(d, memoryview) else memoryview(d)) for off, d in items]
+        with p._lock:
+            p._write_many(self._obj(), mv)
         p._checkpoint_if_due()
 
     def trim(self, offset: int, length: int, fua: bool = False) -> None:

@@ -42,6 +42,19 @@ class IntentLog:
         )
         self._append(body)
 
+    def append_writes(self, epoch: int, records) -> None:
+        """Several write records ``(obj, lbn, pbns, csums)`` with one append:
+        all of them or none (a batch of writes fails whole)."""
+        parts = []
+        for obj, lbn, pbns, csums in records:
+            body = (
+                LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns))
+                + pbns.tobytes()
+                + csums.tobytes()
+            )
+            parts.append(body + LOG_TRAILER.pack(block_checksum(body)))
+        self._append_records(b"".join(parts))
+
     def append_clear(self, epoch: int, obj: int, lbn: int, count: int) -> None:
         self._append(LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count))
 
@@ -50,9 +63,11 @@ class IntentLog:
         is cut back off, so the next record does not land behind a torn one
         (``records`` stops at the first torn record). If even that fails the
         log refuses every further append."""
+        self._append_records(body + LOG_TRAILER.pack(block_checksum(body)))
+
+    def _append_records(self, rec: bytes) -> None:
         if self.broken is not None:
             raise self.broken
-        rec = body + LOG_TRAILER.pack(block_checksum(body))
         try:
             self.file.append_all(rec)
         except BaseException:

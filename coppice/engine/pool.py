@@ -460,17 +460,12 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             data = memoryview(buf)
         self._write_blocks(o, first, data)
 
-    def _write_blocks(self, o: ObjRec, lbn: int, mv: memoryview) -> None:
-        """Redirect-on-write of whole blocks: new PBNs, one pwrite per
-        contiguous run, one intent-log record, then the map update. A write
-        that fails (no space) leaves everything as it was."""
+    def _allocate_written(self, o: ObjRec, m: int, n: int, records: int) -> tuple[list, int]:
+        """Admit and allocate ``m`` new blocks for a write of ``n`` blocks in
+        ``records`` intent-log records: (allocator runs, highest PBN + 1).
+        Refuses (PoolFull, or ENOSPC through ``_admit``) having changed
+        nothing; grows the data file ahead when it can."""
         bs = self.block_size
-        n = len(mv) // bs
-        csums = datapath.block_checksums(mv, bs)
-        zeros = datapath.zero_slots(mv, bs, csums, self._zero_csum)
-        shared = self._inline_dedup_candidates(o, mv, csums, zeros) if self.inline_dedup is not None else None
-        skip = sorted(set(zeros).union(shared)) if shared else zeros
-        m = n - len(skip)
         if m and self.capacity is not None and self.alloc.used + m > self.capacity:
             # Overwrites free their old blocks only at a consistency point:
             # commit one to get them back before refusing.
@@ -485,14 +480,31 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             self._recycle_freed()
             alloc = self.alloc  # a failed consistency point rebuilt it
             grow = alloc.next_pbn + max(0, m - alloc.free_below) - self._data_end
-        self._admit(max(0, grow) * bs + LOG_RECORD_BYTES + 16 * n, 2 + n // LEAF_FANOUT + o.height, n)
-        if m:
-            runs = alloc.allocate(m)
-            top = runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)
-            if top > self._data_end:
-                self._preallocate(top)
-        else:
-            runs, top = [], 0
+        self._admit(
+            max(0, grow) * bs + records * LOG_RECORD_BYTES + 16 * n,
+            records * (2 + o.height) + n // LEAF_FANOUT,
+            n,
+        )
+        if not m:
+            return [], 0
+        runs = alloc.allocate(m)
+        top = runs[0][0] + runs[0][1] if len(runs) == 1 else max(s + c for s, c in runs)
+        if top > self._data_end:
+            self._preallocate(top)
+        return runs, top
+
+    def _write_blocks(self, o: ObjRec, lbn: int, mv: memoryview) -> None:
+        """Redirect-on-write of whole blocks: new PBNs, one pwrite per
+        contiguous run, one intent-log record, then the map update. A write
+        that fails (no space) leaves everything as it was."""
+        bs = self.block_size
+        n = len(mv) // bs
+        csums = datapath.block_checksums(mv, bs)
+        zeros = datapath.zero_slots(mv, bs, csums, self._zero_csum)
+        shared = self._inline_dedup_candidates(o, mv, csums, zeros) if self.inline_dedup is not None else None
+        skip = sorted(set(zeros).union(shared)) if shared else zeros
+        m = n - len(skip)
+        runs, top = self._allocate_written(o, m, n, 1)
         if not skip and len(runs) == 1:
             # The common case: every block new, one contiguous run.
             start = runs[0][0]
@@ -513,7 +525,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
             self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
         except OSError as e:
             for s, c in runs:
-                alloc.release(s, c)
+                self.alloc.release(s, c)
             if is_full(e):
                 raise FileSystemFull(path=self.path, needed=m * bs, free=0) from None
             raise
@@ -528,6 +540,60 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
         self._map_blocks(o, lbn, pbns, csums)
+
+    def _write_many(self, o: ObjRec, items) -> None:
+        """Several writes to ``o``, applied in order as if one after the
+        other, with one allocation, one pwrite of all their data and one
+        intent-log append of all their records: what a client with many
+        4 KiB writes in flight sends at once (NBD at QD32). The batch is all
+        or nothing: if it raises, none of it was written.
+
+        Only the plain case is batched (every write block-aligned and in
+        range, no all-zero block, no inline dedup); anything else goes
+        through ``_write`` one at a time, which is the reference (and stops
+        at the first write that fails, the ones before it done, as separate
+        writes would be)."""
+        bs = self.block_size
+        size = o.size
+        if self.inline_dedup is not None or any(
+            off % bs or len(mv) % bs or off < 0 or off + len(mv) > size or not len(mv) for off, mv in items
+        ):
+            for off, mv in items:
+                self._write(o, off, mv)
+            return
+        sums = [datapath.block_checksums(mv, bs) for _, mv in items]
+        zc = self._zero_csum
+        if any(zc in c for c in sums):
+            for off, mv in items:
+                self._write(o, off, mv)
+            return
+        n = sum(len(c) for c in sums)
+        runs, top = self._allocate_written(o, n, n, len(items))
+        pbns = datapath.spread(runs, n, ())
+        data = b"".join(mv for _, mv in items)
+        records = []
+        at = 0
+        for (off, _), cs in zip(items, sums, strict=True):
+            m = len(cs)
+            records.append((o.id, off // bs, pbns[at : at + m], cs))
+            at += m
+        try:
+            if len(runs) == 1:
+                self.data.pwrite_all(data, runs[0][0] * bs)
+            else:
+                datapath.write_runs(self.data, memoryview(data), pbns, bs)
+            self.log.append_writes(self.epoch, records)
+        except OSError as e:
+            for s, c in runs:
+                self.alloc.release(s, c)
+            if is_full(e):
+                raise FileSystemFull(path=self.path, needed=n * bs, free=0) from None
+            raise
+        self._data_gen += 1
+        if top > self._data_end:
+            self._data_end = top
+        for _, lbn, ps, cs in records:
+            self._map_blocks(o, lbn, ps, cs)
 
     def _recycle_freed(self) -> None:
         """Commit a consistency point (outside a management transaction)

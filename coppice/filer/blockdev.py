@@ -97,6 +97,44 @@ class LunDevice:
             b.release(charge, held)
             raise
 
+    def pwrite_many(self, items) -> None:
+        """Writes ``[(offset, data)]`` in order, as one batch of the
+        engine's (``ObjectHandle.pwrite_many``): charged to the volume's
+        budget together when they touch disjoint blocks (then the holes
+        they fill add up exactly), one at a time otherwise."""
+        self._check(True)
+        many = getattr(self.h, "pwrite_many", None)
+        if many is None:
+            for offset, data in items:
+                self.pwrite(offset, data)
+            return
+        if not self._budgeted:
+            many(items)
+            return
+        from .space import budget
+
+        b = budget(self.filer, self._vid)
+        if b.limit is None:
+            many(items)
+            return
+        bs, size = self.block_size, self.h.size
+        spans = sorted((off // bs, -(-(off + len(d)) // bs)) for off, d in items)
+        outside = any(off < 0 or off + len(d) > size for off, d in items)
+        if outside or any(a[1] > c[0] for a, c in zip(spans, spans[1:], strict=False)):
+            for offset, data in items:
+                self.pwrite(offset, data)
+            return
+        ranges = [(off, len(d)) for off, d in items]
+        many_holes = getattr(self.h, "unallocated_blocks_many", None)
+        need = many_holes(ranges) if many_holes else sum(self._holes(off, n) for off, n in ranges)
+        held = sum(self.h.snapshot_held_blocks(off, len(d)) for off, d in items) if b.has_snapshots else 0
+        charge = b.reserve(need, bs, f"{len(items)} writes to {self.path}", snap_held=held)
+        try:
+            many(items)
+        except BaseException:
+            b.release(charge, held)
+            raise
+
     def trim(self, offset: int, length: int, fua: bool = False) -> None:
         self._check(True)
         if not self._budgeted:

@@ -6,7 +6,8 @@ and appends exactly one reply to ``replies`` (``wire.Replies``): success, or
 the spec's errno with a message. A bad request or a failing device never
 raises: the connection goes on. Only the payload of WRITE is not ``None``.
 A command without a handler (CACHE, RESIZE, anything unknown) is answered
-with ``unknown``. A reply to FLUSH or to a FUA request is appended only
+with ``unknown``. WRITEs without flags that arrive together may instead go
+to ``write_batch``, as one device call (a device with ``pwrite_many``). A reply to FLUSH or to a FUA request is appended only
 after the device call returned, so durability is exactly the device's; FUA
 on a device without it is a flush after the change (``_fua_by_flush``).
 
@@ -50,11 +51,14 @@ class Export:
         self.read_only = dev.read_only
         self.can_fua = dev.can_fua
         self.read_flags = FUA | (P.CMD_FLAG_DF if self.structured else 0)
+        # the device takes several writes in one call (``pwrite_many``)
+        self.batch_writes = not dev.read_only and callable(getattr(dev, "pwrite_many", None))
 
     size: int = 0
     read_only: bool = False
     can_fua: bool = False
     read_flags: int = 0
+    batch_writes: bool = False
 
 
 def error_errno(exc: BaseException) -> int:
@@ -129,6 +133,40 @@ def write(x: Export, out, flags, handle, offset, length, payload) -> None:
         return _device_error(x, out, handle, "WRITE", offset, length, e)
     out.ok(handle)
     return None
+
+
+def write_batch(x: Export, out, reqs: list) -> None:
+    """WRITEs without flags that arrived together, ``[(handle, offset,
+    length, payload)]`` in request order: each checked as ``write`` checks
+    it, the valid ones given to the device in one ``pwrite_many`` (one
+    lock hold, one data write, one intent-log append in the engine) and
+    answered once it returns. A batch the device refuses wrote nothing (or,
+    on a device's one-at-a-time path, only writes that are written again
+    here unchanged): each write then goes again on its own, for its own
+    reply."""
+    good = []
+    for handle, offset, length, payload in reqs:
+        if x.read_only:
+            out.error(handle, P.EPERM, "WRITE to a read-only export")
+        elif length == 0:
+            out.error(handle, P.EINVAL, "WRITE of length 0")
+        elif offset + length > x.size:
+            out.error(handle, P.ENOSPC, "WRITE past the end of the export")
+        else:
+            good.append((handle, offset, length, payload))
+    if len(good) == 1:
+        write(x, out, 0, *good[0])
+        return
+    if not good:
+        return
+    try:
+        x.dev.pwrite_many([(offset, payload) for _, offset, _, payload in good])
+    except Exception:
+        for handle, offset, length, payload in good:
+            write(x, out, 0, handle, offset, length, payload)
+        return
+    for handle, *_ in good:
+        out.ok(handle)
 
 
 def flush(x: Export, out, flags, handle, offset, length, payload) -> None:

@@ -70,7 +70,7 @@ from coppice.errors import CoppiceError, NotFound
 from coppice.nbd import protocol as P
 from coppice.nbd import wire
 from coppice.nbd.blockdev import BlockDevice, ExportResolver, Initiator
-from coppice.nbd.commands import HANDLERS, Export, read_done, unknown
+from coppice.nbd.commands import HANDLERS, Export, read_done, unknown, write_batch
 from coppice.nbd.wire import REQUEST_SIZE, BadRequestMagic, Replies, decode_request
 
 log = logging.getLogger("coppice.nbd")
@@ -79,6 +79,7 @@ __all__ = ["NBDServer", "NBDServerError", "ProtocolViolation"]
 
 _RECV_BUFFER = 256 << 10  # requests are read into this, many at a time
 _SEND_BATCH_BYTES = 4 << 20  # send replies once this much is queued
+_WRITE_BATCH = 64  # plain WRITEs read together go to the device in one call, up to this many
 _IOV_MAX = 1024  # Linux's limit on buffers per sendmsg
 # Bytes of READ replies one connection may have started and not yet sent
 # (reads in flight plus replies queued): over it the connection stops
@@ -621,13 +622,38 @@ class _Connection:
         buf = bytearray(_RECV_BUFFER)
         view = memoryview(buf)
         start = end = 0
+        # Plain WRITEs whose payload is in ``buf``, not yet given to the
+        # device: consecutive ones go in one ``write_batch`` call. They are
+        # handed over before any other request is served (order is kept)
+        # and before ``buf`` is read into again (their payloads live there).
+        batch: list = []
+        batching = x.batch_writes
         while True:
             while end - start >= REQUEST_SIZE:
                 try:
                     flags, cmd, handle, offset, length = decode_request(buf, start)
                 except BadRequestMagic as e:
+                    if batch:
+                        write_batch(x, replies, batch)
                     self._flush_replies(replies)  # the requests before it are answered
                     raise ProtocolViolation(detail=str(e)) from None
+                if (
+                    batching
+                    and cmd == P.CMD_WRITE
+                    and not flags
+                    and length <= P.MAX_REQUEST_PAYLOAD
+                    and end - start - REQUEST_SIZE >= length
+                ):
+                    start += REQUEST_SIZE
+                    batch.append((handle, offset, length, view[start : start + length]))
+                    start += length
+                    if len(batch) >= _WRITE_BATCH:
+                        write_batch(x, replies, batch)
+                        batch = []
+                    continue
+                if batch:
+                    write_batch(x, replies, batch)
+                    batch = []
                 start += REQUEST_SIZE
                 payload = None
                 if cmd == P.CMD_WRITE:
@@ -653,6 +679,9 @@ class _Connection:
                 del payload
                 if replies.nbytes >= _SEND_BATCH_BYTES:
                     self._emit(replies)
+            if batch:
+                write_batch(x, replies, batch)
+                batch = []
             if self.closing or server._shutting_down:
                 self._emit(replies)
                 return

@@ -236,6 +236,10 @@ def test_unallocated_blocks(pool):
     assert h.unallocated_blocks(0, 2000 * BS) == 1400
     assert h.unallocated_blocks(5 * BS + 1, 10 * BS) == 5  # blocks 5..15 touched, 5..9 holes
     assert h.unallocated_blocks(600 * BS, 20 * BS) == 10
+    # one block at a time (the batch path's one-leaf lookup), summed under one lock hold
+    singles = [(b * BS, BS) for b in (0, 9, 10, 609, 610, 1999)] + [(3 * BS + 7, 1)]
+    assert [h.unallocated_blocks(o, n) for o, n in singles] == [1, 1, 0, 0, 1, 1, 1]
+    assert h.unallocated_blocks_many(singles + [(5 * BS + 1, 10 * BS)]) == 5 + 5
 
 
 def test_share_run_shares_the_equal_prefix_only(pool):

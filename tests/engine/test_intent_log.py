@@ -95,3 +95,62 @@ def test_short_writes_are_continued(pool_dir, monkeypatch):
         assert bytes(q.open_object("v", "lun").pread(0, 2 * BS)) == b"x" * 2 * BS
     finally:
         q.close()
+
+
+class CountingFiles(FailingFiles):
+    """FailingFiles that also counts data-file pwrites and log appends."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = {"data": 0, "log": 0}
+
+    def open(self, path, append=False, create=True):
+        f = super().open(path, append, create)
+        calls = self.calls
+        if path.endswith("intent.log"):
+            inner = f.append_all
+
+            def append_all(data):
+                calls["log"] += 1
+                inner(data)
+
+            f.append_all = append_all
+        else:
+            inner_w = f.pwrite_all
+
+            def pwrite_all(mv, off):
+                calls["data"] += 1
+                inner_w(mv, off)
+
+            f.pwrite_all = pwrite_all
+        return f
+
+
+def test_a_batch_of_writes_is_one_data_write_and_one_append_all_or_nothing(pool_dir):
+    files = CountingFiles()
+    p = Pool.create(pool_dir, files=files)
+    p.create_volume("v")
+    p.create_object("v", "lun", 256 * BS)
+    h = p.open_object("v", "lun")
+    blocks = [7, 200, 3, 91, 7, 150]  # scattered, block 7 twice (the later one wins)
+    items = [(b * BS, bytes([i + 1]) * BS) for i, b in enumerate(blocks)]
+    before = dict(files.calls)
+    h.pwrite_many(items)
+    assert files.calls["data"] - before["data"] == 1 and files.calls["log"] - before["log"] == 1
+    # a batch whose log append fails leaves nothing of it, not even its first writes
+    files.fail_next = True
+    with pytest.raises(NoSpace):
+        h.pwrite_many([(10 * BS, b"x" * BS), (11 * BS, b"y" * BS)])
+    assert bytes(h.pread(10 * BS, 2 * BS)) == bytes(2 * BS)
+    p.flush()
+    _crash(p)
+    q = Pool.open(pool_dir)
+    try:
+        assert q.replayed_records == len(items)  # one record per write, all in the batch's one append
+        r = q.open_object("v", "lun")
+        want = {b: bytes([i + 1]) * BS for i, b in enumerate(blocks)}  # later writes overwrite
+        for b, data in want.items():
+            assert bytes(r.pread(b * BS, BS)) == data, b
+        assert q.fsck().clean
+    finally:
+        q.close()

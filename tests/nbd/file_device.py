@@ -207,3 +207,27 @@ class DictResolver:
         self.exports.pop(name, None)
         for cb in self.callbacks:
             cb(name)
+
+
+class BatchingDevice(FileDevice):
+    """TEST BACKEND ONLY: a ``FileDevice`` that also takes several writes in
+    one call (``pwrite_many``, as the engine's LUNs do). It records the size
+    of every batch, and a write touching ``bad_offsets`` fails with EIO, on
+    its own or in a batch (a failing batch writes nothing)."""
+
+    def __init__(self, path: str, **kw):
+        super().__init__(path, **kw)
+        self.batches: list[int] = []
+        self.bad_offsets: set[int] = set()
+
+    def pwrite(self, offset: int, data, fua: bool = False) -> None:
+        if offset in self.bad_offsets:
+            raise OSError(errno.EIO, f"injected failure at offset {offset}")
+        super().pwrite(offset, data, fua)
+
+    def pwrite_many(self, items) -> None:
+        self.batches.append(len(items))
+        if any(off in self.bad_offsets for off, _ in items):
+            raise OSError(errno.EIO, "injected failure in a batch")
+        for off, data in items:
+            super().pwrite(off, data)

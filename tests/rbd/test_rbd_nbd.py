@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 
+from tests import kill9
 from tests.rbd.conftest import cli
 
 TOOLS = ("qemu-img", "qemu-io", "nbdinfo", "fio")
@@ -136,22 +137,6 @@ def open_rbd(conf, vol, lun, snap):
         c.shutdown()
 
 
-WRITER = r"""
-import sys, nbd, os
-port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
-out = open(log, "a", buffering=1)
-i = 0
-while True:
-    blk = i % 2048
-    h.pwrite(i.to_bytes(8, "little") * 512, blk * 4096)
-    i += 1
-    if i % 16 == 0:
-        h.flush()
-        out.write(f"{i}\n")  # every write before i is flushed
-"""
-
-
 def test_qd64_reads_and_writes_on_one_connection_complete_out_of_order(rbd_pool, rbd_served):
     # One libnbd connection keeps up to 260 requests in flight; READs run
     # concurrently in librbd and are answered as they complete, so 4 KiB
@@ -233,64 +218,8 @@ def test_fio_crc32c_at_qd32_on_one_connection(rbd_pool, rbd_served):
         )
 
 
-WRITER_QD32 = r"""
-import sys, nbd
-port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
-out = open(log, "a", buffering=1)
-i = 0
-while True:
-    # 32 writes in flight at once, then (all acknowledged) one flush
-    for _ in range(32):
-        blk = i % 2048
-        h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(i.to_bytes(8, "little") * 512)), blk * 4096)
-        i += 1
-    while h.aio_in_flight():
-        h.poll(-1)
-    h.flush()
-    out.write(f"{i}\n")  # every write before i is flushed
-"""
-
-
-@pytest.mark.parametrize(
-    "writer, per_flush",
-    [(WRITER, 16), (WRITER_QD32, 32)],
-    ids=["one-at-a-time", "32-in-flight"],
-)
-def test_kill9_during_writes_and_flushes_loses_no_flushed_block(
-    rbd_pool, rbd_served, tmp_path, writer, per_flush
-):
+@pytest.mark.parametrize("writer", sorted(kill9.NBD_WRITERS))
+def test_kill9_during_writes_and_flushes_loses_no_flushed_block(rbd_pool, rbd_served, tmp_path, writer):
     setup_pool(rbd_pool, luns=(("v", "l", "8m"),))
-    s = rbd_served()
-    log = tmp_path / "flushed"
-    w = subprocess.Popen(["/usr/bin/python3", "-c", writer, str(s.nbd_port), "/vol/v/l", str(log)])
-    try:
-        for _ in range(200):
-            if log.exists() and len(log.read_text().split()) >= 40:
-                break
-            subprocess.run(["sleep", "0.05"])
-        os.kill(s.pid, signal.SIGKILL)
-        s.proc.wait(10)
-    finally:
-        w.kill()
-        w.wait()
-    flushed = int(log.read_text().split()[-1])
-    assert flushed >= 40 * per_flush
     # a restart on the same host takes the pool over (the dead holder's RADOS lock is broken)
-    from coppice.filer import Filer
-
-    f = Filer.open(rbd_pool)
-    try:
-        d = f.open_lun("/vol/v/l")
-        data = bytes(d.pread(0, 2048 * 4096))
-        d.close()
-        # for each block, the last write before `flushed` to it, or a later one
-        for blk in range(2048):
-            last = max((i for i in range(blk, flushed, 2048)), default=None)
-            if last is None:
-                continue
-            got = int.from_bytes(data[blk * 4096 : blk * 4096 + 8], "little")
-            assert got >= last and got % 2048 == blk, (blk, last, got)
-        assert f.fsck()["clean"], f.fsck()["problems"]
-    finally:
-        f.close()
+    kill9.served_kill9(rbd_pool, rbd_served(), "/vol/v/l", writer, tmp_path)
