@@ -200,11 +200,17 @@ class PageCache:
             a = np.frombuffer(self.unref, dtype=np.uint64).astype(np.int64)
             self.unref = array("Q")
             a = a[a != 0]
-            w = np.ones(len(a), dtype=np.int64)
+            # each entry is one lost reference: sort and count runs (a plain
+            # sort, not the argsort and gathers of a weighted sum)
+            a.sort()
+            first = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1]))) if len(a) else a
+            keys, counts = a[first], np.diff(np.concatenate((first, [len(a)])))
             if self._unref_counts is not None:
-                a = np.concatenate((self._unref_counts[0], a))
-                w = np.concatenate((self._unref_counts[1], w))
-            self._unref_counts = datapath.sum_by_key(a, w)
+                keys, counts = datapath.sum_by_key(
+                    np.concatenate((self._unref_counts[0], keys)),
+                    np.concatenate((self._unref_counts[1], counts)),
+                )
+            self._unref_counts = (keys, counts.astype(np.int64))
         if self._unref_counts is None:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
