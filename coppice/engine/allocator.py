@@ -183,6 +183,16 @@ class Allocator:
             self.next_pbn = self.starts.pop()
             self.free_below -= self.counts.pop()
 
+    def any_free(self, start: int, n: int) -> bool:
+        """Whether any of PBNs [start, start+n) is free (one search: the
+        extents are disjoint and sorted, so the last one starting before
+        the range's end is the only one that can reach into it)."""
+        end = start + n
+        if end > self.next_pbn:
+            return True
+        i = bisect.bisect_right(self.starts, end - 1) - 1
+        return i >= 0 and self.starts[i] + self.counts[i] > start
+
     def is_free(self, pbn: int) -> bool:
         if pbn >= self.next_pbn:
             return True

@@ -105,6 +105,33 @@ def iter_leaves(cache: PageCache, root: int, height: int, lo: int, hi: int):
                 stack.append((c, level - 1, base + i * child_span, shared))
 
 
+def first_leaf(cache: PageCache, root: int, height: int, lo: int, hi: int):
+    """(first_lbn, leaf_page) of the first present leaf that overlaps
+    blocks [lo, hi), or None: ``next(iter_leaves(...))`` without queueing
+    every sibling on the way down (a walk that takes one leaf per call,
+    under the lock each time, would queue the whole root each call)."""
+
+    def find(pid: int, level: int, base: int):
+        p = cache.get(pid)
+        if level == 0:
+            return base, p
+        child_span = span_of(level - 1)
+        ents = p.ents
+        for i in range(
+            max(0, (lo - base) // child_span), min(LEAF_FANOUT - 1, (hi - 1 - base) // child_span) + 1
+        ):
+            c = ents[i]
+            if c:
+                found = find(c, level - 1, base + i * child_span)
+                if found is not None:
+                    return found
+        return None
+
+    if not root or lo >= hi:
+        return None
+    return find(root, height, 0)
+
+
 def clear_range(cache: PageCache, obj, lo: int, hi: int) -> None:
     """Make blocks [lo, hi) holes, dropping whole subtrees that the range
     covers (a trim of a whole 1 TiB LUN touches a handful of pages)."""

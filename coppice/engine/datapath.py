@@ -55,7 +55,36 @@ def zero_slots(buf, bs: int, csums, zero_csum: int) -> list[int]:
 
 def contiguous_runs(pbns, lo: int, hi: int):
     """(i, j, first PBN) for each run pbns[i:j] of consecutive non-zero PBNs
-    within [lo, hi): one pread or pwrite per run instead of per block."""
+    within [lo, hi): one pread or pwrite per run instead of per block.
+    Long spans of an ``array("Q")`` or a leaf's ``ents`` are cut on arrays
+    (a 1 MiB read, a dedup run), short ones block by block (the reference,
+    and what a 4 KiB request takes)."""
+    if hi - lo > RUNS_ON_ARRAYS and (
+        (isinstance(pbns, array) and pbns.typecode == "Q")
+        or (isinstance(pbns, memoryview) and pbns.format == "Q")  # a leaf's ents
+    ):
+        return _contiguous_runs_np(pbns, lo, hi)
+    return _contiguous_runs_py(pbns, lo, hi)
+
+
+RUNS_ON_ARRAYS = 32
+
+
+def _contiguous_runs_np(pbns, lo: int, hi: int) -> list:
+    import numpy as np
+
+    a = np.frombuffer(pbns, dtype=np.uint64)[lo:hi].astype(np.int64)
+    nz = a != 0
+    # a run starts where a block is mapped and is not its predecessor + 1
+    start = nz.copy()
+    start[1:] &= ~(nz[:-1] & (a[1:] == a[:-1] + 1))
+    end = nz.copy()
+    end[:-1] &= ~(nz[1:] & (a[1:] == a[:-1] + 1))
+    s, e = np.flatnonzero(start), np.flatnonzero(end) + 1
+    return list(zip((s + lo).tolist(), (e + lo).tolist(), a[s].tolist(), strict=True))
+
+
+def _contiguous_runs_py(pbns, lo: int, hi: int):
     i = lo
     while i < hi:
         p = pbns[i]

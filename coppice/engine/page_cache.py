@@ -187,6 +187,11 @@ class PageCache:
     def incref_block(self, pbn: int) -> None:
         self.block_delta[pbn] += 1
 
+    def incref_blocks(self, pbns) -> None:
+        bd = self.block_delta
+        for p in pbns:
+            bd[p] += 1
+
     def decref_block(self, pbn: int) -> None:
         self.block_delta[pbn] -= 1
 

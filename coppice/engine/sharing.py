@@ -52,10 +52,10 @@ class Sharing:
             with self._lock:
                 o = self._object(self._dataset(volume, snapshot), name)
                 nb = self._nblocks(o)
-                nxt = next(blockmap.iter_leaves(self.cache, o.root, o.height, base, nb), None)
+                nxt = blockmap.first_leaf(self.cache, o.root, o.height, base, nb)
                 if nxt is None:
                     return
-                b, leaf, _ = nxt
+                b, leaf = nxt
                 buf = bytes(leaf.buf)
             yield b, buf, nb
             base = b + LEAF_FANOUT
@@ -160,26 +160,34 @@ class Sharing:
             if lbn < 0 or lbn + n > self._nblocks(o):
                 return 0
             cur, csums = self._mapping(o, lbn, n)
-            k = 0
-            while (
-                k < n
-                and cur[k]
-                and cur[k] == expected_pbns[k]
-                and target_pbns[k]
-                and cur[k] != target_pbns[k]
-                and not self.alloc.is_free(target_pbns[k])
-            ):
-                k += 1
+            k = self._shareable_prefix(cur, array("Q", expected_pbns), array("Q", target_pbns))
             good = self._equal_run(cur, array("Q", target_pbns[:k]), csums) if k else 0
             if not good:
                 return 0
             tgt, cs = array("Q", target_pbns[:good]), csums[:good]
             self.log.append_write(self.epoch, o.id, lbn, tgt, cs)
-            for p in tgt:
-                self.cache.incref_block(p)
+            self.cache.incref_blocks(tgt)
             self._map_blocks(o, lbn, tgt, cs)  # drops the references to the expected PBNs
         self._checkpoint_if_due()
         return good
+
+    def _shareable_prefix(self, cur: array, expected: array, target: array) -> int:
+        """How many leading blocks may be pointed at their target: each
+        still maps its expected PBN, the target is another block, and the
+        target is allocated. The checks run on whole arrays; the allocator
+        is asked once per contiguous run of targets."""
+        import numpy as np
+
+        c = np.frombuffer(cur, dtype=np.uint64)[: len(target)]
+        e = np.frombuffer(expected, dtype=np.uint64)
+        t = np.frombuffer(target, dtype=np.uint64)
+        bad = np.flatnonzero((c == 0) | (c != e) | (t == 0) | (c == t))
+        k = int(bad[0]) if len(bad) else len(t)
+        alloc = self.alloc
+        for i, j, p in datapath.contiguous_runs(target, 0, k):
+            if alloc.any_free(p, j - i):
+                return i + next(x for x in range(j - i) if alloc.is_free(p + x))
+        return k
 
     def _mapping(self, o: ObjRec, lbn: int, n: int) -> tuple[array, array]:
         """(PBNs, checksums) that blocks [lbn, lbn+n) of ``o`` map to."""

@@ -192,12 +192,10 @@ class Snapshots:
                     p = self.objects.get(pid) if pid else None
                     if o is None:
                         break
-                    nxt = next(
-                        blockmap.iter_leaves(self.cache, o.root, o.height, base, self._nblocks(o)), None
-                    )
+                    nxt = blockmap.first_leaf(self.cache, o.root, o.height, base, self._nblocks(o))
                     if nxt is None:
                         break
-                    b, leaf, _ = nxt
+                    b, leaf = nxt
                     slots = self._origin_shared_slots(b, leaf, p)
                     k = 0
                     while k < len(slots):

@@ -50,3 +50,25 @@ def test_never_hands_out_a_block_twice(ops):
         assert a.used == len(held)
         for p in list(held)[:20]:
             assert not a.is_free(p)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(1, 30)), max_size=40),
+    st.integers(0, 400),
+    st.integers(1, 60),
+    st.randoms(use_true_random=False),
+)
+def test_any_free_equals_asking_each_block(ops, start, n, rnd):
+    a = Allocator([], 1)
+    held: list[int] = []
+    for alloc, k in ops:
+        if alloc or not held:
+            for s, c in a.allocate(k):
+                held += range(s, s + c)
+        else:
+            rnd.shuffle(held)
+            for p in held[:k]:
+                a.release(p, 1)
+            held = held[k:]
+    assert a.any_free(start, n) == any(a.is_free(p) for p in range(start, start + n))

@@ -2,6 +2,7 @@
 thin volumes, clone split, bounded memory, space accounting."""
 
 import os
+import random
 
 import pytest
 
@@ -265,3 +266,24 @@ def test_share_run_shares_the_equal_prefix_only(pool):
     pool.open_object("b", "lun").pwrite(50 * BS, b"z" * BS)
     assert pool.share_run("b", "lun", None, 50, pb[50:52], pa[50:52]) == 0
     assert pool.fsck().clean
+
+
+def test_first_leaf_is_the_first_leaf_iter_leaves_yields(pool):
+    from coppice.engine import blockmap
+
+    pool.create_volume("v")
+    # 4 TiB of blocks: a three-level map, written sparsely (absent subtrees at each level)
+    pool.create_object("v", "lun", 1 << 40)
+    h = pool.open_object("v", "lun")
+    rnd = random.Random(5)
+    spots = sorted({rnd.randrange(1 << 28) for _ in range(60)} | {0, 511, 512, (1 << 28) - 1})
+    for b in spots:
+        h.pwrite(b * BS, bytes([b % 251 + 1]) * BS)
+    o = pool._object(pool._dataset("v", None), "lun")
+    assert o.height >= 2
+    n = pool._nblocks(o)
+    for lo in [0, 1, 511, 512, 513, n - 1] + [rnd.randrange(n) for _ in range(200)] + spots:
+        it = next(blockmap.iter_leaves(pool.cache, o.root, o.height, lo, n), None)
+        got = blockmap.first_leaf(pool.cache, o.root, o.height, lo, n)
+        assert (got is None and it is None) or (got[0], got[1]) == (it[0], it[1]), lo
+    assert blockmap.first_leaf(pool.cache, o.root, o.height, spots[-1] + 1, n) is None

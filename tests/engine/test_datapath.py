@@ -6,6 +6,8 @@ import os
 from array import array
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coppice.engine import datapath
 from coppice.engine.checksum import block_checksum
@@ -69,3 +71,28 @@ def test_read_runs_into_a_reused_buffer_equals_a_fresh_read(tmp_path):
         assert fresh[:bs] == data[3 * bs : 4 * bs] and fresh[3 * bs : 4 * bs] == data[9 * bs :]
     finally:
         f.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40)), max_size=30),
+    st.integers(0, 5),
+    st.integers(0, 5),
+    st.booleans(),
+)
+def test_contiguous_runs_on_arrays_equal_block_by_block(pieces, cut_lo, cut_hi, as_view):
+    # runs of consecutive PBNs, holes (0) and jumps, as leaves and dedup runs have them
+    pbns, nxt = [], 1
+    for kind, n in pieces:
+        if kind == 0:
+            pbns += [0] * n
+        else:
+            nxt += kind * 1000  # a jump: a new run
+            pbns += list(range(nxt, nxt + n))
+            nxt += n
+    a = array("Q", pbns)
+    seq = memoryview(bytearray(a.tobytes())).cast("Q") if as_view else a
+    lo, hi = min(cut_lo, len(a)), max(min(cut_lo, len(a)), len(a) - cut_hi)
+    want = list(datapath._contiguous_runs_py(seq, lo, hi))
+    assert datapath._contiguous_runs_np(seq, lo, hi) == want
+    assert list(datapath.contiguous_runs(seq, lo, hi)) == want
