@@ -17,7 +17,9 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
                    (tests/nbd/file_device, a plain file: the protocol
                    layer alone)
 
-and a table with coppice/qemu-nbd-raw ratios.
+and a table with coppice/qemu-nbd-raw ratios. Each target's image is
+prepared (copied, or written into the pool) and synced before its runs, so
+no write-back of the preparation competes with the first workload.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
         [--backend engine|engine-clone|lun|file] [--targets raw,nbdkit,qcow2,coppice] [--dir /var/tmp]
@@ -257,6 +259,7 @@ def serve(port: int, backend: str, path: str, size_mib: int) -> None:
         factory = _lun_device(path, size)
     else:
         factory = _engine_device(path, size, clone=backend == "engine-clone")
+    os.sync()  # the fill's dirty pages written back now, not during the first workload
     server = NBDServer(DictResolver({"disk": (factory, "bench")}), port=port)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     server.serve_forever()
@@ -292,14 +295,17 @@ def main() -> None:
         raw = os.path.join(work, "base.raw")
         print(f"filling {a.size_mib} MiB test images in {work} ...", flush=True)
         fill(raw, a.size_mib)
+        os.sync()
         if "raw" in targets:
             img = os.path.join(work, "qemu.raw")
             shutil.copyfile(raw, img)
+            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results["qemu-nbd raw"] = qemu_nbd(img, "raw", a.size_mib, a.runtime, "qemu-nbd raw")
             os.unlink(img)
         if "nbdkit" in targets:
             img = os.path.join(work, "nbdkit.raw")
             shutil.copyfile(raw, img)
+            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results["nbdkit file"] = nbdkit(img, a.size_mib, a.runtime)
             os.unlink(img)
         if "qcow2" in targets:
@@ -307,10 +313,12 @@ def main() -> None:
             subprocess.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", ov], check=True
             )
+            os.sync()
             results["qemu-nbd qcow2"] = qemu_nbd(ov, "qcow2", a.size_mib, a.runtime, "qemu-nbd qcow2")
         if "coppice" in targets:
             img = os.path.join(work, "coppice.raw")
             shutil.copyfile(raw, img)
+            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results[f"coppice ({a.backend})"] = coppice(a.backend, img, a.size_mib, a.runtime)
     finally:
         shutil.rmtree(work, ignore_errors=True)
