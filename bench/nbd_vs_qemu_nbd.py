@@ -18,8 +18,9 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
                    layer alone)
 
 and a table with coppice/qemu-nbd-raw ratios. Each target's image is
-prepared (copied, or written into the pool) and synced before its runs, so
-no write-back of the preparation competes with the first workload.
+prepared (copied, or written into the pool) and synced before its runs,
+and every fio run starts after a sync, so no write-back of a preparation
+or of an earlier run (of any target) competes with the one measured.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
         [--backend engine|engine-clone|lun|file] [--targets raw,nbdkit,qcow2,coppice] [--dir /var/tmp]
@@ -87,6 +88,7 @@ def fio(uri: str, rw: str, bs: str, depth: int, size_mib: int, runtime: int) -> 
         "--norandommap",
         "--output-format=json",
     ]
+    os.sync()  # the previous run's dirty pages (any target's) are not written back during this one
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"fio failed: {p.stderr}")

@@ -206,8 +206,10 @@ class PageCache:
             self.unref = array("Q")
             a = a[a != 0]
             # each entry is one lost reference: sort and count runs (a plain
-            # sort, not the argsort and gathers of a weighted sum)
-            a.sort()
+            # sort, not the argsort and gathers of a weighted sum); a
+            # sequential overwrite left them in order already: no sort
+            if len(a) > 1 and not (a[1:] >= a[:-1]).all():
+                a.sort()
             first = np.flatnonzero(np.concatenate(([True], a[1:] != a[:-1]))) if len(a) else a
             keys, counts = a[first], np.diff(np.concatenate((first, [len(a)])))
             if self._unref_counts is not None:
