@@ -524,10 +524,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
                 datapath.write_runs(self.data, mv, pbns, bs)
             self.log.append_write(self.epoch, o.id, lbn, pbns, csums)
         except OSError as e:
-            for s, c in runs:
-                self.alloc.release(s, c)
-            if is_full(e):
-                raise FileSystemFull(path=self.path, needed=m * bs, free=0) from None
+            self._unallocate(runs, e, m * bs)
             raise
         if m:
             self._data_gen += 1
@@ -540,6 +537,14 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         if hook is not None and m:
             hook.learn([(csums[i], pbns[i]) for i in range(n) if pbns[i]])
         self._map_blocks(o, lbn, pbns, csums)
+
+    def _unallocate(self, runs, e: OSError, nbytes: int) -> None:
+        """A write failed after allocating ``runs``: give them back (nothing
+        points at them yet); a full file system raises FileSystemFull."""
+        for s, c in runs:
+            self.alloc.release(s, c)
+        if is_full(e):
+            raise FileSystemFull(path=self.path, needed=nbytes, free=0) from None
 
     def _write_many(self, o: ObjRec, items) -> None:
         """Several writes to ``o``, applied in order as if one after the
@@ -584,10 +589,7 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
                 datapath.write_runs(self.data, memoryview(data), pbns, bs)
             self.log.append_writes(self.epoch, records)
         except OSError as e:
-            for s, c in runs:
-                self.alloc.release(s, c)
-            if is_full(e):
-                raise FileSystemFull(path=self.path, needed=n * bs, free=0) from None
+            self._unallocate(runs, e, n * bs)
             raise
         self._data_gen += 1
         if top > self._data_end:
