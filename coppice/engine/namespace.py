@@ -81,10 +81,9 @@ class Namespace:
         )
 
     def _clones_of(self, snap: Dataset) -> list[Dataset]:
-        return sorted(
-            (d for d in self.datasets.values() if d.kind == "volume" and d.origin_id == snap.id),
-            key=lambda d: d.name,
-        )
+        # an index, not a walk of every dataset: asked on every snapshot
+        # create, delete and show, in pools of 10,000 clone volumes
+        return sorted((self.datasets[i] for i in self._clone_ids.get(snap.id, ())), key=lambda d: d.name)
 
     # ---- volumes -----------------------------------------------------------------
     def create_volume(self, name: str, meta: dict | None = None) -> Dataset:
@@ -105,6 +104,8 @@ class Namespace:
         self._dsidx[self._dkey(d)] = d
         if kind == "snapshot":
             self._snap_ids.setdefault(volume_id, set()).add(d.id)
+        elif origin_id is not None:
+            self._clone_ids.setdefault(origin_id, set()).add(d.id)
         return d
 
     def list_volumes(self) -> list[Dataset]:
@@ -166,6 +167,9 @@ class Namespace:
         del self._dsidx[self._dkey(ds)]
         if ds.kind == "snapshot":
             self._snap_ids.get(ds.volume_id, set()).discard(ds.id)
+            self._clone_ids.pop(ds.id, None)
+        elif ds.origin_id is not None:
+            self._clone_ids.get(ds.origin_id, set()).discard(ds.id)
 
     def _drop_object(self, o: ObjRec) -> None:
         if o.root:

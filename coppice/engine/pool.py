@@ -206,11 +206,14 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         # (kind, volume id for a snapshot, name) -> dataset: O(1) lookups by name.
         self._dsidx: dict[tuple, Dataset] = {}
         self._snap_ids: dict[int, set[int]] = {}  # volume id -> its snapshots' ids
+        self._clone_ids: dict[int, set[int]] = {}  # snapshot id -> ids of the volumes cloned from it
         for row in db.execute("SELECT id, kind, name, volume_id, origin_id, created, meta FROM datasets"):
             d = self.datasets[row[0]] = Dataset(*row[:6], meta=row[6])  # decoded on first use
             self._dsidx[self._dkey(d)] = d
             if d.kind == "snapshot":
                 self._snap_ids.setdefault(d.volume_id, set()).add(d.id)
+            elif d.origin_id is not None:
+                self._clone_ids.setdefault(d.origin_id, set()).add(d.id)
         self.objects: dict[int, ObjRec] = {}
         # dataset id -> {object name -> record}: listing a volume's objects
         # costs its own objects, not the pool's.

@@ -212,6 +212,8 @@ class Snapshots:
         with self.transaction():
             v = self._volume(volume)
             self.db.execute("UPDATE datasets SET origin_id=NULL WHERE id=?", (v.id,))
+            if v.origin_id is not None:
+                self._clone_ids.get(v.origin_id, set()).discard(v.id)
             v.origin_id = None
         yield total, total
 

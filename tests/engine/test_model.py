@@ -152,6 +152,15 @@ class EngineModel(RuleBasedStateMachine):
         rep = self.pool.fsck()
         assert rep.clean, rep.problems
 
+    @invariant()
+    def clone_index_matches_a_walk(self):
+        # snapshots' clones come from an index kept on change (clone, split,
+        # delete, a rolled-back transaction); it equals a walk of every dataset
+        p = self.pool
+        for s in [d for d in p.datasets.values() if d.kind == "snapshot"]:
+            walk = sorted(d.name for d in p.datasets.values() if d.kind == "volume" and d.origin_id == s.id)
+            assert [d.name for d in p._clones_of(s)] == walk
+
 
 EngineModel.TestCase.settings = settings(
     max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
