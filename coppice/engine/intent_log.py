@@ -21,6 +21,17 @@ from .fileio import OS_FILES, Files
 from .format import LOG_CLEAR, LOG_HEADER, LOG_MAGIC, LOG_TRAILER, LOG_WRITE
 
 
+def _write_body(epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> bytes:
+    return (
+        LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns)) + pbns.tobytes() + csums.tobytes()
+    )
+
+
+def _sealed(body: bytes) -> bytes:
+    """A record: its body and the trailer that checksums it."""
+    return body + LOG_TRAILER.pack(block_checksum(body))
+
+
 class IntentLog:
     def __init__(self, path: str, files: Files = OS_FILES):
         self.path = path
@@ -35,37 +46,21 @@ class IntentLog:
         self.broken: OSError | None = None
 
     def append_write(self, epoch: int, obj: int, lbn: int, pbns: array, csums: array) -> None:
-        body = (
-            LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns))
-            + pbns.tobytes()
-            + csums.tobytes()
-        )
-        self._append(body)
+        self._append(_sealed(_write_body(epoch, obj, lbn, pbns, csums)))
 
     def append_writes(self, epoch: int, records) -> None:
         """Several write records ``(obj, lbn, pbns, csums)`` with one append:
         all of them or none (a batch of writes fails whole)."""
-        parts = []
-        for obj, lbn, pbns, csums in records:
-            body = (
-                LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_WRITE, obj, lbn, len(pbns))
-                + pbns.tobytes()
-                + csums.tobytes()
-            )
-            parts.append(body + LOG_TRAILER.pack(block_checksum(body)))
-        self._append_records(b"".join(parts))
+        self._append(b"".join(_sealed(_write_body(epoch, *r)) for r in records))
 
     def append_clear(self, epoch: int, obj: int, lbn: int, count: int) -> None:
-        self._append(LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count))
+        self._append(_sealed(LOG_HEADER.pack(LOG_MAGIC, epoch, LOG_CLEAR, obj, lbn, count)))
 
-    def _append(self, body: bytes) -> None:
-        """All of the record or none of it: a failed append (ENOSPC midway)
-        is cut back off, so the next record does not land behind a torn one
-        (``records`` stops at the first torn record). If even that fails the
-        log refuses every further append."""
-        self._append_records(body + LOG_TRAILER.pack(block_checksum(body)))
-
-    def _append_records(self, rec: bytes) -> None:
+    def _append(self, rec: bytes) -> None:
+        """All of ``rec`` (sealed records) or none of it: a failed append
+        (ENOSPC midway) is cut back off, so the next record does not land
+        behind a torn one (``records`` stops at the first torn record). If
+        even that fails the log refuses every further append."""
         if self.broken is not None:
             raise self.broken
         try:

@@ -563,15 +563,11 @@ class Pool(Namespace, Snapshots, Accounting, Sharing, Verification):
         writes would be)."""
         bs = self.block_size
         size = o.size
-        if self.inline_dedup is not None or any(
+        plain = self.inline_dedup is None and not any(
             off % bs or len(mv) % bs or off < 0 or off + len(mv) > size or not len(mv) for off, mv in items
-        ):
-            for off, mv in items:
-                self._write(o, off, mv)
-            return
-        sums = [datapath.block_checksums(mv, bs) for _, mv in items]
-        zc = self._zero_csum
-        if any(zc in c for c in sums):
+        )
+        sums = [datapath.block_checksums(mv, bs) for _, mv in items] if plain else []
+        if not plain or any(self._zero_csum in c for c in sums):
             for off, mv in items:
                 self._write(o, off, mv)
             return

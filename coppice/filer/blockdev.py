@@ -124,9 +124,8 @@ class LunDevice:
             for offset, data in items:
                 self.pwrite(offset, data)
             return
-        ranges = [(off, len(d)) for off, d in items]
-        many_holes = getattr(self.h, "unallocated_blocks_many", None)
-        need = many_holes(ranges) if many_holes else sum(self._holes(off, n) for off, n in ranges)
+        # a budgeted LUN is an engine object: its handle counts holes in one pass
+        need = self.h.unallocated_blocks_many([(off, len(d)) for off, d in items])
         held = sum(self.h.snapshot_held_blocks(off, len(d)) for off, d in items) if b.has_snapshots else 0
         charge = b.reserve(need, bs, f"{len(items)} writes to {self.path}", snap_held=held)
         try:

@@ -117,14 +117,26 @@ def _fua_by_flush(x: Export, flags: int) -> None:
 
 
 def write(x: Export, out, flags, handle, offset, length, payload) -> None:
+    if not _write_refused(x, out, flags, handle, offset, length):
+        _write_checked(x, out, flags, handle, offset, length, payload)
+
+
+def _write_refused(x: Export, out, flags, handle, offset, length) -> bool:
+    """The checks of one WRITE; True once its error reply is queued."""
     if flags & ~FUA:
-        return out.error(handle, P.EINVAL, f"WRITE: unsupported flags {flags:#x}")
-    if x.read_only:
-        return out.error(handle, P.EPERM, "WRITE to a read-only export")
-    if length == 0:
-        return out.error(handle, P.EINVAL, "WRITE of length 0")
-    if offset + length > x.size:
-        return out.error(handle, P.ENOSPC, "WRITE past the end of the export")
+        out.error(handle, P.EINVAL, f"WRITE: unsupported flags {flags:#x}")
+    elif x.read_only:
+        out.error(handle, P.EPERM, "WRITE to a read-only export")
+    elif length == 0:
+        out.error(handle, P.EINVAL, "WRITE of length 0")
+    elif offset + length > x.size:
+        out.error(handle, P.ENOSPC, "WRITE past the end of the export")
+    else:
+        return False
+    return True
+
+
+def _write_checked(x: Export, out, flags, handle, offset, length, payload) -> None:
     fua = bool(flags & FUA)
     try:
         x.dev.pwrite(offset, payload, fua and x.can_fua)
@@ -144,29 +156,18 @@ def write_batch(x: Export, out, reqs: list) -> None:
     on a device's one-at-a-time path, only writes that are written again
     here unchanged): each write then goes again on its own, for its own
     reply."""
-    good = []
-    for handle, offset, length, payload in reqs:
-        if x.read_only:
-            out.error(handle, P.EPERM, "WRITE to a read-only export")
-        elif length == 0:
-            out.error(handle, P.EINVAL, "WRITE of length 0")
-        elif offset + length > x.size:
-            out.error(handle, P.ENOSPC, "WRITE past the end of the export")
+    good = [r for r in reqs if not _write_refused(x, out, 0, *r[:3])]
+    if len(good) > 1:
+        try:
+            x.dev.pwrite_many([(offset, payload) for _, offset, _, payload in good])
+        except Exception:
+            pass  # answered one at a time below
         else:
-            good.append((handle, offset, length, payload))
-    if len(good) == 1:
-        write(x, out, 0, *good[0])
-        return
-    if not good:
-        return
-    try:
-        x.dev.pwrite_many([(offset, payload) for _, offset, _, payload in good])
-    except Exception:
-        for handle, offset, length, payload in good:
-            write(x, out, 0, handle, offset, length, payload)
-        return
-    for handle, *_ in good:
-        out.ok(handle)
+            for handle, *_ in good:
+                out.ok(handle)
+            return
+    for r in good:
+        _write_checked(x, out, 0, *r)
 
 
 def flush(x: Export, out, flags, handle, offset, length, payload) -> None:

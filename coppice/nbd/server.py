@@ -628,13 +628,18 @@ class _Connection:
         # and before ``buf`` is read into again (their payloads live there).
         batch: list = []
         batching = x.batch_writes
+
+        def hand_over() -> None:
+            if batch:
+                write_batch(x, replies, batch)
+                batch.clear()
+
         while True:
             while end - start >= REQUEST_SIZE:
                 try:
                     flags, cmd, handle, offset, length = decode_request(buf, start)
                 except BadRequestMagic as e:
-                    if batch:
-                        write_batch(x, replies, batch)
+                    hand_over()
                     self._flush_replies(replies)  # the requests before it are answered
                     raise ProtocolViolation(detail=str(e)) from None
                 if (
@@ -648,12 +653,9 @@ class _Connection:
                     batch.append((handle, offset, length, view[start : start + length]))
                     start += length
                     if len(batch) >= _WRITE_BATCH:
-                        write_batch(x, replies, batch)
-                        batch = []
+                        hand_over()
                     continue
-                if batch:
-                    write_batch(x, replies, batch)
-                    batch = []
+                hand_over()
                 start += REQUEST_SIZE
                 payload = None
                 if cmd == P.CMD_WRITE:
@@ -679,9 +681,7 @@ class _Connection:
                 del payload
                 if replies.nbytes >= _SEND_BATCH_BYTES:
                     self._emit(replies)
-            if batch:
-                write_batch(x, replies, batch)
-                batch = []
+            hand_over()
             if self.closing or server._shutting_down:
                 self._emit(replies)
                 return
