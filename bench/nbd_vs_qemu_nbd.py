@@ -17,10 +17,9 @@ Four figures per target — sequential write 1 MiB QD8, sequential read
                    (tests/nbd/file_device, a plain file: the protocol
                    layer alone)
 
-and a table with coppice/qemu-nbd-raw ratios. Each target's image is
-prepared (copied, or written into the pool) and synced before its runs,
-and every fio run starts after a sync, so no write-back of a preparation
-or of an earlier run (of any target) competes with the one measured.
+and a table with coppice/qemu-nbd-raw ratios. Every fio run starts after a
+sync, so no write-back of a target's preparation (a copied image, a pool
+filled by the server) or of an earlier run competes with the one measured.
 
     .venv/bin/python bench/nbd_vs_qemu_nbd.py [--size-mib 1024] [--runtime 10]
         [--backend engine|engine-clone|lun|file] [--targets raw,nbdkit,qcow2,coppice] [--dir /var/tmp]
@@ -88,7 +87,9 @@ def fio(uri: str, rw: str, bs: str, depth: int, size_mib: int, runtime: int) -> 
         "--norandommap",
         "--output-format=json",
     ]
-    os.sync()  # the previous run's dirty pages (any target's) are not written back during this one
+    # everything written before (an image prepared, the server's fill, the
+    # previous run of any target) is on disk, not written back during this run
+    os.sync()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"fio failed: {p.stderr}")
@@ -261,7 +262,6 @@ def serve(port: int, backend: str, path: str, size_mib: int) -> None:
         factory = _lun_device(path, size)
     else:
         factory = _engine_device(path, size, clone=backend == "engine-clone")
-    os.sync()  # the fill's dirty pages written back now, not during the first workload
     server = NBDServer(DictResolver({"disk": (factory, "bench")}), port=port)
     signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
     server.serve_forever()
@@ -297,17 +297,14 @@ def main() -> None:
         raw = os.path.join(work, "base.raw")
         print(f"filling {a.size_mib} MiB test images in {work} ...", flush=True)
         fill(raw, a.size_mib)
-        os.sync()
         if "raw" in targets:
             img = os.path.join(work, "qemu.raw")
             shutil.copyfile(raw, img)
-            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results["qemu-nbd raw"] = qemu_nbd(img, "raw", a.size_mib, a.runtime, "qemu-nbd raw")
             os.unlink(img)
         if "nbdkit" in targets:
             img = os.path.join(work, "nbdkit.raw")
             shutil.copyfile(raw, img)
-            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results["nbdkit file"] = nbdkit(img, a.size_mib, a.runtime)
             os.unlink(img)
         if "qcow2" in targets:
@@ -315,12 +312,10 @@ def main() -> None:
             subprocess.run(
                 ["qemu-img", "create", "-q", "-f", "qcow2", "-b", raw, "-F", "raw", ov], check=True
             )
-            os.sync()
             results["qemu-nbd qcow2"] = qemu_nbd(ov, "qcow2", a.size_mib, a.runtime, "qemu-nbd qcow2")
         if "coppice" in targets:
             img = os.path.join(work, "coppice.raw")
             shutil.copyfile(raw, img)
-            os.sync()  # as the coppice server does after its fill: no writeback during the runs
             results[f"coppice ({a.backend})"] = coppice(a.backend, img, a.size_mib, a.runtime)
     finally:
         shutil.rmtree(work, ignore_errors=True)
