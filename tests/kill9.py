@@ -140,45 +140,27 @@ def restart(path: str, state: dict[int, int], names, top: int) -> None:
 # The writer (libnbd, in a subprocess) writes block i % 2048 with i, flushes,
 # and logs i once the flush returned: every write before i is flushed.
 
-NBD_WRITERS = {
-    "one-at-a-time": (
-        16,
-        r"""
-import sys, nbd, os
-port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
-out = open(log, "a", buffering=1)
-i = 0
-while True:
-    blk = i % 2048
-    h.pwrite(i.to_bytes(8, "little") * 512, blk * 4096)
-    i += 1
-    if i % 16 == 0:
-        h.flush()
-        out.write(f"{i}\n")  # every write before i is flushed
-""",
-    ),
-    "32-in-flight": (
-        32,
-        r"""
+# Writers by name: (writes in flight at once, writes per flush).
+NBD_WRITERS = {"one-at-a-time": (1, 16), "32-in-flight": (32, 32)}
+
+NBD_WRITER = r"""
 import sys, nbd
-port, path, log = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, path, log, depth, per_flush = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 h = nbd.NBD(); h.set_export_name(path); h.connect_tcp("127.0.0.1", str(port))
 out = open(log, "a", buffering=1)
 i = 0
 while True:
-    # 32 writes in flight at once, then (all acknowledged) one flush
-    for _ in range(32):
+    # `depth` writes in flight at once; once every `per_flush` writes (all acknowledged), one flush
+    for _ in range(depth):
         blk = i % 2048
         h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(i.to_bytes(8, "little") * 512)), blk * 4096)
         i += 1
     while h.aio_in_flight():
         h.poll(-1)
-    h.flush()
-    out.write(f"{i}\n")  # every write before i is flushed
-""",
-    ),
-}
+    if i % per_flush == 0:
+        h.flush()
+        out.write(f"{i}\n")  # every write before i is flushed
+"""
 
 
 def served_kill9(pool: str, served, lun: str, writer: str, tmp) -> None:
@@ -188,9 +170,11 @@ def served_kill9(pool: str, served, lun: str, writer: str, tmp) -> None:
     every block holds its last flushed write or a later one, and fsck."""
     from coppice.filer import Filer
 
-    per_flush, script = NBD_WRITERS[writer]
+    depth, per_flush = NBD_WRITERS[writer]
     log = os.path.join(str(tmp), "flushed")
-    w = subprocess.Popen(["/usr/bin/python3", "-c", script, str(served.nbd_port), lun, log])
+    w = subprocess.Popen(
+        ["/usr/bin/python3", "-c", NBD_WRITER, str(served.nbd_port), lun, log, str(depth), str(per_flush)]
+    )
     try:
         for _ in range(200):
             if os.path.exists(log) and len(open(log).read().split()) >= 40:
