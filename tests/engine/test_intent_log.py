@@ -14,19 +14,22 @@ BS = 4096
 
 
 class FailingFiles(fileio.Files):
-    """The intent log's next append writes ``part`` bytes and then fails
-    with ENOSPC (armed by ``fail_next``)."""
+    """The intent log's next append writes 20 bytes and then fails with
+    ENOSPC (armed by ``fail_next``); ``calls`` counts the data file's
+    pwrites and the log's appends."""
 
     def __init__(self):
         self.fail_next = False
+        self.calls = {"data": 0, "log": 0}
 
     def open(self, path, append=False, create=True):
         f = fileio.File(path, append, create)
+        files = self
         if path.endswith("intent.log"):
-            files = self
             real = f.append_all
 
             def append_all(data):
+                files.calls["log"] += 1
                 if files.fail_next:
                     files.fail_next = False
                     os.write(f.fd, bytes(data)[:20])
@@ -34,6 +37,14 @@ class FailingFiles(fileio.Files):
                 real(data)
 
             f.append_all = append_all
+        else:
+            real_w = f.pwrite_all
+
+            def pwrite_all(mv, off):
+                files.calls["data"] += 1
+                real_w(mv, off)
+
+            f.pwrite_all = pwrite_all
         return f
 
 
@@ -97,37 +108,8 @@ def test_short_writes_are_continued(pool_dir, monkeypatch):
         q.close()
 
 
-class CountingFiles(FailingFiles):
-    """FailingFiles that also counts data-file pwrites and log appends."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = {"data": 0, "log": 0}
-
-    def open(self, path, append=False, create=True):
-        f = super().open(path, append, create)
-        calls = self.calls
-        if path.endswith("intent.log"):
-            inner = f.append_all
-
-            def append_all(data):
-                calls["log"] += 1
-                inner(data)
-
-            f.append_all = append_all
-        else:
-            inner_w = f.pwrite_all
-
-            def pwrite_all(mv, off):
-                calls["data"] += 1
-                inner_w(mv, off)
-
-            f.pwrite_all = pwrite_all
-        return f
-
-
 def test_a_batch_of_writes_is_one_data_write_and_one_append_all_or_nothing(pool_dir):
-    files = CountingFiles()
+    files = FailingFiles()
     p = Pool.create(pool_dir, files=files)
     p.create_volume("v")
     p.create_object("v", "lun", 256 * BS)
