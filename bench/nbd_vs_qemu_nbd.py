@@ -287,9 +287,13 @@ def main() -> None:
         return
 
     wanted = a.workloads.split(",")
+    known = [w[1] for w in WORKLOADS]
+    unknown = [w for w in wanted if w not in known]
+    if unknown or not wanted:
+        raise SystemExit(
+            f"--workloads: unknown {', '.join(unknown) or '(none given)'}; choose from {','.join(known)}"
+        )
     WORKLOADS[:] = [w for w in WORKLOADS if w[1] in wanted]
-    if not WORKLOADS:
-        raise SystemExit("--workloads: name at least one of write, read, randread, randwrite")
     work = tempfile.mkdtemp(prefix="coppice-nbd-bench-", dir=a.dir)
     targets = a.targets.split(",")
     results: dict[str, dict] = {}
